@@ -1,0 +1,64 @@
+"""The vision half: SigLIP encoder + pixel-shuffle connector as an mtmd `idefics3` projector GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from smolcli.convert.checkpoint import Checkpoint, gguf_name
+from smolcli.convert.gguf_out import PlannedTensor, QType, encode, fits_blocks, write_gguf
+from smolcli.convert.safetensors_file import TensorEntry
+
+MMPROJ_TYPES = {"F32": QType.F32, "F16": QType.F16, "Q8_0": QType.Q8_0}
+FILE_TYPES = {
+    QType.F32: gguf.LlamaFileType.ALL_F32,
+    QType.F16: gguf.LlamaFileType.MOSTLY_F16,
+    QType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+
+
+def plan_tensor(checkpoint: Checkpoint, entry: TensorEntry, qtype: QType) -> PlannedTensor:
+    name, _, _ = gguf_name(checkpoint.family.VISION_TENSORS, entry.name)
+    if len(entry.shape) == 1 or name in checkpoint.family.VISION_F32_TENSORS:
+        qtype = QType.F32
+    elif not fits_blocks(entry.shape, qtype):
+        qtype = QType.F16
+
+    def produce() -> np.ndarray:
+        return encode(entry.load(), entry.dtype, qtype)
+
+    return PlannedTensor(name, entry.shape, qtype, produce)
+
+
+def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qtype: QType) -> None:
+    vision, pre = checkpoint.vision, checkpoint.preprocessor
+    writer.add_type(gguf.GGUFType.MMPROJ)
+    writer.add_name(name)
+    writer.add_file_type(FILE_TYPES[qtype])
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type(gguf.VisionProjectorType.IDEFICS3)
+    writer.add_vision_projection_dim(checkpoint.text["hidden_size"])
+    writer.add_vision_image_size(vision["image_size"])
+    writer.add_vision_patch_size(vision["patch_size"])
+    writer.add_vision_embedding_length(vision["hidden_size"])
+    writer.add_vision_feed_forward_length(vision["intermediate_size"])
+    writer.add_vision_block_count(vision["num_hidden_layers"])
+    writer.add_vision_head_count(vision["num_attention_heads"])
+    writer.add_vision_attention_layernorm_eps(float(vision["layer_norm_eps"]))
+    writer.add_vision_image_mean([float(x) for x in pre["image_mean"]])
+    writer.add_vision_image_std([float(x) for x in pre["image_std"]])
+    writer.add_vision_projector_scale_factor(checkpoint.scale_factor)
+    writer.add_vision_preproc_image_size(pre["longest_edge"])
+    writer.add_vision_use_gelu(True)
+
+
+def write_mmproj(
+    checkpoint: Checkpoint, path: Path, qtype: QType, name: str, report: Callable[[str], None], label: str
+) -> None:
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ])
+    add_metadata(writer, checkpoint, name, qtype)
+    tensors = [plan_tensor(checkpoint, entry, qtype) for entry in checkpoint.vision_tensors()]
+    write_gguf(path, writer, tensors, report, label)

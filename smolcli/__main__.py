@@ -1,0 +1,3 @@
+from smolcli.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `smolcli` command line: one module per command, thin over the library."""

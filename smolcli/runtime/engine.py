@@ -1,0 +1,328 @@
+"""One loaded model pair: llama.cpp model + context, mtmd vision context, and the KV cache position.
+
+Our own layer over llama-cpp-python's C bindings, so that the prompt, the image
+chunks and the cache stay under our control: a new turn evaluates only what is new.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from smolcli.errors import SmolcliError
+from smolcli.runtime.images import RGBImage
+from smolcli.runtime.model_files import ModelFiles
+
+CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # GGML_TYPE_* values
+IMAGE_MARKER = "<image>"
+
+
+@dataclass
+class EngineOptions:
+    n_ctx: int = 0  # 0: sized by the caller before load
+    n_gpu_layers: int = 0
+    mmproj_offload: bool = True
+    threads: int | None = None
+    cache_type: str = "f16"
+    n_batch: int = 2048
+    verbose: bool = False
+
+
+@dataclass
+class Counters:
+    """What the engine has done since load: tests and benchmarks read these."""
+
+    images_encoded: int = 0
+    image_tokens: int = 0
+    text_tokens: int = 0
+    generated_tokens: int = 0
+    encode_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass
+class Chunk:
+    kind: str  # "text" or "image"
+    n_tokens: int
+    tokens: list[int] = field(default_factory=list)  # text chunks only
+
+
+class Prompt:
+    """A tokenized prompt: mtmd chunks (text runs and image tiles), owned until freed."""
+
+    def __init__(self, handle, chunks: list[Chunk]):
+        self.handle = handle
+        self.chunks = chunks
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.chunks)
+
+    @property
+    def n_image_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.chunks if c.kind == "image")
+
+    def free(self) -> None:
+        if self.handle is not None:
+            from llama_cpp import mtmd_cpp
+
+            mtmd_cpp.mtmd_input_chunks_free(self.handle)
+            self.handle = None
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+class Engine:
+    def __init__(self, files: ModelFiles, options: EngineOptions):
+        import llama_cpp
+        from llama_cpp import mtmd_cpp
+
+        from smolcli import llama_logging
+
+        self._llama = llama_cpp
+        self._mtmd = mtmd_cpp
+        self.files = files
+        self.options = options
+        self.counters = Counters()
+        self.n_past = 0
+        self.ctx = None
+        self.mtmd_ctx = None
+        self.threads = options.threads or default_threads()
+        llama_logging.configure(options.verbose)
+        llama_cpp.llama_backend_init()
+
+        started = time.perf_counter()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = options.n_gpu_layers
+        self.model = llama_cpp.llama_model_load_from_file(str(files.model.path).encode(), params)
+        if not self.model:
+            raise SmolcliError(f"{files.model.path}: llama.cpp could not load this model; rerun with --verbose for its log")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        if files.mmproj is not None:
+            mparams = mtmd_cpp.mtmd_context_params_default()
+            mparams.use_gpu = options.mmproj_offload and options.n_gpu_layers != 0
+            mparams.n_threads = self.threads
+            mparams.print_timings = False
+            mparams.warmup = False
+            self.mtmd_ctx = mtmd_cpp.mtmd_init_from_file(str(files.mmproj.path).encode(), self.model, mparams)
+            if not self.mtmd_ctx:
+                raise SmolcliError(f"{files.mmproj.path}: mtmd could not load this mmproj; rerun with --verbose for its log")
+        self.load_seconds = time.perf_counter() - started
+
+    # --- context -------------------------------------------------------------------------
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(self._llama.llama_model_n_ctx_train(self.model))
+
+    def create_context(self, n_ctx: int) -> None:
+        llama_cpp = self._llama
+        if self.ctx is not None:
+            llama_cpp.llama_free(self.ctx)
+        cache = CACHE_TYPES[self.options.cache_type]
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = min(self.options.n_batch, n_ctx)
+        params.n_ubatch = min(512, n_ctx)
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.type_k = cache
+        params.type_v = cache
+        # a quantized V cache needs flash attention; let llama.cpp decide otherwise
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if cache != 1 else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+        )
+        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise SmolcliError(f"llama.cpp could not create a {n_ctx}-token context; lower --ctx or free memory")
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
+        self.n_batch = int(params.n_batch)
+        self.n_past = 0
+
+    def clear(self) -> None:
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(self.ctx), True)
+        self.n_past = 0
+
+    def rewind(self, n_past: int) -> None:
+        """Forget everything after position n_past (an interrupted or overflowing turn)."""
+        self._llama.llama_memory_seq_rm(self._llama.llama_get_memory(self.ctx), 0, n_past, -1)
+        self.n_past = n_past
+
+    # --- prompts -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, images: list[RGBImage], add_special: bool = False) -> Prompt:
+        """Text with one `<image>` marker per image, in order, into text and image chunks."""
+        mtmd = self._mtmd
+        if text.count(IMAGE_MARKER) != len(images):
+            raise SmolcliError(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
+        if images and self.mtmd_ctx is None:
+            raise SmolcliError("images need the vision encoder: pass the mmproj file with --mmproj")
+        marker = mtmd.mtmd_default_marker().decode()
+        encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
+        bitmaps = [
+            mtmd.mtmd_bitmap_init(img.width, img.height, (ctypes.c_uint8 * len(img.pixels)).from_buffer_copy(img.pixels))
+            for img in images
+        ]
+        handle = mtmd.mtmd_input_chunks_init()
+        try:
+            if self.mtmd_ctx is None:
+                return self._text_only_prompt(encoded, add_special, handle)
+            inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
+            array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            status = mtmd.mtmd_tokenize(self.mtmd_ctx, handle, ctypes.byref(inp), array, len(bitmaps))
+            if status != 0:
+                mtmd.mtmd_input_chunks_free(handle)
+                raise SmolcliError(f"mtmd could not tokenize the prompt (status {status})")
+        finally:
+            for bitmap in bitmaps:
+                mtmd.mtmd_bitmap_free(bitmap)
+        return Prompt(handle, self._describe(handle))
+
+    def _text_only_prompt(self, encoded: bytes, add_special: bool, handle) -> Prompt:
+        self._mtmd.mtmd_input_chunks_free(handle)
+        n_tokens, tokens = self._text_tokens(encoded, add_special)
+        return Prompt(None, [Chunk("text", n_tokens, tokens)])
+
+    def _text_tokens(self, encoded: bytes, add_special: bool) -> tuple[int, list[int]]:
+        llama_cpp = self._llama
+        capacity = len(encoded) + 8
+        buffer = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self.vocab, encoded, len(encoded), buffer, capacity, add_special, True)
+        if count < 0:
+            raise SmolcliError("the prompt could not be tokenized")
+        return count, list(buffer[:count])
+
+    def _describe(self, handle) -> list[Chunk]:
+        mtmd = self._mtmd
+        chunks = []
+        for index in range(mtmd.mtmd_input_chunks_size(handle)):
+            chunk = mtmd.mtmd_input_chunks_get(handle, index)
+            n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
+            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                count = ctypes.c_size_t()
+                pointer = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+                chunks.append(Chunk("text", n_tokens, [pointer[i] for i in range(count.value)]))
+            else:
+                chunks.append(Chunk("image", n_tokens))
+        return chunks
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def check_fits(self, n_tokens: int) -> None:
+        if self.n_past + n_tokens > self.n_ctx:
+            raise ContextFull(self.n_past, n_tokens, self.n_ctx)
+
+    def evaluate(self, prompt: Prompt) -> None:
+        """Run every chunk of the prompt through the model, appending to the cache."""
+        self.check_fits(prompt.n_tokens)
+        if prompt.handle is None or self.mtmd_ctx is None:
+            for chunk in prompt.chunks:
+                self._decode_text(chunk.tokens)
+            return
+        mtmd = self._mtmd
+        for index, described in enumerate(prompt.chunks):
+            chunk = mtmd.mtmd_input_chunks_get(prompt.handle, index)
+            if described.kind == "text":
+                self._decode_text(described.tokens)
+            else:
+                self._decode_image(chunk, described.n_tokens)
+
+    def _decode_text(self, tokens: list[int]) -> None:
+        llama_cpp = self._llama
+        started = time.perf_counter()
+        for start in range(0, len(tokens), self.n_batch):
+            piece = tokens[start : start + self.n_batch]
+            array = (llama_cpp.llama_token * len(piece))(*piece)
+            status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, len(piece)))
+            if status != 0:
+                raise SmolcliError(f"llama.cpp failed to evaluate the prompt (status {status})")
+            self.n_past += len(piece)
+        self.counters.text_tokens += len(tokens)
+        self.counters.prefill_seconds += time.perf_counter() - started
+
+    def _decode_image(self, chunk, n_tokens: int) -> None:
+        mtmd = self._mtmd
+        started = time.perf_counter()
+        if mtmd.mtmd_encode_chunk(self.mtmd_ctx, chunk) != 0:
+            raise SmolcliError("the vision encoder failed on an image")
+        embeddings = mtmd.mtmd_get_output_embd(self.mtmd_ctx)
+        encoded = time.perf_counter()
+        new_n_past = self._llama.llama_pos(0)
+        status = mtmd.mtmd_helper_decode_image_chunk(
+            self.mtmd_ctx, self.ctx, chunk, embeddings, self.n_past, 0, self.n_batch, ctypes.byref(new_n_past),
+            mtmd.mtmd_helper_post_decode_callback(0), None,
+        )
+        if status != 0:
+            raise SmolcliError(f"llama.cpp failed to evaluate an image (status {status})")
+        self.n_past = int(new_n_past.value)
+        self.counters.images_encoded += 1
+        self.counters.image_tokens += n_tokens
+        self.counters.encode_seconds += encoded - started
+        self.counters.prefill_seconds += time.perf_counter() - encoded
+
+    def last_logits(self) -> np.ndarray:
+        pointer = self._llama.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+
+    # --- generation ----------------------------------------------------------------------
+
+    def sample(self, sampler) -> int:
+        return int(self._llama.llama_sampler_sample(sampler, self.ctx, -1))
+
+    def accept(self, token: int) -> None:
+        """Feed a generated token back so the next one can be sampled."""
+        llama_cpp = self._llama
+        self.check_fits(1)
+        started = time.perf_counter()
+        array = (llama_cpp.llama_token * 1)(token)
+        status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, 1))
+        if status != 0:
+            raise SmolcliError(f"llama.cpp failed to decode (status {status})")
+        self.n_past += 1
+        self.counters.generated_tokens += 1
+        self.counters.decode_seconds += time.perf_counter() - started
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._llama.llama_vocab_is_eog(self.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        size = self._llama.llama_token_to_piece(self.vocab, token, buffer, 64, 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = self._llama.llama_token_to_piece(self.vocab, token, buffer, -size, 0, False)
+        return buffer.raw[:size]
+
+    def close(self) -> None:
+        if self.mtmd_ctx:
+            self._mtmd.mtmd_free(self.mtmd_ctx)
+            self.mtmd_ctx = None
+        if self.ctx:
+            self._llama.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self._llama.llama_model_free(self.model)
+            self.model = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ContextFull(SmolcliError):
+    def __init__(self, n_past: int, n_new: int, n_ctx: int):
+        super().__init__(
+            f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; "
+            "start over (/clear in chat) or raise --ctx"
+        )
+        self.n_past, self.n_new, self.n_ctx = n_past, n_new, n_ctx
