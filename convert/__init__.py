@@ -16,6 +16,7 @@ from smolcli.convert.gguf_out import QType
 from smolcli.convert.mmproj import MMPROJ_TYPES, write_mmproj
 from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, parse_quant, quantize, tensor_types
 from smolcli.convert.text_model import write_text_model
+from smolcli.convert.vocab import load_vocabulary
 
 DEFAULT_MMPROJ_TYPE = "F16"
 FLOAT_TYPES = {"F32": QType.F32, "F16": QType.F16, "BF16": QType.BF16}
@@ -58,6 +59,7 @@ def convert_checkpoint(
     quant = parse_quant(quant, QUANT_TYPES, "quant type")
     mmproj_type = parse_quant(mmproj_type, MMPROJ_TYPES, "mmproj type")
     checkpoint = open_checkpoint(Path(source))
+    vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
     name = name or Path(source).resolve().name
     outdir = Path(outdir) if outdir is not None else Path.cwd()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -68,11 +70,11 @@ def convert_checkpoint(
         staged_mmproj, staged_model = stage / "mmproj.gguf", stage / "model.gguf"
         write_mmproj(checkpoint, staged_mmproj, MMPROJ_TYPES[mmproj_type], name, report, mmproj_path.name)
         if quant in FLOAT_TYPES:
-            write_text_model(checkpoint, staged_model, FLOAT_TYPES[quant], name, report, model_path.name)
+            write_text_model(checkpoint, vocabulary, staged_model, FLOAT_TYPES[quant], name, report, model_path.name)
         else:
             intermediate = LOSSLESS_INTERMEDIATE.get(checkpoint.source_dtype, QType.F32)
             staged_float = stage / "float.gguf"
-            write_text_model(checkpoint, staged_float, intermediate, name, report, f"{model_path.name} ({intermediate.name} first)")
+            write_text_model(checkpoint, vocabulary, staged_float, intermediate, name, report, f"{model_path.name} ({intermediate.name} first)")
             report(f"  quantizing to {quant} with llama.cpp")
             quantize(staged_float, staged_model, quant, threads)
             staged_float.unlink()

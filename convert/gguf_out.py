@@ -12,6 +12,7 @@ import numpy as np
 from smolcli.convert.safetensors_file import to_float32
 
 QType = gguf.GGMLQuantizationType
+PROGRESS_MIN_TENSORS = 100
 
 
 @dataclass
@@ -60,7 +61,8 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total = len(tensors)
-    step = max(1, total // 10)
+    # big files get a line every tenth of the way; small ones just the last
+    step = total // 10 if total >= PROGRESS_MIN_TENSORS else total
     for index, tensor in enumerate(tensors, 1):
         data = tensor.produce()
         if data.nbytes != tensor.nbytes:

@@ -11,7 +11,7 @@ import numpy as np
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
 from smolcli.convert.gguf_out import PlannedTensor, QType, encode, fits_blocks, write_gguf
 from smolcli.convert.safetensors_file import TensorEntry
-from smolcli.convert.vocab import load_vocabulary
+from smolcli.convert.vocab import Vocabulary
 
 FILE_TYPES = {
     QType.F32: gguf.LlamaFileType.ALL_F32,
@@ -74,10 +74,15 @@ def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qty
 
 
 def write_text_model(
-    checkpoint: Checkpoint, path: Path, qtype: QType, name: str, report: Callable[[str], None], label: str
+    checkpoint: Checkpoint,
+    vocabulary: Vocabulary,
+    path: Path,
+    qtype: QType,
+    name: str,
+    report: Callable[[str], None],
+    label: str,
 ) -> None:
     """Write the language model at a float type (or Q8_0) straight from the safetensors."""
-    vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     add_metadata(writer, checkpoint, name, qtype)
     vocabulary.write(writer)

@@ -8,9 +8,10 @@ weights in benchmarks.
 from __future__ import annotations
 
 SHAPES: dict[str, dict] = {
+    # 256 wide so that K-quants apply as they do to the 2.2B model
     "tiny": {
         "text": {
-            "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
             "num_key_value_heads": 2, "vocab_size": 384, "max_position_embeddings": 4096,
             "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
         },

@@ -31,8 +31,8 @@ GENERATIONS = {
 SAFETENSORS_DTYPES = {"BF16": "BF16", "F16": "F16", "F32": "F32"}
 
 
-def config_files(shape_name: str, generation: str, dtype: str) -> dict[str, dict]:
-    shape, names = SHAPES[shape_name], GENERATIONS[generation]
+def config_files(shape: dict, generation: str, dtype: str) -> dict[str, dict]:
+    names = GENERATIONS[generation]
     tokens = byte_tokenizer.tokenizer_json()
     ids = {t["content"]: t["id"] for t in tokens["added_tokens"]}
     text = {
@@ -90,10 +90,9 @@ def config_files(shape_name: str, generation: str, dtype: str) -> dict[str, dict
     return files
 
 
-def tensor_shapes(shape_name: str) -> dict[str, tuple[int, ...]]:
+def tensor_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     from smolcli.convert.checkpoint import expand_blocks
 
-    shape = SHAPES[shape_name]
     text = {**shape["text"], "head_dim": shape["text"]["hidden_size"] // shape["text"]["num_attention_heads"]}
     vision = {**smolvlm.VISION_DEFAULTS, **shape["vision"]}
     shapes = expand_blocks(smolvlm.text_shapes(text), text["num_hidden_layers"])
@@ -140,14 +139,18 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
 
 
 def write_random_checkpoint(
-    folder: Path, shape_name: str = "tiny", generation: str = "SmolVLM", dtype: str = "BF16", seed: int = 0
+    folder: Path, shape: str | dict = "tiny", generation: str = "SmolVLM", dtype: str = "BF16", seed: int = 0
 ) -> Path:
-    """Write a complete checkpoint folder; files appear under their final names only when whole."""
+    """Write a complete checkpoint folder; files appear under their final names only when whole.
+
+    `shape` names an entry of models.smolvlm_shapes.SHAPES or is such an entry itself.
+    """
+    shape = SHAPES[shape] if isinstance(shape, str) else shape
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {
         name: json.dumps(content, indent=2, ensure_ascii=False)
-        for name, content in config_files(shape_name, generation, dtype).items()
+        for name, content in config_files(shape, generation, dtype).items()
     }
     if generation == "SmolVLM2":
         files["chat_template.jinja"] = byte_tokenizer.CHAT_TEMPLATE  # how newer releases ship it
@@ -156,6 +159,6 @@ def write_random_checkpoint(
         partial.write_text(content, encoding="utf-8")
         os.replace(partial, folder / name)
     partial = folder / ".model.safetensors.partial"
-    write_safetensors(partial, tensor_shapes(shape_name), dtype, seed)
+    write_safetensors(partial, tensor_shapes(shape), dtype, seed)
     os.replace(partial, folder / "model.safetensors")
     return folder

@@ -16,6 +16,8 @@ from PIL import Image
 from smolcli.convert import convert_checkpoint
 from smolcli.random_checkpoint import write_random_checkpoint
 
+# the releases ship bf16; f16 covers the other half-precision layout
+SOURCE_DTYPES = {"SmolVLM": "BF16", "SmolVLM2": "F16"}
 NON_WEIGHT_FILES = (
     "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
     "chat_template.json", "chat_template.jinja",
@@ -77,7 +79,8 @@ def converted(workdir, hf_checkpoint):
         key = (quant, mmproj_type, generation)
         if key not in made:
             outdir = workdir / f"gguf-{generation}-{quant}-{mmproj_type}"
-            made[key] = convert_checkpoint(hf_checkpoint(generation), outdir, quant, mmproj_type, name=f"tiny-{generation}")
+            source = hf_checkpoint(generation, SOURCE_DTYPES[generation])
+            made[key] = convert_checkpoint(source, outdir, quant, mmproj_type, name=f"tiny-{generation}")
         return made[key]
 
     return make

@@ -72,6 +72,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Run SmolVLM vision-language models offline through llama.cpp."""
+
+
 def _register_commands() -> None:
     from smolcli.cli import convert_cmd
 
