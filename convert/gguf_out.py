@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gguf
 import numpy as np
 
-from smolcli.convert.safetensors_file import to_float32
+from smolcli.convert.safetensors_file import TensorEntry, to_float32
 
 QType = gguf.GGMLQuantizationType
 PROGRESS_MIN_TENSORS = 100
+# Big tensors (the 2.2B model's embeddings are 200 MB in bf16) are read, widened and
+# encoded a slice of rows at a time, so that peak memory is a slice, not three copies.
+CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -20,7 +23,7 @@ class PlannedTensor:
     name: str
     shape: tuple[int, ...]  # row-major, as numpy holds it
     qtype: QType
-    produce: Callable[[], np.ndarray]  # the encoded bytes (or floats) for this tensor
+    produce: Callable[[], Iterator[np.ndarray]]  # the encoded tensor, a run of whole rows at a time
 
     @property
     def nbytes(self) -> int:
@@ -29,8 +32,13 @@ class PlannedTensor:
         return rows * (self.shape[-1] // block) * type_size
 
 
-def fits_blocks(shape: tuple[int, ...], qtype: QType) -> bool:
-    return shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] == 0
+def tensor_qtype(shape: tuple[int, ...], requested: QType, keep_f32: bool = False) -> QType:
+    """Vectors (norms, biases) and tensors llama.cpp wants exact stay F32; rows too narrow for a block go F16."""
+    if keep_f32 or len(shape) == 1:
+        return QType.F32
+    if shape[-1] % gguf.GGML_QUANT_SIZES[requested][0] != 0:
+        return QType.F16
+    return requested
 
 
 def encode(raw: np.ndarray, source_dtype: str, qtype: QType) -> np.ndarray:
@@ -47,6 +55,18 @@ def encode(raw: np.ndarray, source_dtype: str, qtype: QType) -> np.ndarray:
     return gguf.quants.quantize(np.ascontiguousarray(data), qtype)
 
 
+def row_chunks(entry: TensorEntry, qtype: QType, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Encode a stored tensor slice by slice; a transform that mixes rows gets the whole tensor."""
+    if transform is not None or len(entry.shape) == 1:
+        raw = entry.load()
+        yield encode(transform(raw) if transform else raw, entry.dtype, qtype)
+        return
+    rows = entry.shape[0]
+    step = max(1, CHUNK_BYTES // max(1, entry.nbytes // rows))
+    for start in range(0, rows, step):
+        yield encode(entry.load_rows(start, min(rows, start + step)), entry.dtype, qtype)
+
+
 def write_gguf(
     path: Path,
     writer: gguf.GGUFWriter,
@@ -60,15 +80,19 @@ def write_gguf(
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    (handle,) = writer.fout
     total = len(tensors)
     # big files get a line every tenth of the way; small ones just the last
     step = total // 10 if total >= PROGRESS_MIN_TENSORS else total
     for index, tensor in enumerate(tensors, 1):
-        data = tensor.produce()
-        if data.nbytes != tensor.nbytes:
-            raise AssertionError(f"{tensor.name}: encoded {data.nbytes} bytes, planned {tensor.nbytes}")
-        writer.write_tensor_data(data)
-        del data
+        writer.write_padding(handle, handle.tell())
+        written = 0
+        for chunk in tensor.produce():
+            chunk.tofile(handle)
+            written += chunk.nbytes
+        if written != tensor.nbytes:
+            raise AssertionError(f"{tensor.name}: encoded {written} bytes, planned {tensor.nbytes}")
+        writer.write_padding(handle, written)
         if index % step == 0 or index == total:
             report(f"  {label}: {index}/{total} tensors")
     writer.close()

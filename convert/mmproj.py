@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 import gguf
-import numpy as np
-
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
-from smolcli.convert.gguf_out import PlannedTensor, QType, encode, fits_blocks, write_gguf
+from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
 from smolcli.convert.safetensors_file import TensorEntry
 
 MMPROJ_TYPES = {"F32": QType.F32, "F16": QType.F16, "Q8_0": QType.Q8_0}
@@ -22,15 +20,9 @@ FILE_TYPES = {
 
 def plan_tensor(checkpoint: Checkpoint, entry: TensorEntry, qtype: QType) -> PlannedTensor:
     name, _, _ = gguf_name(checkpoint.family.VISION_TENSORS, entry.name)
-    if len(entry.shape) == 1 or name in checkpoint.family.VISION_F32_TENSORS:
-        qtype = QType.F32
-    elif not fits_blocks(entry.shape, qtype):
-        qtype = QType.F16
+    qtype = tensor_qtype(entry.shape, qtype, keep_f32=name in checkpoint.family.VISION_F32_TENSORS)
 
-    def produce() -> np.ndarray:
-        return encode(entry.load(), entry.dtype, qtype)
-
-    return PlannedTensor(name, entry.shape, qtype, produce)
+    return PlannedTensor(name, entry.shape, qtype, lambda: row_chunks(entry, qtype))
 
 
 def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qtype: QType) -> None:

@@ -48,8 +48,13 @@ class TensorEntry:
             return np.zeros(self.shape, dtype=DTYPES[self.dtype])
         return np.memmap(self.path, dtype=DTYPES[self.dtype], mode="r", offset=self.offset, shape=self.shape)
 
-    def load_f32(self) -> np.ndarray:
-        return to_float32(self.load(), self.dtype)
+    def load_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the tensor, through a mapping of just those bytes."""
+        row_bytes = self.nbytes // self.shape[0]
+        return np.memmap(
+            self.path, dtype=DTYPES[self.dtype], mode="r", offset=self.offset + start * row_bytes,
+            shape=(stop - start, *self.shape[1:]),
+        )
 
 
 def to_float32(data: np.ndarray, dtype: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
-from smolcli.convert.gguf_out import PlannedTensor, QType, encode, fits_blocks, write_gguf
+from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
 from smolcli.convert.safetensors_file import TensorEntry
 from smolcli.convert.vocab import Vocabulary
 
@@ -35,18 +35,10 @@ def plan_tensor(checkpoint: Checkpoint, entry: TensorEntry, qtype: QType) -> Pla
     heads = {"q": text["num_attention_heads"], "k": text["num_key_value_heads"]}.get(
         family.ROTARY_PERMUTED.get(pattern, "")
     )
-    if len(entry.shape) == 1:
-        qtype = QType.F32
-    elif not fits_blocks(entry.shape, qtype):
-        qtype = QType.F16
+    qtype = tensor_qtype(entry.shape, qtype)
 
-    def produce() -> np.ndarray:
-        raw = entry.load()
-        if heads:
-            raw = rotary_interleave(raw, heads)
-        return encode(raw, entry.dtype, qtype)
-
-    return PlannedTensor(name, entry.shape, qtype, produce)
+    transform = (lambda raw: rotary_interleave(raw, heads)) if heads else None
+    return PlannedTensor(name, entry.shape, qtype, lambda: row_chunks(entry, qtype, transform))
 
 
 def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qtype: QType) -> None:
