@@ -103,6 +103,7 @@ class Engine:
         params.n_gpu_layers = options.n_gpu_layers
         self.model = llama_cpp.llama_model_load_from_file(str(files.model.path).encode(), params)
         if not self.model:
+            self.model = None
             raise SmolcliError(f"{files.model.path}: llama.cpp could not load this model; rerun with --verbose for its log")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -114,6 +115,8 @@ class Engine:
             mparams.warmup = False
             self.mtmd_ctx = mtmd_cpp.mtmd_init_from_file(str(files.mmproj.path).encode(), self.model, mparams)
             if not self.mtmd_ctx:
+                self.mtmd_ctx = None
+                self.close()  # __exit__ never runs for a constructor that raised
                 raise SmolcliError(f"{files.mmproj.path}: mtmd could not load this mmproj; rerun with --verbose for its log")
         self.load_seconds = time.perf_counter() - started
 
@@ -142,7 +145,13 @@ class Engine:
         )
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
-            raise SmolcliError(f"llama.cpp could not create a {n_ctx}-token context; lower --ctx or free memory")
+            self.ctx = None
+            # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
+            fix = "try --cache-type f16" if cache != 1 else "lower --ctx or free memory"
+            raise SmolcliError(
+                f"llama.cpp could not create a {n_ctx}-token context with a {self.options.cache_type} KV cache; "
+                f"{fix} (rerun with --verbose for its log)"
+            )
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(params.n_batch)
         self.n_past = 0

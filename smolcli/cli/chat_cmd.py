@@ -1,0 +1,169 @@
+"""`smolcli chat`: a conversation about images, one message per line, answers streamed to stdout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smolcli.cli import run_options as opt
+from smolcli.cli.output import progress
+from smolcli.cli.streaming import write_answer
+from smolcli.cli.transcript_file import save_transcript
+from smolcli.errors import SmolcliError
+from smolcli.runtime.engine import Engine
+from smolcli.runtime.generation import GenerationLimits
+from smolcli.runtime.images import STDIN, load_image
+from smolcli.runtime.sampling import Sampler
+from smolcli.runtime.session import ChatSession
+
+HELP = """Type a message and press Enter. Commands:
+  /image PATH   attach an image to your next message (<image> in the message places it)
+  /clear        start a new conversation
+  /save FILE    write the conversation as JSON
+  /help         this list
+  /exit         leave (Ctrl-D too)"""
+
+
+def chat(
+    model: opt.Model,
+    image: opt.Images = None,
+    mmproj: opt.Mmproj = None,
+    system: opt.System = None,
+    max_tokens: opt.MaxTokens = 256,
+    temperature: opt.Temperature = 0.0,
+    top_p: opt.TopP = 0.95,
+    top_k: opt.TopK = 40,
+    seed: opt.Seed = None,
+    stop: opt.Stop = None,
+    n_gpu_layers: opt.GpuLayers = None,
+    no_mmproj_offload: opt.NoMmprojOffload = False,
+    threads: opt.Threads = None,
+    ctx: opt.Ctx = None,
+    cache_type: opt.Cache = opt.CacheType.f16,
+    stats: Annotated[bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")] = False,
+    verbose: opt.Verbose = False,
+) -> None:
+    """Talk about images, turn by turn; earlier turns stay in the cache and are never evaluated again.
+
+    Reads one message per line from the terminal or from a pipe. Answers go to stdout,
+    prompts and notes to stderr. Images given with -i go with the first message.
+
+    Examples:
+
+      smolcli chat -m models/ -i photo.jpg
+
+      printf 'Describe the image.\\nWhat colour is it?\\n' | smolcli chat -m models/ -i photo.jpg
+    """
+    limits = GenerationLimits(max_tokens, tuple(stop or ()))
+    sampling = opt.sampling_options(temperature, top_k, top_p, seed)
+    opt.check_ctx(ctx)
+    sources = image or []
+    if STDIN in sources:
+        raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
+    images = opt.load_images(sources)
+    files = opt.model_files(model, mmproj, need_vision=bool(images))
+    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose)
+
+    with Engine(files, options) as engine, Sampler(sampling) as sampler:
+        session = ChatSession(engine, sampler, limits, system, ctx)
+        for picture in images:
+            session.attach(picture)
+        try:
+            failures = _converse(session, interactive=sys.stdin.isatty())
+        finally:
+            if stats:
+                progress(json.dumps(_stats(session)))
+    if failures:
+        raise typer.Exit(1)  # each failure already had its own line on stderr
+
+
+def _converse(session: ChatSession, interactive: bool) -> int:
+    """The read-answer loop; a bad message or command is reported and the conversation goes on."""
+    failures = 0
+    if interactive:
+        progress(HELP)
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            if interactive:
+                progress("")  # Ctrl-D: end the prompt line
+            break
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if not _command(session, line):
+                    break
+            else:
+                _answer(session, line, interactive)
+        except SmolcliError as error:
+            progress(f"error: {error}")
+            failures += 1
+    return failures
+
+
+def _answer(session: ChatSession, text: str, interactive: bool) -> None:
+    try:
+        answer = session.send(text, on_text=write_answer)
+    except KeyboardInterrupt:
+        if not interactive:
+            raise
+        write_answer("\n")
+        progress("(interrupted: this message and its answer were dropped)")
+        return
+    write_answer("\n")
+    if answer.context_full:
+        progress("(the context is full, so the answer was cut off: /clear to start over)")
+
+
+def _command(session: ChatSession, line: str) -> bool:
+    """Run one /command; False means leave."""
+    name, _, argument = line.partition(" ")
+    argument = argument.strip().strip("'\"")
+    if name in ("/exit", "/quit"):
+        return False
+    if name == "/help":
+        progress(HELP)
+    elif name == "/clear":
+        session.clear()
+        progress("(cleared: a new conversation)")
+    elif name == "/image":
+        _attach(session, argument)
+    elif name == "/save":
+        if not argument:
+            raise SmolcliError("/save needs a file name: /save chat.json")
+        save_transcript(session.transcript(), Path(argument))
+        progress(f"(saved {argument})")
+    else:
+        raise SmolcliError(f"unknown command {name}; /help lists the commands")
+    return True
+
+
+def _attach(session: ChatSession, source: str) -> None:
+    if not source:
+        raise SmolcliError("/image needs a path: /image photo.jpg")
+    if source == STDIN:
+        raise SmolcliError("stdin carries the messages: give the image as a file")
+    if session.engine.mtmd_ctx is None:
+        raise SmolcliError("this model was loaded without a vision encoder: restart chat with --mmproj PATH")
+    session.attach(load_image(source))
+    progress(f"(image attached to your next message: {source})")
+
+
+def _stats(session: ChatSession) -> dict:
+    engine = session.engine
+    return {
+        **dataclasses.asdict(engine.counters),
+        "n_past": engine.n_past,
+        "n_ctx": getattr(engine, "n_ctx", None),
+        "turns": [dataclasses.asdict(turn) for turn in session.turns],
+    }

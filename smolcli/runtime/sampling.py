@@ -1,0 +1,62 @@
+"""llama.cpp sampler chains from the user's sampling options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smolcli.errors import SmolcliError
+
+RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a seed itself
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 0.0  # <= 0: greedy, the same input always gives the same output
+    top_k: int = 40
+    top_p: float = 0.95
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0:
+            raise SmolcliError(f"--top-k must be 0 (off) or more, not {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SmolcliError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < RANDOM_SEED:
+            raise SmolcliError(f"--seed must be between 0 and {RANDOM_SEED - 1}, not {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class Sampler:
+    """A sampler chain owned by Python: top-k, top-p, temperature, then a seeded draw; or argmax."""
+
+    def __init__(self, options: SamplingOptions):
+        import llama_cpp
+
+        self._llama = llama_cpp
+        self.handle = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if options.greedy:
+            self._add(llama_cpp.llama_sampler_init_greedy())
+            return
+        if options.top_k > 0:
+            self._add(llama_cpp.llama_sampler_init_top_k(options.top_k))
+        if options.top_p < 1.0:
+            self._add(llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
+        self._add(llama_cpp.llama_sampler_init_temp(options.temperature))
+        self._add(llama_cpp.llama_sampler_init_dist(RANDOM_SEED if options.seed is None else options.seed))
+
+    def _add(self, stage) -> None:
+        self._llama.llama_sampler_chain_add(self.handle, stage)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self._llama.llama_sampler_free(self.handle)  # frees the stages with the chain
+            self.handle = None
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,114 @@
+"""A conversation over one Engine: the KV cache keeps every turn, so a new turn evaluates only itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from smolcli.errors import SmolcliError
+from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
+from smolcli.runtime.engine import ContextFull, Engine
+from smolcli.runtime.generation import Generation, GenerationLimits, generate
+from smolcli.runtime.images import RGBImage
+from smolcli.runtime.prompting import first_turn, next_turn, place_images
+
+CLEAR_HINT = "/clear to start over, or restart chat with a larger --ctx"
+
+
+@dataclass
+class Message:
+    role: str  # "user" or "assistant"
+    content: str
+    images: list[str] = field(default_factory=list)  # where each image came from
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    prompt_tokens: int  # what this turn evaluated: its own text and new images, never earlier ones
+    image_tokens: int
+    completion_tokens: int
+
+
+class ChatSession:
+    def __init__(
+        self,
+        engine: Engine,
+        sampler,
+        limits: GenerationLimits,
+        system: str | None = None,
+        n_ctx: int | None = None,
+    ):
+        self.engine = engine
+        self.sampler = sampler
+        self.limits = limits
+        self.system = system
+        self.requested_ctx = n_ctx
+        self.messages: list[Message] = []
+        self.pending_images: list[RGBImage] = []
+        self.turns: list[TurnStats] = []  # every answered turn since start, /clear included
+
+    def attach(self, image: RGBImage) -> None:
+        """The image goes with the next message."""
+        self.pending_images.append(image)
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.pending_images.clear()
+        if self.engine.ctx is not None:
+            self.engine.clear()
+
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> Generation:
+        """One user turn and the streamed answer. On any failure the cache and history are as before."""
+        images = list(self.pending_images)
+        content = place_images(text, len(images))
+        rendered = next_turn(content) if self.messages else first_turn(content, self.system)
+        prompt = self.engine.tokenize(rendered, images)
+        try:
+            self._ensure_context(prompt.n_tokens)
+            start = self.engine.n_past
+            try:
+                self._check_room(prompt.n_tokens, prompt.n_image_tokens)
+                self.engine.evaluate(prompt)
+                answer = generate(self.engine, self.sampler, self.limits, on_text)
+            except BaseException:
+                # an interrupted or failed turn leaves no trace, so the next one starts clean
+                self.engine.rewind(start)
+                raise
+        finally:
+            prompt.free()
+        self.turns.append(TurnStats(prompt.n_tokens, prompt.n_image_tokens, len(answer.tokens)))
+        self.messages.append(Message("user", text, [image.source for image in images]))
+        self.messages.append(Message("assistant", answer.text, finish_reason=answer.finish_reason))
+        self.pending_images.clear()
+        return answer
+
+    def _ensure_context(self, first_turn_tokens: int) -> None:
+        engine = self.engine
+        if engine.ctx is None:
+            engine.create_context(
+                self.requested_ctx or chat_context_size(first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train)
+            )
+
+    def _check_room(self, n_tokens: int, image_tokens: int) -> None:
+        engine = self.engine
+        if engine.n_past == 0:
+            check_prompt_fits(n_tokens, image_tokens, engine.n_ctx, "raise --ctx or use fewer or smaller images")
+            return
+        try:
+            engine.check_fits(n_tokens + 1)
+        except ContextFull:
+            raise SmolcliError(
+                f"the context is full: this message needs {n_tokens} tokens but {engine.n_ctx - engine.n_past} "
+                f"of {engine.n_ctx} are left; {CLEAR_HINT}"
+            ) from None
+
+    def transcript(self) -> dict:
+        return {
+            "model": str(self.engine.files.model.path),
+            "mmproj": str(self.engine.files.mmproj.path) if self.engine.files.mmproj else None,
+            "system": self.system,
+            "messages": [
+                {key: value for key, value in vars(m).items() if value not in (None, [])} for m in self.messages
+            ],
+        }
