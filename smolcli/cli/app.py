@@ -14,6 +14,13 @@ from smolcli.errors import SmolcliError
 DEBUG_ENV = "SMOLCLI_DEBUG"
 
 
+# Typer >= 0.20 vendors click: its Exit/Abort/usage errors are its own classes, not click's.
+_CLI_SIGNALS = tuple(
+    {click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit, typer.Abort}
+    | ({typer.TyperException} if hasattr(typer, "TyperException") else set())
+)
+
+
 def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -34,7 +41,7 @@ class SmolcliGroup(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _CLI_SIGNALS:
             raise
         except SmolcliError as error:
             if _debug():
@@ -81,6 +88,17 @@ def _register_commands() -> None:
     from smolcli.cli import convert_cmd
 
     app.command("convert")(convert_cmd.convert)
+
+    from smolcli.cli import ask_cmd, chat_cmd
+
+    app.command("ask")(ask_cmd.ask)
+    app.command("chat")(chat_cmd.chat)
+
+    from smolcli.cli import demo_cmd, doctor_cmd, info_cmd
+
+    app.command("demo")(demo_cmd.demo)
+    app.command("info")(info_cmd.info)
+    app.command("doctor")(doctor_cmd.doctor)
 
 
 _register_commands()

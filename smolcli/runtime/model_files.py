@@ -21,7 +21,7 @@ def _base_name(model: Path) -> str:
     return stem.rsplit("-", 1)[0] if "-" in stem else stem
 
 
-def _mmproj_beside(model: Path) -> Path | None:
+def mmproj_beside(model: Path) -> Path | None:
     candidates = sorted(model.parent.glob("mmproj-*.gguf"))
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
@@ -39,7 +39,7 @@ def _pair_in_folder(folder: Path) -> tuple[Path, Path | None]:
     if len(models) != 1:
         found = ", ".join(p.name for p in models) or "none"
         raise SmolcliError(f"{folder}: expected one language-model GGUF, found {found}; pass the file itself with -m")
-    return models[0], _mmproj_beside(models[0])
+    return models[0], mmproj_beside(models[0])
 
 
 def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmproj: bool = True) -> ModelFiles:
@@ -50,7 +50,7 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
         model_path, found = path, None
     else:
         raise SmolcliError(f"{model}: no such model file or folder; give a converted .gguf or the folder holding the pair")
-    mmproj_path = Path(mmproj).expanduser() if mmproj else (found or _mmproj_beside(model_path))
+    mmproj_path = Path(mmproj).expanduser() if mmproj else (found or mmproj_beside(model_path))
 
     summary = read_gguf(model_path)
     if summary.kind != "model":
@@ -62,9 +62,14 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
     projector = read_gguf(mmproj_path)
     if projector.kind != "mmproj":
         raise SmolcliError(f"{mmproj_path}: is not an mmproj file (architecture {projector.architecture})")
-    if projector.projection_dim != summary.embedding_length:
-        raise SmolcliError(
-            f"{mmproj_path} does not fit {model_path.name}: it projects to {projector.projection_dim} "
-            f"but the model's embeddings are {summary.embedding_length} wide; use the mmproj converted with this model"
-        )
+    problem = fit_problem(summary, projector)
+    if problem:
+        raise SmolcliError(f"{mmproj_path} does not fit {model_path.name}: {problem}; use the mmproj converted with this model")
     return ModelFiles(summary, projector)
+
+
+def fit_problem(model: GGUFSummary, projector: GGUFSummary) -> str | None:
+    """Why this mmproj cannot feed this model, or None when its image embeddings fit."""
+    if projector.projection_dim != model.embedding_length:
+        return f"it projects to {projector.projection_dim} but the model's embeddings are {model.embedding_length} wide"
+    return None

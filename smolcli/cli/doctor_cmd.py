@@ -1,0 +1,70 @@
+"""`smolcli doctor`: what this machine and this llama.cpp build can do, and how to get GPU offload."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from smolcli.cli.units import size_text
+from smolcli.install_commands import Advice, advise
+from smolcli.runtime.system_info import SystemInfo, collect
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def report_lines(info: SystemInfo, advice: Advice) -> list[str]:
+    width = 20
+    lines = ["versions:"]
+    for name, version in info.versions.items():
+        suffix = f" ({info.python_executable})" if name == "python" else ""
+        lines.append(f"  {name:<{width - 2}}{version}{suffix}")
+    lines.append(f"{'platform':<{width}}{info.platform} ({info.machine})")
+    lines.append(f"{'RAM':<{width}}{size_text(info.ram_total)} total, {size_text(info.ram_available)} available")
+    lines.append(f"{'ggml backends':<{width}}{', '.join(info.backends) or 'none found'}")
+    lines.append("devices:")
+    for device in info.devices or []:
+        memory = f", {size_text(device.memory_total)}" if device.memory_total else ""
+        lines.append(f"  {device.name:<{width - 2}}{device.description} ({device.type}{memory})")
+    if not info.devices:
+        lines.append("  (the device registry could not be read)")
+    lines.append(f"{'GPU offload':<{width}}{_yes_no(info.gpu_offload)}")
+    jetson = f"yes ({info.jetson_model})" if info.jetson and info.jetson_model else _yes_no(info.jetson)
+    lines.append(f"{'Jetson':<{width}}{jetson}")
+    lines.append(f"{'nvcc':<{width}}{info.nvcc or 'not found'}")
+    lines.append(f"{'CUDA_HOME':<{width}}{info.cuda_home or 'not set'}")
+    lines.append(f"{'nvidia-smi':<{width}}{info.nvidia_smi or 'not found'}")
+    lines.append(f"{'llama.cpp features':<{width}}{info.llama_system_info}")
+    lines.append("")
+    lines.append(f"advice: {advice.summary}")
+    if advice.command:
+        lines.append(f"  run in the environment smolcli is installed in ({info.python_executable}):")
+        lines.append(f"  {advice.command}")
+    lines.extend(f"  note: {note}" for note in advice.notes)
+    return lines
+
+
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Show versions, the llama.cpp build's backends and devices, RAM, Jetson and CUDA, and the reinstall that enables the GPU.
+
+    Examples:
+
+      smolcli doctor
+
+      smolcli doctor --json | jq .advice.command
+    """
+    from smolcli import llama_logging
+
+    llama_logging.configure(False)
+    info = collect()
+    advice = advise(info.facts())
+    if as_json:
+        typer.echo(json.dumps({**info.to_dict(), "advice": asdict(advice)}, indent=2))
+        return
+    typer.echo("\n".join(report_lines(info, advice)))

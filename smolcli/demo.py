@@ -1,0 +1,174 @@
+"""The offline demo: a tiny random SmolVLM, converted to GGUF, asked about a drawn picture.
+
+Nothing is downloaded. The files are built once into the user cache and reused; a
+folder left half-written by an interrupted run is detected and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from smolcli import __version__
+from smolcli.errors import SmolcliError
+from smolcli.user_cache import cache_dir
+
+QUESTION = "What is in this picture?"
+NAME = "smolvlm-tiny-random"
+QUANT, MMPROJ_TYPE = "Q8_0", "F16"
+MARKER = "complete.json"  # written last: its presence means every other file is whole
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    folder: Path
+    checkpoint: Path
+    model: Path
+    mmproj: Path
+    image: Path
+
+    @classmethod
+    def inside(cls, folder: Path) -> "DemoFiles":
+        return cls(
+            folder,
+            folder / "checkpoint",
+            folder / f"{NAME}-{QUANT}.gguf",
+            folder / f"mmproj-{NAME}-{MMPROJ_TYPE}.gguf",
+            folder / "picture.png",
+        )
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    files: DemoFiles
+    reused: bool
+    question: str
+    answer: str
+    n_tokens: int
+
+
+def demo_folder(home: Path | None = None) -> Path:
+    return (Path(home) if home is not None else cache_dir()) / "demo"
+
+
+def is_complete(files: DemoFiles) -> bool:
+    from smolcli.runtime.gguf_file import read_gguf
+
+    try:
+        marker = json.loads((files.folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    # files from another smolcli version may come from an older converter
+    if marker.get("smolcli") != __version__:
+        return False
+    if not (files.checkpoint / "config.json").is_file() or not files.image.is_file():
+        return False
+    try:
+        read_gguf(files.model)
+        read_gguf(files.mmproj)
+    except SmolcliError:
+        return False
+    return True
+
+
+def draw_picture(path: Path) -> None:
+    """A small scene with clear shapes: sky, grass, sun, a house with a roof."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (256, 192), (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 130, 256, 192), fill=(70, 160, 60))
+    draw.ellipse((190, 20, 236, 66), fill=(250, 210, 40))
+    draw.rectangle((50, 85, 130, 150), fill=(200, 50, 40))
+    draw.polygon([(40, 88), (90, 45), (140, 88)], fill=(110, 60, 30))
+    draw.rectangle((80, 115, 100, 150), fill=(90, 50, 20))
+    image.save(path)
+
+
+def _build(stage: Path, report: Callable[[str], None], threads: int | None) -> None:
+    from smolcli.convert import convert_checkpoint
+    from smolcli.random_checkpoint import write_random_checkpoint
+
+    files = DemoFiles.inside(stage)
+    write_random_checkpoint(files.checkpoint, "tiny", "SmolVLM", "BF16")
+    convert_checkpoint(files.checkpoint, stage, QUANT, MMPROJ_TYPE, name=NAME, report=report, threads=threads)
+    draw_picture(files.image)
+    (stage / MARKER).write_text(json.dumps({"smolcli": __version__, "question": QUESTION}))
+
+
+def prepare(
+    home: Path | None = None,
+    report: Callable[[str], None] = lambda message: None,
+    threads: int | None = None,
+    rebuild: bool = False,
+) -> tuple[DemoFiles, bool]:
+    """The demo's files, built unless a complete set is already there: (files, reused)."""
+    folder = demo_folder(home)
+    files = DemoFiles.inside(folder)
+    if not rebuild and is_complete(files):
+        return files, True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    report(f"building a tiny random SmolVLM and converting it, in {folder} (once; later runs reuse it)")
+    # build beside the final folder, then rename: an interrupted build never looks complete
+    stage = Path(tempfile.mkdtemp(prefix=".demo-building-", dir=folder.parent))
+    try:
+        # name the final folder in progress lines, not the staging one that is about to vanish
+        _build(stage, lambda message: report(message.replace(str(stage), str(folder))), threads)
+        if folder.exists():
+            shutil.rmtree(folder)
+        try:
+            os.replace(stage, folder)
+        except OSError:
+            # another run finished first; use its files if they are whole
+            if not is_complete(files):
+                raise SmolcliError(f"{folder}: could not put the demo files in place; remove the folder and run again") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return files, False
+
+
+def ask_about_picture(files: DemoFiles, question: str = QUESTION, max_tokens: int = 24, threads: int | None = None, verbose: bool = False) -> tuple[str, int]:
+    """Greedy answer of the demo model about the demo picture: (text, generated tokens)."""
+    import llama_cpp
+
+    from smolcli.models.smolvlm import render_prompt
+    from smolcli.runtime.engine import Engine, EngineOptions
+    from smolcli.runtime.images import load_image
+    from smolcli.runtime.model_files import resolve_model_files
+
+    model_files = resolve_model_files(files.model, files.mmproj)
+    with Engine(model_files, EngineOptions(threads=threads, verbose=verbose)) as engine:
+        prompt = engine.tokenize(render_prompt([("user", f"<image>{question}")]), [load_image(files.image)])
+        sampler = llama_cpp.llama_sampler_init_greedy()
+        try:
+            engine.create_context(max(512, prompt.n_tokens + max_tokens + 16))
+            engine.evaluate(prompt)
+            pieces: list[bytes] = []
+            for _ in range(max_tokens):
+                token = engine.sample(sampler)
+                if engine.is_end(token):
+                    break
+                pieces.append(engine.piece(token))
+                engine.accept(token)
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+            prompt.free()
+    return b"".join(pieces).decode("utf-8", "replace"), len(pieces)
+
+
+def run_demo(
+    home: Path | None = None,
+    report: Callable[[str], None] = lambda message: None,
+    max_tokens: int = 24,
+    threads: int | None = None,
+    verbose: bool = False,
+    rebuild: bool = False,
+) -> DemoResult:
+    files, reused = prepare(home, report, threads, rebuild)
+    answer, n_tokens = ask_about_picture(files, QUESTION, max_tokens, threads, verbose)
+    return DemoResult(files, reused, QUESTION, answer, n_tokens)
