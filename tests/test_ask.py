@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from raw_llama import RawMtmd
+
 from smolcli.cli.app import app
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.engine import Engine, EngineOptions
@@ -72,44 +74,9 @@ def llama_greedy_text(model_path: Path, prompt: str, n_tokens: int) -> str:
 
 def mtmd_greedy_text(model_path: Path, mmproj_path: Path, prompt: str, image_paths: list[Path], n_tokens: int) -> str:
     """Greedy decode with raw llama.cpp + mtmd calls; the images are read by mtmd's own decoder."""
-    import llama_cpp
-    from llama_cpp import mtmd_cpp as mtmd
-
-    llama_cpp.llama_backend_init()
-    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), llama_cpp.llama_model_default_params())
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = params.n_batch = 1024
-    params.n_threads = params.n_threads_batch = 1
-    ctx = llama_cpp.llama_init_from_model(model, params)
-    mparams = mtmd.mtmd_context_params_default()
-    mparams.use_gpu, mparams.print_timings, mparams.n_threads = False, False, 1
-    mctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), model, mparams)
-    bitmaps = [mtmd.mtmd_helper_bitmap_init_from_file(mctx, str(p).encode(), False) for p in image_paths]
-    chunks = mtmd.mtmd_input_chunks_init()
-    text = prompt.encode()
-    inp = mtmd.mtmd_input_text(text, len(text), False, True)
-    array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
-    assert mtmd.mtmd_tokenize(mctx, chunks, ctypes.byref(inp), array, len(bitmaps)) == 0
-    n_past = llama_cpp.llama_pos(0)
-    assert mtmd.mtmd_helper_eval_chunks(mctx, ctx, chunks, 0, 0, 1024, True, ctypes.byref(n_past)) == 0
-    vocab = llama_cpp.llama_model_get_vocab(model)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-    pieces = b""
-    for _ in range(n_tokens):
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-        token = int(np.argmax(logits))
-        buffer = ctypes.create_string_buffer(256)
-        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, False)
-        pieces += buffer.raw[:size]
-        one = (llama_cpp.llama_token * 1)(token)
-        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1)) == 0
-    for bitmap in bitmaps:
-        mtmd.mtmd_bitmap_free(bitmap)
-    mtmd.mtmd_input_chunks_free(chunks)
-    mtmd.mtmd_free(mctx)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
-    return pieces.decode("utf-8", errors="replace")
+    with RawMtmd(model_path, mmproj_path) as raw:
+        raw.eval_prompt(prompt, image_paths)
+        return raw.greedy(n_tokens)
 
 
 def without_format_space(reference: str) -> str:

@@ -3,7 +3,6 @@ from-scratch decode; failed or interrupted turns leave no trace; the CLI works t
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import signal
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+
+from raw_llama import RawMtmd
 
 from smolcli.cli.app import app
 from smolcli.errors import SmolcliError
@@ -53,55 +54,11 @@ def count_tokens(model: Path, text: str) -> int:
 
 def reference_two_turns(model: Path, mmproj: Path, image: Path, first: str, second: str, n: int) -> tuple[str, str]:
     """Both answers from raw llama.cpp + mtmd: the whole first turn, its answer, then the second turn's text."""
-    import llama_cpp
-    from llama_cpp import mtmd_cpp as mtmd
-
-    llama_cpp.llama_backend_init()
-    lmodel = llama_cpp.llama_model_load_from_file(str(model).encode(), llama_cpp.llama_model_default_params())
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = params.n_batch = 1024
-    params.n_threads = params.n_threads_batch = 1
-    ctx = llama_cpp.llama_init_from_model(lmodel, params)
-    mparams = mtmd.mtmd_context_params_default()
-    mparams.use_gpu, mparams.print_timings, mparams.n_threads = False, False, 1
-    mctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), lmodel, mparams)
-    vocab = llama_cpp.llama_model_get_vocab(lmodel)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-
-    def decode(tokens: list[int]) -> None:
-        array = (llama_cpp.llama_token * len(tokens))(*tokens)
-        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(tokens))) == 0
-
-    def greedy() -> str:
-        pieces = b""
-        for _ in range(n):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-            token = int(np.argmax(logits))
-            buffer = ctypes.create_string_buffer(256)
-            size = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, False)
-            pieces += buffer.raw[:size]
-            decode([token])
-        return pieces.decode("utf-8", errors="replace").removeprefix(" ")
-
-    bitmap = mtmd.mtmd_helper_bitmap_init_from_file(mctx, str(image).encode(), False)
-    chunks = mtmd.mtmd_input_chunks_init()
-    text = f"<|im_start|>User:<__media__>{first}<end_of_utterance>\nAssistant:".encode()
-    inp = mtmd.mtmd_input_text(text, len(text), False, True)
-    assert mtmd.mtmd_tokenize(mctx, chunks, ctypes.byref(inp), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
-    n_past = llama_cpp.llama_pos(0)
-    assert mtmd.mtmd_helper_eval_chunks(mctx, ctx, chunks, 0, 0, 1024, True, ctypes.byref(n_past)) == 0
-    first_answer = greedy()
-    turn = f"<end_of_utterance>\nUser: {second}<end_of_utterance>\nAssistant:".encode()
-    buffer = (llama_cpp.llama_token * 256)()
-    count = llama_cpp.llama_tokenize(vocab, turn, len(turn), buffer, 256, False, True)
-    decode(list(buffer[:count]))
-    second_answer = greedy()
-    mtmd.mtmd_bitmap_free(bitmap)
-    mtmd.mtmd_input_chunks_free(chunks)
-    mtmd.mtmd_free(mctx)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(lmodel)
-    return first_answer, second_answer
+    with RawMtmd(model, mmproj) as raw:
+        raw.eval_prompt(f"<|im_start|>User:<__media__>{first}<end_of_utterance>\nAssistant:", [image])
+        first_answer = raw.greedy(n).removeprefix(" ")
+        raw.eval_text(f"<end_of_utterance>\nUser: {second}<end_of_utterance>\nAssistant:")
+        return first_answer, raw.greedy(n).removeprefix(" ")
 
 
 # --- ChatSession ----------------------------------------------------------------------------
