@@ -29,6 +29,14 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smolcli")
 
 
+@pytest.fixture(autouse=True)
+def private_smolcli_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own SMOLCLI_HOME: no test reads or fills the user's caches (embeddings, demo)."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("SMOLCLI_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def numpy_checkpoint(workdir):
     """make(generation, dtype) -> folder written by smolcli.random_checkpoint (numpy only, quirks kept)."""

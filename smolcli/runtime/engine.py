@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smolcli.errors import SmolcliError
+from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.model_files import ModelFiles
 
@@ -30,17 +31,20 @@ class EngineOptions:
     cache_type: str = "f16"
     n_batch: int = 2048
     verbose: bool = False
+    embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
 
 
 @dataclass
 class Counters:
     """What the engine has done since load: tests and benchmarks read these."""
 
-    images_encoded: int = 0
+    images_encoded: int = 0  # image chunks (tiles) run through the vision encoder
+    cache_hits: int = 0  # image chunks whose embeddings came from the embedding cache instead
+    cache_misses: int = 0
     image_tokens: int = 0
     text_tokens: int = 0
     generated_tokens: int = 0
-    encode_seconds: float = 0.0
+    encode_seconds: float = 0.0  # getting image embeddings: the encoder, or reading the cache
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
 
@@ -50,6 +54,8 @@ class Chunk:
     kind: str  # "text" or "image"
     n_tokens: int
     tokens: list[int] = field(default_factory=list)  # text chunks only
+    image: str = ""  # image chunks: the digest of the image they come from
+    tile: int = 0  # image chunks: the index among that image's chunks
 
 
 class Prompt:
@@ -94,6 +100,7 @@ class Engine:
         self.n_past = 0
         self.ctx = None
         self.mtmd_ctx = None
+        self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
         llama_cpp.llama_backend_init()
@@ -180,6 +187,9 @@ class Engine:
             mtmd.mtmd_bitmap_init(img.width, img.height, (ctypes.c_uint8 * len(img.pixels)).from_buffer_copy(img.pixels))
             for img in images
         ]
+        for img, bitmap in zip(images, bitmaps):
+            # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its image again
+            mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
@@ -212,6 +222,7 @@ class Engine:
     def _describe(self, handle) -> list[Chunk]:
         mtmd = self._mtmd
         chunks = []
+        tiles_seen: dict[str, int] = {}
         for index in range(mtmd.mtmd_input_chunks_size(handle)):
             chunk = mtmd.mtmd_input_chunks_get(handle, index)
             n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
@@ -220,7 +231,10 @@ class Engine:
                 pointer = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
                 chunks.append(Chunk("text", n_tokens, [pointer[i] for i in range(count.value)]))
             else:
-                chunks.append(Chunk("image", n_tokens))
+                image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
+                tile = tiles_seen.get(image, 0)
+                tiles_seen[image] = tile + 1
+                chunks.append(Chunk("image", n_tokens, image=image, tile=tile))
         return chunks
 
     # --- evaluation ----------------------------------------------------------------------
@@ -242,7 +256,7 @@ class Engine:
             if described.kind == "text":
                 self._decode_text(described.tokens)
             else:
-                self._decode_image(chunk, described.n_tokens)
+                self._decode_image(chunk, described)
 
     def _decode_text(self, tokens: list[int]) -> None:
         llama_cpp = self._llama
@@ -257,12 +271,13 @@ class Engine:
         self.counters.text_tokens += len(tokens)
         self.counters.prefill_seconds += time.perf_counter() - started
 
-    def _decode_image(self, chunk, n_tokens: int) -> None:
+    def _decode_image(self, chunk, described: Chunk) -> None:
         mtmd = self._mtmd
         started = time.perf_counter()
-        if mtmd.mtmd_encode_chunk(self.mtmd_ctx, chunk) != 0:
-            raise SmolcliError("the vision encoder failed on an image")
-        embeddings = mtmd.mtmd_get_output_embd(self.mtmd_ctx)
+        key = self._embedding_key(described)
+        embeddings = self._cached_embeddings(key) if key is not None else None
+        if embeddings is None:
+            embeddings = self._encode(chunk, key)
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
@@ -272,10 +287,38 @@ class Engine:
         if status != 0:
             raise SmolcliError(f"llama.cpp failed to evaluate an image (status {status})")
         self.n_past = int(new_n_past.value)
-        self.counters.images_encoded += 1
-        self.counters.image_tokens += n_tokens
+        self.counters.image_tokens += described.n_tokens
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
+
+    def _encode(self, chunk, key: EmbeddingKey | None):
+        """Run the vision encoder on one chunk; with a key, store its output for next time."""
+        mtmd = self._mtmd
+        if mtmd.mtmd_encode_chunk(self.mtmd_ctx, chunk) != 0:
+            raise SmolcliError("the vision encoder failed on an image")
+        embeddings = mtmd.mtmd_get_output_embd(self.mtmd_ctx)
+        self.counters.images_encoded += 1
+        if key is not None:
+            self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
+        return embeddings
+
+    def _cached_embeddings(self, key: EmbeddingKey):
+        stored = self.options.embedding_cache.get(key)
+        if stored is None:
+            self.counters.cache_misses += 1
+            return None
+        self.counters.cache_hits += 1
+        return (ctypes.c_float * stored.size).from_buffer(stored)
+
+    def _embedding_key(self, described: Chunk) -> EmbeddingKey | None:
+        cache = self.options.embedding_cache
+        if cache is None or not described.image:
+            return None
+        if self._mmproj_digest is None:
+            self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
+        # mtmd_get_output_embd holds n_tokens rows of the language model's input width
+        n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
+        return EmbeddingKey(described.image, self._mmproj_digest, described.tile, described.n_tokens, n_embd)
 
     def last_logits(self) -> np.ndarray:
         pointer = self._llama.llama_get_logits_ith(self.ctx, -1)

@@ -1,0 +1,56 @@
+"""A file's content digest, hashed once: remembered by (path, size, mtime_ns) in memory and on disk.
+
+An mmproj is hundreds of MB; hashing it on every run would cost more than the cache saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+_memo: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: Path, memo_folder: Path | None = None) -> str:
+    path = Path(path).resolve()
+    stat = path.stat()
+    identity = (str(path), stat.st_size, stat.st_mtime_ns)
+    if identity in _memo:
+        return _memo[identity]
+    memo_file = None
+    if memo_folder is not None:
+        name = hashlib.blake2b(repr(identity).encode(), digest_size=20).hexdigest()
+        memo_file = Path(memo_folder) / name
+        try:
+            digest = memo_file.read_text().strip()
+            if len(digest) == 40:
+                _memo[identity] = digest
+                return digest
+        except OSError:
+            pass
+    digest = _hash_file(path)
+    _memo[identity] = digest
+    if memo_file is not None:
+        _write_atomically(memo_file, digest)
+    return digest
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(temp, target)
+    except OSError:
+        pass  # only means hashing again next run
