@@ -100,6 +100,16 @@ def _register_commands() -> None:
     app.command("info")(info_cmd.info)
     app.command("doctor")(doctor_cmd.doctor)
 
+    from smolcli.cli import models_cmd, pull_cmd, rm_cmd
+
+    app.command("pull")(pull_cmd.pull)
+    app.command("models")(models_cmd.models)
+    app.command("rm")(rm_cmd.rm)
+
+    from smolcli.cli import cache_cmd
+
+    app.add_typer(cache_cmd.app, name="cache")
+
 
 _register_commands()
 

@@ -42,7 +42,9 @@ def ask(
     threads: opt.Threads = None,
     ctx: opt.Ctx = None,
     cache_type: opt.Cache = opt.CacheType.f16,
+    no_cache: opt.NoCache = False,
     verbose: opt.Verbose = False,
+    offline: opt.Offline = False,
 ) -> None:
     """Answer one question about zero or more images.
 
@@ -69,10 +71,10 @@ def ask(
         raise SmolcliError("the prompt is empty: give a question as an argument or on stdin")
     text = first_turn(place_images(question, len(images)), system)
 
-    files = opt.model_files(model, mmproj, need_vision=bool(images))
+    files = opt.model_files(model, mmproj, need_vision=bool(images), offline=offline)
     if not images:
         files = dataclasses.replace(files, mmproj=None)  # a text-only question does not load the vision encoder
-    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose)
+    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache)
 
     with Engine(files, options) as engine, Sampler(sampling) as sampler:
         tokenized = engine.tokenize(text, images)
@@ -111,7 +113,11 @@ def _report(engine: Engine, answer: Generation, prompt_tokens: int, image_tokens
     return {
         "text": answer.text,
         "finish_reason": answer.finish_reason,
-        "usage": {"prompt_tokens": prompt_tokens, "image_tokens": image_tokens, "completion_tokens": len(answer.tokens)},
+        "usage": {
+            "prompt_tokens": prompt_tokens, "image_tokens": image_tokens, "completion_tokens": len(answer.tokens),
+            # image chunks (tiles): run through the vision encoder, or taken from the embedding cache
+            "images_encoded": counters.images_encoded, "image_cache_hits": counters.cache_hits,
+        },
         "timings": {
             "load_s": round(load_seconds, 6),
             "image_encode_s": round(counters.encode_seconds, 6),

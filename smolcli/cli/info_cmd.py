@@ -150,10 +150,26 @@ def report_lines(report: dict) -> list[str]:
     return lines
 
 
+def resolve_target(text: str, mmproj: Path | None, offline: bool) -> tuple[Path, Path | None]:
+    """A path as given, or a model name's stored pair (pulled on first use, as -m does for ask)."""
+    from smolcli.cli.output import progress
+    from smolcli.model_ref import parse_model_ref
+    from smolcli.pull import stored_or_pulled
+    from smolcli.store import ModelStore
+
+    ref = parse_model_ref(text)
+    if isinstance(ref, Path):
+        return ref, mmproj
+    store = ModelStore()
+    entry = stored_or_pulled(ref, offline, progress, store)
+    return store.model_path(entry), mmproj or store.mmproj_path(entry)
+
+
 def info(
-    path: Annotated[Path, typer.Argument(help="A .gguf language model or mmproj, or a folder holding a converted pair.")],
+    path: Annotated[str, typer.Argument(help="A .gguf language model or mmproj, a folder holding a converted pair, or a model name or repo id.")],
     mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="The vision file to check against the model (default: the mmproj-*.gguf beside it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: a model name must already be in the local store.")] = False,
 ) -> None:
     """Show a GGUF file's architecture, size, parameters, quant types and dimensions, and whether model and mmproj fit.
 
@@ -164,8 +180,10 @@ def info(
       smolcli info models/ --json
 
       smolcli info model.gguf --mmproj mmproj-model-F16.gguf
+
+      smolcli info smolvlm-256m
     """
-    report = build_report(path, mmproj)
+    report = build_report(*resolve_target(path, mmproj, offline))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

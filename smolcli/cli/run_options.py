@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.errors import SmolcliError
+from smolcli.runtime.embedding_cache import EmbeddingCache
 from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.images import STDIN, RGBImage, load_image
 from smolcli.runtime.model_files import ModelFiles, resolve_model_files
@@ -21,7 +22,8 @@ class CacheType(str, enum.Enum):
     q4_0 = "q4_0"
 
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Language-model GGUF (its mmproj-*.gguf beside it), or a folder holding one converted pair.")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Language-model GGUF (its mmproj-*.gguf beside it), a folder holding one converted pair, or a model name (smolcli models) or Hub repo id, pulled on first use.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network: a model name must already be in the local store (also HF_HUB_OFFLINE=1).")]
 Mmproj = Annotated[Optional[Path], typer.Option("--mmproj", help="The vision-encoder GGUF, when it is not beside the model.")]
 Images = Annotated[Optional[list[str]], typer.Option("--image", "-i", help="Image file, or - for image bytes on stdin; repeat for several.")]
 System = Annotated[Optional[str], typer.Option("--system", help="System prompt.")]
@@ -37,6 +39,7 @@ Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU thr
 Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", help="Context size in tokens (default: sized to the prompt, the images and --max-tokens).")]
 Cache = Annotated[CacheType, typer.Option("--cache-type", help="KV-cache type; q8_0 and q4_0 save memory.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Encode every image again instead of reusing stored embeddings (smolcli cache info).")]
 
 
 def sampling_options(temperature: float, top_k: int, top_p: float, seed: Optional[int]) -> SamplingOptions:
@@ -44,7 +47,8 @@ def sampling_options(temperature: float, top_k: int, top_p: float, seed: Optiona
 
 
 def engine_options(
-    n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int], cache_type: CacheType, verbose: bool
+    n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int], cache_type: CacheType, verbose: bool,
+    no_cache: bool = False,
 ) -> EngineOptions:
     if n_gpu_layers is None:
         import llama_cpp
@@ -55,6 +59,7 @@ def engine_options(
     return EngineOptions(
         n_gpu_layers=n_gpu_layers, mmproj_offload=not no_mmproj_offload, threads=threads,
         cache_type=cache_type.value, verbose=verbose,
+        embedding_cache=None if no_cache else EmbeddingCache.default(),
     )
 
 
@@ -69,6 +74,16 @@ def load_images(sources: list[str]) -> list[RGBImage]:
     return [load_image(source) for source in sources]
 
 
-def model_files(model: str, mmproj: Optional[Path], need_vision: bool) -> ModelFiles:
-    """The one place that turns what the user typed after -m into files (registry names will come here)."""
-    return resolve_model_files(model, mmproj, need_mmproj=need_vision)
+def model_files(model: str, mmproj: Optional[Path], need_vision: bool, offline: bool = False) -> ModelFiles:
+    """The one place that turns what the user typed after -m into files: a path, or a name pulled on first use."""
+    from smolcli.cli.output import progress
+    from smolcli.model_ref import parse_model_ref
+    from smolcli.pull import stored_or_pulled
+    from smolcli.store import ModelStore
+
+    ref = parse_model_ref(model)
+    if isinstance(ref, Path):
+        return resolve_model_files(ref, mmproj, need_mmproj=need_vision)
+    store = ModelStore()
+    entry = stored_or_pulled(ref, offline, progress, store)
+    return resolve_model_files(store.model_path(entry), mmproj or store.mmproj_path(entry), need_mmproj=need_vision)
