@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from raw_llama import RawMtmd
 
+from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.engine import Engine, EngineOptions
@@ -43,18 +44,6 @@ def ask(*args: str, input=None):
 def answer_of(result) -> str:
     assert result.exit_code == 0, result.stderr
     return result.stdout
-
-
-def one_line_error(result, *words: str) -> str:
-    """A failure the user can act on: exit 1, one 'error:' line naming the problem, nothing on stdout."""
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def llama_greedy_text(model_path: Path, prompt: str, n_tokens: int) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES
@@ -148,49 +149,40 @@ def test_vocab_size_and_template_of_a_gguf_from_another_converter(tmp_path):
 # --- bad inputs: one line on stderr, exit 1 --------------------------------------------------
 
 
-def assert_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_missing_file(tmp_path):
-    assert_error(run(tmp_path / "nope.gguf"), "nope.gguf", "no such file or folder")
+    one_line_error(run(tmp_path / "nope.gguf"), "nope.gguf", "no such file or folder")
 
 
 def test_not_a_gguf(tmp_path):
     path = tmp_path / "notes.gguf"
     path.write_text("hello, not a model\n")
-    assert_error(run(path), "not a GGUF file")
+    one_line_error(run(path), "not a GGUF file")
 
 
 def test_truncated_gguf(pair, tmp_path):
     model, _ = pair
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-    assert_error(run(cut), "cut.gguf", "truncated")
+    one_line_error(run(cut), "cut.gguf", "truncated")
 
 
 def test_folder_without_gguf(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
-    assert_error(run(tmp_path), "no .gguf files")
+    one_line_error(run(tmp_path), "no .gguf files")
 
 
 def test_folder_with_two_models(pair, tmp_path):
     model, _ = pair
     shutil.copy(model, tmp_path / "a-Q8_0.gguf")
     shutil.copy(model, tmp_path / "b-Q8_0.gguf")
-    assert_error(run(tmp_path), "several language models", "a-Q8_0.gguf", "b-Q8_0.gguf")
+    one_line_error(run(tmp_path), "several language models", "a-Q8_0.gguf", "b-Q8_0.gguf")
 
 
 def test_mmproj_option_given_a_language_model(pair):
     model, _ = pair
-    assert_error(run(model, "--mmproj", model), "is a language model, not an mmproj")
+    one_line_error(run(model, "--mmproj", model), "is a language model, not an mmproj")
 
 
 def test_mmproj_given_as_the_model_with_another_mmproj(pair):
     _, mmproj = pair
-    assert_error(run(mmproj, "--mmproj", mmproj), "is an mmproj file")
+    one_line_error(run(mmproj, "--mmproj", mmproj), "is an mmproj file")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.cli.units import size_text
 from smolcli.convert import MMPROJ_TYPES, QUANT_TYPES, convert_checkpoint
@@ -33,17 +34,6 @@ def home(tmp_path, monkeypatch) -> Path:
     """A private SMOLCLI_HOME: the store starts empty and the user's is never touched."""
     monkeypatch.setenv("SMOLCLI_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 # --- the registry ---------------------------------------------------------------------------
