@@ -1,11 +1,10 @@
 """Downloads from the Hugging Face Hub, through huggingface_hub: its cache, its token, its progress bars.
 
 Files land in the Hugging Face cache (HF_HOME / HF_HUB_CACHE) one at a time, so a pull
-cut short keeps every file it finished and the next pull fetches only the rest. A
-connection dropped mid-file is resumed by huggingface_hub itself with a Range request.
-(huggingface_hub 1.x and later drop a file still partial when a pull gives up, so that
-one file starts over next time.) The token comes from where huggingface_hub looks:
-HF_TOKEN, then the `hf auth login` token file.
+cut short keeps every file it finished and the next pull fetches only the rest. A file
+cut mid-way is kept too, and the next pull asks for the rest with a Range request
+(smolcli/resumable.py: huggingface_hub drops a partial file when its process gives up).
+The token comes from where huggingface_hub looks: HF_TOKEN, then the `hf auth login` token file.
 """
 
 from __future__ import annotations
@@ -90,9 +89,13 @@ def resolve(repo_id: str, revision: str) -> RepoSnapshot:
 
 def download(snapshot: RepoSnapshot, filename: str) -> Path:
     """One file of the snapshot, from the cache when it is there (no request at all for a cached commit)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    from smolcli.resumable import fetch_blob
 
     with hub_errors(snapshot.repo_id, snapshot.revision):
+        if not isinstance(try_to_load_from_cache(snapshot.repo_id, filename, revision=snapshot.commit), str):
+            fetch_blob(snapshot.repo_id, filename, snapshot.commit)
         return Path(hf_hub_download(snapshot.repo_id, filename, revision=snapshot.commit))
 
 
@@ -114,7 +117,7 @@ def hub_errors(repo_id: str, revision: str) -> Iterator[None]:
 
     page = f"{endpoint()}/{repo_id}"
     login = "log in with `hf auth login` or set HF_TOKEN"
-    kept = "nothing was added to the model store; finished files stay in the Hugging Face cache for the next pull"
+    kept = "nothing was added to the model store; what was downloaded stays in the Hugging Face cache for the next pull"
     try:
         yield
     except hf.GatedRepoError as error:

@@ -8,7 +8,8 @@ What huggingface_hub 2.x asks (hf_api.py model_info, file_download.py get_hf_fil
 
 Errors carry X-Error-Code (RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound) as the
 Hub's do; huggingface_hub turns them into its exception classes. Faults for tests: cut a
-file's first download after some bytes, then optionally answer 503 ("the network went down").
+file's first download after some bytes, then optionally answer 503 ("the network went down");
+ignore Range headers.
 Every request is recorded.
 """
 
@@ -64,6 +65,7 @@ class Faults:
     cut_after: dict[str, int] = field(default_factory=dict)  # file -> bytes its next GET sends before the connection drops
     down_after_cut: bool = False  # after a cut, every request gets 503 until this is cleared
     down: bool = False
+    ignore_range: bool = False  # answer a Range request with the whole file (200), as some CDNs do
 
 
 class FakeHub:
@@ -222,7 +224,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         }
         start = 0
         wanted = RANGE.match(self.headers.get("Range") or "")
-        if wanted and body:
+        if wanted and body and not self.owner.faults.ignore_range:
             start = int(wanted.group(1))
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         status = 206 if start else 200

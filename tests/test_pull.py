@@ -8,6 +8,7 @@ it does for users; no test reaches the internet.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 from fake_hub import Faults, FakeHub, point_huggingface_hub_at
 from typer.testing import CliRunner
 
+import cli_checks
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.random_checkpoint import write_random_checkpoint
@@ -31,20 +33,12 @@ SMALL_FILES = ("chat_template.json", "config.json", "preprocessor_config.json", 
                "tokenizer.json", "tokenizer_config.json")
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 
+# pulls print progress on stderr before any error
+one_line_error = functools.partial(cli_checks.one_line_error, after_progress=True)
+
 
 def run(*args: str, env: dict | None = None):
     return CliRunner().invoke(app, list(map(str, args)), env=env)
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and result.stderr.count("error:") == 1, result.stderr
-    assert "unexpected" not in lines[-1] and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in lines[-1], (word, lines[-1])
-    return lines[-1]
 
 
 def sha256(path: Path) -> str:
@@ -205,6 +199,79 @@ def test_a_pull_cut_off_stores_nothing_and_the_next_one_finishes(hub, store):
     assert all(len(hub.gets(name)) == 1 for name in SMALL_FILES), "files finished before the cut were fetched again"
     (entry,) = store.entries()
     assert store.is_intact(entry)
+
+
+def cut_pull(hub, store, tmp_path, monkeypatch) -> tuple[Path, int]:
+    """A first pull whose process gives up mid-file: the network goes down after the cut."""
+    from huggingface_hub import constants
+
+    chunk = 64 * 1024  # http_get keeps whole chunks; the tiny file needs small ones
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", chunk)
+    data = hub.repos[REPO.lower()].files["model.safetensors"]
+    hub.faults.cut_after["model.safetensors"] = 16 * chunk
+    hub.faults.down_after_cut = True
+    one_line_error(run("pull", "smolvlm-256m"), "HTTP 503", "nothing was added to the model store")
+    assert_store_untouched(store)
+    blobs = tmp_path / "hf" / "hub" / "models--HuggingFaceTB--SmolVLM-256M-Instruct" / "blobs"
+    partial = blobs / f"{hashlib.sha256(data).hexdigest()}.smolcli-partial"
+    assert partial.stat().st_size == 16 * chunk and partial.read_bytes() == data[: 16 * chunk]
+    return partial, len(data)
+
+
+def assert_stored_as_served(hub, store, partial: Path) -> None:
+    (entry,) = store.entries()
+    assert store.is_intact(entry)
+    cached = partial.with_name(partial.name.removesuffix(".smolcli-partial"))
+    assert sha256(cached) == hashlib.sha256(hub.repos[REPO.lower()].files["model.safetensors"]).hexdigest()
+    assert not list(partial.parent.glob("*.smolcli-partial")) and not list(partial.parent.glob("*.incomplete"))
+
+
+def test_the_next_pull_resumes_a_file_cut_mid_way(hub, store, tmp_path, monkeypatch):
+    partial, size = cut_pull(hub, store, tmp_path, monkeypatch)
+    kept = partial.stat().st_size
+    hub.faults = Faults()
+    hub.requests.clear()
+    result = run("pull", "smolvlm-256m")
+    assert result.exit_code == 0, result.output
+    (resumed,) = hub.gets("model.safetensors")
+    assert resumed.range == f"bytes={kept}-"
+    assert hub.bytes_sent["model.safetensors"] == size  # over both pulls: the kept bytes were not sent again
+    assert [r.filename for r in hub.requests if r.method == "GET" and r.filename] == ["model.safetensors"]
+    assert_stored_as_served(hub, store, partial)
+
+
+def test_a_server_ignoring_range_still_gives_the_right_file(hub, store, tmp_path, monkeypatch):
+    partial, size = cut_pull(hub, store, tmp_path, monkeypatch)
+    kept = partial.stat().st_size
+    hub.faults = Faults(ignore_range=True)
+    hub.requests.clear()
+    assert run("pull", "smolvlm-256m").exit_code == 0
+    (resumed,) = hub.gets("model.safetensors")
+    assert resumed.range == f"bytes={kept}-"
+    assert hub.bytes_sent["model.safetensors"] == kept + size  # started over
+    assert_stored_as_served(hub, store, partial)
+
+
+def test_a_partial_file_longer_than_the_file_starts_over(hub, store, tmp_path, monkeypatch):
+    partial, size = cut_pull(hub, store, tmp_path, monkeypatch)
+    partial.write_bytes(b"\0" * (size + 1))
+    hub.faults = Faults()
+    hub.requests.clear()
+    assert run("pull", "smolvlm-256m").exit_code == 0
+    (fresh,) = hub.gets("model.safetensors")
+    assert fresh.range is None
+    assert_stored_as_served(hub, store, partial)
+
+
+def test_a_partial_file_of_other_bytes_is_dropped(hub, store, tmp_path, monkeypatch):
+    partial, size = cut_pull(hub, store, tmp_path, monkeypatch)
+    partial.write_bytes(b"\0" * partial.stat().st_size)
+    hub.faults = Faults()
+    one_line_error(run("pull", "smolvlm-256m"), "model.safetensors came out corrupt", "pull again")
+    assert not partial.exists()
+    assert_store_untouched(store)
+    assert run("pull", "smolvlm-256m").exit_code == 0
+    assert_stored_as_served(hub, store, partial)
 
 
 def test_offline_mode(hub, store):
