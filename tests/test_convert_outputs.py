@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import warnings
 
 import gguf
 import pytest
+from conftest import NON_WEIGHT_FILES
 
 from smolcli.convert import convert_checkpoint, summary
 from smolcli.convert.quantize import tensor_types
@@ -104,3 +107,27 @@ def test_quant_types(converted, quant, expected):
     result = converted(quant, "F16")
     assert result.model.name == f"tiny-SmolVLM-{quant}.gguf"
     assert result.type_counts.most_common(1)[0][0] == expected
+
+
+def test_sharded_checkpoint_converts_like_the_single_file(workdir, numpy_checkpoint):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    source = numpy_checkpoint("SmolVLM", "BF16")
+    sharded = workdir / "sharded"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.bfloat16)
+        model.save_pretrained(sharded, max_shard_size="300KB")
+    for name in NON_WEIGHT_FILES:
+        if (source / name).exists():
+            shutil.copy(source / name, sharded / name)
+    assert (sharded / "model.safetensors.index.json").is_file()
+    assert len(list(sharded.glob("model-*.safetensors"))) > 1
+
+    whole = convert_checkpoint(source, workdir / "whole-out", "F16", "F16", name="t")
+    split = convert_checkpoint(sharded, workdir / "sharded-out", "F16", "F16", name="t")
+    for ours, theirs in ((whole.model, split.model), (whole.mmproj, split.mmproj)):
+        a = {t.name: t.data.tobytes() for t in gguf.GGUFReader(ours).tensors}
+        b = {t.name: t.data.tobytes() for t in gguf.GGUFReader(theirs).tensors}
+        assert a == b
