@@ -10,19 +10,11 @@ The random checkpoint is cached in --workdir (several GB for 2.2B).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-# ru_maxrss survives fork and exec on Linux (a child would report its parent's peak); VmHWM belongs to this process
-PEAK_RSS = r"""
-def peak_rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-"""
+from measure import run_fresh  # benchmarks/measure.py, beside this script
 
 STEP = r"""
 import json, sys, time
@@ -65,10 +57,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_bytes": pe
 
 def measured(script: str, args: list[str], target: Path) -> dict:
     """Run one step in a fresh interpreter; its last stdout line holds its own figures."""
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS + script, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"step {args} failed:\n{done.stderr[-3000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_fresh(script, args)
     figures["size_bytes"] = target.stat().st_size
     return figures
 

@@ -1,0 +1,39 @@
+"""Run one measured step in a fresh Python interpreter and read back the figures it prints.
+
+Shared by the benchmark scripts: a fresh process per step, so each peak RSS belongs to that step
+alone. The snippet gets `peak_rss()` defined and prints its figures as one JSON object on its last
+stdout line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+# ru_maxrss survives fork and exec on Linux (a child would report its parent's peak); VmHWM belongs to this process
+PEAK_RSS = r"""
+def peak_rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
+
+def run_fresh(script: str, args: list[str], env: dict | None = None) -> dict:
+    """Run `script` (with peak_rss() defined) as `python -c`; return its figures plus the parent's view.
+
+    Added keys: "wall_s", the wall time of the whole process (interpreter start to exit) as seen from
+    here, and "output", whatever the step printed on stdout before its figures line.
+    """
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS + script, *args], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"step {args} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    figures["wall_s"] = wall
+    figures["output"] = "\n".join(lines[:-1])
+    return figures
