@@ -18,11 +18,8 @@ def _vocab_size(summary: GGUFSummary) -> int | None:
     size = summary.metadata.get(f"{summary.architecture}.vocab_size")
     if size is not None:
         return int(size)
-    # read_gguf leaves out the tokenizer.ggml.* arrays; files from other converters need them for this
-    import gguf
-
-    field = gguf.GGUFReader(summary.path).fields.get("tokenizer.ggml.tokens")
-    return len(field.data) if field is not None else None
+    # files from other converters may carry no vocab_size key: count the token list instead
+    return summary.array_lengths.get("tokenizer.ggml.tokens")
 
 
 def describe_model(summary: GGUFSummary) -> dict:

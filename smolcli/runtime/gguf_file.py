@@ -1,8 +1,16 @@
-"""Check a GGUF file in Python before llama.cpp sees it: llama.cpp aborts the process on some bad files."""
+"""Check a GGUF file in Python before llama.cpp sees it: llama.cpp aborts the process on some bad files.
+
+Only the header is read: scalar metadata, the lengths of arrays, and the tensor table.
+gguf-py's GGUFReader would also build every tokenizer array (seconds for a 49k vocabulary)
+on each `ask`, before llama.cpp reads the same file again.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import mmap
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
@@ -10,6 +18,13 @@ import gguf
 from smolcli.errors import SmolcliError
 
 MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+SHORT_ARRAY = 16  # arrays up to this length are kept (image mean/std); longer ones only counted
+
+# GGUF value types (gguf.GGUFValueType) and how each scalar is packed
+SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+STRING, ARRAY = 8, 9
 
 
 @dataclass(frozen=True)
@@ -17,10 +32,11 @@ class GGUFSummary:
     path: Path
     architecture: str
     kind: str  # "model" or "mmproj"
-    metadata: dict
+    metadata: dict  # scalars and short arrays; tokenizer.ggml.* left out
     tensor_types: dict[str, int]  # GGML type name -> tensor count
     parameters: int
     size: int
+    array_lengths: dict[str, int] = field(default_factory=dict)  # every array key, tokenizer ones included
 
     @property
     def embedding_length(self) -> int | None:
@@ -31,10 +47,104 @@ class GGUFSummary:
         return self.metadata.get("clip.vision.projection_dim")
 
 
-def _plain(value):
-    if isinstance(value, (list, tuple)) and len(value) > 16:
-        return f"[{len(value)} items]"
-    return value
+class _Damaged(Exception):
+    pass
+
+
+class _Header:
+    """A cursor over the mapped file."""
+
+    def __init__(self, data: mmap.mmap):
+        self.data = data
+        self.pos = 0
+
+    def scalar(self, fmt: str):
+        try:
+            (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        except struct.error:
+            raise _Damaged("header runs past the end") from None
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        length = self.scalar("<Q")
+        if self.pos + length > len(self.data):
+            raise _Damaged("a string runs past the end")
+        text = bytes(self.data[self.pos : self.pos + length]).decode("utf-8", errors="replace")
+        self.pos += length
+        return text
+
+    def value(self, kind: int, key: str, lengths: dict[str, int]):
+        if kind in SCALARS:
+            return self.scalar(SCALARS[kind])
+        if kind == STRING:
+            return self.string()
+        if kind != ARRAY:
+            raise _Damaged(f"unknown value type {kind} for {key}")
+        item_kind, count = self.scalar("<I"), self.scalar("<Q")
+        lengths[key] = count
+        if count <= SHORT_ARRAY:
+            return [self.value(item_kind, key, {}) for _ in range(count)]
+        self.skip(item_kind, count)
+        return None
+
+    def skip(self, kind: int, count: int) -> None:
+        if kind in SCALARS:
+            self.pos += struct.calcsize(SCALARS[kind]) * count
+        elif kind == STRING:
+            for _ in range(count):  # each string carries its own length
+                self.pos += 8 + self.scalar("<Q")
+        elif kind == ARRAY:
+            for _ in range(count):
+                item_kind, item_count = self.scalar("<I"), self.scalar("<Q")
+                self.skip(item_kind, item_count)
+        else:
+            raise _Damaged(f"unknown value type {kind}")
+        if self.pos > len(self.data):
+            raise _Damaged("an array runs past the end")
+
+
+def _tensor_bytes(kind: int, dims: list[int]) -> int:
+    try:
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+    except (ValueError, KeyError):
+        raise _Damaged(f"unknown tensor type {kind}") from None
+    return math.prod(dims) // block * type_size
+
+
+def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
+    header = _Header(data)
+    header.pos = 4
+    version = header.scalar("<I")
+    if version not in SUPPORTED_VERSIONS:
+        raise SmolcliError(f"{path}: GGUF version {version} is not supported (2 or 3); convert the model again")
+    n_tensors, n_kv = header.scalar("<Q"), header.scalar("<Q")
+    metadata: dict = {}
+    lengths: dict[str, int] = {}
+    for _ in range(n_kv):
+        key = header.string()
+        value = header.value(header.scalar("<I"), key, lengths)
+        if value is not None and not key.startswith("tokenizer.ggml."):
+            metadata[key] = value
+    tensors = []
+    for _ in range(n_tensors):
+        name = header.string()
+        dims = [header.scalar("<Q") for _ in range(header.scalar("<I"))]
+        kind, offset = header.scalar("<I"), header.scalar("<Q")
+        tensors.append((name, dims, kind, offset))
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    data_start = -(-header.pos // alignment) * alignment
+    types: dict[str, int] = {}
+    parameters = 0
+    for name, dims, kind, offset in tensors:
+        if data_start + offset + _tensor_bytes(kind, dims) > size:
+            raise SmolcliError(f"{path}: truncated GGUF file (tensor {name} runs past the end); download or convert it again")
+        type_name = gguf.GGMLQuantizationType(kind).name
+        types[type_name] = types.get(type_name, 0) + 1
+        parameters += math.prod(dims)
+    architecture = str(metadata.get("general.architecture", "?"))
+    kind = "mmproj" if architecture == "clip" or metadata.get("general.type") == "mmproj" else "model"
+    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths)
 
 
 def read_gguf(path: Path) -> GGUFSummary:
@@ -43,31 +153,12 @@ def read_gguf(path: Path) -> GGUFSummary:
         raise SmolcliError(f"{path}: no such file")
     if path.is_dir():
         raise SmolcliError(f"{path}: is a folder, not a GGUF file")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != MAGIC:
-        raise SmolcliError(f"{path}: not a GGUF file (it does not start with 'GGUF'); convert a checkpoint with `smolcli convert`")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as error:  # noqa: BLE001 - any parse failure means a damaged file
-        raise SmolcliError(f"{path}: damaged or truncated GGUF file ({type(error).__name__}); convert or download it again") from None
     size = path.stat().st_size
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise SmolcliError(f"{path}: truncated GGUF file (tensor {tensor.name} runs past the end); download or convert it again")
-    metadata = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key.startswith("tokenizer.ggml."):
-            continue
-        try:
-            metadata[key] = _plain(field.contents())
-        except Exception:  # noqa: BLE001 - an unreadable optional key is skipped, not fatal
-            continue
-    types: dict[str, int] = {}
-    parameters = 0
-    for tensor in reader.tensors:
-        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
-        parameters += int(tensor.n_elements)
-    architecture = str(metadata.get("general.architecture", "?"))
-    kind = "mmproj" if architecture == "clip" or metadata.get("general.type") == "mmproj" else "model"
-    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size)
+    with open(path, "rb") as handle:
+        if handle.read(4) != MAGIC:
+            raise SmolcliError(f"{path}: not a GGUF file (it does not start with 'GGUF'); convert a checkpoint with `smolcli convert`")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            try:
+                return _parse(path, data, size)
+            except _Damaged as error:
+                raise SmolcliError(f"{path}: damaged or truncated GGUF file ({error}); convert or download it again") from None
