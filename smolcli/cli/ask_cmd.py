@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import sys
 import time
 from typing import Annotated, Optional
@@ -19,6 +18,7 @@ from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, generate
 from smolcli.runtime.images import STDIN
+from smolcli.runtime.peak_memory import peak_rss_bytes
 from smolcli.runtime.prompting import first_turn, place_images
 from smolcli.runtime.sampling import Sampler
 
@@ -126,8 +126,7 @@ def _report(engine: Engine, answer: Generation, prompt_tokens: int, image_tokens
             "decode_tokens_per_s": _per_second(counters.generated_tokens, counters.decode_seconds),
             "prefill_tokens_per_s": _per_second(prompt_tokens, counters.prefill_seconds),
         },
-        # ru_maxrss is in KiB on Linux
-        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_memory_bytes": peak_rss_bytes(),
         "model": str(engine.files.model.path),
         "mmproj": str(engine.files.mmproj.path) if engine.files.mmproj else None,
     }
