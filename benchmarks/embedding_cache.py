@@ -19,21 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from smolcli.synthetic_images import photo_like
 
 QUESTION = "What is in this image?"
-
-
-def photo_like(width: int, height: int, seed: int = 4) -> Image.Image:
-    """Smooth gradients, a disc and a little noise: closer to a photo than white noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    red = 127 + 120 * np.sin(x / width * 3.1 + seed)
-    green = 127 + 120 * np.cos(y / height * 2.3)
-    blue = 255 * ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2)
-    pixels = np.stack([red, green, blue], axis=-1) + rng.normal(0, 8, (height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def converted_pair(workdir: Path) -> tuple[Path, Path]:

@@ -32,10 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from measure import run_fresh  # benchmarks/measure.py, beside this script
+
+from smolcli.synthetic_images import photo_like
 
 QUESTION = "What is in this image?"
 RUNNERS = ("transformers", "smolcli", "direct")
@@ -145,17 +146,6 @@ print(json.dumps({
     "text": pieces.decode("utf-8", errors="replace").removeprefix(" "), "peak_rss_bytes": peak_rss(),
 }))
 """
-
-
-def photo_like(width: int, height: int, seed: int = 4) -> Image.Image:
-    """Smooth gradients, a disc and a little noise: closer to a photo than white noise (as tests/conftest.py)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    red = 127 + 120 * np.sin(x / width * 3.1 + seed)
-    green = 127 + 120 * np.cos(y / height * 2.3)
-    blue = 255 * ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2)
-    pixels = np.stack([red, green, blue], axis=-1) + rng.normal(0, 8, (height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def prepared(workdir: Path, shape: str, quant: str, mmproj_type: str) -> tuple[Path, Path, Path]:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from smolcli.convert import convert_checkpoint
 from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic_images import photo_like
 
 # the releases ship bf16; f16 covers the other half-precision layout
 SOURCE_DTYPES = {"SmolVLM": "BF16", "SmolVLM2": "F16"}
@@ -99,17 +100,6 @@ def tiny_pair(converted):
     """A converted pair for runtime tests: (model path, mmproj path)."""
     result = converted("F16", "F16")
     return result.model, result.mmproj
-
-
-def photo_like(width: int, height: int, seed: int) -> Image.Image:
-    """Smooth gradients and shapes with a little noise: closer to a photo than white noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    red = 127 + 120 * np.sin(x / max(width, 1) * 3.1 + seed)
-    green = 127 + 120 * np.cos(y / max(height, 1) * 2.3)
-    blue = 255 * ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2)
-    pixels = np.stack([red, green, blue], axis=-1) + rng.normal(0, 8, (height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="session")
