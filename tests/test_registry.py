@@ -179,7 +179,7 @@ def test_a_failed_build_leaves_the_store_as_it_was(tiny_files):
 
 def test_full_disk_while_writing_the_index(tiny_files, monkeypatch):
     """ENOSPC on the index write: a clean error, the index and the stored files unchanged."""
-    import smolcli.store as store_module
+    import smolcli.atomic_file as atomic_file  # the index is written through it
 
     store = ModelStore()
     kept = store.add(origin(), copier(tiny_files))
@@ -203,7 +203,7 @@ def test_full_disk_while_writing_the_index(tiny_files, monkeypatch):
         handle = open(path, mode, *args, **kwargs)
         return FullDisk(handle) if "w" in mode else handle
 
-    monkeypatch.setattr(store_module, "open", open_on_a_full_disk, raising=False)
+    monkeypatch.setattr(atomic_file, "open", open_on_a_full_disk, raising=False)
     for attempt in (origin(), origin("Q4_K_M")):
         with pytest.raises(SmolcliError, match="no space left on the disk that holds .*the model store is unchanged"):
             store.add(attempt, copier(tiny_files))

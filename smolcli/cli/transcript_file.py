@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from smolcli.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 
 
 def save_transcript(transcript: dict, path: Path) -> None:
-    """Write to a temporary file beside the target, then rename: a crash never leaves half a file."""
+    """Written whole or not at all: a crash never leaves half a file."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise SmolcliError(f"{path}: is a folder; give a file name, e.g. /save chat.json")
     if not path.parent.is_dir():
         raise SmolcliError(f"{path.parent}: no such folder")
+    data = (json.dumps(transcript, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, data)
     except OSError as error:
-        raise SmolcliError(f"{path}: cannot write here ({error.strerror})") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(transcript, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a saved chat is an ordinary file
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise SmolcliError(f"{path}: could not save the transcript ({error.strerror or error})") from None
-        raise
+        raise SmolcliError(f"{path}: could not save the transcript ({error.strerror or error})") from None

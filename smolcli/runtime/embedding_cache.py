@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smolcli.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 from smolcli.runtime.file_identity import content_digest
 from smolcli.user_cache import cache_dir
@@ -106,15 +106,7 @@ class EmbeddingCache:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            descriptor, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(descriptor, "wb") as file:
-                    file.write(header)
-                    file.write(payload)
-                os.replace(temp, self.folder / key.file_name())
-            except BaseException:
-                _remove(Path(temp))
-                raise
+            write_atomically(self.folder / key.file_name(), header + payload)
             self._evict()
         except OSError:
             pass

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
+
+from smolcli.atomic_file import write_atomically
 
 _memo: dict[tuple[str, int, int], str] = {}
 
@@ -33,7 +34,7 @@ def content_digest(path: Path, memo_folder: Path | None = None) -> str:
     digest = _hash_file(path)
     _memo[identity] = digest
     if memo_file is not None:
-        _write_atomically(memo_file, digest)
+        _remember(memo_file, digest)
     return digest
 
 
@@ -45,12 +46,9 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(target: Path, text: str) -> None:
+def _remember(memo_file: Path, digest: str) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.replace(temp, target)
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(memo_file, digest.encode())
     except OSError:
         pass  # only means hashing again next run
