@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import gguf
+
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
 from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
 from smolcli.convert.safetensors_file import TensorEntry

@@ -17,7 +17,6 @@ FILE_TYPES = {
     QType.F32: gguf.LlamaFileType.ALL_F32,
     QType.F16: gguf.LlamaFileType.MOSTLY_F16,
     QType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
-    QType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
 }
 
 
@@ -74,7 +73,7 @@ def write_text_model(
     report: Callable[[str], None],
     label: str,
 ) -> None:
-    """Write the language model at a float type (or Q8_0) straight from the safetensors."""
+    """Write the language model at a float type straight from the safetensors (quantize.py does the rest)."""
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     add_metadata(writer, checkpoint, name, qtype)
     vocabulary.write(writer)

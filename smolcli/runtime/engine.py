@@ -54,7 +54,7 @@ class Chunk:
     kind: str  # "text" or "image"
     n_tokens: int
     tokens: list[int] = field(default_factory=list)  # text chunks only
-    image: str = ""  # image chunks: the digest of the image they come from
+    image: str = ""  # image chunks, with an embedding cache: the digest of the image they come from
     tile: int = 0  # image chunks: the index among that image's chunks
 
 
@@ -187,9 +187,10 @@ class Engine:
             mtmd.mtmd_bitmap_init(img.width, img.height, (ctypes.c_uint8 * len(img.pixels)).from_buffer_copy(img.pixels))
             for img in images
         ]
-        for img, bitmap in zip(images, bitmaps):
-            # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its image again
-            mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
+        if self.options.embedding_cache is not None:
+            for img, bitmap in zip(images, bitmaps):
+                # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
+                mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
