@@ -11,12 +11,12 @@ blob is in place, `hf_hub_download` only links it into the snapshot.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 from smolcli.errors import SmolcliError
+from smolcli.runtime.file_identity import hash_file
 
 PARTIAL_SUFFIX = ".smolcli-partial"
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -52,15 +52,8 @@ def _download(meta, filename: str, blob: Path, headers: dict) -> None:
         # a server that ignores Range answers 200: http_get then truncates and starts over
         file_download.http_get(meta.location, out, resume_size=kept, headers=headers,
                                expected_size=meta.size, displayed_filename=filename)
-    if SHA256.fullmatch(meta.etag) and _sha256(partial) != meta.etag:
+    if SHA256.fullmatch(meta.etag) and hash_file(partial) != meta.etag:
         partial.unlink()  # bytes kept from an earlier try were not this file's
         raise SmolcliError(f"{filename} came out corrupt (its sha256 is not the Hub's); pull again to download it afresh")
     os.replace(partial, blob)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        while block := data.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Callable, Iterator
 
 from smolcli.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
+from smolcli.runtime.file_identity import hash_file
 from smolcli.user_cache import HOME_ENV, cache_dir
 
 try:
@@ -95,14 +95,6 @@ def entry_folder(repo_id: str, source: str, quant: str, mmproj_type: str) -> str
     return f"{repo_id.replace('/', '--')}/{source}-{quant}-{mmproj_type}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def disk_full_error(root: Path) -> SmolcliError:
     return SmolcliError(
         f"no space left on the disk that holds {root}; free some space (or set {HOME_ENV} to a folder on a "
@@ -171,8 +163,8 @@ class ModelStore:
                     raise AssertionError("build must write the pair straight into the staging folder")
                 entry = StoredModel(
                     **dataclasses.asdict(origin), folder=folder,
-                    model=StoredFile(model.name, model.stat().st_size, sha256_of(model)),
-                    mmproj=StoredFile(mmproj.name, mmproj.stat().st_size, sha256_of(mmproj)),
+                    model=StoredFile(model.name, model.stat().st_size, hash_file(model)),
+                    mmproj=StoredFile(mmproj.name, mmproj.stat().st_size, hash_file(mmproj)),
                     added=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 )
                 with self._locked():

@@ -31,15 +31,16 @@ def content_digest(path: Path, memo_folder: Path | None = None) -> str:
                 return digest
         except OSError:
             pass
-    digest = _hash_file(path)
+    digest = hash_file(path, hashlib.blake2b(digest_size=20))
     _memo[identity] = digest
     if memo_file is not None:
         _remember(memo_file, digest)
     return digest
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+def hash_file(path: Path, digest=None) -> str:
+    """Hex digest of a file read a megabyte at a time (sha256 unless another hashlib object is given)."""
+    digest = digest if digest is not None else hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
             digest.update(block)
