@@ -39,12 +39,16 @@ class TransformersReference:
             )
         self.image_token_id = self.tokenizer.convert_tokens_to_ids("<image>")
 
-    def run(self, prompt: str, image_paths: list[Path]) -> Run:
+    def run(self, prompt: str, image_paths: list[Path], longest_edge: int | None = None) -> Run:
+        """longest_edge: resize images to this instead of the checkpoint's own size (--image-size)."""
         import torch
         from PIL import Image
 
         if image_paths:
-            inputs = self.processor(text=prompt, images=[Image.open(p) for p in image_paths], return_tensors="pt")
+            sizing = {"size": {"longest_edge": longest_edge}} if longest_edge else {}
+            inputs = self.processor(
+                text=prompt, images=[Image.open(p) for p in image_paths], return_tensors="pt", **sizing
+            )
         else:
             inputs = self.tokenizer(prompt, return_tensors="pt")
         with torch.no_grad():

@@ -43,6 +43,9 @@ def ask(
     ctx: opt.Ctx = None,
     cache_type: opt.Cache = opt.CacheType.f16,
     no_cache: opt.NoCache = False,
+    repack_weights: opt.RepackWeights = False,
+    image_size: opt.ImageSize = None,
+    max_tiles: opt.MaxTiles = None,
     verbose: opt.Verbose = False,
     offline: opt.Offline = False,
 ) -> None:
@@ -60,6 +63,8 @@ def ask(
       smolcli ask -m models/ -i a.jpg -i b.jpg "Compare <image> with <image>."
 
       echo "Describe it in one word." | smolcli ask -m models/ -i cat.webp --json
+
+      smolcli ask -m SmolVLM-256M-Instruct -i scan.png --max-tiles 4 "Summarize."
     """
     limits = GenerationLimits(max_tokens, tuple(stop or ()), ignore_eos)
     sampling = opt.sampling_options(temperature, top_k, top_p, seed)
@@ -74,7 +79,8 @@ def ask(
     files = opt.model_files(model, mmproj, need_vision=bool(images), offline=offline)
     if not images:
         files = dataclasses.replace(files, mmproj=None)  # a text-only question does not load the vision encoder
-    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache)
+    files = opt.with_image_detail(files, images, image_size, max_tiles)
+    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
 
     with Engine(files, options) as engine, Sampler(sampling) as sampler:
         tokenized = engine.tokenize(text, images)
@@ -129,4 +135,5 @@ def _report(engine: Engine, answer: Generation, prompt_tokens: int, image_tokens
         "peak_memory_bytes": peak_rss_bytes(),
         "model": str(engine.files.model.path),
         "mmproj": str(engine.files.mmproj.path) if engine.files.mmproj else None,
+        "image_longest_edge": engine.files.mmproj.metadata.get("clip.vision.preproc_image_size") if engine.files.mmproj else None,
     }

@@ -6,10 +6,11 @@ import typer
 
 from smolcli.cli.units import size_text
 from smolcli.runtime.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
+from smolcli.runtime.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
 
 app = typer.Typer(
     name="cache",
-    help="The stored image embeddings that let ask and chat skip the vision encoder for a known image.",
+    help="The stored image embeddings that let ask and chat skip the vision encoder for a known image, and the mmproj copies that --image-size and --max-tiles use.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -24,11 +25,17 @@ def info() -> None:
     typer.echo(f"entries: {entries}")
     typer.echo(f"bytes: {n_bytes} ({size_text(n_bytes)})")
     typer.echo(f"limit: {cache.max_bytes} ({size_text(cache.max_bytes)}; set {MAX_BYTES_ENV} to change)")
+    copies = variant_files()
+    copy_bytes = sum(path.stat().st_size for path in copies)
+    typer.echo(f"mmproj copies for other image sizes: {len(copies)} in {variants_folder()}, "
+               f"{copy_bytes} bytes ({size_text(copy_bytes)}; the {KEPT} used last are kept)")
 
 
 @app.command("clear")
 def clear() -> None:
-    """Remove every stored image embedding; the next ask or chat encodes its images again."""
+    """Remove every stored image embedding and mmproj copy; the next ask or chat encodes its images again."""
     cache = EmbeddingCache.default()
     removed = cache.clear()
     typer.echo(f"removed {removed} entries from {cache.folder}")
+    copies, freed = clear_variants()
+    typer.echo(f"removed {copies} mmproj copies ({size_text(freed)}) from {variants_folder()}")

@@ -46,6 +46,8 @@ def chat(
     ctx: opt.Ctx = None,
     cache_type: opt.Cache = opt.CacheType.f16,
     no_cache: opt.NoCache = False,
+    repack_weights: opt.RepackWeights = False,
+    image_size: opt.ImageSize = None,
     stats: Annotated[bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")] = False,
     verbose: opt.Verbose = False,
     offline: opt.Offline = False,
@@ -68,8 +70,8 @@ def chat(
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
-    files = opt.model_files(model, mmproj, need_vision=bool(images), offline=offline)
-    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache)
+    files = opt.with_image_detail(opt.model_files(model, mmproj, need_vision=bool(images), offline=offline), images, image_size)
+    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
 
     with Engine(files, options) as engine, Sampler(sampling) as sampler:
         session = ChatSession(engine, sampler, limits, system, ctx)

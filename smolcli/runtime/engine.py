@@ -30,6 +30,8 @@ class EngineOptions:
     threads: int | None = None
     cache_type: str = "f16"
     n_batch: int = 2048
+    # llama.cpp's CPU_REPACK: a second, reordered copy of the CPU weights for its faster matrix kernels
+    repack_weights: bool = False
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
 
@@ -108,6 +110,7 @@ class Engine:
         started = time.perf_counter()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = options.n_gpu_layers
+        params.use_extra_bufts = options.repack_weights
         self.model = llama_cpp.llama_model_load_from_file(str(files.model.path).encode(), params)
         if not self.model:
             self.model = None

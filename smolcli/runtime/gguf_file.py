@@ -37,6 +37,7 @@ class GGUFSummary:
     parameters: int
     size: int
     array_lengths: dict[str, int] = field(default_factory=dict)  # every array key, tokenizer ones included
+    scalar_offsets: dict[str, int] = field(default_factory=dict)  # where each scalar value's bytes start in the file
 
     @property
     def embedding_length(self) -> int | None:
@@ -121,9 +122,13 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
     n_tensors, n_kv = header.scalar("<Q"), header.scalar("<Q")
     metadata: dict = {}
     lengths: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     for _ in range(n_kv):
         key = header.string()
-        value = header.value(header.scalar("<I"), key, lengths)
+        kind = header.scalar("<I")
+        if kind in SCALARS:
+            offsets[key] = header.pos
+        value = header.value(kind, key, lengths)
         if value is not None and not key.startswith("tokenizer.ggml."):
             metadata[key] = value
     tensors = []
@@ -144,7 +149,7 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
         parameters += math.prod(dims)
     architecture = str(metadata.get("general.architecture", "?"))
     kind = "mmproj" if architecture == "clip" or metadata.get("general.type") == "mmproj" else "model"
-    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths)
+    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths, offsets)
 
 
 def read_gguf(path: Path) -> GGUFSummary:

@@ -1,0 +1,83 @@
+"""How many tiles SmolVLM cuts an image into, and which longest edge keeps an image within a tile budget.
+
+The arithmetic is mtmd's idefics3 preprocessor, itself transformers' Idefics3ImageProcessor:
+resize so that the longest side is `longest_edge` pixels, then round each side up to whole tiles.
+Every image also gets one global view (the whole image at one tile's size), not counted here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smolcli.errors import SmolcliError
+from smolcli.runtime.gguf_file import GGUFSummary
+
+# With one tile along the longest side mtmd would still add a row/column grid, where SmolVLM's own
+# processor sends the global view alone; two tiles is the least both cut the same way.
+FEWEST_TILES_ALONG_LONGEST_SIDE = 2
+
+
+@dataclass(frozen=True)
+class TileSize:
+    tile: int  # pixels per tile side (the mmproj's clip.vision.image_size)
+    default_edge: int  # the model's longest edge (clip.vision.preproc_image_size)
+
+    @property
+    def smallest_edge(self) -> int:
+        return FEWEST_TILES_ALONG_LONGEST_SIDE * self.tile
+
+
+def tile_size_of(mmproj: GGUFSummary) -> TileSize:
+    tile = mmproj.metadata.get("clip.vision.image_size")
+    edge = mmproj.metadata.get("clip.vision.preproc_image_size")
+    if not tile or not edge:
+        raise SmolcliError(
+            f"{mmproj.path}: lacks clip.vision.image_size or clip.vision.preproc_image_size, so its tiling cannot be "
+            "changed; convert the checkpoint again with `smolcli convert`"
+        )
+    return TileSize(int(tile), int(edge))
+
+
+def tile_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int]:
+    """(columns, rows) of tiles for an image of this size."""
+    aspect = width / height
+    if width >= height:
+        resized_w = longest_edge
+        resized_h = int(longest_edge / aspect)
+        resized_h += resized_h % 2
+    else:
+        resized_h = longest_edge
+        resized_w = int(longest_edge * aspect)
+        resized_w += resized_w % 2
+    return -(-resized_w // tile), -(-resized_h // tile)
+
+
+def tile_count(width: int, height: int, longest_edge: int, tile: int) -> int:
+    columns, rows = tile_grid(width, height, longest_edge, tile)
+    return columns * rows
+
+
+def edge_for_image_size(pixels: int, size: TileSize) -> int:
+    """--image-size PX: rounded up to whole tiles, at least two of them."""
+    if pixels < size.smallest_edge:
+        raise SmolcliError(
+            f"--image-size {pixels} is too small: this model's tiles are {size.tile} px and it needs at least "
+            f"{FEWEST_TILES_ALONG_LONGEST_SIDE} along the longest side; use --image-size {size.smallest_edge} or more"
+        )
+    return -(-pixels // size.tile) * size.tile
+
+
+def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size: TileSize) -> int:
+    """--max-tiles N: the largest longest edge, up to the model's own, that cuts every image into at most N tiles."""
+    if max_tiles < 1:
+        raise SmolcliError(f"--max-tiles must be at least 1, not {max_tiles}")
+    largest = max(size.default_edge // size.tile, FEWEST_TILES_ALONG_LONGEST_SIDE)
+    for along in range(largest, FEWEST_TILES_ALONG_LONGEST_SIDE - 1, -1):
+        edge = along * size.tile
+        if all(tile_count(w, h, edge, size.tile) <= max_tiles for w, h in image_sizes):
+            return edge
+    fewest = max(tile_count(w, h, size.smallest_edge, size.tile) for w, h in image_sizes)
+    raise SmolcliError(
+        f"--max-tiles {max_tiles} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
+        f"tiles plus the global view; use --max-tiles {fewest} or more"
+    )
