@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.cli import run_options as opt
+from smolcli.cli.memory_limit import MemoryBudget, parse_max_memory
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
 from smolcli.errors import SmolcliError
@@ -41,7 +42,8 @@ def ask(
     no_mmproj_offload: opt.NoMmprojOffload = False,
     threads: opt.Threads = None,
     ctx: opt.Ctx = None,
-    cache_type: opt.Cache = opt.CacheType.f16,
+    cache_type: opt.Cache = None,
+    max_memory: opt.MaxMemory = None,
     no_cache: opt.NoCache = False,
     repack_weights: opt.RepackWeights = False,
     image_size: opt.ImageSize = None,
@@ -65,10 +67,13 @@ def ask(
       echo "Describe it in one word." | smolcli ask -m models/ -i cat.webp --json
 
       smolcli ask -m SmolVLM-256M-Instruct -i scan.png --max-tiles 4 "Summarize."
+
+      smolcli ask -m smolvlm-2.2b -i photo.jpg --max-memory 3G "Describe it."
     """
     limits = GenerationLimits(max_tokens, tuple(stop or ()), ignore_eos)
     sampling = opt.sampling_options(temperature, top_k, top_p, seed)
     opt.check_ctx(ctx)
+    memory_limit = parse_max_memory(max_memory)
     sources = image or []
     question = prompt if prompt is not None else _prompt_from_stdin(sources)
     images = opt.load_images(sources)
@@ -81,12 +86,23 @@ def ask(
         files = dataclasses.replace(files, mmproj=None)  # a text-only question does not load the vision encoder
     files = opt.with_image_detail(files, images, image_size, max_tiles)
     options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
+    budget = MemoryBudget.for_run(
+        memory_limit, files, options, images, cache_type.value if cache_type else None, "--max-tiles N or --image-size PX"
+    )
+    if budget:
+        # before loading: the images' tokens alone give a context no larger than the real one
+        budget.plan(ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train))
 
+    memory_plan = None
     with Engine(files, options) as engine, Sampler(sampling) as sampler:
         tokenized = engine.tokenize(text, images)
         try:
             context_started = time.perf_counter()
-            engine.create_context(ctx or ask_context_size(tokenized.n_tokens, max_tokens, engine.n_ctx_train))
+            n_ctx = ctx or ask_context_size(tokenized.n_tokens, max_tokens, engine.n_ctx_train)
+            if budget:
+                memory_plan = budget.plan(n_ctx)
+                engine.options.cache_type = memory_plan.cache_type
+            engine.create_context(n_ctx)
             load_seconds = engine.load_seconds + time.perf_counter() - context_started
             fix = "raise --ctx" if ctx else f"the model holds at most {engine.n_ctx_train} tokens; shorten the prompt"
             check_prompt_fits(tokenized.n_tokens, tokenized.n_image_tokens, engine.n_ctx, f"{fix} or use fewer or smaller images")
@@ -97,7 +113,10 @@ def ask(
         if answer.context_full:
             progress(f"note: the {engine.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers")
         if as_json:
-            write_answer(json.dumps(_report(engine, answer, tokenized.n_tokens, tokenized.n_image_tokens, load_seconds), indent=2) + "\n")
+            report = _report(engine, answer, tokenized.n_tokens, tokenized.n_image_tokens, load_seconds)
+            if memory_plan:
+                report["memory_plan"] = budget.report(memory_plan)
+            write_answer(json.dumps(report, indent=2) + "\n")
         else:
             write_answer("\n")
 

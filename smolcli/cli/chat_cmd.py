@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 
 from smolcli.cli import run_options as opt
+from smolcli.cli.memory_limit import MemoryBudget, parse_max_memory
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
 from smolcli.cli.transcript_file import save_transcript
 from smolcli.errors import SmolcliError
+from smolcli.runtime.context_size import chat_context_size
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.images import STDIN, load_image
@@ -44,7 +46,8 @@ def chat(
     no_mmproj_offload: opt.NoMmprojOffload = False,
     threads: opt.Threads = None,
     ctx: opt.Ctx = None,
-    cache_type: opt.Cache = opt.CacheType.f16,
+    cache_type: opt.Cache = None,
+    max_memory: opt.MaxMemory = None,
     no_cache: opt.NoCache = False,
     repack_weights: opt.RepackWeights = False,
     image_size: opt.ImageSize = None,
@@ -66,12 +69,20 @@ def chat(
     limits = GenerationLimits(max_tokens, tuple(stop or ()))
     sampling = opt.sampling_options(temperature, top_k, top_p, seed)
     opt.check_ctx(ctx)
+    memory_limit = parse_max_memory(max_memory)
     sources = image or []
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
     files = opt.with_image_detail(opt.model_files(model, mmproj, need_vision=bool(images), offline=offline), images, image_size)
     options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
+    budget = MemoryBudget.for_run(memory_limit, files, options, images, cache_type.value if cache_type else None, "--image-size PX")
+    memory_plan = None
+    if budget:
+        # chat would size its context from the first message, not typed yet: fixing it here keeps the plan true
+        ctx = ctx or chat_context_size(budget.chat_context_tokens(), max_tokens, budget.n_ctx_train)
+        memory_plan = budget.plan(ctx)
+        options.cache_type = memory_plan.cache_type
 
     with Engine(files, options) as engine, Sampler(sampling) as sampler:
         session = ChatSession(engine, sampler, limits, system, ctx)
@@ -81,7 +92,10 @@ def chat(
             failures = _converse(session, interactive=sys.stdin.isatty())
         finally:
             if stats:
-                progress(json.dumps(_stats(session)))
+                report = _stats(session)
+                if memory_plan:
+                    report["memory_plan"] = budget.report(memory_plan)
+                progress(json.dumps(report))
     if failures:
         raise typer.Exit(1)  # each failure already had its own line on stderr
 

@@ -40,9 +40,10 @@ GpuLayers = Annotated[Optional[int], typer.Option("--n-gpu-layers", "-ngl", help
 NoMmprojOffload = Annotated[bool, typer.Option("--no-mmproj-offload", help="Keep the vision encoder on the CPU.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads (default: all cores).")]
 Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", help="Context size in tokens (default: sized to the prompt, the images and --max-tokens).")]
-Cache = Annotated[CacheType, typer.Option("--cache-type", help="KV-cache type; q8_0 and q4_0 save memory.")]
+Cache = Annotated[Optional[CacheType], typer.Option("--cache-type", help="KV-cache type; q8_0 and q4_0 save memory (default: f16, or with --max-memory the largest that fits).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Encode every image again instead of reusing stored embeddings (smolcli cache info).")]
+MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", metavar="SIZE", help="Plan the run's peak memory (CPU and GPU together) before loading and stay under SIZE: picks the largest KV-cache type that fits, or stops and says what each part needs. SIZE: 2G, 1.5GB, 800M (powers of 1000), 512MiB (powers of 1024) or plain bytes.")]
 RepackWeights = Annotated[bool, typer.Option("--repack-weights", help="Keep a second, reordered copy of the CPU weights for llama.cpp's faster matrix kernels: a few percent faster, up to the model's size in extra memory (0.7 GB for 2.2B Q4_K_M).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", metavar="PX", help="Resize each image's longest side to PX before cutting it into tiles (rounded up to whole tiles; the model's own: 2048 for 256M/500M, 1536 for 2.2B). Smaller: fewer tiles, faster, less fine detail.")]
 MaxTiles = Annotated[Optional[int], typer.Option("--max-tiles", metavar="N", help="Cut each image into at most N tiles (plus its global view), by choosing the largest --image-size that allows it.")]
@@ -53,7 +54,7 @@ def sampling_options(temperature: float, top_k: int, top_p: float, seed: Optiona
 
 
 def engine_options(
-    n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int], cache_type: CacheType, verbose: bool,
+    n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int], cache_type: Optional[CacheType], verbose: bool,
     no_cache: bool = False, repack_weights: bool = False,
 ) -> EngineOptions:
     if n_gpu_layers is None:
@@ -64,7 +65,7 @@ def engine_options(
         raise SmolcliError(f"--threads must be at least 1, not {threads}")
     return EngineOptions(
         n_gpu_layers=n_gpu_layers, mmproj_offload=not no_mmproj_offload, threads=threads,
-        cache_type=cache_type.value, verbose=verbose,
+        cache_type=cache_type.value if cache_type else CacheType.f16.value, verbose=verbose,
         embedding_cache=None if no_cache else EmbeddingCache.default(), repack_weights=repack_weights,
     )
 

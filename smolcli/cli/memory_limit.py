@@ -1,0 +1,127 @@
+"""--max-memory for ask and chat: read the size, plan the run before the weights load, pick the KV cache type or refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from smolcli.cli.units import size_text
+from smolcli.errors import SmolcliError
+from smolcli.runtime.engine import EngineOptions
+from smolcli.runtime.images import RGBImage
+from smolcli.runtime.memory_plan import (
+    MemoryPlan, RunSettings, TextFootprint, VisionFootprint, image_tokens, plan_within,
+)
+from smolcli.runtime.model_files import ModelFiles
+
+ACCEPTED_FORMS = "2G, 1.5GB, 800M, 512MiB or plain bytes"
+SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?)b?|b)?", re.IGNORECASE)
+POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+# chat sizes its context before the first message is typed: room for that message's text
+CHAT_FIRST_MESSAGE_TOKENS = 512
+PART_LABELS = {
+    "text_weights": "language model", "repacked_weights": "repacked weights", "vision_weights": "vision encoder",
+    "kv_cache": "KV cache", "text_compute": "LM compute", "vision_compute": "vision compute", "images": "images",
+    "runtime": "runtime",
+}
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    size: int
+    text: str  # as the user typed it
+
+
+def parse_max_memory(text: str | None) -> MemoryLimit | None:
+    """Read --max-memory early, so that a typo fails before a model is pulled or loaded."""
+    return MemoryLimit(parse_size(text), text) if text is not None else None
+
+
+def parse_size(text: str) -> int:
+    """'2G' -> 2*10^9, '512MiB' -> 512*2^20, '123' -> 123 bytes."""
+    match = SIZE.fullmatch(text.strip())
+    if match is None:
+        raise SmolcliError(f"--max-memory {text!r} is not a size; give it as {ACCEPTED_FORMS}")
+    number, unit, binary = match.groups()
+    if unit is None and "." in number:
+        raise SmolcliError(f"--max-memory {text!r}: plain bytes come whole; give it as {ACCEPTED_FORMS}")
+    scale = (1024 if binary else 1000) ** POWERS[unit.lower()] if unit else 1
+    size = int(float(number) * scale)
+    if size <= 0:
+        raise SmolcliError(f"--max-memory {text!r} leaves no memory at all; give it as {ACCEPTED_FORMS}")
+    return size
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    limit: MemoryLimit
+    text: TextFootprint
+    vision: VisionFootprint | None
+    run: RunSettings  # n_ctx is filled in by plan(), the cache type by plan_within
+    requested_cache: str | None
+    fewer_tiles: str  # the options that cut images into fewer tiles, for the refusal's advice
+
+    @classmethod
+    def for_run(
+        cls, limit: MemoryLimit | None, files: ModelFiles, options: EngineOptions, images: list[RGBImage],
+        requested_cache: str | None, fewer_tiles: str,
+    ) -> "MemoryBudget | None":
+        """None without --max-memory: the run goes on as it always has."""
+        if limit is None:
+            return None
+        import llama_cpp
+
+        # a build without GPU support keeps every layer on the CPU whatever -ngl says
+        n_gpu_layers = options.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
+        vision = VisionFootprint.from_file(files.mmproj) if files.mmproj is not None else None
+        sizes = tuple((image.width, image.height) for image in images) if vision else ()
+        run = RunSettings(0, "f16", sizes, n_gpu_layers, options.mmproj_offload, options.repack_weights)
+        return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, fewer_tiles)
+
+    @property
+    def n_ctx_train(self) -> int:
+        return self.text.dims.n_ctx_train
+
+    @property
+    def image_tokens(self) -> int:
+        """Exact: mtmd cuts every image into tiles of a fixed token count (text around them not included)."""
+        return image_tokens(self.vision.dims, self.run.images) if self.vision else 0
+
+    def chat_context_tokens(self) -> int:
+        """A first message's worth of tokens: its images and room for its text."""
+        return self.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
+
+    def plan(self, n_ctx: int) -> MemoryPlan:
+        """The plan for an n_ctx-token context under the limit; a one-line error when none fits."""
+        run = dataclasses.replace(self.run, n_ctx=n_ctx)
+        plan, fits = plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache)
+        if not fits:
+            raise SmolcliError(self._refusal(plan))
+        return plan
+
+    def report(self, plan: MemoryPlan) -> dict:
+        return {**plan.as_dict(), "limit": self.limit.size}
+
+    def _refusal(self, plan: MemoryPlan) -> str:
+        if self.requested_cache:
+            cache = f"with the {plan.cache_type} KV cache --cache-type asks for"
+        else:
+            cache = f"even with a {plan.cache_type} KV cache"
+        parts = ", ".join(
+            f"{PART_LABELS.get(p.name, p.name)}{f' ({plan.n_ctx} tokens)' if p.name == 'kv_cache' else ''} {size_text(p.total)}"
+            for p in plan.parts if p.total
+        )
+        fixes = ["a smaller quant of the model (Q4_K_M or Q4_0)"]
+        if self.run.repack_weights:
+            fixes.append("no --repack-weights")
+        if self.run.images:
+            fixes.append(f"fewer image tiles ({self.fewer_tiles})")
+        if self.requested_cache and self.requested_cache != "q4_0":
+            fixes.append("a smaller --cache-type")
+        fixes.append("a smaller --ctx")
+        return (
+            f"this run needs about {size_text(plan.total)} but --max-memory {self.limit.text} allows "
+            f"{size_text(self.limit.size)}, {cache}: "
+            f"{parts}; try {', '.join(fixes[:-1])} or {fixes[-1]}"
+        )

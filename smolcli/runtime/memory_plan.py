@@ -1,0 +1,296 @@
+"""How much memory a run takes at its peak, by part, worked out before anything is loaded.
+
+Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU:
+
+  text_weights      the language-model GGUF (llama.cpp maps the file; a run reads nearly all of it)
+  repacked_weights  --repack-weights: llama.cpp's CPU_REPACK copy, counted as every 2-D weight of a type it
+                    can reorder (Q4_0, Q4_K, IQ4_NL, Q8_0) but token_embd: an upper bound, since which types
+                    get a copy depends on the CPU's kernels
+  vision_weights    the mmproj file (mtmd reads it into its own buffer)
+  kv_cache          n_ctx (llama.cpp pads it to 256) x layers x 2 (K and V) x kv heads x head size x bytes per
+                    element (f16 2, q8_0 34/32, q4_0 18/32)
+  text_compute      llama.cpp's compute buffer for one n_ubatch batch, and its logits output buffer
+  vision_compute    the encoder's compute buffer
+  images            the prompt's images: three RGB copies each (ours, the ctypes copy, mtmd's bitmap),
+                    mtmd's resized u8 images, every tile as f32, one tile's embeddings
+  runtime           Python, the libraries and llama.cpp's vocabulary; plus a GPU runtime when offloading
+
+On a unified-memory board (Jetson) CPU and GPU parts share one memory: `total` is what to compare.
+
+Calibration (llama-cpp-python 0.3.36 on x86-64, 2 threads, flash attention "auto", which is on for CPU),
+llama.cpp's own log lines against the formulas below:
+  2.2B (hidden 2048, 24 layers, 32/32 heads, ff 8192, vocab 49155), Q4_K_M file 1,111,542,464 B:
+    model buffer 1050.02 MiB (the file: 1060.0 MiB); n_ctx 1280, n_ubatch 512: KV 240.00 MiB, compute
+    104.01 MiB (formula 104.03), output 0.19 MiB; Q8_0 mmproj 592,520,032 B: "model size" 565.05 MiB,
+    clip compute 21.58 MiB (729 patches, hidden 1152, ff 4304; formula 21.64).
+  256M (hidden 576, 30 layers, 9/3 heads, ff 1536, vocab 49280), Q4_K_M 124,351,424 B, Q8_0 mmproj
+    103,768,544 B: n_ctx 1024: KV 22.50 MiB, compute 98.50 MiB (formula 98.52); n_ctx 4096 with q4_0:
+    KV 25.31, compute 99.63 (formula 99.68); clip compute 21.00 MiB (formula 21.06).
+  tiny test shape (hidden 256, 2 layers, ff 512, vocab 384): compute 2.1318 MiB at n_ctx 256 (formula
+    2.1328), 8.0137 at 4096 (8.0156), 8.5449 with q8_0 or q4_0 (8.5469); KV 0.25 / 4.00 / 2.12 / 1.12 MiB.
+Peak RSS against the plan's total (all on the CPU):
+  2.2B `ask` with a 1024x768 photo (13 chunks, n_ctx 1280), repack on: 2.67 GiB measured, 2.80 GiB planned;
+    repack off (the default): 2019 MiB measured, 2139 planned (compute buffer 104.0078 MiB, formula 104.03)
+  2.2B LM alone, n_ctx 1280, 512-token prefill: 1422 MiB measured, 1508 planned; with repack (a 729 MiB
+    copy, the formula's figure too): 2143 measured, 2237 planned
+  256M `ask` with the same photo (13 chunks, n_ctx 1024): 404.7 MiB measured, 537 planned; its LM alone
+    (n_ctx 1040, 1024-token prefill): 0.22 GiB measured, 0.34 GiB planned. The small models' plans run
+    high because llama.cpp reserves n_ubatch x vocab logits that ask and chat never write (they only
+    read the last token's), so on a CPU those pages are never touched.
+  tiny `ask`, text only: 70.4 MiB measured, 85.2 planned; with three 1024x768 images: 96.2, 106.4.
+The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+
+from smolcli.convert.quant_layout import Layout, TextDims, VisionDims, mix_of, text_layout
+from smolcli.errors import SmolcliError
+from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.image_tiles import tile_count
+
+MiB = 1024 * 1024
+CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the order a memory limit tries them in: largest first
+CACHE_BLOCK = {"f16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18)}  # elements per block, bytes per block
+KV_GRANULE = 256  # llama.cpp pads n_ctx to this
+MAX_UBATCH = 512  # the engine's n_ubatch: min(512, n_ctx)
+FLOAT = 4
+REPACKED_TYPES = ("Q4_0", "Q4_K", "IQ4_NL", "Q8_0")
+
+RUNTIME_BASELINE = 80 * MiB
+RUNTIME_PER_VOCAB_ENTRY = 512  # llama.cpp's token and merge tables: ~24 MiB for SmolLM2's 49k
+# An allowance for a CUDA context and its libraries when layers go to a GPU. Not measured: no GPU
+# build of llama-cpp-python was at hand; replace it with a measurement when one is.
+GPU_RUNTIME = 384 * MiB
+RGB_COPIES = 3
+MTMD_U8_COPIES = 3  # the resized image, the one cut to whole tiles, and the tiles
+
+
+@dataclass(frozen=True)
+class TextFootprint:
+    """The language model's weights, and where they sit when some blocks go to a GPU."""
+
+    dims: TextDims
+    total: int
+    block_bytes: float  # one transformer block's weights, on average
+    output_bytes: int  # output.weight and output_norm: on the GPU only when every block is
+    repackable_block: float
+    repackable_output: int
+
+    @classmethod
+    def from_layout(cls, dims: TextDims, layout: Layout, total: int | None = None) -> "TextFootprint":
+        blocks = [t for t in layout.tensors if t.block is not None]
+        output = [t for t in layout.tensors if t.name.startswith("output")]
+        repackable = [t for t in layout.tensors if t.qtype.name in REPACKED_TYPES and t.name != "token_embd.weight"]
+        n_layer = max(1, dims.n_layer)
+        return cls(
+            dims, layout.file_bytes if total is None else total,
+            sum(t.nbytes for t in blocks) / n_layer, sum(t.nbytes for t in output),
+            sum(t.nbytes for t in repackable if t.block is not None) / n_layer,
+            sum(t.nbytes for t in repackable if t.block is None),
+        )
+
+    @classmethod
+    def from_shape(cls, text_config: dict, mix: str) -> "TextFootprint":
+        """A model not downloaded yet: its file as a conversion with this mix would write it."""
+        dims = TextDims.from_config(text_config)
+        return cls.from_layout(dims, text_layout(dims, mix))
+
+    @classmethod
+    def from_file(cls, summary: GGUFSummary) -> "TextFootprint":
+        dims = TextDims.from_gguf(summary.metadata, summary.array_lengths.get("tokenizer.ggml.tokens"))
+        mix = mix_of(summary.metadata)
+        try:
+            layout = text_layout(dims, mix) if mix else None
+        except SmolcliError:  # a mix the estimate does not cover: the cautious split below
+            layout = None
+        if layout is not None and layout.type_counts() == Counter(summary.tensor_types):
+            return cls.from_layout(dims, layout, summary.size)
+        # a file this estimate cannot rebuild (another converter, an uncovered mix): every byte counts as
+        # repackable and as block weights, the cautious side of both
+        per_block = summary.size / max(1, dims.n_layer)
+        return cls(dims, summary.size, per_block, 0, per_block, 0)
+
+
+@dataclass(frozen=True)
+class VisionFootprint:
+    dims: VisionDims
+    total: int
+
+    @classmethod
+    def from_file(cls, summary: GGUFSummary) -> "VisionFootprint":
+        return cls(VisionDims.from_gguf(summary.metadata), summary.size)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    n_ctx: int
+    cache_type: str = "f16"
+    images: tuple[tuple[int, int], ...] = ()  # (width, height) of each image in the prompt
+    n_gpu_layers: int = 0  # as llama.cpp takes it (-1: all); 0 when the build cannot offload
+    mmproj_offload: bool = True
+    repack_weights: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    cpu: int
+    gpu: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.cpu + self.gpu
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    parts: tuple[Part, ...]
+    n_ctx: int
+    cache_type: str
+
+    @property
+    def cpu(self) -> int:
+        return sum(p.cpu for p in self.parts)
+
+    @property
+    def gpu(self) -> int:
+        return sum(p.gpu for p in self.parts)
+
+    @property
+    def total(self) -> int:
+        return self.cpu + self.gpu
+
+    def part(self, name: str) -> Part:
+        return next(p for p in self.parts if p.name == name)
+
+    def as_dict(self) -> dict:
+        return {
+            "n_ctx": self.n_ctx,
+            "cache_type": self.cache_type,
+            "parts": {p.name: {"cpu": p.cpu, "gpu": p.gpu} for p in self.parts},
+            "cpu": self.cpu,
+            "gpu": self.gpu,
+            "total": self.total,
+        }
+
+
+def kv_cells(n_ctx: int) -> int:
+    return -(-n_ctx // KV_GRANULE) * KV_GRANULE
+
+
+def kv_cache_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_layers: int | None = None) -> int:
+    """What llama.cpp allocates for K and V: exact for a dense llama model."""
+    per_block, block_bytes = CACHE_BLOCK[cache_type]
+    row = dims.n_embd_kv // per_block * block_bytes
+    return kv_cells(n_ctx) * (dims.n_layer if n_layers is None else n_layers) * 2 * row
+
+
+def cache_type_fits_model(dims: TextDims, cache_type: str) -> bool:
+    """A quantized cache stores each head in whole blocks."""
+    return dims.head_dim % CACHE_BLOCK[cache_type][0] == 0
+
+
+def text_compute_bytes(dims: TextDims, n_ctx: int, cache_type: str) -> int:
+    """llama.cpp's compute buffer with flash attention, and its logits output buffer.
+
+    The buffer holds the largest set of tensors alive at once in a batch's graph: at the end the
+    logits of every batch position (llama.cpp reserves for that), inside a layer the attention
+    mask and the feed-forward activations. A quantized cache adds one f32 copy of a batch's queries.
+    """
+    n_ubatch = min(MAX_UBATCH, n_ctx)
+    cells = kv_cells(n_ctx)
+    logits = FLOAT * n_ubatch * (dims.n_vocab + 2 * dims.n_embd + 2)
+    layer = 2 * cells * n_ubatch + FLOAT * n_ubatch * (3 * dims.n_ff + 2 * dims.n_embd)
+    small_tensors = 8 * FLOAT * n_ubatch  # positions, output ids, alignment
+    quantized_cache = 0 if cache_type == "f16" else FLOAT * n_ubatch * (dims.n_embd + 16)
+    return max(logits, layer) + small_tensors + quantized_cache + FLOAT * dims.n_vocab
+
+
+def vision_compute_bytes(dims: VisionDims) -> int:
+    """mtmd's compute buffer for one tile, with flash attention (the encoder's feed-forward and attention inputs)."""
+    return FLOAT * dims.patches_per_tile * (dims.n_ff + 3 * dims.n_embd) + 64 * 1024
+
+
+def tiles_per_image(dims: VisionDims, width: int, height: int) -> int:
+    """Tiles plus the global view, as mtmd cuts the image."""
+    return tile_count(width, height, dims.longest_edge, dims.image_size) + 1
+
+
+def image_tokens(dims: VisionDims, images: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> int:
+    return sum(tiles_per_image(dims, w, h) for w, h in images) * dims.tokens_per_tile
+
+
+def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
+    if not images:
+        return 0
+    tile_floats = dims.image_size**2 * 3
+    rgb = sum(RGB_COPIES * w * h * 3 for w, h in images)
+    tiles = sum(tiles_per_image(dims, w, h) for w, h in images) * tile_floats * FLOAT
+    # mtmd resizes one image at a time; its u8 copies are as large as the tile grid
+    resized = max(MTMD_U8_COPIES * (tiles_per_image(dims, w, h) - 1) * tile_floats for w, h in images)
+    embeddings = dims.tokens_per_tile * dims.projection_dim * FLOAT
+    return rgb + tiles + resized + embeddings
+
+
+def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSettings) -> MemoryPlan:
+    dims = text.dims
+    n_gpu = run.n_gpu_layers
+    offloaded = dims.n_layer if n_gpu < 0 else min(n_gpu, dims.n_layer)
+    output_on_gpu = n_gpu < 0 or n_gpu > dims.n_layer
+    on_cpu = dims.n_layer - offloaded
+
+    gpu_weights = round(offloaded * text.block_bytes) + (text.output_bytes if output_on_gpu else 0)
+    repacked = 0
+    if run.repack_weights:
+        repacked = round(on_cpu * text.repackable_block) + (0 if output_on_gpu else text.repackable_output)
+
+    kv_gpu = kv_cache_bytes(dims, run.n_ctx, run.cache_type, offloaded)
+    kv_cpu = kv_cache_bytes(dims, run.n_ctx, run.cache_type, on_cpu)
+
+    compute = text_compute_bytes(dims, run.n_ctx, run.cache_type)
+    if offloaded:
+        # the GPU runs the graph; the CPU keeps a host buffer for the embeddings and inputs, or, with
+        # blocks left behind, a whole compute buffer of its own
+        host = compute if on_cpu or not output_on_gpu else FLOAT * min(MAX_UBATCH, run.n_ctx) * 2 * dims.n_embd
+        text_compute = Part("text_compute", host, compute)
+    else:
+        text_compute = Part("text_compute", compute)
+
+    vision_on_gpu = vision is not None and run.mmproj_offload and n_gpu != 0
+    vision_weights = vision.total if vision else 0
+    vision_compute = vision_compute_bytes(vision.dims) if vision else 0
+    runtime = RUNTIME_BASELINE + RUNTIME_PER_VOCAB_ENTRY * dims.n_vocab
+    parts = (
+        Part("text_weights", text.total - gpu_weights, gpu_weights),
+        Part("repacked_weights", repacked),
+        Part("vision_weights", 0, vision_weights) if vision_on_gpu else Part("vision_weights", vision_weights),
+        Part("kv_cache", kv_cpu, kv_gpu),
+        text_compute,
+        Part("vision_compute", 0, vision_compute) if vision_on_gpu else Part("vision_compute", vision_compute),
+        Part("images", images_bytes(vision.dims, run.images) if vision else 0),
+        Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
+    )
+    return MemoryPlan(parts, run.n_ctx, run.cache_type)
+
+
+def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, ...]:
+    """The user's choice alone, else every type this model's heads allow, largest first."""
+    if requested:
+        return (requested,)
+    return tuple(t for t in CACHE_TYPES if cache_type_fits_model(dims, t))
+
+
+def plan_within(
+    text: TextFootprint, vision: VisionFootprint | None, run: RunSettings, limit: int, requested: str | None = None
+) -> tuple[MemoryPlan, bool]:
+    """The plan with the first cache type that fits under `limit`, or the smallest plan and False."""
+    plan = None
+    for cache_type in cache_type_candidates(text.dims, requested):
+        plan = plan_memory(text, vision, dataclasses.replace(run, cache_type=cache_type))
+        if plan.total <= limit:
+            return plan, True
+    return plan, False

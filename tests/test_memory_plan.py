@@ -1,0 +1,325 @@
+"""Memory plans and size estimates, held against what the converter writes and what llama.cpp allocates.
+
+Sources of truth: the converted tiny GGUF files (every tensor's type and bytes), llama.cpp's own
+log lines (KV, compute and repack buffer sizes, printed in MiB), and the peak RSS of a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gguf
+import pytest
+from typer.testing import CliRunner
+
+from cli_checks import one_line_error
+from smolcli.cli import ask_cmd
+from smolcli.cli.app import app
+from smolcli.cli.bench_plan import DEVICES, QUANTS, show_plan
+from smolcli.cli.memory_limit import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
+from smolcli.cli.units import size_text
+from smolcli.convert import convert_checkpoint
+from smolcli.convert.quant_layout import TextDims, VisionDims, mmproj_layout, text_layout
+from smolcli.errors import SmolcliError
+from smolcli.models import registry
+from smolcli.models.smolvlm_shapes import SHAPES
+from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.runtime.context_size import ask_context_size, chat_context_size
+from smolcli.runtime.gguf_file import read_gguf
+from smolcli.runtime.memory_plan import (
+    CACHE_TYPES, RunSettings, TextFootprint, VisionFootprint, image_tokens, kv_cache_bytes, plan_memory,
+    text_compute_bytes, vision_compute_bytes,
+)
+
+SMOLCLI = Path(sys.executable).parent / "smolcli"
+MiB = 1024 * 1024
+LOGGED_MIB = 0.005  # llama.cpp prints buffer sizes in MiB with two decimals
+FILE_SIZE_TOLERANCE = 0.10  # file-size estimates: only the header (vocabulary, chat template) is guessed
+# narrower than a K-quant super-block (256), so most rows fall back as in the 256M and 500M models
+NARROW_TEXT = {**SHAPES["tiny"]["text"], "hidden_size": 192, "num_attention_heads": 3, "num_key_value_heads": 1,
+               "num_hidden_layers": 8}
+NARROW = {**SHAPES["tiny"], "text": NARROW_TEXT}
+
+
+def ask(*args: str, input=None):
+    return CliRunner().invoke(app, ["ask", "--threads", "1", "-ngl", "0", *args], input=input)
+
+
+def file_tensors(path: Path) -> dict[str, tuple[str, int]]:
+    reader = gguf.GGUFReader(path)
+    return {t.name: (t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors}
+
+
+def logged_mib(log: str, pattern: str) -> float:
+    match = re.search(pattern + r"\s+([\d.]+) MiB", log)
+    assert match, (pattern, log[-2000:])
+    return float(match.group(1))
+
+
+def footprints(model: Path, mmproj: Path | None = None):
+    text = TextFootprint.from_file(read_gguf(model))
+    return text, VisionFootprint.from_file(read_gguf(mmproj)) if mmproj else None
+
+
+# --- file sizes before the files exist ----------------------------------------------------
+
+
+@pytest.mark.parametrize("quant, mmproj_type", [("F16", "F16"), ("Q4_K_M", "Q8_0"), ("Q4_0", "Q8_0"), ("Q8_0", "F16")])
+def test_size_estimate_gives_every_tensor_its_real_type_and_bytes(converted, quant, mmproj_type):
+    result = converted(quant, mmproj_type)
+    for layout, path in (
+        (text_layout(TextDims.from_config(SHAPES["tiny"]["text"]), quant), result.model),
+        (mmproj_layout(VisionDims.from_shape(SHAPES["tiny"]), mmproj_type), result.mmproj),
+    ):
+        real = file_tensors(path)
+        assert {t.name: t.qtype.name for t in layout.tensors} == {name: qtype for name, (qtype, _) in real.items()}
+        assert layout.tensor_bytes == sum(nbytes for _, nbytes in real.values())
+        size = path.stat().st_size
+        assert layout.file_bytes >= size  # the guessed header errs high
+        assert layout.file_bytes <= size * (1 + FILE_SIZE_TOLERANCE), (layout.file_bytes, size)
+
+
+@pytest.fixture(scope="module")
+def narrow_checkpoint(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("narrow") / "ckpt", NARROW, "SmolVLM", "BF16", seed=3)
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q5_K_M", "Q6_K"])
+def test_size_estimate_follows_llama_cpp_fallbacks_for_narrow_rows(narrow_checkpoint, tmp_path, quant):
+    result = convert_checkpoint(narrow_checkpoint, tmp_path, quant, "F16", name="narrow", threads=1)
+    layout = text_layout(TextDims.from_config(NARROW_TEXT), quant)
+    real = file_tensors(result.model)
+    assert result.fallbacks  # the shape does make llama.cpp fall back
+    assert {t.name: t.qtype.name for t in layout.tensors} == {name: qtype for name, (qtype, _) in real.items()}
+    assert layout.tensor_bytes == sum(nbytes for _, nbytes in real.values())
+
+
+def test_layouts_hold_every_parameter_the_registry_counts():
+    for model in registry.MODELS:
+        shape = SHAPES[model.shape]
+        text = text_layout(TextDims.from_config(shape["text"]), "F16")
+        vision = mmproj_layout(VisionDims.from_shape(shape), "F16")
+        assert sum(t.rows * t.width for t in text.tensors + vision.tensors) == model.parameters, model.name
+        assert VisionDims.from_shape(shape).tokens_per_tile == model.tokens_per_tile
+
+
+# --- the parts llama.cpp reports ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_ctx, cache_type", [(256, "f16"), (300, "f16"), (4096, "f16"), (4096, "q8_0"), (1000, "q4_0")])
+def test_kv_cache_and_compute_buffer_agree_with_llama_cpp(tiny_pair, n_ctx, cache_type):
+    model, _ = tiny_pair
+    result = ask("-m", str(model), "--ctx", str(n_ctx), "--cache-type", cache_type, "-v", "-n", "1", "hello")
+    assert result.exit_code == 0, result.stderr
+    dims = TextFootprint.from_file(read_gguf(model)).dims
+
+    assert abs(kv_cache_bytes(dims, n_ctx, cache_type) / MiB - logged_mib(result.stderr, "KV buffer size =")) <= LOGGED_MIB
+    logged = logged_mib(result.stderr, "CPU compute buffer size is")  # four decimals
+    planned = (text_compute_bytes(dims, n_ctx, cache_type) - 4 * dims.n_vocab) / MiB  # less the logits output buffer
+    assert logged <= planned <= logged * 1.01, (planned, logged)
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q4_0"])
+def test_repacked_weights_bound_what_llama_cpp_repacks(converted, quant):
+    result = converted(quant, "Q8_0")
+    run = ask("-m", str(result.model), "--repack-weights", "-v", "-n", "1", "hello")
+    assert run.exit_code == 0, run.stderr
+    planned = plan_memory(footprints(result.model)[0], None, RunSettings(256, repack_weights=True))
+    if "CPU_REPACK model buffer size" not in run.stderr:
+        pytest.skip("this CPU has no repacked kernels for these types")
+    assert planned.part("repacked_weights").total / MiB >= logged_mib(run.stderr, "CPU_REPACK model buffer size =") - LOGGED_MIB
+
+
+def test_a_mix_the_estimate_does_not_cover_is_planned_cautiously(converted):
+    result = converted("Q3_K_M", "F16")
+    with pytest.raises(SmolcliError, match="no size estimate for Q3_K_M"):
+        text_layout(TextDims.from_config(SHAPES["tiny"]["text"]), "Q3_K_M")
+    text, _ = footprints(result.model)
+    plan = plan_memory(text, None, RunSettings(256, repack_weights=True))
+    size = result.model.stat().st_size
+    assert plan.part("text_weights").total == size and plan.part("repacked_weights").total == size
+
+
+def test_vision_compute_bounds_the_encoders_buffer(tiny_pair, images):
+    model, mmproj = tiny_pair
+    result = ask("-m", str(model), "-i", str(images["photo"]), "-v", "-n", "1", "--no-cache", "hello")
+    assert result.exit_code == 0, result.stderr
+    logged = logged_mib(result.stderr, "reserve_compute_meta: +CPU compute buffer size =")
+    assert vision_compute_bytes(footprints(model, mmproj)[1].dims) / MiB >= logged - LOGGED_MIB
+
+
+def test_a_real_run_stays_under_its_plan(tiny_pair, images):
+    model, _ = tiny_pair
+    # a process of its own: this one holds pytest, torch and transformers
+    run = subprocess.run(
+        [str(SMOLCLI), "ask", "-m", str(model), "-i", str(images["photo"]), "-i", str(images["wide"]), "--json",
+         "--threads", "1", "-ngl", "0", "-n", "4", "--no-cache", "--max-memory", "4G", "Compare them."],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert 0 < report["peak_memory_bytes"] <= report["memory_plan"]["total"]
+
+
+def test_offloading_moves_blocks_and_their_cache_to_the_gpu(tiny_pair):
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    cpu = plan_memory(text, vision, RunSettings(1024))
+    half = plan_memory(text, vision, RunSettings(1024, n_gpu_layers=text.dims.n_layer // 2))
+    every = plan_memory(text, vision, RunSettings(1024, n_gpu_layers=-1))
+    real = file_tensors(model)
+    stays = sum(nbytes for name, (_, nbytes) in real.items() if not name.startswith(("blk.", "output")))
+
+    assert cpu.gpu == 0
+    assert every.part("text_weights").cpu == model.stat().st_size - sum(n for _, n in real.values()) + stays
+    assert every.part("kv_cache").cpu == 0 and every.part("kv_cache").gpu == cpu.part("kv_cache").total
+    assert half.part("kv_cache").gpu == cpu.part("kv_cache").total // 2
+    assert every.part("vision_weights").gpu == mmproj.stat().st_size
+    assert every.part("images").gpu == 0
+
+
+# --- --max-memory -------------------------------------------------------------------------
+
+
+def cache_totals(model: Path, n_ctx: int, mmproj: Path | None = None, images=()) -> dict[str, int]:
+    text, vision = footprints(model, mmproj)
+    return {t: plan_memory(text, vision, RunSettings(n_ctx, t, images)).total for t in CACHE_TYPES}
+
+
+def test_max_memory_picks_the_largest_cache_type_that_fits(tiny_pair):
+    model, _ = tiny_pair
+    totals = cache_totals(model, 4096)
+    assert totals["f16"] > totals["q8_0"] > totals["q4_0"]
+    for limit, expected in (
+        (totals["f16"], "f16"), (totals["f16"] - 1, "q8_0"), (totals["q8_0"], "q8_0"), (totals["q8_0"] - 1, "q4_0"),
+    ):
+        result = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(limit), "--json", "-v", "-n", "2", "hello")
+        assert result.exit_code == 0, result.stderr
+        plan = json.loads(result.stdout)["memory_plan"]
+        assert (plan["cache_type"], plan["total"], plan["limit"], plan["n_ctx"]) == (expected, totals[expected], limit, 4096)
+        assert plan["total"] == sum(p["cpu"] + p["gpu"] for p in plan["parts"].values())
+        assert f"K ({expected})" in result.stderr  # llama.cpp's cache line: the engine used that type
+
+
+def test_a_chosen_cache_type_is_kept_and_checked(tiny_pair):
+    model, _ = tiny_pair
+    totals = cache_totals(model, 4096)
+    result = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(totals["f16"]), "--cache-type", "q4_0", "--json", "-n", "1", "hi")
+    assert json.loads(result.stdout)["memory_plan"]["cache_type"] == "q4_0"
+
+    refused = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(totals["f16"] - 1), "--cache-type", "f16", "hi")
+    one_line_error(refused, "f16 KV cache --cache-type asks for", "a smaller --cache-type", size_text(totals["f16"]))
+
+
+def test_without_max_memory_nothing_changes(tiny_pair):
+    model, _ = tiny_pair
+    result = ask("-m", str(model), "--json", "-v", "-n", "1", "hi")
+    assert "memory_plan" not in json.loads(result.stdout)
+    assert "K (f16)" in result.stderr
+
+
+def test_a_run_that_cannot_fit_stops_before_loading(tiny_pair, images, monkeypatch):
+    model, mmproj = tiny_pair
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ask_cmd, "Engine", no_engine)
+    photo = images["photo"]
+    text, vision = footprints(model, mmproj)
+    size = (200, 150)  # the photo fixture
+    n_ctx = ask_context_size(image_tokens(vision.dims, [size]), 256, text.dims.n_ctx_train)
+    smallest = plan_memory(text, vision, RunSettings(n_ctx, "q4_0", (size,)))
+
+    started = time.perf_counter()
+    result = ask("-m", str(model), "-i", str(photo), "--max-memory", "1M", "What is it?")
+    line = one_line_error(
+        result, "needs about", "--max-memory 1M", "q4_0", "KV cache", "images", "--max-tiles", "--image-size",
+        "--ctx", "quant",
+    )
+    assert size_text(smallest.total) in line and size_text(1_000_000) in line
+    assert f"KV cache ({n_ctx} tokens) {size_text(smallest.part('kv_cache').total)}" in line
+    assert time.perf_counter() - started < 5
+
+
+def test_the_tokenized_prompt_is_checked_again_before_the_context(tiny_pair):
+    model, _ = tiny_pair
+    text, _ = footprints(model)
+    prompt = "many words in a long question " * 100
+    # the images-only estimate (no images: the smallest context) fits; the real prompt's context does not
+    early_ctx = ask_context_size(0, 1, text.dims.n_ctx_train)
+    limit = plan_memory(text, None, RunSettings(early_ctx, "f16")).total
+    result = ask("-m", str(model), "-n", "1", "--max-memory", str(limit), prompt)
+    line = one_line_error(result, "needs about", "even with a q4_0 KV cache")
+    planned_ctx = int(re.search(r"KV cache \((\d+) tokens\)", line).group(1))
+    assert planned_ctx > early_ctx
+
+
+@pytest.mark.parametrize("value", ["lots", "2X", "-1G", "0", "1.5", "GB"])
+def test_a_bad_max_memory_is_one_line_naming_the_forms(tiny_pair, value):
+    model, _ = tiny_pair
+    one_line_error(ask("-m", str(model), "--max-memory", value, "hi"), "--max-memory", ACCEPTED_FORMS)
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("2G", 2 * 10**9), ("1.5GB", 15 * 10**8), ("800M", 8 * 10**8), ("512MiB", 512 * 2**20), ("4 gib", 4 * 2**30),
+     ("123456", 123456), ("100B", 100)],
+)
+def test_sizes_read_as_written(text, size):
+    assert parse_size(text) == size
+
+
+def test_chat_plans_a_fixed_context(tiny_pair):
+    model, mmproj = tiny_pair  # chat loads the mmproj beside the model even without images
+    text, _ = footprints(model, mmproj)
+    n_ctx = chat_context_size(CHAT_FIRST_MESSAGE_TOKENS, 4, text.dims.n_ctx_train)
+    totals = cache_totals(model, n_ctx, mmproj)
+    result = CliRunner().invoke(
+        app,
+        ["chat", "-m", str(model), "-t", "1", "-ngl", "0", "-n", "4", "--stats", "--max-memory", str(totals["q8_0"])],
+        input="Hello there\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    stats = json.loads(result.stderr.strip().splitlines()[-1])
+    assert stats["memory_plan"]["cache_type"] == "q8_0"
+    assert stats["n_ctx"] == stats["memory_plan"]["n_ctx"] == n_ctx
+
+
+# --- the plan table -----------------------------------------------------------------------
+
+
+def test_plan_covers_every_registry_model(capsys):
+    show_plan(as_json=True)
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["quant"]) for r in rows] == [(m.name, q) for m in registry.MODELS for q in QUANTS]
+    for row in rows:
+        model = registry.find(row["model"])
+        shape = SHAPES[model.shape]
+        assert row["model_bytes"] == text_layout(TextDims.from_config(shape["text"]), row["quant"]).file_bytes
+        assert row["mmproj_bytes"] == mmproj_layout(VisionDims.from_shape(shape), "Q8_0").file_bytes
+        assert row["peak_bytes"] == sum(row["parts"].values())
+        assert row["image_chunks"] * model.tokens_per_tile < row["prompt_tokens"]
+        assert row["prompt_tokens"] + row["answer_tokens"] <= row["n_ctx"]  # the context holds the photo and the answer
+        assert [d["name"] for d in row["devices"]] == [d.name for d in DEVICES]
+        for device in row["devices"]:
+            assert device["fits"] == (device["peak_bytes"] <= device["usable_bytes"])
+    for model in registry.MODELS:
+        sizes = [r for r in rows if r["model"] == model.name]
+        assert sizes[0]["model_bytes"] < sizes[1]["model_bytes"] < sizes[2]["model_bytes"]  # Q4_K_M < Q8_0 < F16
+        assert sizes[0]["peak_bytes"] < sizes[1]["peak_bytes"] < sizes[2]["peak_bytes"]
+
+
+def test_plan_table_names_every_model_and_machine(capsys):
+    show_plan(as_json=False)
+    out = capsys.readouterr().out
+    for model in registry.MODELS:
+        assert re.search(rf"^{re.escape(model.name)} +Q4_K_M ", out, re.MULTILINE), model.name
+    for device in DEVICES:
+        assert device.name in out
+    assert "1.5 GB for the OS" in out
