@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli import __version__
+from smolcli.build_marker import ggufs_readable, read_marker
 from smolcli.errors import SmolcliError
 from smolcli.user_cache import cache_dir
 
@@ -57,23 +58,13 @@ def demo_folder(home: Path | None = None) -> Path:
 
 
 def is_complete(files: DemoFiles) -> bool:
-    from smolcli.runtime.gguf_file import read_gguf
-
-    try:
-        marker = json.loads((files.folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
+    marker = read_marker(files.folder / MARKER)
     # files from another smolcli version may come from an older converter
-    if marker.get("smolcli") != __version__:
+    if marker is None or marker.get("smolcli") != __version__:
         return False
     if not (files.checkpoint / "config.json").is_file() or not files.image.is_file():
         return False
-    try:
-        read_gguf(files.model)
-        read_gguf(files.mmproj)
-    except SmolcliError:
-        return False
-    return True
+    return ggufs_readable(files.model, files.mmproj)
 
 
 def draw_picture(path: Path) -> None:

@@ -106,9 +106,10 @@ def _register_commands() -> None:
     app.command("models")(models_cmd.models)
     app.command("rm")(rm_cmd.rm)
 
-    from smolcli.cli import cache_cmd
+    from smolcli.cli import bench_cmd, cache_cmd
 
     app.add_typer(cache_cmd.app, name="cache")
+    app.command("bench")(bench_cmd.bench)
 
 
 _register_commands()

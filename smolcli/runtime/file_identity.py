@@ -6,7 +6,6 @@ An mmproj is hundreds of MB; hashing it on every run would cost more than the ca
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from smolcli.atomic_file import write_atomically
