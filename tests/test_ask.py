@@ -222,7 +222,10 @@ def test_json_report_has_every_field_with_sane_values(tiny_pair, images):
     args = ("-m", str(model), "-i", str(images["photo"]), QUESTION, "-n", str(n), "--ignore-eos")
     streamed = answer_of(ask(*args))
     report = json.loads(answer_of(ask(*args, "--json")))
-    assert set(report) == {"text", "finish_reason", "usage", "timings", "peak_memory_bytes", "model", "mmproj"}
+    assert set(report) == {
+        "text", "finish_reason", "usage", "timings", "peak_memory_bytes", "model", "mmproj", "image_longest_edge",
+    }
+    assert report["image_longest_edge"] == 96  # the tiny model's own: two 48-px tiles
     assert report["text"] + "\n" == streamed
     assert report["finish_reason"] == "length"
     usage, timings = report["usage"], report["timings"]
