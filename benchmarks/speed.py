@@ -110,7 +110,9 @@ _logger.logger.setLevel(logging.CRITICAL + 1)
 mtmd.mtmd_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 mtmd.mtmd_helper_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 llama_cpp.llama_backend_init()
-model = llama_cpp.llama_model_load_from_file(model_path.encode(), llama_cpp.llama_model_default_params())
+model_params = llama_cpp.llama_model_default_params()
+model_params.use_extra_bufts = False  # as smolcli loads it: no repacked copy of the weights
+model = llama_cpp.llama_model_load_from_file(model_path.encode(), model_params)
 mparams = mtmd.mtmd_context_params_default()
 mparams.use_gpu, mparams.print_timings, mparams.warmup, mparams.n_threads = False, False, False, threads
 mctx = mtmd.mtmd_init_from_file(mmproj_path.encode(), model, mparams)
@@ -388,7 +390,7 @@ def main() -> None:
     results = {runner: median_run([r[runner] for r in repeats]) for runner in RUNNERS}
     figures = ratios(repeats)
     same_text = all(r["smolcli"]["text"] == r["direct"]["text"] for r in repeats)
-    setup = (f"random SmolVLM {args.shape} shapes, 1024x768 image, {results['smolcli']['prompt_tokens']}-token prompt, "
+    setup = (f"random SmolVLM {args.shape} shapes, 1024x768 image, {int(results['smolcli']['prompt_tokens'])}-token prompt, "
              f"{args.tokens} new tokens, {args.threads} threads, median of {args.repeats}")
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     host, packages = machine(), versions()
