@@ -169,3 +169,21 @@ def test_chat_takes_the_image_size_for_the_whole_conversation(four_tile_model, i
     stats = json.loads(result.stderr.strip().splitlines()[-1])
     # square: 2x2 tiles at 96 px; wide (150x60): 2x1; each plus its global view
     assert stats["images_encoded"] == (4 + 1) + (2 + 1)
+
+
+def test_chat_sizes_max_tiles_from_the_images_given_with_i(four_tile_model, images):
+    result = CliRunner().invoke(
+        app,
+        ["chat", "-m", str(four_tile_model), "-i", str(images["square"]), "--max-tiles", "9", "--threads", "1",
+         "-n", "2", "--no-cache", "--stats"],
+        input=f"Describe.\n/image {images['wide']}\nAnd this one?\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    stats = json.loads(result.stderr.strip().splitlines()[-1])
+    # 144 px for the whole conversation: square 3x3, then wide (150x60) 3x2, each plus its global view
+    assert stats["images_encoded"] == (9 + 1) + (6 + 1)
+
+
+def test_chat_max_tiles_without_images_is_refused(four_tile_model):
+    result = CliRunner().invoke(app, ["chat", "-m", str(four_tile_model), "--max-tiles", "4"], input="Hi\n")
+    one_line_error(result, "--image-size")

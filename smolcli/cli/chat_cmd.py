@@ -51,6 +51,7 @@ def chat(
     no_cache: opt.NoCache = False,
     repack_weights: opt.RepackWeights = False,
     image_size: opt.ImageSize = None,
+    max_tiles: opt.MaxTiles = None,
     stats: Annotated[bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")] = False,
     verbose: opt.Verbose = False,
     offline: opt.Offline = False,
@@ -58,7 +59,8 @@ def chat(
     """Talk about images, turn by turn; earlier turns stay in the cache and are never evaluated again.
 
     Reads one message per line from the terminal or from a pipe. Answers go to stdout,
-    prompts and notes to stderr. Images given with -i go with the first message.
+    prompts and notes to stderr. Images given with -i go with the first message. The image size
+    (--image-size, or --max-tiles for the -i images) holds for the whole conversation.
 
     Examples:
 
@@ -74,9 +76,15 @@ def chat(
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
-    files = opt.with_image_detail(opt.model_files(model, mmproj, need_vision=bool(images), offline=offline), images, image_size)
+    if max_tiles is not None and not images:
+        raise SmolcliError("chat chooses the size for --max-tiles from the images given with -i; give them, or use --image-size PX")
+    files = opt.with_image_detail(
+        opt.model_files(model, mmproj, need_vision=bool(images), offline=offline), images, image_size, max_tiles
+    )
     options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
-    budget = MemoryBudget.for_run(memory_limit, files, options, images, cache_type.value if cache_type else None, "--image-size PX")
+    budget = MemoryBudget.for_run(
+        memory_limit, files, options, images, cache_type.value if cache_type else None, "--max-tiles N or --image-size PX"
+    )
     memory_plan = None
     if budget:
         # chat would size its context from the first message, not typed yet: fixing it here keeps the plan true
