@@ -28,15 +28,15 @@ llama.cpp's own log lines against the formulas below:
     KV 25.31, compute 99.63 (formula 99.68); clip compute 21.00 MiB (formula 21.06).
   tiny test shape (hidden 256, 2 layers, ff 512, vocab 384): compute 2.1318 MiB at n_ctx 256 (formula
     2.1328), 8.0137 at 4096 (8.0156), 8.5449 with q8_0 or q4_0 (8.5469); KV 0.25 / 4.00 / 2.12 / 1.12 MiB.
-Peak RSS against the plan's total (all on the CPU):
-  2.2B `ask` with a 1024x768 photo (13 chunks, n_ctx 1280), repack on: 2.67 GiB measured, 2.80 GiB planned;
-    repack off (the default): 2019 MiB measured, 2139 planned (compute buffer 104.0078 MiB, formula 104.03)
-  2.2B LM alone, n_ctx 1280, 512-token prefill: 1422 MiB measured, 1508 planned; with repack (a 729 MiB
-    copy, the formula's figure too): 2143 measured, 2237 planned
-  256M `ask` with the same photo (13 chunks, n_ctx 1024): 404.7 MiB measured, 537 planned; its LM alone
-    (n_ctx 1040, 1024-token prefill): 0.22 GiB measured, 0.34 GiB planned. The small models' plans run
-    high because llama.cpp reserves n_ubatch x vocab logits that ask and chat never write (they only
-    read the last token's), so on a CPU those pages are never touched.
+Peak RSS against the plan's total (all on the CPU; the plan counts only the logits rows written,
+as the figures below show the reserved rest is never touched):
+  2.2B `ask` with a 1024x768 photo (13 chunks, n_ctx 1280), repack off (the default): 2019 MiB measured,
+    2093 planned (2139 when the whole reserved compute buffer, 104.0078 MiB, formula 104.03, was counted);
+    repack on: 2.67 GiB measured, 2.80 GiB planned with the whole buffer
+  2.2B LM alone, n_ctx 1280, 512-token prefill: 1422 MiB measured, 1508 planned with the whole buffer;
+    with repack (a 729 MiB copy, the formula's figure too): 2143 measured, 2237 planned
+  256M `ask` with the same photo (13 chunks, n_ctx 1024): 405 MiB measured, 451 planned (537 with the
+    whole buffer: llama.cpp reserves n_ubatch x vocab logits, ask and chat write one row per batch)
   tiny `ask`, text only: 70.4 MiB measured, 85.2 planned; with three 1024x768 images: 96.2, 106.4.
 The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
 """
@@ -194,16 +194,18 @@ def cache_type_fits_model(dims: TextDims, cache_type: str) -> bool:
     return dims.head_dim % CACHE_BLOCK[cache_type][0] == 0
 
 
-def text_compute_bytes(dims: TextDims, n_ctx: int, cache_type: str) -> int:
+def text_compute_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_outputs: int | None = None) -> int:
     """llama.cpp's compute buffer with flash attention, and its logits output buffer.
 
     The buffer holds the largest set of tensors alive at once in a batch's graph: at the end the
     logits of every batch position (llama.cpp reserves for that), inside a layer the attention
     mask and the feed-forward activations. A quantized cache adds one f32 copy of a batch's queries.
+    n_outputs: the logits rows a batch really writes (None: the reserved worst case, a whole batch).
     """
     n_ubatch = min(MAX_UBATCH, n_ctx)
     cells = kv_cells(n_ctx)
-    logits = FLOAT * n_ubatch * (dims.n_vocab + 2 * dims.n_embd + 2)
+    rows = n_ubatch if n_outputs is None else min(n_outputs, n_ubatch)
+    logits = FLOAT * rows * (dims.n_vocab + 2 * dims.n_embd + 2)
     layer = 2 * cells * n_ubatch + FLOAT * n_ubatch * (3 * dims.n_ff + 2 * dims.n_embd)
     small_tensors = 8 * FLOAT * n_ubatch  # positions, output ids, alignment
     quantized_cache = 0 if cache_type == "f16" else FLOAT * n_ubatch * (dims.n_embd + 16)
@@ -258,7 +260,9 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         host = compute if on_cpu or not output_on_gpu else FLOAT * min(MAX_UBATCH, run.n_ctx) * 2 * dims.n_embd
         text_compute = Part("text_compute", host, compute)
     else:
-        text_compute = Part("text_compute", compute)
+        # On the CPU the buffer is plain memory that only counts once written; ask and chat ask for
+        # the logits of one position per batch, so the rows reserved for the others stay untouched.
+        text_compute = Part("text_compute", text_compute_bytes(dims, run.n_ctx, run.cache_type, n_outputs=1))
 
     vision_on_gpu = vision is not None and run.mmproj_offload and n_gpu != 0
     vision_weights = vision.total if vision else 0
