@@ -158,30 +158,26 @@ def test_cache_commands_show_and_remove_the_copies(four_tile_model, images):
     assert "copies for other image sizes: 0 in" in CliRunner().invoke(app, ["cache", "info"]).stdout
 
 
-def test_chat_takes_the_image_size_for_the_whole_conversation(four_tile_model, images):
+def tiles_encoded_in_chat(model, images, *detail: str) -> int:
+    """A square image given with -i, a wide one attached later: how many chunks the encoder ran."""
     result = CliRunner().invoke(
         app,
-        ["chat", "-m", str(four_tile_model), "-i", str(images["square"]), "--image-size", "96", "--threads", "1",
-         "-n", "2", "--no-cache", "--stats"],
+        ["chat", "-m", str(model), "-i", str(images["square"]), *detail, "--threads", "1", "-n", "2", "--no-cache",
+         "--stats"],
         input=f"Describe.\n/image {images['wide']}\nAnd this one?\n",
     )
     assert result.exit_code == 0, result.stderr
-    stats = json.loads(result.stderr.strip().splitlines()[-1])
+    return json.loads(result.stderr.strip().splitlines()[-1])["images_encoded"]
+
+
+def test_chat_takes_the_image_size_for_the_whole_conversation(four_tile_model, images):
     # square: 2x2 tiles at 96 px; wide (150x60): 2x1; each plus its global view
-    assert stats["images_encoded"] == (4 + 1) + (2 + 1)
+    assert tiles_encoded_in_chat(four_tile_model, images, "--image-size", "96") == (4 + 1) + (2 + 1)
 
 
 def test_chat_sizes_max_tiles_from_the_images_given_with_i(four_tile_model, images):
-    result = CliRunner().invoke(
-        app,
-        ["chat", "-m", str(four_tile_model), "-i", str(images["square"]), "--max-tiles", "9", "--threads", "1",
-         "-n", "2", "--no-cache", "--stats"],
-        input=f"Describe.\n/image {images['wide']}\nAnd this one?\n",
-    )
-    assert result.exit_code == 0, result.stderr
-    stats = json.loads(result.stderr.strip().splitlines()[-1])
     # 144 px for the whole conversation: square 3x3, then wide (150x60) 3x2, each plus its global view
-    assert stats["images_encoded"] == (9 + 1) + (6 + 1)
+    assert tiles_encoded_in_chat(four_tile_model, images, "--max-tiles", "9") == (9 + 1) + (6 + 1)
 
 
 def test_chat_max_tiles_without_images_is_refused(four_tile_model):
