@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles, tile_grid
-from smolcli.runtime.mmproj_variant import KEPT, PREPROC_KEY, variant_files, with_longest_edge
+from smolcli.runtime.image_tiles import PREPROC_KEY, TileSize, edge_for_image_size, edge_for_max_tiles, tile_grid
+from smolcli.runtime.mmproj_variant import KEPT, variant_files, with_longest_edge
 
 IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
 SHAPES = [(1024, 768), (768, 1024), (800, 800), (1920, 1080), (300, 1200), (640, 97), (1001, 999)]

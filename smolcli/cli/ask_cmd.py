@@ -18,6 +18,7 @@ from smolcli.errors import SmolcliError
 from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, generate
+from smolcli.runtime.image_tiles import PREPROC_KEY
 from smolcli.runtime.images import STDIN
 from smolcli.runtime.peak_memory import peak_rss_bytes
 from smolcli.runtime.prompting import first_turn, place_images
@@ -154,5 +155,5 @@ def _report(engine: Engine, answer: Generation, prompt_tokens: int, image_tokens
         "peak_memory_bytes": peak_rss_bytes(),
         "model": str(engine.files.model.path),
         "mmproj": str(engine.files.mmproj.path) if engine.files.mmproj else None,
-        "image_longest_edge": engine.files.mmproj.metadata.get("clip.vision.preproc_image_size") if engine.files.mmproj else None,
+        "image_longest_edge": engine.files.mmproj.metadata.get(PREPROC_KEY) if engine.files.mmproj else None,
     }

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary
 
+TILE_KEY = "clip.vision.image_size"  # pixels per tile side
+PREPROC_KEY = "clip.vision.preproc_image_size"  # the longest side before cutting
+
 # With one tile along the longest side mtmd would still add a row/column grid, where SmolVLM's own
 # processor sends the global view alone; two tiles is the least both cut the same way.
 FEWEST_TILES_ALONG_LONGEST_SIDE = 2
@@ -28,11 +31,11 @@ class TileSize:
 
 
 def tile_size_of(mmproj: GGUFSummary) -> TileSize:
-    tile = mmproj.metadata.get("clip.vision.image_size")
-    edge = mmproj.metadata.get("clip.vision.preproc_image_size")
+    tile = mmproj.metadata.get(TILE_KEY)
+    edge = mmproj.metadata.get(PREPROC_KEY)
     if not tile or not edge:
         raise SmolcliError(
-            f"{mmproj.path}: lacks clip.vision.image_size or clip.vision.preproc_image_size, so its tiling cannot be "
+            f"{mmproj.path}: lacks {TILE_KEY} or {PREPROC_KEY}, so its tiling cannot be "
             "changed; convert the checkpoint again with `smolcli convert`"
         )
     return TileSize(int(tile), int(edge))
