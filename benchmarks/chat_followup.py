@@ -24,7 +24,7 @@ from smolcli.runtime.images import load_image
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.runtime.sampling import Sampler, SamplingOptions
 from smolcli.runtime.session import ChatSession
-from smolcli.synthetic_images import photo_like
+from smolcli.synthetic.images import photo_like
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from smolcli.random_checkpoint import write_random_checkpoint
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     source = args.workdir / f"random-{args.shape}-{args.dtype}"
     if not (source / "model.safetensors").exists():

@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from smolcli.synthetic_images import photo_like
+from smolcli.synthetic.images import photo_like
 
 QUESTION = "What is in this image?"
 
 
 def converted_pair(workdir: Path) -> tuple[Path, Path]:
     from smolcli.convert import convert_checkpoint
-    from smolcli.random_checkpoint import write_random_checkpoint
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     out = workdir / "gguf-256m"
     models = sorted(out.glob("*-Q4_K_M.gguf"))

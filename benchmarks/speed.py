@@ -36,7 +36,7 @@ from PIL import Image
 
 from measure import run_fresh  # benchmarks/measure.py, beside this script
 
-from smolcli.synthetic_images import photo_like
+from smolcli.synthetic.images import photo_like
 
 QUESTION = "What is in this image?"
 RUNNERS = ("transformers", "smolcli", "direct")
@@ -153,7 +153,7 @@ print(json.dumps({
 def prepared(workdir: Path, shape: str, quant: str, mmproj_type: str) -> tuple[Path, Path, Path]:
     """The random checkpoint and its GGUF pair, made once and kept in workdir."""
     from smolcli.convert import convert_checkpoint
-    from smolcli.random_checkpoint import write_random_checkpoint
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     source = workdir / f"random-{shape}-BF16"
     if not (source / "model.safetensors").exists():

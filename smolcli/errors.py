@@ -1,7 +1,74 @@
-"""Errors that reach the user as one line, caught once at the CLI's edge."""
+"""Typed errors: each carries the facts of one problem and its fix, and reads as one line.
+
+The library and the CLI name settings differently (`ctx=` against `--ctx`), so a message
+names a setting as `{ctx}`: `str(error)` spells it as the library's keyword argument, and
+each front end spells it its own way through `error.text(spell)` (the CLI: `--ctx`).
+Only the names in SETTINGS are placeholders; any other brace in a message stays as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+# every setting a message may name: the keyword arguments of smolcli.load() and Model.ask()
+SETTINGS = (
+    "model", "mmproj", "images", "video", "system", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+    "ignore_eos", "logprobs", "n_gpu_layers", "mmproj_offload", "threads", "ctx", "cache_type", "max_memory",
+    "embedding_cache", "repack_weights", "image_size", "max_tiles", "verbose", "offline", "quant", "mmproj_type",
+    "revision", "prebuilt",
+)
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")\}")
+
+
+def library_spelling(setting: str) -> str:
+    return f"{setting}="
+
+
+def spell_settings(text: str, spell: Callable[[str], str] = library_spelling) -> str:
+    """'raise {ctx}' -> 'raise ctx=' (library) or 'raise --ctx' (CLI)."""
+    return _PLACEHOLDER.sub(lambda match: spell(match.group(1)), text)
 
 
 class SmolcliError(Exception):
     """A problem with the user's input or environment; the message names it and the fix."""
 
     exit_code = 1
+
+    def __init__(self, message: str, **facts):
+        super().__init__(message)
+        self.message = message
+        # what the front ends and tests may read instead of parsing the message
+        self.facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def text(self, spell: Callable[[str], str] = library_spelling) -> str:
+        return spell_settings(self.message, spell)
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+class BadInput(SmolcliError):
+    """A prompt, image, setting or value that cannot be used as given."""
+
+
+class ModelFileError(SmolcliError):
+    """A model or mmproj file that is missing, of the wrong kind, damaged, or that llama.cpp would not load."""
+
+
+class ContextFull(SmolcliError):
+    """The prompt, or a turn of a conversation, needs more tokens than the context holds."""
+
+
+class MemoryPlanRefused(SmolcliError):
+    """The run would not fit the memory limit; `plan` holds each part's size."""
+
+
+class HubError(SmolcliError):
+    """The Hugging Face Hub could not give what a pull needs (offline, not found, gated, network)."""
+
+
+class DiskFull(SmolcliError):
+    """No space left where a file was being written; nothing half-written stays."""

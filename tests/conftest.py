@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from smolcli.convert import convert_checkpoint
-from smolcli.random_checkpoint import write_random_checkpoint
-from smolcli.synthetic_images import photo_like
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic.images import photo_like
 
 # the releases ship bf16; f16 covers the other half-precision layout
 SOURCE_DTYPES = {"SmolVLM": "BF16", "SmolVLM2": "F16"}
@@ -40,7 +40,7 @@ def private_smolcli_home(tmp_path_factory, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def numpy_checkpoint(workdir):
-    """make(generation, dtype) -> folder written by smolcli.random_checkpoint (numpy only, quirks kept)."""
+    """make(generation, dtype) -> folder written by smolcli.synthetic.random_checkpoint (numpy only, quirks kept)."""
     made: dict[tuple, Path] = {}
 
     def make(generation: str = "SmolVLM", dtype: str = "BF16") -> Path:

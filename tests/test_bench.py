@@ -126,8 +126,8 @@ def test_encoder_flops_are_what_torch_counts():
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
-    from smolcli.encoder_throughput import encoder_flops_per_tile
-    from smolcli.random_checkpoint import config_files
+    from smolcli.bench.encoder_throughput import encoder_flops_per_tile
+    from smolcli.synthetic.random_checkpoint import config_files
 
     config = config_files(SHAPES["tiny"], "SmolVLM", "F32")["config.json"]
     config.pop("architectures")
@@ -143,7 +143,7 @@ def test_encoder_flops_are_what_torch_counts():
 
 
 def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home):
-    pytest.importorskip("smolcli.cli.bench_plan")
+    pytest.importorskip("smolcli.bench.plan_table")
     result = bench("--plan")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip()

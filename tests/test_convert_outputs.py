@@ -15,7 +15,7 @@ from smolcli.convert import convert_checkpoint, summary
 from smolcli.convert.quantize import tensor_types
 from smolcli.models import smolvlm
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
 
 def fields(path) -> dict:

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.demo import MARKER, DemoFiles, demo_folder, is_complete
+from smolcli.synthetic.demo import MARKER, DemoFiles, demo_folder, is_complete
 from smolcli.runtime.gguf_file import read_gguf
-from smolcli.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.install_commands import (
+from smolcli.runtime.install_commands import (
     JETSON_ORIN_INSTALL_COMMAND,
     LLAMA_CPP_PYTHON_VERSION,
     SMALL_BOARD_ADVICE,

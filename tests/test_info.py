@@ -15,7 +15,7 @@ from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
 TINY = SHAPES["tiny"]
 

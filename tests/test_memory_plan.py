@@ -20,15 +20,16 @@ from typer.testing import CliRunner
 from cli_checks import one_line_error
 from smolcli.cli import ask_cmd
 from smolcli.cli.app import app
-from smolcli.cli.bench_plan import DEVICES, QUANTS, show_plan
+from smolcli.bench.plan_table import DEVICES, QUANTS
+from smolcli.cli.bench_plan import show_plan
 from smolcli.cli.memory_limit import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.quant_layout import TextDims, VisionDims, mmproj_layout, text_layout
 from smolcli.errors import SmolcliError
 from smolcli.models import registry
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.gguf_file import read_gguf
 from smolcli.runtime.memory_plan import (

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 import cli_checks
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
-from smolcli.random_checkpoint import write_random_checkpoint
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.runtime.model_files import resolve_model_files
-from smolcli.store import ModelStore
+from smolcli.store.model_store import ModelStore
 
 REPO = "HuggingFaceTB/SmolVLM-256M-Instruct"
 PREBUILT_REPO = "ggml-org/SmolVLM-256M-Instruct-GGUF"

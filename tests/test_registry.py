@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from cli_checks import one_line_error
 from smolcli.cli.app import app
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 from smolcli.convert import MMPROJ_TYPES, QUANT_TYPES, convert_checkpoint
 from smolcli.errors import SmolcliError
-from smolcli.model_ref import ModelName, parse_model_ref
+from smolcli.store.model_ref import ModelName, parse_model_ref
 from smolcli.models import registry
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
-from smolcli.random_checkpoint import tensor_shapes, write_random_checkpoint
-from smolcli.store import ModelStore, Provenance
+from smolcli.synthetic.random_checkpoint import tensor_shapes, write_random_checkpoint
+from smolcli.store.model_store import ModelStore, Provenance
 
 runner = CliRunner()
 
@@ -179,7 +179,7 @@ def test_a_failed_build_leaves_the_store_as_it_was(tiny_files):
 
 def test_full_disk_while_writing_the_index(tiny_files, monkeypatch):
     """ENOSPC on the index write: a clean error, the index and the stored files unchanged."""
-    import smolcli.atomic_file as atomic_file  # the index is written through it
+    import smolcli.util.atomic_file as atomic_file  # the index is written through it
 
     store = ModelStore()
     kept = store.add(origin(), copier(tiny_files))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.cli.output import progress
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 
 
 def bench(
@@ -49,7 +49,7 @@ def bench(
         show_plan(as_json)
         return
 
-    from smolcli.bench_run import BenchOptions, run_bench
+    from smolcli.bench.runs import BenchOptions, run_bench
 
     options = BenchOptions(
         shape=shape, quant=quant, mmproj_type=mmproj_type, tokens=tokens, threads=threads, repeats=repeats,

@@ -1,99 +1,11 @@
-"""`smolcli bench --plan`: what each registry model takes, in disk and at its memory peak, and which machines it fits.
-
-Nothing is downloaded: file sizes are estimated from the release dimensions with llama.cpp's
-per-tensor quantization rules (convert/quant_layout.py), the peak by runtime/memory_plan.py.
-"""
+"""`smolcli bench --plan`: the plan table (smolcli.bench.plan_table) printed for people or as JSON."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from smolcli.cli.units import size_text
-from smolcli.convert.quant_layout import VisionDims, mmproj_layout
-from smolcli.models.registry import MODELS, RegisteredModel
-from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.runtime.context_size import ask_context_size
-from smolcli.runtime.memory_plan import (
-    MemoryPlan, RunSettings, TextFootprint, VisionFootprint, image_tokens, plan_memory, tiles_per_image,
-)
-
-QUANTS = ("Q4_K_M", "Q8_0", "F16")
-MMPROJ_TYPE = "Q8_0"
-PHOTO = (1024, 768)
-ANSWER_TOKENS = 256
-# the prompt's text: the question and chat format, and the markers mtmd puts around each tile
-PROMPT_TEXT_TOKENS = 32
-TEXT_TOKENS_PER_TILE = 4
-GB = 10**9
-
-
-@dataclass(frozen=True)
-class Device:
-    name: str
-    label: str  # the table's column
-    memory: int
-    reserved: int  # what the system itself keeps
-    offloads: bool  # runs every layer on a GPU that shares the same memory
-    note: str
-
-    @property
-    def usable(self) -> int:
-        return self.memory - self.reserved
-
-
-DEVICES = (
-    Device("Jetson Orin Nano 8 GB", "Jetson", 8 * GB, 1_500_000_000, True,
-           "unified memory, so CPU and GPU parts add up; ~1.5 GB for the OS (JetPack without a desktop); "
-           "every layer on the GPU, which adds a CUDA runtime"),
-    Device("Raspberry Pi class 4 GB", "Pi 4GB", 4 * GB, 600_000_000, False, "~0.6 GB for the OS; CPU only"),
-    Device("laptop 16 GB", "laptop", 16 * GB, 4 * GB, False, "~4 GB for the OS, a desktop and a browser; CPU only"),
-)
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    model: RegisteredModel
-    quant: str
-    model_bytes: int
-    mmproj_bytes: int
-    image_chunks: int  # tiles and the global view
-    prompt_tokens: int
-    plan: MemoryPlan  # CPU only
-    device_plans: tuple[MemoryPlan, ...]  # one per DEVICES entry
-
-    def as_dict(self) -> dict:
-        return {
-            "model": self.model.name, "repo_id": self.model.repo_id, "quant": self.quant, "mmproj_type": MMPROJ_TYPE,
-            "model_bytes": self.model_bytes, "mmproj_bytes": self.mmproj_bytes,
-            "image": f"{PHOTO[0]}x{PHOTO[1]}", "image_chunks": self.image_chunks, "prompt_tokens": self.prompt_tokens,
-            "answer_tokens": ANSWER_TOKENS, "n_ctx": self.plan.n_ctx, "cache_type": self.plan.cache_type,
-            "peak_bytes": self.plan.total, "parts": {p.name: p.total for p in self.plan.parts},
-            "devices": [
-                {"name": d.name, "usable_bytes": d.usable, "peak_bytes": p.total, "fits": p.total <= d.usable}
-                for d, p in zip(DEVICES, self.device_plans)
-            ],
-        }
-
-
-def plan_row(model: RegisteredModel, quant: str) -> PlanRow:
-    shape = SHAPES[model.shape]
-    text = TextFootprint.from_shape(shape["text"], quant)
-    dims = VisionDims.from_shape(shape)
-    vision = VisionFootprint(dims, mmproj_layout(dims, MMPROJ_TYPE).file_bytes)
-    chunks = tiles_per_image(dims, *PHOTO)
-    prompt = image_tokens(dims, [PHOTO]) + TEXT_TOKENS_PER_TILE * chunks + PROMPT_TEXT_TOKENS
-    n_ctx = ask_context_size(prompt, ANSWER_TOKENS, text.dims.n_ctx_train)
-    device_plans = tuple(
-        plan_memory(text, vision, RunSettings(n_ctx, "f16", (PHOTO,), n_gpu_layers=-1 if d.offloads else 0))
-        for d in DEVICES
-    )
-    cpu_only = plan_memory(text, vision, RunSettings(n_ctx, "f16", (PHOTO,)))
-    return PlanRow(model, quant, text.total, vision.total, chunks, prompt, cpu_only, device_plans)
-
-
-def plan_rows() -> list[PlanRow]:
-    return [plan_row(model, quant) for model in MODELS for quant in QUANTS]
+from smolcli.bench.plan_table import ANSWER_TOKENS, DEVICES, MMPROJ_TYPE, PHOTO, plan_rows
+from smolcli.util.units import size_text
 
 
 def show_plan(as_json: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 from smolcli.runtime.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
 from smolcli.runtime.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
 

@@ -29,7 +29,7 @@ def convert(
 
       smolcli convert ./SmolVLM-Instruct --quant Q8_0 --mmproj-type Q8_0 -o models/
     """
-    from smolcli import llama_logging
+    from smolcli.runtime import llama_logging
     from smolcli.convert import convert_checkpoint
 
     llama_logging.configure(verbose)

@@ -27,8 +27,8 @@ def demo(
 
       SMOLCLI_HOME=/tmp/smolcli smolcli demo --rebuild
     """
-    from smolcli import llama_logging
-    from smolcli.demo import run_demo
+    from smolcli.runtime import llama_logging
+    from smolcli.synthetic.demo import run_demo
 
     llama_logging.configure(verbose)
     result = run_demo(report=progress, max_tokens=max_tokens, threads=threads, verbose=verbose, rebuild=rebuild)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from smolcli.cli.units import size_text
-from smolcli.install_commands import Advice, advise
+from smolcli.util.units import size_text
+from smolcli.runtime.install_commands import Advice, advise
 from smolcli.runtime.system_info import SystemInfo, collect
 
 
@@ -59,7 +59,7 @@ def doctor(
 
       smolcli doctor --json | jq .advice.command
     """
-    from smolcli import llama_logging
+    from smolcli.runtime import llama_logging
 
     llama_logging.configure(False)
     info = collect()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from smolcli.cli.units import count_text, size_text
+from smolcli.util.units import count_text, size_text
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.model_files import fit_problem, mmproj_beside
@@ -150,9 +150,9 @@ def report_lines(report: dict) -> list[str]:
 def resolve_target(text: str, mmproj: Path | None, offline: bool) -> tuple[Path, Path | None]:
     """A path as given, or a model name's stored pair (pulled on first use, as -m does for ask)."""
     from smolcli.cli.output import progress
-    from smolcli.model_ref import parse_model_ref
-    from smolcli.pull import stored_or_pulled
-    from smolcli.store import ModelStore
+    from smolcli.store.model_ref import parse_model_ref
+    from smolcli.store.pull import stored_or_pulled
+    from smolcli.store.model_store import ModelStore
 
     ref = parse_model_ref(text)
     if isinstance(ref, Path):

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 from smolcli.errors import SmolcliError
 from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.images import RGBImage

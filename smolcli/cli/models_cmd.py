@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smolcli.cli.units import count_text, size_text
+from smolcli.util.units import count_text, size_text
 
 
 def _local(store, entry) -> dict:
@@ -23,8 +23,8 @@ def _local(store, entry) -> dict:
 def listing() -> dict:
     """Every registry entry and every stored model, with what the store holds of each."""
     from smolcli.models.registry import MODELS
-    from smolcli.store import ModelStore
-    from smolcli.user_cache import cache_dir
+    from smolcli.store.model_store import ModelStore
+    from smolcli.util.user_cache import cache_dir
 
     store = ModelStore()
     stored = store.entries()

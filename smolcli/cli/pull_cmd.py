@@ -32,11 +32,11 @@ def pull(
 
       smolcli pull smolvlm-500m --prebuilt
     """
-    from smolcli import llama_logging
-    from smolcli.model_ref import model_name
-    from smolcli.pull import PullOptions
-    from smolcli.pull import pull as pull_model
-    from smolcli.store import ModelStore
+    from smolcli.runtime import llama_logging
+    from smolcli.store.model_ref import model_name
+    from smolcli.store.pull import PullOptions
+    from smolcli.store.pull import pull as pull_model
+    from smolcli.store.model_store import ModelStore
 
     llama_logging.configure(verbose)
     store = ModelStore()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.cli.output import progress
-from smolcli.cli.units import size_text
+from smolcli.util.units import size_text
 from smolcli.errors import SmolcliError
 
 
@@ -26,8 +26,8 @@ def rm(
 
       smolcli rm smolvlm2-2.2b --quant Q8_0
     """
-    from smolcli.model_ref import model_name
-    from smolcli.store import ModelStore
+    from smolcli.store.model_ref import model_name
+    from smolcli.store.model_store import ModelStore
 
     ref = model_name(name)
     store = ModelStore()

@@ -100,9 +100,9 @@ def load_images(sources: list[str]) -> list[RGBImage]:
 def model_files(model: str, mmproj: Optional[Path], need_vision: bool, offline: bool = False) -> ModelFiles:
     """The one place that turns what the user typed after -m into files: a path, or a name pulled on first use."""
     from smolcli.cli.output import progress
-    from smolcli.model_ref import parse_model_ref
-    from smolcli.pull import stored_or_pulled
-    from smolcli.store import ModelStore
+    from smolcli.store.model_ref import parse_model_ref
+    from smolcli.store.pull import stored_or_pulled
+    from smolcli.store.model_store import ModelStore
 
     ref = parse_model_ref(model)
     if isinstance(ref, Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smolcli.atomic_file import write_atomically
+from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 
 

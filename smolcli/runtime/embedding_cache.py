@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smolcli.atomic_file import write_atomically
+from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 from smolcli.runtime.file_identity import content_digest
-from smolcli.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir
 
 FORMAT_VERSION = 1
 MAX_BYTES_ENV = "SMOLCLI_EMBED_CACHE_MAX_BYTES"

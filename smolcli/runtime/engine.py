@@ -92,7 +92,7 @@ class Engine:
         import llama_cpp
         from llama_cpp import mtmd_cpp
 
-        from smolcli import llama_logging
+        from smolcli.runtime import llama_logging
 
         self._llama = llama_cpp
         self._mtmd = mtmd_cpp

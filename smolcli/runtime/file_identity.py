@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from smolcli.atomic_file import write_atomically
+from smolcli.util.atomic_file import write_atomically
 
 _memo: dict[tuple[str, int, int], str] = {}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.image_tiles import PREPROC_KEY
-from smolcli.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir
 
 U32 = struct.Struct("<I")
 KEPT = 3  # copies kept: a few image sizes in turn, without filling a small board's disk

@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from smolcli.install_commands import DEFAULT_NVCC, PlatformFacts
+from smolcli.runtime.install_commands import DEFAULT_NVCC, PlatformFacts
 
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}  # enum ggml_backend_dev_type
 CPU_SIDE_BACKENDS = {"CPU", "BLAS", "RPC"}  # registered backends that are not a GPU

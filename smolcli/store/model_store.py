@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from smolcli.atomic_file import write_atomically
+from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 from smolcli.runtime.file_identity import hash_file
-from smolcli.user_cache import HOME_ENV, cache_dir
+from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 try:
     import fcntl

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from smolcli import __version__
-from smolcli.build_marker import ggufs_readable, read_marker
+from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.user_cache import HOME_ENV, cache_dir
+from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 1024, 768
 SOURCE_DTYPE = "BF16"  # what the releases ship
@@ -80,7 +80,7 @@ def pair_is_complete(files: BenchFiles, shape: str, quant: str, mmproj_type: str
 def parameter_count(shape: str) -> int:
     from math import prod
 
-    from smolcli.random_checkpoint import tensor_shapes
+    from smolcli.synthetic.random_checkpoint import tensor_shapes
 
     return sum(prod(dims) for dims in tensor_shapes(SHAPES[shape]).values())
 
@@ -147,7 +147,7 @@ def _building(what: str, folder: Path, shape: str | None = None) -> Iterator[Non
 
 def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = _quiet) -> tuple[BenchFiles, bool]:
     """The random checkpoint, its converted pair and the photo, built unless already whole: (files, reused pair)."""
-    from smolcli import llama_logging
+    from smolcli.runtime import llama_logging
 
     files = files_for(shape, quant, mmproj_type)
     shape_folder = files.checkpoint.parent
@@ -161,7 +161,7 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
                f"{SOURCE_DTYPE}) to {files.checkpoint} (once; later runs reuse it)")
         started = time.perf_counter()
         with _building("writing the random checkpoint", shape_folder, shape), _stage(files.checkpoint) as stage:
-            from smolcli.random_checkpoint import write_random_checkpoint
+            from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
             write_random_checkpoint(stage, shape, "SmolVLM", SOURCE_DTYPE)
             _put_in_place(stage, files.checkpoint, lambda: (files.checkpoint / "model.safetensors").is_file())
@@ -188,8 +188,8 @@ def _make_photo(path: Path) -> None:
         return
     import io
 
-    from smolcli.atomic_file import write_atomically
-    from smolcli.synthetic_images import photo_like
+    from smolcli.util.atomic_file import write_atomically
+    from smolcli.synthetic.images import photo_like
 
     buffer = io.BytesIO()
     photo_like(IMAGE_WIDTH, IMAGE_HEIGHT).save(buffer, format="PNG")  # lossless: every run decodes the same pixels

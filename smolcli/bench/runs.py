@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Iterator
 
 from smolcli import __version__
-from smolcli.bench_files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
-from smolcli.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
+from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
+from smolcli.bench.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
-from smolcli.user_cache import HOME_ENV
+from smolcli.util.user_cache import HOME_ENV
 
 QUESTION = "What is in this image?"
 

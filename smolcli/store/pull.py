@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from smolcli import hub
+from smolcli.store import hub
 from smolcli.errors import SmolcliError
-from smolcli.model_ref import ModelName
+from smolcli.store.model_ref import ModelName
 from smolcli.models.registry import PrebuiltPair
-from smolcli.store import ModelStore, Provenance, StoredModel
-from smolcli.user_cache import HOME_ENV, cache_dir
+from smolcli.store.model_store import ModelStore, Provenance, StoredModel
+from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 Report = Callable[[str], None]
 
@@ -119,7 +119,7 @@ def _check_architecture(config_path: Path, repo_id: str) -> str:
 
 
 def _download_report(snapshot: hub.RepoSnapshot, files: list[str], report: Report) -> None:
-    from smolcli.cli.units import size_text
+    from smolcli.util.units import size_text
 
     total = snapshot.size_of(files)
     size = f", {size_text(total)}" if total is not None else ""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smolcli import byte_tokenizer
+from smolcli.synthetic import byte_tokenizer
 from smolcli.models import smolvlm
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 

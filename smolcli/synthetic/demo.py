@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli import __version__
-from smolcli.build_marker import ggufs_readable, read_marker
+from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.errors import SmolcliError
-from smolcli.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir
 
 QUESTION = "What is in this picture?"
 NAME = "smolvlm-tiny-random"
@@ -83,7 +83,7 @@ def draw_picture(path: Path) -> None:
 
 def _build(stage: Path, report: Callable[[str], None], threads: int | None) -> None:
     from smolcli.convert import convert_checkpoint
-    from smolcli.random_checkpoint import write_random_checkpoint
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     files = DemoFiles.inside(stage)
     write_random_checkpoint(files.checkpoint, "tiny", "SmolVLM", "BF16")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from smolcli.errors import SmolcliError
-from smolcli.store import DISK_FULL
+from smolcli.store.model_store import DISK_FULL
 
 # What convert/ reads from a checkpoint folder: the weights, the configs and the tokenizer.
 CHECKPOINT_FILES = (
@@ -91,7 +91,7 @@ def download(snapshot: RepoSnapshot, filename: str) -> Path:
     """One file of the snapshot, from the cache when it is there (no request at all for a cached commit)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from smolcli.resumable import fetch_blob
+    from smolcli.store.resumable import fetch_blob
 
     with hub_errors(snapshot.repo_id, snapshot.revision):
         if not isinstance(try_to_load_from_cache(snapshot.repo_id, filename, revision=snapshot.commit), str):
