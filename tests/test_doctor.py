@@ -100,6 +100,22 @@ def test_cuda_build_that_sees_no_gpu_points_at_the_driver_not_a_rebuild():
     assert "CUDA" in advice.summary and "driver" in advice.summary
 
 
+def test_cuda_toolkit_without_a_gpu_or_driver_keeps_the_cpu_build():
+    advice = advise(PlatformFacts("x86_64", nvcc="/usr/local/bin/nvcc", nvidia_smi=False, nvidia_driver=False, total_ram=64 * GIB))
+    assert advice.command is None
+    assert "no NVIDIA GPU or driver" in advice.summary and "CPU build is the right one" in advice.summary
+    assert "rebuild llama-cpp-python" not in advice.summary
+    # the rebuild stays one note away, with this machine's own nvcc, for when a GPU and its driver are added
+    (note,) = advice.notes
+    assert "install its driver" in note and note.endswith(cuda_install_command("/usr/local/bin/nvcc"))
+
+
+@pytest.mark.parametrize("driver", [{"nvidia_smi": True}, {"nvidia_driver": True}], ids=["nvidia-smi", "proc-driver"])
+def test_either_sign_of_a_driver_with_the_toolkit_gets_the_rebuild(driver):
+    advice = advise(PlatformFacts("x86_64", nvcc="/usr/local/bin/nvcc", **driver))
+    assert advice.command == cuda_install_command("/usr/local/bin/nvcc")
+
+
 # --- the facts: parsers over real-looking inputs --------------------------------------------
 
 
@@ -138,6 +154,15 @@ def test_the_fallback_parser_agrees_with_the_backend_registry_of_this_build():
     assert system_info.backends_from_system_info(text) == backends
     assert "CPU" in backends
     assert any(device.type == "cpu" for device in devices)
+
+
+def test_the_nvidia_driver_is_read_from_proc(tmp_path):
+    loaded = tmp_path / "loaded"
+    (loaded / "proc/driver/nvidia").mkdir(parents=True)
+    line = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024"
+    (loaded / "proc/driver/nvidia/version").write_text(f"{line}\nGCC version:  gcc version 12.2.0\n")
+    assert system_info.nvidia_driver(loaded) == line
+    assert system_info.nvidia_driver(tmp_path / "none") is None
 
 
 def test_nvcc_is_found_through_cuda_home_when_not_on_path(tmp_path, monkeypatch):
@@ -181,13 +206,19 @@ def test_doctor_json_reports_this_build_and_only_json_on_stdout():
     assert report["gpu_offload"] == bool(llama_cpp.llama_supports_gpu_offload())
     assert "CPU" in report["backends"]
     assert report["devices"] and all(device["name"] and device["type"] for device in report["devices"])
+    assert any(device["type"] == "cpu" for device in report["devices"])
     assert report["ram_total"] > 0 and 0 < report["ram_available"] <= report["ram_total"]
+    assert (report["nvcc"], report["cuda_home"]) == system_info.find_nvcc()
+    assert report["nvidia_smi"] == system_info.find_nvidia_smi()
+    assert report["nvidia_driver"] == system_info.nvidia_driver()
     facts = PlatformFacts(
         report["machine"], report["jetson"], report["jetson_model"], report["gpu_offload"],
         tuple(b for b in report["backends"] if b not in system_info.CPU_SIDE_BACKENDS),
-        report["nvcc"], report["nvidia_smi"] is not None, report["ram_total"],
+        report["nvcc"], report["nvidia_smi"] is not None, report["ram_total"], report["nvidia_driver"] is not None,
     )
-    assert report["advice"]["command"] == advise(facts).command
+    expected = advise(facts)
+    assert report["advice"] == {"summary": expected.summary, "command": expected.command, "notes": expected.notes}
+    assert report["advice"]["summary"]
 
 
 def test_doctor_prints_a_readable_report_with_the_advice():
@@ -195,9 +226,43 @@ def test_doctor_prints_a_readable_report_with_the_advice():
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert re.search(rf"llama-cpp-python\s+{re.escape(llama_cpp.__version__)}", out)
-    assert re.search(r"GPU offload\s+(yes|no)", out)
+    assert re.search(rf"GPU offload\s+{'yes' if llama_cpp.llama_supports_gpu_offload() else 'no'}\n", out)
     assert re.search(r"^devices:\n  CPU\s", out, flags=re.M)
-    assert "\nadvice: " in out
+    assert re.search(r"^nvcc\s+(\S+)$", out, flags=re.M).group(1) == (system_info.find_nvcc()[0] or "not found")
     advice = advise(system_info.collect().facts())
+    assert f"\nadvice: {advice.summary}\n" in out
+    assert ("run in the environment smolcli is installed in" in out) == (advice.command is not None)
     if advice.command:
-        assert advice.command in out
+        assert f"\n  {advice.command}\n" in out
+    for note in advice.notes:
+        assert f"  note: {note}" in out
+
+
+@pytest.fixture
+def toolkit_without_gpu(monkeypatch):
+    """This machine as one with the CUDA toolkit but no NVIDIA GPU, driver or nvidia-smi, and a CPU-only build."""
+    monkeypatch.setattr(system_info, "find_nvcc", lambda: ("/usr/local/cuda/bin/nvcc", "/usr/local/cuda"))
+    monkeypatch.setattr(system_info, "find_nvidia_smi", lambda: None)
+    monkeypatch.setattr(system_info, "nvidia_driver", lambda root=None: None)
+    monkeypatch.setattr(system_info, "jetson", lambda root=None: (False, None))
+    real_build = system_info.llama_build
+
+    def cpu_build():
+        _, backends, devices, text = real_build()
+        return False, [b for b in backends if b in system_info.CPU_SIDE_BACKENDS], [d for d in devices if d.type == "cpu"], text
+
+    monkeypatch.setattr(system_info, "llama_build", cpu_build)
+
+
+def test_doctor_on_a_toolkit_without_a_gpu_says_the_cpu_build_is_right(toolkit_without_gpu):
+    report = json.loads(CliRunner().invoke(app, ["doctor", "--json"]).stdout)
+    assert (report["nvcc"], report["nvidia_smi"], report["nvidia_driver"]) == ("/usr/local/cuda/bin/nvcc", None, None)
+    assert report["advice"]["command"] is None
+    assert "no NVIDIA GPU or driver" in report["advice"]["summary"]
+    assert "CPU build is the right one" in report["advice"]["summary"]
+
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "\nadvice: the CUDA toolkit is installed but there is no NVIDIA GPU or driver" in result.stdout
+    assert "run in the environment" not in result.stdout  # no command to run
+    assert re.search(r"^NVIDIA driver\s+not loaded$", result.stdout, flags=re.M)

@@ -38,6 +38,7 @@ def report_lines(info: SystemInfo, advice: Advice) -> list[str]:
     lines.append(f"{'nvcc':<{width}}{info.nvcc or 'not found'}")
     lines.append(f"{'CUDA_HOME':<{width}}{info.cuda_home or 'not set'}")
     lines.append(f"{'nvidia-smi':<{width}}{info.nvidia_smi or 'not found'}")
+    lines.append(f"{'NVIDIA driver':<{width}}{info.nvidia_driver or 'not loaded'}")
     lines.append(f"{'llama.cpp features':<{width}}{info.llama_system_info}")
     lines.append("")
     lines.append(f"advice: {advice.summary}")

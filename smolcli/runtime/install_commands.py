@@ -45,8 +45,14 @@ class PlatformFacts:
     gpu_offload: bool = False  # llama_cpp.llama_supports_gpu_offload(): a GPU device is usable
     gpu_backends: tuple[str, ...] = ()  # GPU backends compiled into ggml (CUDA, Metal, Vulkan, ...)
     nvcc: str | None = None
-    nvidia_smi: bool = False
+    nvidia_smi: bool = False  # nvidia-smi is on PATH: an NVIDIA driver is installed
     total_ram: int | None = None  # bytes
+    nvidia_driver: bool = False  # the NVIDIA kernel driver is loaded (/proc/driver/nvidia/version)
+
+    @property
+    def has_nvidia_driver(self) -> bool:
+        """What says an NVIDIA GPU is there to use; the CUDA toolkit (nvcc) alone does not."""
+        return self.nvidia_smi or self.nvidia_driver
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,19 @@ def advise(facts: PlatformFacts) -> Advice:
             notes + _jetson_notes(facts),
         )
 
-    if facts.nvcc or facts.nvidia_smi:
+    if facts.nvcc and not facts.has_nvidia_driver:
+        # a toolkit without a driver (a build box, a container without the GPU passed in): a CUDA build would find no GPU
+        return Advice(
+            "the CUDA toolkit is installed but there is no NVIDIA GPU or driver: no GPU to use, "
+            "so the CPU build is the right one for this machine",
+            None,
+            [
+                "if this machine does have an NVIDIA GPU, install its driver (nvidia-smi then lists the GPU), "
+                f"then rebuild with: {cuda_install_command(facts.nvcc)}"
+            ],
+        )
+
+    if facts.has_nvidia_driver:
         notes = []
         if facts.nvcc is None:
             notes.append(

@@ -44,6 +44,7 @@ class SystemInfo:
     nvcc: str | None
     cuda_home: str | None
     nvidia_smi: str | None
+    nvidia_driver: str | None  # the loaded kernel driver's version line, from /proc/driver/nvidia/version
 
     def facts(self) -> PlatformFacts:
         return PlatformFacts(
@@ -55,6 +56,7 @@ class SystemInfo:
             nvcc=self.nvcc,
             nvidia_smi=self.nvidia_smi is not None,
             total_ram=self.ram_total,
+            nvidia_driver=self.nvidia_driver is not None,
         )
 
     def to_dict(self) -> dict:
@@ -201,6 +203,20 @@ def find_nvcc() -> tuple[str | None, str | None]:
     return None, cuda_home
 
 
+def find_nvidia_smi() -> str | None:
+    return shutil.which("nvidia-smi")
+
+
+def nvidia_driver(root: Path = Path("/")) -> str | None:
+    """The NVIDIA kernel driver's version line when it is loaded (Linux), else None."""
+    try:
+        text = (root / "proc/driver/nvidia/version").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return first or "loaded"
+
+
 def collect() -> SystemInfo:
     offload, backends, devices, text = llama_build()
     ram_total, ram_available = memory()
@@ -222,5 +238,6 @@ def collect() -> SystemInfo:
         jetson_model=model,
         nvcc=nvcc,
         cuda_home=cuda_home,
-        nvidia_smi=shutil.which("nvidia-smi"),
+        nvidia_smi=find_nvidia_smi(),
+        nvidia_driver=nvidia_driver(),
     )
