@@ -1,9 +1,10 @@
 """Typed errors: each carries the facts of one problem and its fix, and reads as one line.
 
 The library and the CLI name settings differently (`ctx=` against `--ctx`), so a message
-names a setting as `{ctx}`: `str(error)` spells it as the library's keyword argument, and
-each front end spells it its own way through `error.text(spell)` (the CLI: `--ctx`).
-Only the names in SETTINGS are placeholders; any other brace in a message stays as it is.
+names a setting as `{ctx}`, or with a value as `{cache_type=f16}`: `str(error)` spells it as
+the library's keyword argument (`ctx=`, `cache_type=f16`), and each front end spells it its
+own way through `error.text(spell)` (the CLI: `--ctx`, `--cache-type f16`). Only the names in
+SETTINGS are placeholders; any other brace in a message stays as it is.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ SETTINGS = (
     "embedding_cache", "repack_weights", "image_size", "max_tiles", "verbose", "offline", "quant", "mmproj_type",
     "revision", "prebuilt",
 )
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")\}")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
+
+Spelling = Callable[[str, "str | None"], str]
 
 
-def library_spelling(setting: str) -> str:
-    return f"{setting}="
+def library_spelling(setting: str, value: str | None) -> str:
+    return f"{setting}={value}" if value is not None else f"{setting}="
 
 
-def spell_settings(text: str, spell: Callable[[str], str] = library_spelling) -> str:
+def spell_settings(text: str, spell: Spelling = library_spelling) -> str:
     """'raise {ctx}' -> 'raise ctx=' (library) or 'raise --ctx' (CLI)."""
-    return _PLACEHOLDER.sub(lambda match: spell(match.group(1)), text)
+    return _PLACEHOLDER.sub(lambda match: spell(match.group(1), match.group(2)), text)
 
 
 class SmolcliError(Exception):
@@ -43,7 +46,7 @@ class SmolcliError(Exception):
         for name, value in facts.items():
             setattr(self, name, value)
 
-    def text(self, spell: Callable[[str], str] = library_spelling) -> str:
+    def text(self, spell: Spelling = library_spelling) -> str:
         return spell_settings(self.message, spell)
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""--max-memory for ask and chat: read the size, plan the run before the weights load, pick the KV cache type or refuse."""
+"""max_memory: read the size, plan a run before the weights load, pick the KV-cache type or refuse with the parts."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from smolcli.util.units import size_text
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.memory_plan import (
     MemoryPlan, RunSettings, TextFootprint, VisionFootprint, image_tokens, plan_within,
 )
 from smolcli.runtime.model_files import ModelFiles
+from smolcli.util.units import size_text
 
 ACCEPTED_FORMS = "2G, 1.5GB, 800M, 512MiB or plain bytes"
 SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?)b?|b)?", re.IGNORECASE)
@@ -33,23 +33,31 @@ class MemoryLimit:
     text: str  # as the user typed it
 
 
-def parse_max_memory(text: str | None) -> MemoryLimit | None:
-    """Read --max-memory early, so that a typo fails before a model is pulled or loaded."""
-    return MemoryLimit(parse_size(text), text) if text is not None else None
+def parse_max_memory(limit: str | int | None) -> MemoryLimit | None:
+    """Read max_memory early, so that a typo fails before a model is pulled or loaded: '2G', '512MiB' or bytes."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, str)):
+        raise BadInput(f"{{max_memory}} takes a size such as '2G' or a number of bytes, not {limit!r}")
+    if isinstance(limit, int):
+        if limit <= 0:
+            raise BadInput(f"{{max_memory}} {limit} leaves no memory at all; give it as {ACCEPTED_FORMS}")
+        return MemoryLimit(limit, str(limit))
+    return MemoryLimit(parse_size(limit), limit)
 
 
 def parse_size(text: str) -> int:
     """'2G' -> 2*10^9, '512MiB' -> 512*2^20, '123' -> 123 bytes."""
     match = SIZE.fullmatch(text.strip())
     if match is None:
-        raise SmolcliError(f"--max-memory {text!r} is not a size; give it as {ACCEPTED_FORMS}")
+        raise BadInput(f"{{max_memory}} {text!r} is not a size; give it as {ACCEPTED_FORMS}")
     number, unit, binary = match.groups()
     if unit is None and "." in number:
-        raise SmolcliError(f"--max-memory {text!r}: plain bytes come whole; give it as {ACCEPTED_FORMS}")
+        raise BadInput(f"{{max_memory}} {text!r}: plain bytes come whole; give it as {ACCEPTED_FORMS}")
     scale = (1024 if binary else 1000) ** POWERS[unit.lower()] if unit else 1
     size = int(float(number) * scale)
     if size <= 0:
-        raise SmolcliError(f"--max-memory {text!r} leaves no memory at all; give it as {ACCEPTED_FORMS}")
+        raise BadInput(f"{{max_memory}} {text!r} leaves no memory at all; give it as {ACCEPTED_FORMS}")
     return size
 
 
@@ -60,14 +68,13 @@ class MemoryBudget:
     vision: VisionFootprint | None
     run: RunSettings  # n_ctx is filled in by plan(), the cache type by plan_within
     requested_cache: str | None
-    fewer_tiles: str  # the options that cut images into fewer tiles, for the refusal's advice
 
     @classmethod
     def for_run(
         cls, limit: MemoryLimit | None, files: ModelFiles, options: EngineOptions, images: list[RGBImage],
-        requested_cache: str | None, fewer_tiles: str,
+        requested_cache: str | None,
     ) -> "MemoryBudget | None":
-        """None without --max-memory: the run goes on as it always has."""
+        """None without max_memory: the run goes on as it always has."""
         if limit is None:
             return None
         import llama_cpp
@@ -77,7 +84,7 @@ class MemoryBudget:
         vision = VisionFootprint.from_file(files.mmproj) if files.mmproj is not None else None
         sizes = tuple((image.width, image.height) for image in images) if vision else ()
         run = RunSettings(0, "f16", sizes, n_gpu_layers, options.mmproj_offload, options.repack_weights)
-        return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, fewer_tiles)
+        return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache)
 
     @property
     def n_ctx_train(self) -> int:
@@ -97,7 +104,7 @@ class MemoryBudget:
         run = dataclasses.replace(self.run, n_ctx=n_ctx)
         plan, fits = plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache)
         if not fits:
-            raise SmolcliError(self._refusal(plan))
+            raise MemoryPlanRefused(self._refusal(plan), plan=plan, limit=self.limit.size)
         return plan
 
     def report(self, plan: MemoryPlan) -> dict:
@@ -105,7 +112,7 @@ class MemoryBudget:
 
     def _refusal(self, plan: MemoryPlan) -> str:
         if self.requested_cache:
-            cache = f"with the {plan.cache_type} KV cache --cache-type asks for"
+            cache = f"with the {plan.cache_type} KV cache {{cache_type}} asks for"
         else:
             cache = f"even with a {plan.cache_type} KV cache"
         parts = ", ".join(
@@ -114,14 +121,14 @@ class MemoryBudget:
         )
         fixes = ["a smaller quant of the model (Q4_K_M or Q4_0)"]
         if self.run.repack_weights:
-            fixes.append("no --repack-weights")
+            fixes.append("no {repack_weights}")
         if self.run.images:
-            fixes.append(f"fewer image tiles ({self.fewer_tiles})")
+            fixes.append("fewer image tiles ({max_tiles=N} or {image_size=PX})")
         if self.requested_cache and self.requested_cache != "q4_0":
-            fixes.append("a smaller --cache-type")
-        fixes.append("a smaller --ctx")
+            fixes.append("a smaller {cache_type}")
+        fixes.append("a smaller {ctx}")
         return (
-            f"this run needs about {size_text(plan.total)} but --max-memory {self.limit.text} allows "
+            f"this run needs about {size_text(plan.total)} but {{max_memory}} {self.limit.text} allows "
             f"{size_text(self.limit.size)}, {cache}: "
             f"{parts}; try {', '.join(fixes[:-1])} or {fixes[-1]}"
         )

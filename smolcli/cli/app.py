@@ -9,6 +9,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from smolcli.cli.output import cli_spelling
 from smolcli.errors import SmolcliError
 
 DEBUG_ENV = "SMOLCLI_DEBUG"
@@ -46,7 +47,7 @@ class SmolcliGroup(TyperGroup):
         except SmolcliError as error:
             if _debug():
                 raise
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {error.text(cli_spelling)}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             if _debug():

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import time
 from typing import Annotated, Optional
 
 import typer
 
+from smolcli.api.model import Model
 from smolcli.cli import run_options as opt
-from smolcli.cli.memory_limit import MemoryBudget, parse_max_memory
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
 from smolcli.errors import SmolcliError
-from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
-from smolcli.runtime.engine import Engine
-from smolcli.runtime.generation import Generation, GenerationLimits, generate
-from smolcli.runtime.image_tiles import PREPROC_KEY
 from smolcli.runtime.images import STDIN
-from smolcli.runtime.peak_memory import peak_rss_bytes
-from smolcli.runtime.prompting import first_turn, place_images
-from smolcli.runtime.sampling import Sampler
 
 
 def ask(
@@ -39,6 +30,7 @@ def ask(
     stop: opt.Stop = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Generate exactly --max-tokens tokens (benchmarks).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")] = False,
+    logprobs: opt.Logprobs = None,
     n_gpu_layers: opt.GpuLayers = None,
     no_mmproj_offload: opt.NoMmprojOffload = False,
     threads: opt.Threads = None,
@@ -71,55 +63,31 @@ def ask(
 
       smolcli ask -m smolvlm-2.2b -i photo.jpg --max-memory 3G "Describe it."
     """
-    limits = GenerationLimits(max_tokens, tuple(stop or ()), ignore_eos)
-    sampling = opt.sampling_options(temperature, top_k, top_p, seed)
-    opt.check_ctx(ctx)
-    memory_limit = parse_max_memory(max_memory)
+    opt.check_generation(max_tokens, stop, temperature, top_k, top_p, seed)
+    if logprobs is not None and not as_json:
+        raise SmolcliError("--logprobs goes with --json: the log-probabilities come in the JSON object")
+    settings = opt.load_options(
+        mmproj, n_gpu_layers, no_mmproj_offload, threads, ctx, cache_type, max_memory, no_cache, repack_weights,
+        image_size, max_tiles, verbose, offline,
+    )
     sources = image or []
     question = prompt if prompt is not None else _prompt_from_stdin(sources)
     images = opt.load_images(sources)
     if not question.strip() and not images:
         raise SmolcliError("the prompt is empty: give a question as an argument or on stdin")
-    text = first_turn(place_images(question, len(images)), system)
 
-    files = opt.model_files(model, mmproj, need_vision=bool(images), offline=offline)
-    if not images:
-        files = dataclasses.replace(files, mmproj=None)  # a text-only question does not load the vision encoder
-    files = opt.with_image_detail(files, images, image_size, max_tiles)
-    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
-    budget = MemoryBudget.for_run(
-        memory_limit, files, options, images, cache_type.value if cache_type else None, "--max-tiles N or --image-size PX"
-    )
-    if budget:
-        # before loading: the images' tokens alone give a context no larger than the real one
-        budget.plan(ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train))
-
-    memory_plan = None
-    with Engine(files, options) as engine, Sampler(sampling) as sampler:
-        tokenized = engine.tokenize(text, images)
-        try:
-            context_started = time.perf_counter()
-            n_ctx = ctx or ask_context_size(tokenized.n_tokens, max_tokens, engine.n_ctx_train)
-            if budget:
-                memory_plan = budget.plan(n_ctx)
-                engine.options.cache_type = memory_plan.cache_type
-            engine.create_context(n_ctx)
-            load_seconds = engine.load_seconds + time.perf_counter() - context_started
-            fix = "raise --ctx" if ctx else f"the model holds at most {engine.n_ctx_train} tokens; shorten the prompt"
-            check_prompt_fits(tokenized.n_tokens, tokenized.n_image_tokens, engine.n_ctx, f"{fix} or use fewer or smaller images")
-            engine.evaluate(tokenized)
-        finally:
-            tokenized.free()
-        answer = generate(engine, sampler, limits, on_text=None if as_json else write_answer)
+    with Model.open(model, settings, report=progress) as loaded:
+        answer = loaded.ask(
+            question, images, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, seed=seed, stop=stop or (), ignore_eos=ignore_eos, logprobs=logprobs, stream=not as_json,
+        )
+        if not as_json:
+            for piece in answer:
+                write_answer(piece)
+            answer = answer.answer
         if answer.context_full:
-            progress(f"note: the {engine.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers")
-        if as_json:
-            report = _report(engine, answer, tokenized.n_tokens, tokenized.n_image_tokens, load_seconds)
-            if memory_plan:
-                report["memory_plan"] = budget.report(memory_plan)
-            write_answer(json.dumps(report, indent=2) + "\n")
-        else:
-            write_answer("\n")
+            progress(f"note: the {answer.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers")
+        write_answer(json.dumps(answer.as_dict(), indent=2) + "\n" if as_json else "\n")
 
 
 def _prompt_from_stdin(image_sources: list[str]) -> str:
@@ -128,32 +96,3 @@ def _prompt_from_stdin(image_sources: list[str]) -> str:
     if sys.stdin is None or sys.stdin.isatty():
         raise SmolcliError('no prompt: give it as an argument (smolcli ask -m MODEL "question") or pipe it on stdin')
     return sys.stdin.read().strip()
-
-
-def _per_second(count: int, seconds: float) -> float:
-    return round(count / seconds, 2) if seconds > 0 else 0.0
-
-
-def _report(engine: Engine, answer: Generation, prompt_tokens: int, image_tokens: int, load_seconds: float) -> dict:
-    counters = engine.counters
-    return {
-        "text": answer.text,
-        "finish_reason": answer.finish_reason,
-        "usage": {
-            "prompt_tokens": prompt_tokens, "image_tokens": image_tokens, "completion_tokens": len(answer.tokens),
-            # image chunks (tiles): run through the vision encoder, or taken from the embedding cache
-            "images_encoded": counters.images_encoded, "image_cache_hits": counters.cache_hits,
-        },
-        "timings": {
-            "load_s": round(load_seconds, 6),
-            "image_encode_s": round(counters.encode_seconds, 6),
-            "prefill_s": round(counters.prefill_seconds, 6),
-            "decode_s": round(counters.decode_seconds, 6),
-            "decode_tokens_per_s": _per_second(counters.generated_tokens, counters.decode_seconds),
-            "prefill_tokens_per_s": _per_second(prompt_tokens, counters.prefill_seconds),
-        },
-        "peak_memory_bytes": peak_rss_bytes(),
-        "model": str(engine.files.model.path),
-        "mmproj": str(engine.files.mmproj.path) if engine.files.mmproj else None,
-        "image_longest_edge": engine.files.mmproj.metadata.get(PREPROC_KEY) if engine.files.mmproj else None,
-    }

@@ -10,18 +10,16 @@ from typing import Annotated
 
 import typer
 
+from smolcli.api.chat import Chat
+from smolcli.api.model import Model
 from smolcli.cli import run_options as opt
-from smolcli.cli.memory_limit import MemoryBudget, parse_max_memory
+from smolcli.cli.output import cli_spelling
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
 from smolcli.cli.transcript_file import save_transcript
 from smolcli.errors import SmolcliError
-from smolcli.runtime.context_size import chat_context_size
-from smolcli.runtime.engine import Engine
-from smolcli.runtime.generation import GenerationLimits
+from smolcli.runtime.engine import Counters
 from smolcli.runtime.images import STDIN, load_image
-from smolcli.runtime.sampling import Sampler
-from smolcli.runtime.session import ChatSession
 
 HELP = """Type a message and press Enter. Commands:
   /image PATH   attach an image to your next message (<image> in the message places it)
@@ -68,47 +66,34 @@ def chat(
 
       printf 'Describe the image.\\nWhat colour is it?\\n' | smolcli chat -m models/ -i photo.jpg
     """
-    limits = GenerationLimits(max_tokens, tuple(stop or ()))
-    sampling = opt.sampling_options(temperature, top_k, top_p, seed)
-    opt.check_ctx(ctx)
-    memory_limit = parse_max_memory(max_memory)
+    opt.check_generation(max_tokens, stop, temperature, top_k, top_p, seed)
+    settings = opt.load_options(
+        mmproj, n_gpu_layers, no_mmproj_offload, threads, ctx, cache_type, max_memory, no_cache, repack_weights,
+        image_size, max_tiles, verbose, offline,
+    )
     sources = image or []
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
     if max_tiles is not None and not images:
         raise SmolcliError("chat chooses the size for --max-tiles from the images given with -i; give them, or use --image-size PX")
-    files = opt.with_image_detail(
-        opt.model_files(model, mmproj, need_vision=bool(images), offline=offline), images, image_size, max_tiles
-    )
-    options = opt.engine_options(n_gpu_layers, no_mmproj_offload, threads, cache_type, verbose, no_cache, repack_weights)
-    budget = MemoryBudget.for_run(
-        memory_limit, files, options, images, cache_type.value if cache_type else None, "--max-tiles N or --image-size PX"
-    )
-    memory_plan = None
-    if budget:
-        # chat would size its context from the first message, not typed yet: fixing it here keeps the plan true
-        ctx = ctx or chat_context_size(budget.chat_context_tokens(), max_tokens, budget.n_ctx_train)
-        memory_plan = budget.plan(ctx)
-        options.cache_type = memory_plan.cache_type
 
-    with Engine(files, options) as engine, Sampler(sampling) as sampler:
-        session = ChatSession(engine, sampler, limits, system, ctx)
-        for picture in images:
-            session.attach(picture)
+    with Model.open(model, settings, report=progress) as loaded:
+        # with --max-memory the plan is made here, before the weights load
+        conversation = loaded.chat(
+            system, images, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+            stop=stop or (),
+        )
         try:
-            failures = _converse(session, interactive=sys.stdin.isatty())
+            failures = _converse(conversation, interactive=sys.stdin.isatty())
         finally:
             if stats:
-                report = _stats(session)
-                if memory_plan:
-                    report["memory_plan"] = budget.report(memory_plan)
-                progress(json.dumps(report))
+                progress(json.dumps(_stats(conversation)))
     if failures:
         raise typer.Exit(1)  # each failure already had its own line on stderr
 
 
-def _converse(session: ChatSession, interactive: bool) -> int:
+def _converse(session: Chat, interactive: bool) -> int:
     """The read-answer loop; a bad message or command is reported and the conversation goes on."""
     failures = 0
     if interactive:
@@ -132,14 +117,17 @@ def _converse(session: ChatSession, interactive: bool) -> int:
             else:
                 _answer(session, line, interactive)
         except SmolcliError as error:
-            progress(f"error: {error}")
+            progress(f"error: {error.text(cli_spelling)}")
             failures += 1
     return failures
 
 
-def _answer(session: ChatSession, text: str, interactive: bool) -> None:
+def _answer(session: Chat, text: str, interactive: bool) -> None:
     try:
-        answer = session.send(text, on_text=write_answer)
+        stream = session.send(text, stream=True)
+        for piece in stream:
+            write_answer(piece)
+        answer = stream.answer
     except KeyboardInterrupt:
         if not interactive:
             raise
@@ -151,7 +139,7 @@ def _answer(session: ChatSession, text: str, interactive: bool) -> None:
         progress("(the context is full, so the answer was cut off: /clear to start over)")
 
 
-def _command(session: ChatSession, line: str) -> bool:
+def _command(session: Chat, line: str) -> bool:
     """Run one /command; False means leave."""
     name, _, argument = line.partition(" ")
     argument = argument.strip().strip("'\"")
@@ -174,22 +162,25 @@ def _command(session: ChatSession, line: str) -> bool:
     return True
 
 
-def _attach(session: ChatSession, source: str) -> None:
+def _attach(session: Chat, source: str) -> None:
     if not source:
         raise SmolcliError("/image needs a path: /image photo.jpg")
     if source == STDIN:
         raise SmolcliError("stdin carries the messages: give the image as a file")
-    if session.engine.mtmd_ctx is None:
-        raise SmolcliError("this model was loaded without a vision encoder: restart chat with --mmproj PATH")
+    if session.model.files.mmproj is None:
+        raise SmolcliError("this model has no vision encoder beside it: restart chat with --mmproj PATH")
     session.attach(load_image(source))
     progress(f"(image attached to your next message: {source})")
 
 
-def _stats(session: ChatSession) -> dict:
-    engine = session.engine
-    return {
-        **dataclasses.asdict(engine.counters),
-        "n_past": engine.n_past,
-        "n_ctx": getattr(engine, "n_ctx", None),
+def _stats(session: Chat) -> dict:
+    engine = session.model._engine
+    report = {
+        **dataclasses.asdict(engine.counters if engine is not None else Counters()),
+        "n_past": session.n_past,
+        "n_ctx": session.n_ctx,
         "turns": [dataclasses.asdict(turn) for turn in session.turns],
     }
+    if session.memory_plan:
+        report["memory_plan"] = session.memory_plan
+    return report

@@ -1,21 +1,17 @@
-"""Options that `ask` and `chat` share, declared once, and how they become an Engine and a sampler."""
+"""Options that `ask` and `chat` share, declared once, and how they become the library's settings."""
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from smolcli.api.options import LoadOptions
 from smolcli.errors import SmolcliError
-from smolcli.runtime.embedding_cache import EmbeddingCache
-from smolcli.runtime.engine import EngineOptions
-from smolcli.runtime.image_tiles import edge_for_image_size, edge_for_max_tiles, tile_size_of
+from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.images import STDIN, RGBImage, load_image
-from smolcli.runtime.mmproj_variant import with_longest_edge
-from smolcli.runtime.model_files import ModelFiles, resolve_model_files
 from smolcli.runtime.sampling import SamplingOptions
 
 
@@ -49,64 +45,29 @@ ImageSize = Annotated[Optional[int], typer.Option("--image-size", metavar="PX", 
 MaxTiles = Annotated[Optional[int], typer.Option("--max-tiles", metavar="N", help="Cut each image into at most N tiles (plus its global view), by choosing the largest --image-size that allows it.")]
 
 
-def sampling_options(temperature: float, top_k: int, top_p: float, seed: Optional[int]) -> SamplingOptions:
-    return SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+Logprobs = Annotated[Optional[int], typer.Option("--logprobs", metavar="N", help="With --json: each generated token's id, text and log-probability, and the N likeliest alternatives (OpenAI's logprobs shape).")]
 
 
-def engine_options(
-    n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int], cache_type: Optional[CacheType], verbose: bool,
-    no_cache: bool = False, repack_weights: bool = False,
-) -> EngineOptions:
-    if n_gpu_layers is None:
-        import llama_cpp
-
-        n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-    if threads is not None and threads < 1:
-        raise SmolcliError(f"--threads must be at least 1, not {threads}")
-    return EngineOptions(
-        n_gpu_layers=n_gpu_layers, mmproj_offload=not no_mmproj_offload, threads=threads,
-        cache_type=cache_type.value if cache_type else CacheType.f16.value, verbose=verbose,
-        embedding_cache=None if no_cache else EmbeddingCache.default(), repack_weights=repack_weights,
+def load_options(
+    mmproj: Optional[Path], n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int],
+    ctx: Optional[int], cache_type: Optional[CacheType], max_memory: Optional[str], no_cache: bool,
+    repack_weights: bool, image_size: Optional[int], max_tiles: Optional[int], verbose: bool, offline: bool,
+) -> LoadOptions:
+    """The options ask and chat share, as the library's settings (checked there, before anything loads)."""
+    return LoadOptions(
+        mmproj=mmproj, n_gpu_layers=n_gpu_layers, mmproj_offload=not no_mmproj_offload, threads=threads, ctx=ctx,
+        cache_type=cache_type.value if cache_type else None, max_memory=max_memory, embedding_cache=not no_cache,
+        repack_weights=repack_weights, image_size=image_size, max_tiles=max_tiles, verbose=verbose, offline=offline,
     )
 
 
-def check_ctx(ctx: Optional[int]) -> None:
-    if ctx is not None and ctx < 1:
-        raise SmolcliError(f"--ctx must be a positive number of tokens, not {ctx}")
-
-
-def with_image_detail(
-    files: ModelFiles, images: list[RGBImage], image_size: Optional[int], max_tiles: Optional[int] = None
-) -> ModelFiles:
-    """The model files with an mmproj that tiles images as --image-size or --max-tiles ask."""
-    if image_size is not None and max_tiles is not None:
-        raise SmolcliError("give --image-size or --max-tiles, not both")
-    if files.mmproj is None or (image_size is None and max_tiles is None):
-        return files
-    size = tile_size_of(files.mmproj)
-    if image_size is not None:
-        edge = edge_for_image_size(image_size, size)
-    else:
-        edge = edge_for_max_tiles([(img.width, img.height) for img in images], max_tiles, size)
-    return dataclasses.replace(files, mmproj=with_longest_edge(files.mmproj, edge))
+def check_generation(max_tokens: int, stop: Optional[list[str]], temperature: float, top_k: int, top_p: float, seed: Optional[int]) -> None:
+    """A bad generation setting fails before a model is pulled or loaded."""
+    GenerationLimits(max_tokens, tuple(stop or ()))
+    SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
 
 def load_images(sources: list[str]) -> list[RGBImage]:
     if sum(source == STDIN for source in sources) > 1:
         raise SmolcliError("stdin can carry one image only: give the other images as files")
     return [load_image(source) for source in sources]
-
-
-def model_files(model: str, mmproj: Optional[Path], need_vision: bool, offline: bool = False) -> ModelFiles:
-    """The one place that turns what the user typed after -m into files: a path, or a name pulled on first use."""
-    from smolcli.cli.output import progress
-    from smolcli.store.model_ref import parse_model_ref
-    from smolcli.store.pull import stored_or_pulled
-    from smolcli.store.model_store import ModelStore
-
-    ref = parse_model_ref(model)
-    if isinstance(ref, Path):
-        return resolve_model_files(ref, mmproj, need_mmproj=need_vision)
-    store = ModelStore()
-    entry = stored_or_pulled(ref, offline, progress, store)
-    return resolve_model_files(store.model_path(entry), mmproj or store.mmproj_path(entry), need_mmproj=need_vision)

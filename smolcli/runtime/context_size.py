@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import ContextFull
 
 # llama.cpp pads contexts to this multiple anyway; sizing to it wastes nothing.
 GRANULE = 256
@@ -30,7 +30,8 @@ def chat_context_size(first_turn_tokens: int, max_tokens: int, n_ctx_train: int)
 def check_prompt_fits(prompt_tokens: int, image_tokens: int, n_ctx: int, fix: str) -> None:
     """Before anything is evaluated: the prompt plus at least one answer token must fit."""
     if prompt_tokens + 1 > n_ctx:
-        raise SmolcliError(
+        raise ContextFull(
             f"the prompt needs {prompt_tokens} tokens ({image_tokens} of them for images) "
-            f"but the context holds {n_ctx}; {fix}"
+            f"but the context holds {n_ctx}; {fix}",
+            n_past=0, n_new=prompt_tokens, n_ctx=n_ctx,
         )

@@ -7,24 +7,25 @@ chunks and the cache stay under our control: a new turn evaluates only what is n
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.images import RGBImage
+from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.model_files import ModelFiles
+from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 
-CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # GGML_TYPE_* values
 IMAGE_MARKER = "<image>"
 
 
 @dataclass
 class EngineOptions:
-    n_ctx: int = 0  # 0: sized by the caller before load
     n_gpu_layers: int = 0
     mmproj_offload: bool = True
     threads: int | None = None
@@ -50,6 +51,9 @@ class Counters:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
 
+    def snapshot(self) -> "Counters":
+        return dataclasses.replace(self)
+
 
 @dataclass
 class Chunk:
@@ -58,6 +62,17 @@ class Chunk:
     tokens: list[int] = field(default_factory=list)  # text chunks only
     image: str = ""  # image chunks, with an embedding cache: the digest of the image they come from
     tile: int = 0  # image chunks: the index among that image's chunks
+
+
+@dataclass
+class ContextState:
+    """A llama.cpp context held outside the engine: its KV cache and how far it is filled."""
+
+    ctx: object
+    n_ctx: int
+    n_batch: int
+    n_past: int
+    cache_type: str
 
 
 class Prompt:
@@ -114,21 +129,48 @@ class Engine:
         self.model = llama_cpp.llama_model_load_from_file(str(files.model.path).encode(), params)
         if not self.model:
             self.model = None
-            raise SmolcliError(f"{files.model.path}: llama.cpp could not load this model; rerun with --verbose for its log")
+            raise ModelFileError(
+                f"{files.model.path}: llama.cpp could not load this model; rerun with {{verbose}} for its log",
+                path=files.model.path,
+            )
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        if files.mmproj is not None:
-            mparams = mtmd_cpp.mtmd_context_params_default()
-            mparams.use_gpu = options.mmproj_offload and options.n_gpu_layers != 0
-            mparams.n_threads = self.threads
-            mparams.print_timings = False
-            mparams.warmup = False
-            self.mtmd_ctx = mtmd_cpp.mtmd_init_from_file(str(files.mmproj.path).encode(), self.model, mparams)
-            if not self.mtmd_ctx:
-                self.mtmd_ctx = None
-                self.close()  # __exit__ never runs for a constructor that raised
-                raise SmolcliError(f"{files.mmproj.path}: mtmd could not load this mmproj; rerun with --verbose for its log")
         self.load_seconds = time.perf_counter() - started
+        if files.mmproj is not None:
+            self.files = dataclasses.replace(files, mmproj=None)
+            try:
+                self.use_mmproj(files.mmproj)
+            except BaseException:
+                self.close()  # __exit__ never runs for a constructor that raised
+                raise
+
+    def use_mmproj(self, mmproj: GGUFSummary) -> None:
+        """Load the vision encoder from this mmproj, in place of the one loaded (a no-op when it is the same file).
+
+        The library loads it on the first image, at the detail that image asks for.
+        """
+        if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and self.mtmd_ctx is not None:
+            return
+        mtmd = self._mtmd
+        if self.mtmd_ctx is not None:
+            mtmd.mtmd_free(self.mtmd_ctx)
+            self.mtmd_ctx = None
+        started = time.perf_counter()
+        mparams = mtmd.mtmd_context_params_default()
+        mparams.use_gpu = self.options.mmproj_offload and self.options.n_gpu_layers != 0
+        mparams.n_threads = self.threads
+        mparams.print_timings = False
+        mparams.warmup = False
+        handle = mtmd.mtmd_init_from_file(str(mmproj.path).encode(), self.model, mparams)
+        if not handle:
+            raise ModelFileError(
+                f"{mmproj.path}: mtmd could not load this mmproj; rerun with {{verbose}} for its log", path=mmproj.path
+            )
+        self.mtmd_ctx = handle
+        self.files = dataclasses.replace(self.files, mmproj=mmproj)
+        self._mmproj_digest = None
+        self.load_seconds += time.perf_counter() - started
+
 
     # --- context -------------------------------------------------------------------------
 
@@ -157,14 +199,36 @@ class Engine:
         if not self.ctx:
             self.ctx = None
             # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
-            fix = "try --cache-type f16" if cache != 1 else "lower --ctx or free memory"
+            fix = "try {cache_type=f16}" if cache != 1 else "lower {ctx} or free memory"
             raise SmolcliError(
                 f"llama.cpp could not create a {n_ctx}-token context with a {self.options.cache_type} KV cache; "
-                f"{fix} (rerun with --verbose for its log)"
+                f"{fix} (rerun with {{verbose}} for its log)"
             )
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(params.n_batch)
         self.n_past = 0
+
+    def detach_context(self) -> "ContextState | None":
+        """Take the context out of the engine, KV cache and all, so that another can be made or attached."""
+        if self.ctx is None:
+            return None
+        state = ContextState(self.ctx, self.n_ctx, self.n_batch, self.n_past, self.options.cache_type)
+        self.ctx, self.n_past = None, 0
+        return state
+
+    def attach_context(self, state: "ContextState | None") -> None:
+        """Put back a detached context (the one in the engine is freed): a conversation goes on where it was."""
+        if self.ctx is not None:
+            self._llama.llama_free(self.ctx)
+        self.ctx, self.n_past = None, 0
+        if state is not None:
+            self.ctx, self.n_ctx, self.n_batch, self.n_past = state.ctx, state.n_ctx, state.n_batch, state.n_past
+            self.options.cache_type = state.cache_type
+
+    def free_context(self, state: "ContextState | None") -> None:
+        if state is not None and state.ctx is not None and self.model is not None:
+            self._llama.llama_free(state.ctx)
+            state.ctx = None
 
     def clear(self) -> None:
         self._llama.llama_memory_clear(self._llama.llama_get_memory(self.ctx), True)
@@ -181,9 +245,9 @@ class Engine:
         """Text with one `<image>` marker per image, in order, into text and image chunks."""
         mtmd = self._mtmd
         if text.count(IMAGE_MARKER) != len(images):
-            raise SmolcliError(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
+            raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
         if images and self.mtmd_ctx is None:
-            raise SmolcliError("images need the vision encoder: pass the mmproj file with --mmproj")
+            raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
@@ -245,7 +309,7 @@ class Engine:
 
     def check_fits(self, n_tokens: int) -> None:
         if self.n_past + n_tokens > self.n_ctx:
-            raise ContextFull(self.n_past, n_tokens, self.n_ctx)
+            raise context_full(self.n_past, n_tokens, self.n_ctx)
 
     def evaluate(self, prompt: Prompt) -> None:
         """Run every chunk of the prompt through the model, appending to the cache."""
@@ -375,10 +439,8 @@ class Engine:
         self.close()
 
 
-class ContextFull(SmolcliError):
-    def __init__(self, n_past: int, n_new: int, n_ctx: int):
-        super().__init__(
-            f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; "
-            "start over (/clear in chat) or raise --ctx"
-        )
-        self.n_past, self.n_new, self.n_ctx = n_past, n_new, n_ctx
+def context_full(n_past: int, n_new: int, n_ctx: int) -> ContextFull:
+    return ContextFull(
+        f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; start over (/clear in chat) or raise {{ctx}}",
+        n_past=n_past, n_new=n_new, n_ctx=n_ctx,
+    )

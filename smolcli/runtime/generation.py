@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
-from smolcli.errors import SmolcliError
-from smolcli.runtime.engine import ContextFull, Engine
+import numpy as np
+
+from smolcli.errors import BadInput, ContextFull
+from smolcli.runtime.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -18,9 +20,9 @@ class GenerationLimits:
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
-            raise SmolcliError(f"--max-tokens must be at least 1, not {self.max_tokens}")
+            raise BadInput(f"{{max_tokens}} must be at least 1, not {self.max_tokens}")
         if any(not s for s in self.stop):
-            raise SmolcliError("--stop needs a non-empty string")
+            raise BadInput("{stop} needs a non-empty string")
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Generation:
     finish_reason: str  # "stop": end of turn or a stop string; "length": max_tokens or a full context
     tokens: list[int] = field(default_factory=list)
     context_full: bool = False
+    logprobs: list[TokenChoice] | None = None  # one per token, when asked for
 
 
 class AnswerText:
@@ -82,16 +85,42 @@ class AnswerText:
         return released
 
 
-def generate(
-    engine: Engine,
-    sampler,
-    limits: GenerationLimits,
-    on_text: Callable[[str], None] | None = None,
-) -> Generation:
-    """Continue from the evaluated prompt, feeding each kept token back, so the cache holds the answer."""
+@dataclass(frozen=True)
+class TokenChoice:
+    """One generated token and the likeliest alternatives at its position, from the model's raw logits."""
+
+    id: int
+    piece: bytes  # the token's bytes (a token can end inside a UTF-8 character)
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()  # (id, bytes, logprob), likeliest first
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def token_choice(engine: Engine, token: int, n_top: int) -> TokenChoice:
+    logprobs = log_softmax(engine.last_logits())
+    top: tuple = ()
+    if n_top > 0:
+        ids = np.argpartition(-logprobs, min(n_top, len(logprobs) - 1))[:n_top]
+        ids = ids[np.argsort(-logprobs[ids], kind="stable")]
+        top = tuple((int(i), engine.piece(int(i)), float(logprobs[i])) for i in ids)
+    return TokenChoice(token, engine.piece(token), float(logprobs[token]), top)
+
+
+def generate_pieces(
+    engine: Engine, sampler, limits: GenerationLimits, logprobs: int | None = None
+) -> Generator[str, None, Generation]:
+    """Continue from the evaluated prompt, feeding each kept token back, so the cache holds the answer.
+
+    Yields the answer's text as it becomes final; returns the whole Generation. With `logprobs`
+    (0 or more alternatives), each generated token's log-probability is kept as well.
+    """
     answer = AnswerText(limits.stop)
-    emit = on_text or (lambda _text: None)
     tokens: list[int] = []
+    choices: list[TokenChoice] | None = [] if logprobs is not None else None
     finish_reason, context_full = "length", False
     while len(tokens) < limits.max_tokens:
         token = engine.sample(sampler.handle)
@@ -99,9 +128,11 @@ def generate(
             finish_reason = "stop"
             break
         tokens.append(token)
+        if choices is not None:
+            choices.append(token_choice(engine, token, logprobs))
         released = answer.feed(engine.piece(token))
         if released:
-            emit(released)
+            yield released
         if answer.stopped:
             finish_reason = "stop"
             break
@@ -112,5 +143,27 @@ def generate(
             break
     tail = answer.finish()
     if tail:
-        emit(tail)
-    return Generation(answer.text, finish_reason, tokens, context_full)
+        yield tail
+    return Generation(answer.text, finish_reason, tokens, context_full, choices)
+
+
+def generate(
+    engine: Engine,
+    sampler,
+    limits: GenerationLimits,
+    on_text: Callable[[str], None] | None = None,
+    logprobs: int | None = None,
+) -> Generation:
+    """generate_pieces(), each piece handed to on_text as it comes."""
+    return drain(generate_pieces(engine, sampler, limits, logprobs), on_text)
+
+
+def drain(pieces: Generator[str, None, Generation], on_text: Callable[[str], None] | None = None) -> Generation:
+    """Run a generator of answer pieces to its end, handing each piece to on_text; its Generation."""
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration as finished:
+            return finished.value
+        if on_text is not None:
+            on_text(piece)

@@ -1,4 +1,4 @@
-"""Images from files or bytes, upright and RGB, ready for mtmd."""
+"""Images from files, bytes or PIL images, upright and RGB, ready for mtmd."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput
 
 STDIN = "-"
 
@@ -24,18 +24,36 @@ class RGBImage:
 
 def _decode(data: bytes, source: str) -> RGBImage:
     if not data:
-        raise SmolcliError(f"{source}: empty image file")
+        raise BadInput(f"{source}: empty image file")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.seek(0)  # first frame of a GIF or other animation
-            upright = ImageOps.exif_transpose(image)
-            rgb = upright.convert("RGB")
-            rgb.load()
+            return from_pil(image, source)
     except UnidentifiedImageError:
-        raise SmolcliError(f"{source}: not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP)") from None
+        raise BadInput(f"{source}: not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise SmolcliError(f"{source}: damaged or truncated image ({error})") from None
+        raise BadInput(f"{source}: damaged or truncated image ({error})") from None
+
+
+def from_pil(image: Image.Image, source: str = "PIL image") -> RGBImage:
+    """Upright (EXIF orientation applied) and RGB, as Pillow reads it from a file."""
+    upright = ImageOps.exif_transpose(image)
+    rgb = upright.convert("RGB")
+    rgb.load()
     return RGBImage(source, rgb.width, rgb.height, rgb.tobytes())
+
+
+def image_from(item) -> RGBImage:
+    """What the library takes as an image: a path, encoded bytes (JPEG, PNG, ...), a PIL image, or an RGBImage."""
+    if isinstance(item, RGBImage):
+        return item
+    if isinstance(item, Image.Image):
+        return from_pil(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return _decode(bytes(item), "image bytes")
+    if isinstance(item, (str, Path)):
+        return load_image(item)
+    raise BadInput(f"an image must be a path, bytes or a PIL image, not {type(item).__name__}")
 
 
 def load_image(source: str | Path) -> RGBImage:
@@ -44,7 +62,7 @@ def load_image(source: str | Path) -> RGBImage:
         return _decode(sys.stdin.buffer.read(), "stdin")
     path = Path(source).expanduser()
     if not path.exists():
-        raise SmolcliError(f"{path}: no such image file")
+        raise BadInput(f"{path}: no such image file")
     if path.is_dir():
-        raise SmolcliError(f"{path}: is a folder, not an image file")
+        raise BadInput(f"{path}: is a folder, not an image file")
     return _decode(path.read_bytes(), str(path))

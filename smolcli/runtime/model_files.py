@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import ModelFileError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 
 
@@ -28,8 +28,8 @@ def mmproj_beside(model: Path) -> Path | None:
     named = [c for c in candidates if c.name.startswith(f"mmproj-{_base_name(model)}-")]
     if len(named) == 1:
         return named[0]
-    raise SmolcliError(
-        f"{model.parent}: several mmproj files ({', '.join(c.name for c in candidates)}); choose one with --mmproj"
+    raise ModelFileError(
+        f"{model.parent}: several mmproj files ({', '.join(c.name for c in candidates)}); choose one with {{mmproj}}"
     )
 
 
@@ -38,7 +38,7 @@ def _pair_in_folder(folder: Path) -> tuple[Path, Path | None]:
     models = [p for p in ggufs if not p.name.startswith("mmproj-")]
     if len(models) != 1:
         found = ", ".join(p.name for p in models) or "none"
-        raise SmolcliError(f"{folder}: expected one language-model GGUF, found {found}; pass the file itself with -m")
+        raise ModelFileError(f"{folder}: expected one language-model GGUF, found {found}; pass the file itself as {{model}}")
     return models[0], mmproj_beside(models[0])
 
 
@@ -49,22 +49,22 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
     elif path.is_file():
         model_path, found = path, None
     else:
-        raise SmolcliError(f"{model}: no such model file or folder; give a converted .gguf or the folder holding the pair")
+        raise ModelFileError(f"{model}: no such model file or folder; give a converted .gguf or the folder holding the pair")
     mmproj_path = Path(mmproj).expanduser() if mmproj else (found or mmproj_beside(model_path))
 
     summary = read_gguf(model_path)
     if summary.kind != "model":
-        raise SmolcliError(f"{model_path}: is an mmproj (vision) file; give the language model with -m and this with --mmproj")
+        raise ModelFileError(f"{model_path}: is an mmproj (vision) file; give the language model as {{model}} and this as {{mmproj}}")
     if mmproj_path is None:
         if need_mmproj:
-            raise SmolcliError(f"{model_path}: no mmproj-*.gguf beside it; pass the vision file with --mmproj")
+            raise ModelFileError(f"{model_path}: no mmproj-*.gguf beside it; pass the vision file as {{mmproj}}")
         return ModelFiles(summary, None)
     projector = read_gguf(mmproj_path)
     if projector.kind != "mmproj":
-        raise SmolcliError(f"{mmproj_path}: is not an mmproj file (architecture {projector.architecture})")
+        raise ModelFileError(f"{mmproj_path}: is not an mmproj file (architecture {projector.architecture})")
     problem = fit_problem(summary, projector)
     if problem:
-        raise SmolcliError(f"{mmproj_path} does not fit {model_path.name}: {problem}; use the mmproj converted with this model")
+        raise ModelFileError(f"{mmproj_path} does not fit {model_path.name}: {problem}; use the mmproj converted with this model")
     return ModelFiles(summary, projector)
 
 

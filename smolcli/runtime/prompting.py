@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput
 from smolcli.models.smolvlm import END_OF_UTTERANCE, IMAGE_MARKER, render_prompt
 
 
@@ -12,7 +12,7 @@ def place_images(text: str, n_images: int) -> str:
     if markers == 0:
         return IMAGE_MARKER * n_images + text
     if markers != n_images:
-        raise SmolcliError(
+        raise BadInput(
             f"the prompt has {markers} {IMAGE_MARKER} markers but {n_images} images were given; "
             f"give one image per marker, or no markers to put the images before the text"
         )

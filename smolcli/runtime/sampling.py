@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput
 
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a seed itself
 
@@ -18,11 +18,11 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         if self.top_k < 0:
-            raise SmolcliError(f"--top-k must be 0 (off) or more, not {self.top_k}")
+            raise BadInput(f"{{top_k}} must be 0 (off) or more, not {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
-            raise SmolcliError(f"--top-p must be in (0, 1], not {self.top_p}")
+            raise BadInput(f"{{top_p}} must be in (0, 1], not {self.top_p}")
         if self.seed is not None and not 0 <= self.seed < RANDOM_SEED:
-            raise SmolcliError(f"--seed must be between 0 and {RANDOM_SEED - 1}, not {self.seed}")
+            raise BadInput(f"{{seed}} must be between 0 and {RANDOM_SEED - 1}, not {self.seed}")
 
     @property
     def greedy(self) -> bool:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import ContextFull
 from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
-from smolcli.runtime.engine import ContextFull, Engine
-from smolcli.runtime.generation import Generation, GenerationLimits, generate
+from smolcli.runtime.engine import Engine
+from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.prompting import first_turn, next_turn, place_images
 
-CLEAR_HINT = "/clear to start over, or restart chat with a larger --ctx"
+CLEAR_HINT = "start over (/clear in chat), or a new conversation with a larger {ctx}"
 
 
 @dataclass
@@ -38,12 +38,14 @@ class ChatSession:
         limits: GenerationLimits,
         system: str | None = None,
         n_ctx: int | None = None,
+        before_context: Callable[[int], None] | None = None,
     ):
         self.engine = engine
         self.sampler = sampler
         self.limits = limits
         self.system = system
         self.requested_ctx = n_ctx
+        self.before_context = before_context
         self.messages: list[Message] = []
         self.pending_images: list[RGBImage] = []
         self.turns: list[TurnStats] = []  # every answered turn since start, /clear included
@@ -58,8 +60,12 @@ class ChatSession:
         if self.engine.ctx is not None:
             self.engine.clear()
 
-    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> Generation:
+    def send(self, text: str, on_text: Callable[[str], None] | None = None, logprobs: int | None = None) -> Generation:
         """One user turn and the streamed answer. On any failure the cache and history are as before."""
+        return drain(self.stream(text, logprobs), on_text)
+
+    def stream(self, text: str, logprobs: int | None = None) -> Generator[str, None, Generation]:
+        """send() as a generator of the answer's text; a turn abandoned before its end leaves no trace."""
         images = list(self.pending_images)
         content = place_images(text, len(images))
         rendered = next_turn(content) if self.messages else first_turn(content, self.system)
@@ -70,7 +76,8 @@ class ChatSession:
             try:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
                 self.engine.evaluate(prompt)
-                answer = generate(self.engine, self.sampler, self.limits, on_text)
+                prompt.free()
+                answer = yield from generate_pieces(self.engine, self.sampler, self.limits, logprobs)
             except BaseException:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
                 self.engine.rewind(start)
@@ -86,21 +93,23 @@ class ChatSession:
     def _ensure_context(self, first_turn_tokens: int) -> None:
         engine = self.engine
         if engine.ctx is None:
-            engine.create_context(
-                self.requested_ctx or chat_context_size(first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train)
-            )
+            n_ctx = self.requested_ctx or chat_context_size(first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train)
+            if self.before_context is not None:
+                self.before_context(n_ctx)  # may refuse, or choose the KV-cache type
+            engine.create_context(n_ctx)
 
     def _check_room(self, n_tokens: int, image_tokens: int) -> None:
         engine = self.engine
         if engine.n_past == 0:
-            check_prompt_fits(n_tokens, image_tokens, engine.n_ctx, "raise --ctx or use fewer or smaller images")
+            check_prompt_fits(n_tokens, image_tokens, engine.n_ctx, "raise {ctx} or use fewer or smaller images")
             return
         try:
             engine.check_fits(n_tokens + 1)
         except ContextFull:
-            raise SmolcliError(
+            raise ContextFull(
                 f"the context is full: this message needs {n_tokens} tokens but {engine.n_ctx - engine.n_past} "
-                f"of {engine.n_ctx} are left; {CLEAR_HINT}"
+                f"of {engine.n_ctx} are left; {CLEAR_HINT}",
+                n_past=engine.n_past, n_new=n_tokens, n_ctx=engine.n_ctx,
             ) from None
 
     def transcript(self) -> dict:

@@ -1,0 +1,180 @@
+"""`Model.chat()`: a conversation whose turns stay in the KV cache, over the model's one engine.
+
+Each Chat has a llama.cpp context of its own (the weights and the vision encoder are shared),
+so asking the model something between two turns leaves the conversation where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Sequence
+
+from smolcli.api.options import GenerationSettings
+from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
+from smolcli.errors import BadInput
+from smolcli.runtime.context_size import chat_context_size
+from smolcli.runtime.engine import ContextState
+from smolcli.runtime.generation import Generation
+from smolcli.runtime.images import RGBImage, image_from
+from smolcli.runtime.sampling import Sampler
+from smolcli.runtime.session import ChatSession, Message, TurnStats
+
+if TYPE_CHECKING:
+    from smolcli.api.model import Model
+
+# with max_memory, chat sizes its context before the first message is typed: room for that message's text
+CHAT_FIRST_MESSAGE_TOKENS = 512
+
+
+class Chat:
+    """Made by Model.chat(). Generation settings (GenerationSettings' fields) hold for every turn."""
+
+    def __init__(
+        self,
+        model: "Model",
+        system: str | None = None,
+        images: Sequence | None = None,
+        *,
+        ctx: int | None = None,
+        **generation,
+    ):
+        self.model = model
+        self._context: ContextState | None = None
+        self._dirty = False  # cleared while another held the engine: empty the KV cache when it comes back
+        self._vision = None  # the mmproj this conversation's images are tiled by, fixed by its first images
+        settings = GenerationSettings(**generation)
+        limits = settings.limits()
+        self._sampler = Sampler(settings.sampling())
+        self._memory_plan = None
+        first_images = [image_from(item) for item in images or ()]
+        n_ctx = ctx or model.options.ctx
+        if first_images:
+            self._vision = model.vision_for(first_images)
+        self._budget = model.memory_budget(self._vision, first_images)
+        if self._budget:
+            # planned before anything loads: the context is fixed now, from the first message's images
+            tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
+            n_ctx = n_ctx or chat_context_size(tokens, settings.max_tokens, self._budget.n_ctx_train)
+            self._memory_plan = self._budget.plan(n_ctx)
+        self._session = ChatSession(
+            None, self._sampler, limits, system, n_ctx, before_context=self._before_context
+        )
+        self._session.pending_images.extend(first_images)
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Message]:
+        return self._session.messages
+
+    @property
+    def turns(self) -> list[TurnStats]:
+        """What each answered turn evaluated: its own text and new images, never earlier ones."""
+        return self._session.turns
+
+    @property
+    def memory_plan(self) -> dict | None:
+        return self._budget.report(self._memory_plan) if self._memory_plan else None
+
+    @property
+    def n_ctx(self) -> int | None:
+        engine = self.model._engine
+        if engine is not None and self.model._holder is self:
+            return engine.n_ctx if engine.ctx is not None else None
+        return self._context.n_ctx if self._context is not None else None
+
+    @property
+    def n_past(self) -> int:
+        engine = self.model._engine
+        if engine is not None and self.model._holder is self:
+            return engine.n_past
+        return self._context.n_past if self._context is not None else 0
+
+    def attach(self, image) -> None:
+        """An image (path, bytes or PIL image) for the next message."""
+        picture = image_from(image)
+        self._pin_vision([picture])
+        self._session.pending_images.append(picture)
+
+    def clear(self) -> None:
+        """Start a new conversation (the context is kept, emptied)."""
+        self._session.messages.clear()
+        self._session.pending_images.clear()
+        if self.model._holder is self and self.model._engine is not None and self.model._engine.ctx is not None:
+            self.model._engine.clear()
+        elif self._context is not None:
+            self._context.n_past = 0
+            self._dirty = True
+
+    def transcript(self) -> dict:
+        files = self.model.files
+        return {
+            "model": str(files.model.path),
+            "mmproj": str(self._vision.path) if self._vision else (str(files.mmproj.path) if files.mmproj else None),
+            "system": self._session.system,
+            "messages": [{k: v for k, v in vars(m).items() if v not in (None, [])} for m in self._session.messages],
+        }
+
+    # --- turns ---------------------------------------------------------------------------
+
+    def send(
+        self, text: str, images: Sequence | None = None, *, stream: bool = False, logprobs: int | None = None
+    ) -> Answer | AnswerStream:
+        """One user turn: its answer, or with stream=True an AnswerStream of its text.
+
+        A turn that fails or is interrupted leaves the conversation as it was before it.
+        """
+        if logprobs is not None and logprobs < 0:
+            raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
+        for image in images or ():
+            self.attach(image)
+        if not text.strip() and not self._session.pending_images:
+            raise BadInput("the message is empty")
+        started = time.perf_counter()
+        was_loaded = self.model.loaded
+        engine = self.model._hold(self)
+        self._session.engine = engine
+        if self._dirty:
+            engine.clear()
+            self._dirty = False
+        if self._session.pending_images:
+            engine.use_mmproj(self._vision)
+        load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
+        before = engine.counters.snapshot()
+        had_context = engine.ctx is not None
+        pieces = self._session.stream(text, logprobs)
+
+        def finish(generation: Generation) -> Answer:
+            done = counters_since(before, engine.counters)
+            turn = self._session.turns[-1]
+            usage, timings = usage_and_timings(
+                done, turn.prompt_tokens, turn.image_tokens, turn.completion_tokens, 0.0 if had_context else load_seconds
+            )
+            return answer_from(generation, engine, usage, timings, True, self.memory_plan)
+
+        answer = AnswerStream(pieces, finish)
+        return answer if stream else answer.read()
+
+    def _pin_vision(self, images: list[RGBImage]) -> None:
+        if self._vision is None:
+            self._vision = self.model.vision_for(images)
+
+    def _before_context(self, _n_ctx: int) -> None:
+        # the KV-cache type of this conversation's context: the memory plan's, or the model's setting
+        cache_type = self._memory_plan.cache_type if self._memory_plan else (self.model.options.cache_type or "f16")
+        self.model.engine.options.cache_type = cache_type
+
+    def close(self) -> None:
+        """Free this conversation's context; the model stays loaded."""
+        if self._sampler is not None:
+            self.model._release(self)
+            self._sampler.close()
+            self._sampler = None
+            if self in self.model._chats:
+                self.model._chats.remove(self)
+
+    def __enter__(self) -> "Chat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

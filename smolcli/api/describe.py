@@ -1,0 +1,101 @@
+"""What a GGUF language model or mmproj holds, and whether a pair fits together: the report `smolcli info` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smolcli.errors import ModelFileError
+from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
+from smolcli.runtime.model_files import fit_problem, mmproj_beside
+
+
+def _vocab_size(summary: GGUFSummary) -> int | None:
+    size = summary.metadata.get(f"{summary.architecture}.vocab_size")
+    if size is not None:
+        return int(size)
+    # files from other converters may carry no vocab_size key: count the token list instead
+    return summary.array_lengths.get("tokenizer.ggml.tokens")
+
+
+def describe_model(summary: GGUFSummary) -> dict:
+    meta, arch = summary.metadata, summary.architecture
+    return {
+        "kind": "model",
+        "path": str(summary.path),
+        "size": summary.size,
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "parameters": summary.parameters,
+        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": summary.embedding_length,
+        "layers": meta.get(f"{arch}.block_count"),
+        "heads": meta.get(f"{arch}.attention.head_count"),
+        "kv_heads": meta.get(f"{arch}.attention.head_count_kv"),
+        "vocab_size": _vocab_size(summary),
+        "chat_template": bool(meta.get("tokenizer.chat_template")),
+    }
+
+
+def describe_mmproj(summary: GGUFSummary) -> dict:
+    meta = summary.metadata
+    return {
+        "kind": "mmproj",
+        "path": str(summary.path),
+        "size": summary.size,
+        "architecture": summary.architecture,
+        "name": meta.get("general.name"),
+        "parameters": summary.parameters,
+        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        "projector_type": meta.get("clip.projector_type"),
+        "image_size": meta.get("clip.vision.image_size"),
+        "patch_size": meta.get("clip.vision.patch_size"),
+        "scale_factor": meta.get("clip.vision.projector.scale_factor"),
+        "projection_dim": summary.projection_dim,
+        "vision_embedding_length": meta.get("clip.vision.embedding_length"),
+        "vision_layers": meta.get("clip.vision.block_count"),
+    }
+
+
+def _read_mmproj(path: Path) -> GGUFSummary:
+    summary = read_gguf(path)
+    if summary.kind != "mmproj":
+        raise ModelFileError(f"{path}: is a language model, not an mmproj (vision) file; pass the mmproj-*.gguf as {{mmproj}}")
+    return summary
+
+
+def _files_in_folder(folder: Path) -> tuple[Path, bool]:
+    """The one file to describe in a folder, and whether it is a language model."""
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise ModelFileError(f"{folder}: no .gguf files in this folder; convert a checkpoint with `smolcli convert` or give a file")
+    models = [p for p in ggufs if not p.name.startswith("mmproj-")]
+    if len(models) > 1:
+        raise ModelFileError(
+            f"{folder}: several language models ({', '.join(p.name for p in models)}); give one: smolcli info {models[0]}"
+        )
+    if models:
+        return models[0], True
+    if len(ggufs) > 1:
+        raise ModelFileError(f"{folder}: only mmproj files ({', '.join(p.name for p in ggufs)}); give one of them")
+    return ggufs[0], False
+
+
+def build_report(path: Path, mmproj: Path | None = None) -> dict:
+    """The report for a file or folder: {"model": ..., "mmproj": ..., "fits": ..., "fit_problem": ...}."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file or folder; give a .gguf file or the folder holding a converted pair")
+    if path.is_dir():
+        path, _ = _files_in_folder(path)
+    summary = read_gguf(path)
+    if summary.kind == "mmproj":
+        if mmproj is not None:
+            raise ModelFileError(f"{path}: is an mmproj file; give the language model first and this as {{mmproj}}")
+        return {"model": None, "mmproj": describe_mmproj(summary), "fits": None, "fit_problem": None}
+    mmproj_path = Path(mmproj).expanduser() if mmproj is not None else mmproj_beside(path)
+    if mmproj_path is None:
+        return {"model": describe_model(summary), "mmproj": None, "fits": None, "fit_problem": None}
+    projector = _read_mmproj(mmproj_path)
+    problem = fit_problem(summary, projector)
+    return {"model": describe_model(summary), "mmproj": describe_mmproj(projector), "fits": problem is None, "fit_problem": problem}
