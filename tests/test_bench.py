@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -12,7 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli_checks import one_line_error
+from smolcli.bench.plan_table import DEVICES, QUANTS
 from smolcli.cli.app import app
+from smolcli.models.registry import MODELS
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.image_tiles import tile_count
 
@@ -118,11 +121,11 @@ def test_bad_options_are_one_line_errors_before_anything_is_built(args, words, p
     assert not (private_smolcli_home / "bench").exists()
 
 
+@pytest.mark.reference
 def test_encoder_flops_are_what_torch_counts():
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
     import warnings
 
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
@@ -142,9 +145,34 @@ def test_encoder_flops_are_what_torch_counts():
     assert encoder_flops_per_tile("tiny") == counter.get_total_flops()
 
 
-def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home):
-    pytest.importorskip("smolcli.bench.plan_table")
+def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home, monkeypatch):
+    import smolcli.bench.runs
+    import smolcli.convert
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("bench --plan built or measured something")
+
+    monkeypatch.setattr(smolcli.convert, "convert_checkpoint", must_not_run)
+    monkeypatch.setattr(smolcli.bench.runs, "run_bench", must_not_run)
     result = bench("--plan")
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip()
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model "))
+    columns = ["model", "quant", "LM file", "mmproj", "chunks", "n_ctx", "peak", *(d.label for d in DEVICES)]
+    assert re.fullmatch(r"\s+".join(map(re.escape, columns)), header.strip()), header
+    assert "Jetson" in columns
+    table = lines[lines.index(header) + 1:]
+    rows = [line.split() for line in table[: table.index("")]]
+    assert [(row[0], row[1]) for row in rows] == [(m.name, q) for m in MODELS for q in QUANTS]
+    for row in rows:
+        assert set(row[-len(DEVICES):]) <= {"yes", "no"}, row  # one fits column per machine
+    for device in DEVICES:
+        assert f"  {device.label}: {device.name}, " in result.stdout
+
+    as_json = bench("--plan", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    plan = json.loads(as_json.stdout)
+    assert [(row["model"], row["quant"]) for row in plan] == [(m.name, q) for m in MODELS for q in QUANTS]
+    assert all([d["name"] for d in row["devices"]] == [d.name for d in DEVICES] for row in plan)
     assert not (private_smolcli_home / "bench").exists()
+    assert list(private_smolcli_home.iterdir()) == []  # nothing written anywhere under SMOLCLI_HOME

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import smolcli
 from smolcli.cli.app import app
 from smolcli.synthetic.demo import MARKER, DemoFiles, demo_folder, is_complete
 from smolcli.runtime.gguf_file import read_gguf
@@ -44,7 +45,7 @@ def test_demo_answers_explains_the_noise_and_reuses_its_files(home):
         assert path.is_file(), path
         assert str(path) in first.stderr or path.parent == files.checkpoint
     assert read_gguf(files.model).kind == "model" and read_gguf(files.mmproj).kind == "mmproj"
-    assert json.loads((files.folder / MARKER).read_text())["smolcli"]
+    assert json.loads((files.folder / MARKER).read_text())["smolcli"] == smolcli.__version__
     assert [p.name for p in home.iterdir()] == ["demo"]  # no staging folder left behind
 
     stamps = {path: path.stat().st_mtime_ns for path in all_files(files)}

@@ -45,14 +45,26 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def assert_store_untouched(store: ModelStore, before: bytes | None = None) -> None:
-    """The index is as it was, and no staged or half-written pair is lying around."""
-    index = store.index_path.read_bytes() if store.index_path.exists() else None
-    assert index == before
-    indexed = {store.root / e.folder for e in store.entries()}
-    pairs = {p.parent for p in store.root.rglob("*.gguf")} if store.root.exists() else set()
-    assert pairs <= indexed, f"files outside the index: {pairs - indexed}"
-    assert not list(store.root.rglob(".staging-*")) if store.root.exists() else True
+def store_state(store: ModelStore) -> dict[str, str]:
+    """Every folder and file under the store root (files by content), but the lock file a failed pull may leave."""
+    if not store.root.exists():
+        return {}
+    state = {}
+    for path in sorted(store.root.rglob("*")):
+        name = path.relative_to(store.root).as_posix()
+        if name != ".lock":
+            state[name] = sha256(path) if path.is_file() else "folder"
+    return state
+
+
+def assert_store_untouched(store: ModelStore, before: dict[str, str] | None = None) -> None:
+    """The store holds what it held before (default: nothing): same index, same pairs, no staging folder."""
+    after = store_state(store)
+    before = {} if before is None else before
+    assert after == before, (
+        f"added: {sorted(after.keys() - before.keys())}, removed: {sorted(before.keys() - after.keys())}, "
+        f"changed: {sorted(k for k in before.keys() & after.keys() if before[k] != after[k])}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +320,8 @@ def test_a_full_disk_while_converting_leaves_the_store_unchanged(hub, store, mon
     from smolcli.convert import mmproj
 
     assert run("pull", "smolvlm-256m", "-q", "F16").exit_code == 0
-    before = store.index_path.read_bytes()
+    before = store_state(store)
+    assert store.index_path.relative_to(store.root).as_posix() in before and any(k.endswith(".gguf") for k in before)
 
     def write_until_full(path, *args, **kwargs):
         Path(path).write_bytes(b"GGUF" + b"\0" * 4096)
