@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from smolcli.convert.checkpoint import open_checkpoint
 from smolcli.convert.gguf_out import QType
@@ -17,10 +14,12 @@ from smolcli.convert.mmproj import MMPROJ_TYPES, write_mmproj
 from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, parse_quant, quantize, tensor_types
 from smolcli.convert.text_model import write_text_model
 from smolcli.convert.vocab import load_vocabulary
+from smolcli.util.staging import stage_beside
 
 DEFAULT_MMPROJ_TYPE = "F16"
 FLOAT_TYPES = {"F32": QType.F32, "F16": QType.F16, "BF16": QType.BF16}
 LOSSLESS_INTERMEDIATE = {"BF16": QType.BF16, "F16": QType.F16}
+STAGE_PREFIX = ".smolcli-convert-"
 
 __all__ = ["ConversionResult", "convert_checkpoint", "output_paths", "QUANT_TYPES", "MMPROJ_TYPES"]
 
@@ -35,16 +34,6 @@ class ConversionResult:
 
 def output_paths(outdir: Path, name: str, quant: str, mmproj_type: str) -> tuple[Path, Path]:
     return outdir / f"{name}-{quant}.gguf", outdir / f"mmproj-{name}-{mmproj_type}.gguf"
-
-
-@contextmanager
-def staging_folder(outdir: Path) -> Iterator[Path]:
-    """A hidden folder beside the outputs: files are renamed out of it only when complete."""
-    stage = Path(tempfile.mkdtemp(prefix=".smolcli-convert-", dir=outdir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def convert_checkpoint(
@@ -66,7 +55,8 @@ def convert_checkpoint(
     model_path, mmproj_path = output_paths(outdir, name, quant, mmproj_type)
     report(f"converting {checkpoint.generation} checkpoint {checkpoint.root} ({checkpoint.source_dtype} weights)")
 
-    with staging_folder(outdir) as stage:
+    # a hidden folder beside the outputs: files are renamed out of it only when complete
+    with stage_beside(model_path, STAGE_PREFIX) as stage:
         staged_mmproj, staged_model = stage / "mmproj.gguf", stage / "model.gguf"
         write_mmproj(checkpoint, staged_mmproj, MMPROJ_TYPES[mmproj_type], name, report, mmproj_path.name)
         if quant in FLOAT_TYPES:

@@ -8,22 +8,20 @@ whole, so a build that fails or is killed leaves nothing that a later run would 
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 from smolcli import __version__
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
-from smolcli.errors import SmolcliError
+from smolcli.errors import DiskFull, SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES
+from smolcli.util.disk_full import DISK_FULL
+from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 1024, 768
@@ -85,45 +83,10 @@ def parameter_count(shape: str) -> int:
     return sum(prod(dims) for dims in tensor_shapes(SHAPES[shape]).values())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _remove_abandoned_stages(folder: Path) -> None:
-    """Staging folders of builds whose process is gone (killed mid-build): never reused, only removed."""
-    if not folder.is_dir():
-        return
-    for stage in folder.glob(f"{STAGE_PREFIX}*"):
-        match = re.match(rf"{re.escape(STAGE_PREFIX)}(\d+)-", stage.name)
-        if match and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-@contextmanager
-def _stage(final: Path) -> Iterator[Path]:
-    """A hidden folder beside `final`; the caller renames it into place when whole. Removed on any failure."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=final.parent))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _put_in_place(stage: Path, final: Path, is_whole: Callable[[], bool]) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    try:
-        os.replace(stage, final)
-    except OSError:
-        if not is_whole():  # another bench run finished the same build first: use its files if they are whole
-            raise SmolcliError(f"{final}: could not put the bench files in place; remove the folder and run again") from None
+def _stage(final: Path, is_whole: Callable[[], bool]) -> ContextManager[Path]:
+    """A hidden folder beside `final`, renamed into place when the block ends whole (another bench run
+    that finished the same build first wins if its files are whole); removed on any failure."""
+    return staged_folder(final, STAGE_PREFIX, "the bench files", is_whole)
 
 
 @contextmanager
@@ -132,10 +95,10 @@ def _building(what: str, folder: Path, shape: str | None = None) -> Iterator[Non
     try:
         yield
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno in DISK_FULL:
             # bf16 checkpoint, bf16 intermediate and the pair: at most about 6 bytes a parameter
             need = f" (the {shape} bench files take up to about {parameter_count(shape) * 6 / 1e9:.1f} GB while building)" if shape else ""
-            raise SmolcliError(
+            raise DiskFull(
                 f"the disk under {folder} filled up while {what}{need}; "
                 f"free some space or set {HOME_ENV} to a folder on a larger disk"
             ) from None
@@ -151,7 +114,7 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
 
     files = files_for(shape, quant, mmproj_type)
     shape_folder = files.checkpoint.parent
-    _remove_abandoned_stages(shape_folder)
+    remove_abandoned(shape_folder, STAGE_PREFIX)
     _make_photo(files.image)
     if pair_is_complete(files, shape, quant, mmproj_type):
         return files, True
@@ -160,17 +123,18 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
         report(f"writing a random-weight SmolVLM {shape} checkpoint ({parameter_count(shape) / 1e6:.0f}M parameters, "
                f"{SOURCE_DTYPE}) to {files.checkpoint} (once; later runs reuse it)")
         started = time.perf_counter()
-        with _building("writing the random checkpoint", shape_folder, shape), _stage(files.checkpoint) as stage:
+        checkpoint_is_whole = (files.checkpoint / "model.safetensors").is_file
+        with _building("writing the random checkpoint", shape_folder, shape), _stage(files.checkpoint, checkpoint_is_whole) as stage:
             from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
             write_random_checkpoint(stage, shape, "SmolVLM", SOURCE_DTYPE)
-            _put_in_place(stage, files.checkpoint, lambda: (files.checkpoint / "model.safetensors").is_file())
         report(f"  wrote it in {time.perf_counter() - started:.0f} s")
 
     report(f"converting it to {quant} + mmproj {mmproj_type} in {files.folder} (once per pair)")
     llama_logging.configure(False)
     started = time.perf_counter()
-    with _building("converting the checkpoint", shape_folder, shape), _stage(files.folder) as stage:
+    pair_is_whole = partial(pair_is_complete, files, shape, quant, mmproj_type)
+    with _building("converting the checkpoint", shape_folder, shape), _stage(files.folder, pair_is_whole) as stage:
         from smolcli.convert import convert_checkpoint
 
         def relay(message: str) -> None:
@@ -178,7 +142,6 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
 
         convert_checkpoint(files.checkpoint, stage, quant, mmproj_type, name=pair_name(shape), report=relay, threads=threads)
         (stage / MARKER).write_text(json.dumps(_marker(shape, quant, mmproj_type)))
-        _put_in_place(stage, files.folder, lambda: pair_is_complete(files, shape, quant, mmproj_type))
     report(f"  converted in {time.perf_counter() - started:.0f} s")
     return files, False
 

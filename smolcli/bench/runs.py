@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from smolcli import __version__
 from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
 from smolcli.bench.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
+from smolcli.runtime.system_info import versions
 from smolcli.util.user_cache import HOME_ENV
 
 QUESTION = "What is in this image?"
@@ -231,18 +231,6 @@ def machine(threads: int) -> dict:
         "threads": threads,
         "platform": platform.platform(),
     }
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"smolcli": __version__}
-    for package in ("llama-cpp-python", "numpy"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def run_bench(options: BenchOptions, report: Report = _quiet) -> dict:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from smolcli.errors import SmolcliError
-from smolcli.store.model_store import DISK_FULL
+from smolcli.errors import DiskFull, HubError
+from smolcli.util.disk_full import DISK_FULL
 
 # What convert/ reads from a checkpoint folder: the weights, the configs and the tokenizer.
 CHECKPOINT_FILES = (
@@ -121,45 +121,45 @@ def hub_errors(repo_id: str, revision: str) -> Iterator[None]:
     try:
         yield
     except hf.GatedRepoError as error:
-        raise SmolcliError(
+        raise HubError(
             f"{repo_id} is a gated repo (HTTP {_status(error)}): accept its conditions at {page} with your account, then {login}"
         ) from None
     except hf.RevisionNotFoundError:
-        raise SmolcliError(f"{repo_id} has no revision {revision!r}; give a branch, tag or commit that exists") from None
+        raise HubError(f"{repo_id} has no revision {revision!r}; give a branch, tag or commit that exists") from None
     except hf.RepositoryNotFoundError as error:
         if _status(error) == 401:
-            raise SmolcliError(
+            raise HubError(
                 f"{repo_id}: HTTP 401 unauthorized: no such repo, or it is private or gated and needs a token; "
                 f"check the name, or {login}"
             ) from None
-        raise SmolcliError(f"{repo_id}: no such repo on the Hub (HTTP {_status(error)}); check the name") from None
+        raise HubError(f"{repo_id}: no such repo on the Hub (HTTP {_status(error)}); check the name") from None
     except hf.RemoteEntryNotFoundError as error:
-        raise SmolcliError(f"{repo_id}@{revision}: the Hub lists a file it cannot serve ({_first_line(error)}); try again later") from None
+        raise HubError(f"{repo_id}@{revision}: the Hub lists a file it cannot serve ({_first_line(error)}); try again later") from None
     except hf.OfflineModeIsEnabled:
-        raise SmolcliError(f"offline mode is on (HF_HUB_OFFLINE=1): cannot download {repo_id}; unset it to download") from None
+        raise HubError(f"offline mode is on (HF_HUB_OFFLINE=1): cannot download {repo_id}; unset it to download") from None
     except hf.LocalEntryNotFoundError as error:
         cause = error.__cause__ or error
-        raise SmolcliError(f"cannot reach the Hugging Face Hub at {endpoint()} ({_first_line(cause)}); {kept}") from None
+        raise HubError(f"cannot reach the Hugging Face Hub at {endpoint()} ({_first_line(cause)}); {kept}") from None
     except hf.HfHubHTTPError as error:
         status = _status(error)
         if status == 401:
-            raise SmolcliError(f"{repo_id}: HTTP 401 unauthorized: the Hub rejected your token; {login} again") from None
+            raise HubError(f"{repo_id}: HTTP 401 unauthorized: the Hub rejected your token; {login} again") from None
         if status == 403:
-            raise SmolcliError(
+            raise HubError(
                 f"{repo_id}: HTTP 403 forbidden: your token may not read this repo; ask for access at {page} or use a token with read access ({login})"
             ) from None
-        raise SmolcliError(f"the Hugging Face Hub answered HTTP {status} for {repo_id}; try again later; {kept}") from None
+        raise HubError(f"the Hugging Face Hub answered HTTP {status} for {repo_id}; try again later; {kept}") from None
     except httpx2.TransportError as error:
-        raise SmolcliError(
+        raise HubError(
             f"cannot reach the Hugging Face Hub at {endpoint()} ({type(error).__name__}: {_first_line(error)}); "
             f"check the connection and pull again; {kept}"
         ) from None
     except OSError as error:
         if error.errno in DISK_FULL:
-            raise SmolcliError(
+            raise DiskFull(
                 f"no space left for the download in the Hugging Face cache ({cache_folder()}); free some space "
                 "(or point HF_HUB_CACHE at a bigger disk) and pull again; the model store is unchanged"
             ) from None
         if "Consistency check failed" in str(error):
-            raise SmolcliError(f"a download from {repo_id} came out the wrong size (the connection was cut?); pull again") from None
+            raise HubError(f"a download from {repo_id} came out the wrong size (the connection was cut?); pull again") from None
         raise

@@ -10,12 +10,8 @@ the index first and deletes the files after.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
-import os
 import shutil
-import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,8 +19,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from smolcli.util.atomic_file import write_atomically
-from smolcli.errors import SmolcliError
+from smolcli.errors import DiskFull, SmolcliError
 from smolcli.runtime.file_identity import hash_file
+from smolcli.util.disk_full import DISK_FULL
+from smolcli.util.staging import stage_beside, swap_in
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 try:
@@ -34,8 +32,8 @@ except ImportError:  # Windows: concurrent pulls there may race on the index
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
-DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 SOURCES = ("converted", "prebuilt")
+STAGE_PREFIX = ".staging-"
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,8 @@ def entry_folder(repo_id: str, source: str, quant: str, mmproj_type: str) -> str
     return f"{repo_id.replace('/', '--')}/{source}-{quant}-{mmproj_type}"
 
 
-def disk_full_error(root: Path) -> SmolcliError:
-    return SmolcliError(
+def disk_full_error(root: Path) -> DiskFull:
+    return DiskFull(
         f"no space left on the disk that holds {root}; free some space (or set {HOME_ENV} to a folder on a "
         "bigger disk) and pull again; the model store is unchanged"
     )
@@ -155,22 +153,20 @@ class ModelStore:
         folder = entry_folder(origin.repo_id, origin.source, origin.quant, origin.mmproj_type)
         final = self.root / folder
         with self._disk_full_is_clean():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
             try:
-                model, mmproj = build(stage)
-                if model.parent != stage or mmproj.parent != stage:
-                    raise AssertionError("build must write the pair straight into the staging folder")
-                entry = StoredModel(
-                    **dataclasses.asdict(origin), folder=folder,
-                    model=StoredFile(model.name, model.stat().st_size, hash_file(model)),
-                    mmproj=StoredFile(mmproj.name, mmproj.stat().st_size, hash_file(mmproj)),
-                    added=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                )
-                with self._locked():
-                    self._swap_in(stage, final, entry)
+                with stage_beside(final, STAGE_PREFIX) as stage:
+                    model, mmproj = build(stage)
+                    if model.parent != stage or mmproj.parent != stage:
+                        raise AssertionError("build must write the pair straight into the staging folder")
+                    entry = StoredModel(
+                        **dataclasses.asdict(origin), folder=folder,
+                        model=StoredFile(model.name, model.stat().st_size, hash_file(model)),
+                        mmproj=StoredFile(mmproj.name, mmproj.stat().st_size, hash_file(mmproj)),
+                        added=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    )
+                    with self._locked():
+                        self._swap_in(stage, final, entry)
             finally:
-                shutil.rmtree(stage, ignore_errors=True)
                 _remove_if_empty(final.parent)
         return entry
 
@@ -184,24 +180,8 @@ class ModelStore:
 
     def _swap_in(self, stage: Path, final: Path, entry: StoredModel) -> None:
         entries = [e for e in self.entries() if e.key != entry.key] + [entry]
-        previous = None
-        if final.exists():
-            previous = final.with_name(f".replaced-{final.name}-{uuid.uuid4().hex[:8]}")
-            os.replace(final, previous)
-        moved_in = False
-        try:
-            os.replace(stage, final)
-            moved_in = True
-            self._write_index(entries)
-        except BaseException:
-            # the index still names the previous pair (if any): put its files back
-            if moved_in:
-                shutil.rmtree(final, ignore_errors=True)
-            if previous is not None:
-                os.replace(previous, final)
-            raise
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
+        # if the index cannot be written it still names the previous pair (if any): its files go back
+        swap_in(stage, final, commit=lambda: self._write_index(entries))
 
     def _write_index(self, entries: list[StoredModel]) -> None:
         data = {"format": INDEX_FORMAT, "models": [entry.to_json() for entry in entries]}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli.store import hub
-from smolcli.errors import SmolcliError
+from smolcli.errors import HubError, SmolcliError
 from smolcli.store.model_ref import ModelName
 from smolcli.models.registry import PrebuiltPair
 from smolcli.store.model_store import ModelStore, Provenance, StoredModel
@@ -29,9 +29,9 @@ class PullOptions:
     threads: int | None = None
 
 
-def offline_error(ref: ModelName, store: ModelStore) -> SmolcliError:
-    return SmolcliError(
-        f"{ref.name} is not in the model store ({store.root}) and offline mode is on (--offline or HF_HUB_OFFLINE=1); "
+def offline_error(ref: ModelName, store: ModelStore) -> HubError:
+    return HubError(
+        f"{ref.name} is not in the model store ({store.root}) and offline mode is on ({{offline}} or HF_HUB_OFFLINE=1); "
         f"on a connected machine run `smolcli pull {ref.name}`, then copy that machine's smolcli folder "
         f"({HOME_ENV}; `smolcli models --json` prints it as \"home\") to {cache_dir()} on this one"
     )
@@ -39,7 +39,7 @@ def offline_error(ref: ModelName, store: ModelStore) -> SmolcliError:
 
 def prebuilt_pair(ref: ModelName) -> PrebuiltPair:
     if ref.entry is None or ref.entry.prebuilt is None:
-        raise SmolcliError(f"no prebuilt GGUF pair is known for {ref.name}; pull it without --prebuilt to convert it here")
+        raise SmolcliError(f"no prebuilt GGUF pair is known for {ref.name}; pull it without {{prebuilt}} to convert it here")
     return ref.entry.prebuilt
 
 
@@ -110,12 +110,13 @@ def _check_architecture(config_path: Path, repo_id: str) -> str:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise SmolcliError(f"{repo_id}: config.json is not valid JSON ({error})") from None
+        raise HubError(f"{repo_id}: config.json is not valid JSON ({error})") from None
     architecture = (config.get("architectures") or [None])[0]
     try:
-        return family_for(architecture).FAMILY
+        return family_for(architecture).name
     except SmolcliError as error:
-        raise SmolcliError(f"{repo_id}: {error}") from None
+        # the message as written, placeholders and all: each front end spells the settings its own way
+        raise type(error)(f"{repo_id}: {error.message}", **error.facts) from None
 
 
 def _download_report(snapshot: hub.RepoSnapshot, files: list[str], report: Report) -> None:
@@ -133,7 +134,7 @@ def _pull_and_convert(ref: ModelName, quant: str, mmproj_type: str, options: Pul
     snapshot = hub.resolve(ref.repo_id, options.revision)
     files = hub.checkpoint_files(snapshot)
     if "config.json" not in files:
-        raise SmolcliError(f"{ref.repo_id} has no config.json: not a Hugging Face model checkpoint")
+        raise HubError(f"{ref.repo_id} has no config.json: not a Hugging Face model checkpoint")
     config = hub.download(snapshot, "config.json")
     family = _check_architecture(config, ref.repo_id)
     _download_report(snapshot, files, report)
@@ -171,7 +172,7 @@ def _pull_prebuilt(  # only registry entries have a prebuilt pair
     missing = [name for name in wanted if name not in snapshot.sizes]
     if missing:
         offered = ", ".join(sorted(n for n in snapshot.sizes if n.endswith(".gguf"))) or "none"
-        raise SmolcliError(f"{pair.repo_id} has no {missing[0]} (its GGUF files: {offered}); choose another --quant / --mmproj-type")
+        raise HubError(f"{pair.repo_id} has no {missing[0]} (its GGUF files: {offered}); choose another {{quant}} / {{mmproj_type}}")
     _download_report(snapshot, wanted, report)
     model_file, mmproj_file = (hub.download(snapshot, name) for name in wanted)
 

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import HubError
 from smolcli.runtime.file_identity import hash_file
 
 PARTIAL_SUFFIX = ".smolcli-partial"
@@ -54,6 +54,6 @@ def _download(meta, filename: str, blob: Path, headers: dict) -> None:
                                expected_size=meta.size, displayed_filename=filename)
     if SHA256.fullmatch(meta.etag) and hash_file(partial) != meta.etag:
         partial.unlink()  # bytes kept from an earlier try were not this file's
-        raise SmolcliError(f"{filename} came out corrupt (its sha256 is not the Hub's); pull again to download it afresh")
+        raise HubError(f"{filename} came out corrupt (its sha256 is not the Hub's); pull again to download it afresh")
     os.replace(partial, blob)
 

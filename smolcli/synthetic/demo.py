@@ -7,22 +7,20 @@ folder left half-written by an interrupted run is detected and rebuilt.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from smolcli import __version__
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
-from smolcli.errors import SmolcliError
+from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import cache_dir
 
 QUESTION = "What is in this picture?"
 NAME = "smolvlm-tiny-random"
 QUANT, MMPROJ_TYPE = "Q8_0", "F16"
 MARKER = "complete.json"  # written last: its presence means every other file is whole
+STAGE_PREFIX = ".demo-building-"
 
 
 @dataclass(frozen=True)
@@ -105,21 +103,12 @@ def prepare(
         return files, True
     folder.parent.mkdir(parents=True, exist_ok=True)
     report(f"building a tiny random SmolVLM and converting it, in {folder} (once; later runs reuse it)")
-    # build beside the final folder, then rename: an interrupted build never looks complete
-    stage = Path(tempfile.mkdtemp(prefix=".demo-building-", dir=folder.parent))
-    try:
+    # build beside the final folder, then rename: an interrupted build never looks complete;
+    # when another run finished first, its files are used if they are whole
+    remove_abandoned(folder.parent, STAGE_PREFIX)
+    with staged_folder(folder, STAGE_PREFIX, "the demo files", lambda: is_complete(files)) as stage:
         # name the final folder in progress lines, not the staging one that is about to vanish
         _build(stage, lambda message: report(message.replace(str(stage), str(folder))), threads)
-        if folder.exists():
-            shutil.rmtree(folder)
-        try:
-            os.replace(stage, folder)
-        except OSError:
-            # another run finished first; use its files if they are whole
-            if not is_complete(files):
-                raise SmolcliError(f"{folder}: could not put the demo files in place; remove the folder and run again") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return files, False
 
 
