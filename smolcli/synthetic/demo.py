@@ -113,32 +113,12 @@ def prepare(
 
 
 def ask_about_picture(files: DemoFiles, question: str = QUESTION, max_tokens: int = 24, threads: int | None = None, verbose: bool = False) -> tuple[str, int]:
-    """Greedy answer of the demo model about the demo picture: (text, generated tokens)."""
-    import llama_cpp
+    """Greedy answer of the demo model about the demo picture, through the library: (text, generated tokens)."""
+    from smolcli.api.model import load
 
-    from smolcli.models.smolvlm import render_prompt
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.images import load_image
-    from smolcli.runtime.model_files import resolve_model_files
-
-    model_files = resolve_model_files(files.model, files.mmproj)
-    with Engine(model_files, EngineOptions(threads=threads, verbose=verbose)) as engine:
-        prompt = engine.tokenize(render_prompt([("user", f"<image>{question}")]), [load_image(files.image)])
-        sampler = llama_cpp.llama_sampler_init_greedy()
-        try:
-            engine.create_context(max(512, prompt.n_tokens + max_tokens + 16))
-            engine.evaluate(prompt)
-            pieces: list[bytes] = []
-            for _ in range(max_tokens):
-                token = engine.sample(sampler)
-                if engine.is_end(token):
-                    break
-                pieces.append(engine.piece(token))
-                engine.accept(token)
-        finally:
-            llama_cpp.llama_sampler_free(sampler)
-            prompt.free()
-    return b"".join(pieces).decode("utf-8", "replace"), len(pieces)
+    with load(files.model, mmproj=files.mmproj, threads=threads, verbose=verbose, embedding_cache=False) as model:
+        answer = model.ask(question, images=[files.image], max_tokens=max_tokens)
+    return answer.text, len(answer.tokens)
 
 
 def run_demo(
