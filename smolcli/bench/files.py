@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -20,6 +19,7 @@ from smolcli import __version__
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.errors import DiskFull, SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES
+from smolcli.synthetic.pair_files import PairFiles
 from smolcli.util.disk_full import DISK_FULL
 from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import HOME_ENV, cache_dir
@@ -36,13 +36,7 @@ def _quiet(message: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class BenchFiles:
-    folder: Path  # the converted pair's folder
-    checkpoint: Path
-    model: Path
-    mmproj: Path
-    image: Path
+BenchFiles = PairFiles  # the bench's pair, in $SMOLCLI_HOME/bench
 
 
 def bench_folder() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli import __version__
+from smolcli.synthetic.pair_files import PairFiles
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import cache_dir
@@ -23,14 +24,7 @@ MARKER = "complete.json"  # written last: its presence means every other file is
 STAGE_PREFIX = ".demo-building-"
 
 
-@dataclass(frozen=True)
-class DemoFiles:
-    folder: Path
-    checkpoint: Path
-    model: Path
-    mmproj: Path
-    image: Path
-
+class DemoFiles(PairFiles):
     @classmethod
     def inside(cls, folder: Path) -> "DemoFiles":
         return cls(
