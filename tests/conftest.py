@@ -1,11 +1,21 @@
 """Shared fixtures: tiny random SmolVLM checkpoints, their converted GGUF pairs, and test images.
 
 Everything is built once per session in a temporary folder; nothing is downloaded.
+
+Two lanes, both run by plain `pytest`:
+- the fast lane, `pytest -m "not reference"`: numpy, llama.cpp and the CLI only. It must not
+  import torch or transformers; the session fails if it does (pytest_sessionfinish below).
+- the slow lane, `pytest -m reference`: tests that compare against transformers/torch. A test is
+  marked `reference` explicitly, or here when it uses `hf_checkpoint` or imports torch/transformers
+  in its own body.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +33,47 @@ NON_WEIGHT_FILES = (
     "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
     "chat_template.json", "chat_template.jinja",
 )
+
+
+# the libraries only the reference lane may load
+REFERENCE_MODULES = ("torch", "transformers")
+_IMPORTS_REFERENCE = re.compile(r"^\s*(?:import|from)\s+(?:torch|transformers)\b|importorskip\(\s*[\"'](?:torch|transformers)\b", re.M)
+
+
+def _imports_reference_libraries(item) -> bool:
+    try:
+        return bool(_IMPORTS_REFERENCE.search(inspect.getsource(item.function)))
+    except (AttributeError, OSError, TypeError):
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "hf_checkpoint" in getattr(item, "fixturenames", ()) or _imports_reference_libraries(item):
+            item.add_marker(pytest.mark.reference)
+
+
+_lane_errors: list[str] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run without any reference test must not have imported torch or transformers: it fails."""
+    if any(item.get_closest_marker("reference") for item in session.items):
+        return
+    loaded = [name for name in REFERENCE_MODULES if name in sys.modules]
+    if loaded:
+        _lane_errors.append(
+            f"no reference test ran, yet {' and '.join(loaded)} got imported: the fast lane "
+            '(-m "not reference") must not need them; mark the test that does @pytest.mark.reference'
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for message in _lane_errors:
+        terminalreporter.section("fast lane", sep="=", red=True, bold=True)
+        terminalreporter.write_line(f"FAILED: {message}", red=True)
 
 
 @pytest.fixture(scope="session")
@@ -80,15 +131,19 @@ def hf_checkpoint(workdir, numpy_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def converted(workdir, hf_checkpoint):
-    """make(quant, mmproj_type, generation) -> ConversionResult of a transformers-saved tiny checkpoint."""
+def converted(workdir, numpy_checkpoint):
+    """make(quant, mmproj_type, generation) -> ConversionResult of the numpy-written tiny checkpoint.
+
+    No torch: the pair is the same, byte for byte, as the one converted from hf_checkpoint's re-save
+    of this checkpoint (tests/test_convert_cli.py checks that in the reference lane).
+    """
     made: dict[tuple, object] = {}
 
     def make(quant: str = "F16", mmproj_type: str = "F16", generation: str = "SmolVLM"):
         key = (quant, mmproj_type, generation)
         if key not in made:
             outdir = workdir / f"gguf-{generation}-{quant}-{mmproj_type}"
-            source = hf_checkpoint(generation, SOURCE_DTYPES[generation])
+            source = numpy_checkpoint(generation, SOURCE_DTYPES[generation])
             made[key] = convert_checkpoint(source, outdir, quant, mmproj_type, name=f"tiny-{generation}")
         return made[key]
 

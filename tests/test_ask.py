@@ -6,6 +6,7 @@ class for text, a raw mtmd loop for images), never through smolcli's Engine.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import json
 import os
@@ -25,12 +26,16 @@ from raw_llama import RawMtmd
 
 from cli_checks import one_line_error
 from smolcli.cli.app import app
+from smolcli.convert import convert_checkpoint
+from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.engine import Engine, EngineOptions
 from smolcli.runtime.generation import AnswerText
+from smolcli.runtime.image_tiles import tile_count
 from smolcli.runtime.images import load_image
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.runtime.prompting import first_turn, place_images
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"  # the entry point installed beside this interpreter
 QUESTION = "What is in the picture? Tell me."
@@ -166,13 +171,37 @@ def test_markers_interleave_images_with_text_in_order(tiny_pair, images):
         assert shown("Which is wider?", [square, wide]) == f"<|im_start|>User:{a}{b}Which is wider?{end}"
 
 
-def test_every_image_format_is_accepted(tiny_pair, images):
+def image_usage(model: Path, *paths: Path) -> dict:
+    prompt = "Describe " + " ".join("<image>" for _ in paths)
+    args = ["-m", str(model), "-n", "1", "--json", prompt]
+    for path in paths:
+        args += ["-i", str(path)]
+    return json.loads(answer_of(ask(*args)))["usage"]
+
+
+def test_every_image_format_is_accepted(tiny_pair, images, tmp_path):
+    from PIL import Image
+
     model, _ = tiny_pair
-    args = ["-m", str(model), "-n", "2", "--json", "Describe <image> <image> <image> <image> <image>"]
-    for key in ("square", "wide", "tall", "photo", "noise"):
-        args += ["-i", str(images[key])]
-    report = json.loads(answer_of(ask(*args)))
-    assert report["usage"]["image_tokens"] > 5 * 9
+    tiny = SHAPES["tiny"]
+    per_tile = image_seq_len(tiny)  # 9
+    # one picture in every format: each gives exactly the PNG's prompt, its tiles and the global view
+    picture = Image.open(images["wide"]).convert("RGB")  # 150x60: 2x1 tiles of 48 px at the 96-px edge
+    chunks = tile_count(*picture.size, tiny["longest_edge"], tiny["vision"]["image_size"]) + 1
+    known = image_usage(model, images["wide"])
+    assert known["image_tokens"] == chunks * per_tile == 27
+    for suffix in ("jpg", "webp", "bmp", "gif", "tiff"):
+        path = tmp_path / f"wide.{suffix}"
+        picture.save(path)
+        usage = image_usage(model, path)
+        assert (usage["prompt_tokens"], usage["image_tokens"]) == (known["prompt_tokens"], known["image_tokens"]), suffix
+
+    # the fixture's five images, five formats and sizes, in one prompt: each counts as it does alone
+    keys = ("square", "wide", "tall", "photo", "noise")
+    alone = {key: image_usage(model, images[key])["image_tokens"] for key in keys}
+    together = image_usage(model, *(images[key] for key in keys))
+    assert together["image_tokens"] == sum(alone.values())
+    assert all(tokens % per_tile == 0 and tokens >= 3 * per_tile for tokens in alone.values()), alone
 
 
 def test_exif_orientation_is_applied(tmp_path, images):
@@ -386,16 +415,37 @@ def test_usage_errors(tiny_pair, images):
     assert bad_choice.exit_code == 2 and "q5" in bad_choice.stderr
 
 
-@pytest.mark.parametrize("cache_type", ["q8_0", "q4_0"])
-def test_quantized_kv_cache_answers_or_says_why_not(tiny_pair, cache_type):
-    model = tiny_pair[0]
+def head_size(model: Path) -> int:
     meta = resolve_model_files(model).model.metadata
-    head_size = meta["llama.embedding_length"] // meta["llama.attention.head_count"]
+    return meta["llama.embedding_length"] // meta["llama.attention.head_count"]
+
+
+@pytest.mark.parametrize("cache_type", ["q8_0", "q4_0"])
+def test_quantized_kv_cache_answers(tiny_pair, cache_type):
+    model = tiny_pair[0]
+    assert head_size(model) % 32 == 0  # whole 32-element blocks per head: llama.cpp takes the quantized cache
     result = ask("-m", str(model), QUESTION, "-n", "4", "--ignore-eos", "--cache-type", cache_type, "--json")
-    if head_size % 32 == 0:
-        assert json.loads(answer_of(result))["usage"]["completion_tokens"] == 4
-    else:  # llama.cpp refuses quantized caches whose blocks do not divide a head
-        one_line_error(result, cache_type, "--cache-type f16")
+    report = json.loads(answer_of(result))
+    assert report["usage"]["completion_tokens"] == 4 and report["finish_reason"] == "length"
+    assert report["text"]
+
+
+@pytest.fixture(scope="module")
+def sixteen_wide_heads(tmp_path_factory) -> Path:
+    """The tiny model with 16-element heads (16 heads, 8 KV heads: the same weight shapes), converted."""
+    shape = copy.deepcopy(SHAPES["tiny"])
+    shape["text"].update(num_attention_heads=16, num_key_value_heads=8)
+    folder = tmp_path_factory.mktemp("heads16")
+    source = write_random_checkpoint(folder / "checkpoint", shape, "SmolVLM", "BF16", seed=3)
+    return convert_checkpoint(source, folder / "gguf", "F16", "F16", name="heads16").model
+
+
+@pytest.mark.parametrize("cache_type", ["q8_0", "q4_0"])
+def test_quantized_kv_cache_whose_blocks_do_not_divide_a_head_is_refused(sixteen_wide_heads, cache_type):
+    assert head_size(sixteen_wide_heads) == 16
+    assert answer_of(ask("-m", str(sixteen_wide_heads), QUESTION, "-n", "2", "--cache-type", "f16")).strip()
+    result = ask("-m", str(sixteen_wide_heads), QUESTION, "-n", "2", "--cache-type", cache_type)
+    one_line_error(result, cache_type, "--cache-type f16")
 
 
 # --- the installed entry point: pipes, stdin, exit codes ----------------------------------------

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SOURCE_DTYPES
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
@@ -34,11 +35,24 @@ def assert_clean_failure(result, outdir: Path, *needles: str):
 
 
 @pytest.fixture
-def checkpoint_copy(tmp_path, hf_checkpoint):
-    """A fresh copy of the tiny transformers-saved checkpoint that a test may damage."""
+def checkpoint_copy(tmp_path, numpy_checkpoint):
+    """A fresh copy of the tiny numpy-written checkpoint that a test may damage."""
     target = tmp_path / "SmolVLM-tiny"
-    shutil.copytree(hf_checkpoint("SmolVLM"), target)
+    shutil.copytree(numpy_checkpoint("SmolVLM"), target)
     return target
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
+def test_the_transformers_resaved_checkpoint_converts_to_the_same_files(generation, hf_checkpoint, converted, tmp_path):
+    """Why the fast lane may convert the numpy-written checkpoint: its save_pretrained copy gives the same bytes."""
+    ours = converted("F16", "F16", generation)
+    result = convert(hf_checkpoint(generation, SOURCE_DTYPES[generation]), "-o", tmp_path, "-q", "F16", "--name", f"tiny-{generation}")
+    assert result.exit_code == 0, result.output
+    model, mmproj = map(Path, result.stdout.splitlines())
+    assert (model.name, mmproj.name) == (ours.model.name, ours.mmproj.name)
+    assert model.read_bytes() == ours.model.read_bytes()
+    assert mmproj.read_bytes() == ours.mmproj.read_bytes()
 
 
 def test_prints_exactly_the_two_paths(checkpoint_copy, tmp_path):
@@ -77,10 +91,13 @@ def test_unknown_architecture(checkpoint_copy, tmp_path):
     )
 
 
-@pytest.mark.parametrize("missing", ["config.json", "tokenizer.json", "model.safetensors"])
-def test_missing_file(checkpoint_copy, tmp_path, missing):
+# without any weights file the converter cannot know its name (one file or shards): it names the pattern
+@pytest.mark.parametrize("missing,named", [
+    ("config.json", "config.json"), ("tokenizer.json", "tokenizer.json"), ("model.safetensors", "no *.safetensors weights"),
+])
+def test_missing_file(checkpoint_copy, tmp_path, missing, named):
     (checkpoint_copy / missing).unlink()
-    assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o")
+    assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", str(checkpoint_copy), named)
 
 
 def test_truncated_safetensors(checkpoint_copy, tmp_path):
