@@ -22,6 +22,7 @@ IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance
 SHAPES = [(1024, 768), (768, 1024), (800, 800), (1920, 1080), (300, 1200), (640, 97), (1001, 999)]
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("tile,edge", [(512, 2048), (512, 1024), (384, 1536), (384, 1152), (384, 768)])
 def test_tile_grid_is_transformers_grid(tile, edge):
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -62,6 +63,7 @@ def reference(hf_checkpoint):
     return TransformersReference(hf_checkpoint("SmolVLM", SOURCE_DTYPES["SmolVLM"]))
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("edge", [144, 192])
 @pytest.mark.parametrize("case", ["photo", "tall"])
 def test_a_larger_edge_matches_transformers_at_that_size(edge, case, reference, converted, images, tmp_path):
