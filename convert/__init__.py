@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli.convert.checkpoint import open_checkpoint
-from smolcli.convert.gguf_out import QType
+from smolcli.convert.gguf_out import FLOAT_TYPES, QType
 from smolcli.convert.mmproj import MMPROJ_TYPES, write_mmproj
 from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, parse_quant, quantize, tensor_types
 from smolcli.convert.text_model import write_text_model
@@ -17,7 +17,6 @@ from smolcli.convert.vocab import load_vocabulary
 from smolcli.util.staging import stage_beside
 
 DEFAULT_MMPROJ_TYPE = "F16"
-FLOAT_TYPES = {"F32": QType.F32, "F16": QType.F16, "BF16": QType.BF16}
 LOSSLESS_INTERMEDIATE = {"BF16": QType.BF16, "F16": QType.F16}
 STAGE_PREFIX = ".smolcli-convert-"
 

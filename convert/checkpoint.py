@@ -6,11 +6,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from smolcli.convert.safetensors_file import TensorEntry, read_header
 from smolcli.errors import SmolcliError
 from smolcli.models import family_for
+from smolcli.models.family import ModelFamily
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -34,7 +34,7 @@ def read_optional_json(path: Path) -> dict:
 @dataclass
 class Checkpoint:
     root: Path
-    family: ModuleType
+    family: ModelFamily
     generation: str
     config: dict
     text: dict  # text hyper-parameters, defaults filled in
@@ -72,9 +72,9 @@ def open_checkpoint(source: Path) -> Checkpoint:
     config = read_json(root / "config.json", "the model configuration")
     architectures = config.get("architectures") or [None]
     family = family_for(architectures[0])
-    generation = family.ARCHITECTURES[architectures[0]]
+    generation = family.architectures[architectures[0]]
 
-    config = {**family.TOP_DEFAULTS, **config}
+    config = {**family.top_defaults, **config}
     text = resolve_text_config(family, config.get("text_config") or {})
     vision = resolve_vision_config(family, config.get("vision_config") or {})
     preprocessor = resolve_preprocessor(family, root, vision)
@@ -84,13 +84,13 @@ def open_checkpoint(source: Path) -> Checkpoint:
     return checkpoint
 
 
-def resolve_text_config(family: ModuleType, raw: dict) -> dict:
+def resolve_text_config(family: ModelFamily, raw: dict) -> dict:
     architectures = raw.get("architectures") or [None]
-    if architectures[0] not in family.TEXT_ARCHITECTURES:
+    if architectures[0] not in family.text_architectures:
         raise SmolcliError(
             f"unsupported text model {architectures[0]!r} in config.json; expected a Llama text model"
         )
-    text = {**family.TEXT_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    text = {**family.text_defaults, **{k: v for k, v in raw.items() if v is not None}}
     text.setdefault("num_key_value_heads", text["num_attention_heads"])
     text.setdefault("head_dim", text["hidden_size"] // text["num_attention_heads"])
     rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
@@ -105,21 +105,21 @@ def resolve_text_config(family: ModuleType, raw: dict) -> dict:
     return text
 
 
-def resolve_vision_config(family: ModuleType, raw: dict) -> dict:
-    model_type = raw.get("model_type", family.VISION_MODEL_TYPES[0])
-    if model_type not in family.VISION_MODEL_TYPES:
+def resolve_vision_config(family: ModelFamily, raw: dict) -> dict:
+    model_type = raw.get("model_type", family.vision_model_types[0])
+    if model_type not in family.vision_model_types:
         raise SmolcliError(
-            f"unsupported vision model_type {model_type!r}; expected one of {', '.join(family.VISION_MODEL_TYPES)}"
+            f"unsupported vision model_type {model_type!r}; expected one of {', '.join(family.vision_model_types)}"
         )
-    vision = {**family.VISION_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    vision = {**family.vision_defaults, **{k: v for k, v in raw.items() if v is not None}}
     if not vision["hidden_act"].startswith("gelu"):
         raise SmolcliError(f"unsupported vision activation {vision['hidden_act']!r}; SigLIP uses gelu")
     return vision
 
 
-def resolve_preprocessor(family: ModuleType, root: Path, vision: dict) -> dict:
+def resolve_preprocessor(family: ModelFamily, root: Path, vision: dict) -> dict:
     """Merge preprocessor_config.json with processor_config.json's image processor, as transformers does."""
-    merged = {**family.PREPROCESSOR_DEFAULTS}
+    merged = {**family.preprocessor_defaults}
     merged.update(read_optional_json(root / "preprocessor_config.json"))
     processor = read_optional_json(root / "processor_config.json")
     merged.update(processor.get("image_processor", {}))
@@ -136,7 +136,7 @@ def resolve_preprocessor(family: ModuleType, root: Path, vision: dict) -> dict:
     return merged
 
 
-def index_tensors(root: Path, family: ModuleType) -> dict[str, TensorEntry]:
+def index_tensors(root: Path, family: ModelFamily) -> dict[str, TensorEntry]:
     index_path = root / "model.safetensors.index.json"
     if index_path.is_file():
         weight_map = read_json(index_path, "the shard index").get("weight_map")
@@ -160,12 +160,12 @@ def index_tensors(root: Path, family: ModuleType) -> dict[str, TensorEntry]:
     tensors: dict[str, TensorEntry] = {}
     for name in files:
         for tensor_name, entry in read_header(root / name).items():
-            if tensor_name.endswith(family.IGNORED_TENSOR_SUFFIXES):
+            if tensor_name.endswith(family.ignored_tensor_suffixes):
                 continue
             tensors[tensor_name] = entry
     if index_path.is_file():
         missing = sorted(set(weight_map) - set(tensors))
-        missing = [n for n in missing if not n.endswith(family.IGNORED_TENSOR_SUFFIXES)]
+        missing = [n for n in missing if not n.endswith(family.ignored_tensor_suffixes)]
         if missing:
             raise SmolcliError(f"{root}: tensor {missing[0]} is in the index but in no shard; re-download the shards")
     return tensors

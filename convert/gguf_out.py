@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -12,24 +13,43 @@ import numpy as np
 from smolcli.convert.safetensors_file import TensorEntry, to_float32
 
 QType = gguf.GGMLQuantizationType
+# the float types a whole file can be written in, by the names quantize.py uses
+FLOAT_TYPES = {"F32": QType.F32, "F16": QType.F16, "BF16": QType.BF16}
 PROGRESS_MIN_TENSORS = 100
 # Big tensors (the 2.2B model's embeddings are 200 MB in bf16) are read, widened and
 # encoded a slice of rows at a time, so that peak memory is a slice, not three copies.
 CHUNK_BYTES = 16 * 1024 * 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlannedTensor:
+    """A tensor of a GGUF file to write, or only to size (quant_layout's estimates): then `produce` is None."""
+
     name: str
     shape: tuple[int, ...]  # row-major, as numpy holds it
     qtype: QType
-    produce: Callable[[], Iterator[np.ndarray]]  # the encoded tensor, a run of whole rows at a time
+    # the encoded tensor, a run of whole rows at a time
+    produce: Callable[[], Iterator[np.ndarray]] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def width(self) -> int:
+        """Elements per row (ggml ne[0])."""
+        return self.shape[-1]
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1])
+
+    @property
+    def block(self) -> int | None:
+        """The transformer block of a language-model tensor (blk.N.*), None for the others."""
+        parts = self.name.split(".")
+        return int(parts[1]) if parts[0] == "blk" else None
 
     @property
     def nbytes(self) -> int:
-        block, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
-        rows = int(np.prod(self.shape[:-1], dtype=np.int64))
-        return rows * (self.shape[-1] // block) * type_size
+        block_size, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return self.rows * (self.width // block_size) * type_size
 
 
 def tensor_qtype(shape: tuple[int, ...], requested: QType, keep_f32: bool = False) -> QType:

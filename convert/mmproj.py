@@ -9,19 +9,15 @@ import gguf
 
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
 from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
+from smolcli.convert.quantize import QUANT_TYPES
 from smolcli.convert.safetensors_file import TensorEntry
 
 MMPROJ_TYPES = {"F32": QType.F32, "F16": QType.F16, "Q8_0": QType.Q8_0}
-FILE_TYPES = {
-    QType.F32: gguf.LlamaFileType.ALL_F32,
-    QType.F16: gguf.LlamaFileType.MOSTLY_F16,
-    QType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
-}
 
 
 def plan_tensor(checkpoint: Checkpoint, entry: TensorEntry, qtype: QType) -> PlannedTensor:
-    name, _, _ = gguf_name(checkpoint.family.VISION_TENSORS, entry.name)
-    qtype = tensor_qtype(entry.shape, qtype, keep_f32=name in checkpoint.family.VISION_F32_TENSORS)
+    name, _, _ = gguf_name(checkpoint.family.vision_tensors, entry.name)
+    qtype = tensor_qtype(entry.shape, qtype, keep_f32=name in checkpoint.family.vision_f32_tensors)
 
     return PlannedTensor(name, entry.shape, qtype, lambda: row_chunks(entry, qtype))
 
@@ -30,7 +26,7 @@ def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qty
     vision, pre = checkpoint.vision, checkpoint.preprocessor
     writer.add_type(gguf.GGUFType.MMPROJ)
     writer.add_name(name)
-    writer.add_file_type(FILE_TYPES[qtype])
+    writer.add_file_type(QUANT_TYPES[qtype.name])  # the file type of the same name
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(gguf.VisionProjectorType.IDEFICS3)
     writer.add_vision_projection_dim(checkpoint.text["hidden_size"])

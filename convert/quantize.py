@@ -55,7 +55,7 @@ def quantize(source: Path, target: Path, quant: str, threads: int | None = None)
     params.nthread = threads or os.cpu_count() or 1
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
     if status != 0:
-        raise SmolcliError(f"llama.cpp could not quantize to {quant} (status {status}); rerun with --verbose for its log")
+        raise SmolcliError(f"llama.cpp could not quantize to {quant} (status {status}); rerun with {{verbose}} for its log")
 
 
 def tensor_types(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:

@@ -10,14 +10,9 @@ import numpy as np
 
 from smolcli.convert.checkpoint import Checkpoint, gguf_name
 from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
+from smolcli.convert.quantize import QUANT_TYPES
 from smolcli.convert.safetensors_file import TensorEntry
 from smolcli.convert.vocab import Vocabulary
-
-FILE_TYPES = {
-    QType.F32: gguf.LlamaFileType.ALL_F32,
-    QType.F16: gguf.LlamaFileType.MOSTLY_F16,
-    QType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
-}
 
 
 def rotary_interleave(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -30,9 +25,9 @@ def rotary_interleave(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 def plan_tensor(checkpoint: Checkpoint, entry: TensorEntry, qtype: QType) -> PlannedTensor:
     family, text = checkpoint.family, checkpoint.text
-    name, pattern, _ = gguf_name(family.TEXT_TENSORS, entry.name)
+    name, pattern, _ = gguf_name(family.text_tensors, entry.name)
     heads = {"q": text["num_attention_heads"], "k": text["num_key_value_heads"]}.get(
-        family.ROTARY_PERMUTED.get(pattern, "")
+        family.rotary_permuted.get(pattern, "")
     )
     qtype = tensor_qtype(entry.shape, qtype)
 
@@ -44,7 +39,7 @@ def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qty
     text = checkpoint.text
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
-    writer.add_file_type(FILE_TYPES[qtype])
+    writer.add_file_type(QUANT_TYPES[qtype.name])  # the file type of the same name
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(text["vocab_size"])
     writer.add_context_length(int(text["max_position_embeddings"]))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import gguf
 
 from smolcli.convert.checkpoint import read_json, read_optional_json
 from smolcli.errors import SmolcliError
+from smolcli.models.family import ModelFamily
 
 
 @dataclass
@@ -39,18 +39,18 @@ def matches(pattern, actual) -> bool:
     return pattern == actual
 
 
-def pre_tokenizer_name(family: ModuleType, definition: dict | None) -> str:
-    for name, pattern in family.PRE_TOKENIZERS.items():
+def pre_tokenizer_name(family: ModelFamily, definition: dict | None) -> str:
+    for name, pattern in family.pre_tokenizers.items():
         if matches(pattern, definition):
             return name
     kinds = definition.get("type") if isinstance(definition, dict) else definition
     raise SmolcliError(
-        f"unsupported tokenizer pre-tokenizer ({kinds}); smolcli knows {', '.join(family.PRE_TOKENIZERS)} "
+        f"unsupported tokenizer pre-tokenizer ({kinds}); smolcli knows {', '.join(family.pre_tokenizers)} "
         "(SmolLM2's digits + byte-level split)"
     )
 
 
-def load_vocabulary(root: Path, family: ModuleType, vocab_size: int) -> Vocabulary:
+def load_vocabulary(root: Path, family: ModelFamily, vocab_size: int) -> Vocabulary:
     tokenizer = read_json(root / "tokenizer.json", "the tokenizer")
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE":

@@ -2,7 +2,7 @@
 
 Repo ids are Hugging Face's (HuggingFaceTB/...). Parameter counts are counted from the
 release dimensions in smolvlm_shapes.py (tests check that they agree); tile size and
-tokens per tile are what one image tile costs the language model's context.
+tokens per tile, what one image tile costs the language model's context, follow from its shape.
 
 Prebuilt pairs are the publisher's ready GGUF files in ggml-org/<name>-GGUF (the
 repos are listed in ggml-org's "SmolVLM GGUF" collection). Their file names come
@@ -17,7 +17,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from smolcli.models import smolvlm
+from smolcli.models.smolvlm import SMOLVLM
+from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 
 # what the Hub accepts as owner/name
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -38,13 +39,20 @@ class RegisteredModel:
     variant: str
     parameters: int
     shape: str  # key of smolvlm_shapes.SHAPES
-    tile_size: int
-    tokens_per_tile: int
     default_quant: str
     default_mmproj_type: str
-    family: str = smolvlm.FAMILY
+    family: str = SMOLVLM.name
     aliases: tuple[str, ...] = ()
     prebuilt: PrebuiltPair | None = field(default=None, compare=False)
+
+    @property
+    def tile_size(self) -> int:
+        """Pixels per tile side: the vision encoder's image size."""
+        return SHAPES[self.shape]["vision"]["image_size"]
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return image_seq_len(SHAPES[self.shape])
 
     def names(self) -> tuple[str, ...]:
         """Everything that finds this entry: its name, aliases, repo ids, and repo names without the owner."""
@@ -70,58 +78,55 @@ def _ggml_org(stem: str, models: tuple[str, ...], mmprojs: tuple[str, ...]) -> P
 # The 2.2B models take K-quants; their 400M-parameter vision encoder halves in Q8_0.
 SMALL = {"default_quant": "Q8_0", "default_mmproj_type": "F16"}
 LARGE = {"default_quant": "Q4_K_M", "default_mmproj_type": "Q8_0"}
-TILE_256M = {"shape": "256m", "tile_size": 512, "tokens_per_tile": 64}
-TILE_500M = {"shape": "500m", "tile_size": 512, "tokens_per_tile": 64}
-TILE_2B = {"shape": "2.2b", "tile_size": 384, "tokens_per_tile": 81}
 
 MODELS: tuple[RegisteredModel, ...] = (
     RegisteredModel(
-        "smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "SmolVLM", "Instruct", 256_484_928, **TILE_256M, **SMALL,
+        "smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "SmolVLM", "Instruct", 256_484_928, shape="256m", **SMALL,
         prebuilt=_ggml_org("SmolVLM-256M-Instruct", ("Q8_0", "F16"), ("Q8_0", "F16")),
     ),
     RegisteredModel(
-        "smolvlm-256m-base", "HuggingFaceTB/SmolVLM-256M-Base", "SmolVLM", "Base", 256_484_928, **TILE_256M, **SMALL,
+        "smolvlm-256m-base", "HuggingFaceTB/SmolVLM-256M-Base", "SmolVLM", "Base", 256_484_928, shape="256m", **SMALL,
     ),
     RegisteredModel(
-        "smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", "SmolVLM", "Instruct", 507_482_304, **TILE_500M, **SMALL,
+        "smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", "SmolVLM", "Instruct", 507_482_304, shape="500m", **SMALL,
         prebuilt=_ggml_org("SmolVLM-500M-Instruct", ("Q8_0",), ("F16", "Q8_0")),
     ),
     RegisteredModel(
-        "smolvlm-500m-base", "HuggingFaceTB/SmolVLM-500M-Base", "SmolVLM", "Base", 507_482_304, **TILE_500M, **SMALL,
+        "smolvlm-500m-base", "HuggingFaceTB/SmolVLM-500M-Base", "SmolVLM", "Base", 507_482_304, shape="500m", **SMALL,
     ),
     RegisteredModel(
-        "smolvlm-2.2b", "HuggingFaceTB/SmolVLM-Instruct", "SmolVLM", "Instruct", 2_246_272_880, **TILE_2B, **LARGE,
+        "smolvlm-2.2b", "HuggingFaceTB/SmolVLM-Instruct", "SmolVLM", "Instruct", 2_246_272_880, shape="2.2b", **LARGE,
         aliases=("smolvlm",),
         prebuilt=_ggml_org("SmolVLM-Instruct", ("Q4_K_M", "Q8_0"), ("Q8_0", "F16")),
     ),
     RegisteredModel(
-        "smolvlm-2.2b-base", "HuggingFaceTB/SmolVLM-Base", "SmolVLM", "Base", 2_246_272_880, **TILE_2B, **LARGE,
+        "smolvlm-2.2b-base", "HuggingFaceTB/SmolVLM-Base", "SmolVLM", "Base", 2_246_272_880, shape="2.2b", **LARGE,
     ),
     RegisteredModel(
-        "smolvlm-2.2b-synthetic", "HuggingFaceTB/SmolVLM-Synthetic", "SmolVLM", "Synthetic", 2_246_272_880, **TILE_2B, **LARGE,
+        "smolvlm-2.2b-synthetic", "HuggingFaceTB/SmolVLM-Synthetic", "SmolVLM", "Synthetic", 2_246_272_880, shape="2.2b", **LARGE,
     ),
     # SmolVLM2's small releases are published as "Video-Instruct" (they take image sequences);
     # "SmolVLM2-256M/500M-Instruct" also appear in third-party code, pinned to the same commits:
     # kept as aliases (unconfirmed whether the Hub redirects one name to the other).
     RegisteredModel(
         "smolvlm2-256m", "HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "SmolVLM2", "Video-Instruct", 256_484_928,
-        **TILE_256M, **SMALL,
+        shape="256m", **SMALL,
         aliases=("smolvlm2-256m-video", "HuggingFaceTB/SmolVLM2-256M-Instruct"),
         prebuilt=_ggml_org("SmolVLM2-256M-Video-Instruct", ("Q8_0",), ("Q8_0", "F16")),
     ),
     RegisteredModel(
         "smolvlm2-500m", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "SmolVLM2", "Video-Instruct", 507_482_304,
-        **TILE_500M, **SMALL,
+        shape="500m", **SMALL,
         aliases=("smolvlm2-500m-video", "HuggingFaceTB/SmolVLM2-500M-Instruct"),
         prebuilt=_ggml_org("SmolVLM2-500M-Video-Instruct", ("Q8_0", "F16"), ("Q8_0",)),
     ),
     RegisteredModel(
-        "smolvlm2-2.2b", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM2", "Instruct", 2_246_272_880, **TILE_2B, **LARGE,
+        "smolvlm2-2.2b", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM2", "Instruct", 2_246_272_880, shape="2.2b", **LARGE,
         aliases=("smolvlm2",),
         prebuilt=_ggml_org("SmolVLM2-2.2B-Instruct", ("Q4_K_M",), ("Q8_0", "F16")),
     ),
     RegisteredModel(
-        "smolvlm2-2.2b-base", "HuggingFaceTB/SmolVLM2-2.2B-Base", "SmolVLM2", "Base", 2_246_272_880, **TILE_2B, **LARGE,
+        "smolvlm2-2.2b-base", "HuggingFaceTB/SmolVLM2-2.2B-Base", "SmolVLM2", "Base", 2_246_272_880, shape="2.2b", **LARGE,
     ),
 )
 

@@ -3,10 +3,14 @@
 What the converter and the runtime need to know about the family: which
 checkpoint architectures belong to it, the defaults for keys that released
 configs leave out, how Hugging Face tensor names map to llama.cpp's, the
-shapes each tensor must have, and the prompt format.
+shapes each tensor must have, and the prompt format: all gathered in SMOLVLM at the end.
 """
 
 from __future__ import annotations
+
+from gguf import MODEL_TENSOR
+
+from smolcli.models.family import ModelFamily, tensor_name
 
 FAMILY = "smolvlm"
 
@@ -46,51 +50,50 @@ TEXT_DEFAULTS = {
 }
 PREPROCESSOR_DEFAULTS = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
-# Hugging Face name -> GGUF name; "{bid}" is the block index. "permute" marks the
-# attention projections whose rows llama.cpp wants in interleaved rotary order.
-TEXT_PREFIX = "model.text_model."
+# Hugging Face name -> GGUF name (gguf's TENSOR_NAMES); "{bid}" is the block index. ROTARY_PERMUTED marks
+# the attention projections whose rows llama.cpp wants in interleaved rotary order.
 TEXT_TENSORS = {
-    "model.text_model.embed_tokens.weight": "token_embd.weight",
-    "model.text_model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-    "model.text_model.layers.{bid}.input_layernorm.weight": "blk.{bid}.attn_norm.weight",
-    "model.text_model.layers.{bid}.self_attn.q_proj.weight": "blk.{bid}.attn_q.weight",
-    "model.text_model.layers.{bid}.self_attn.k_proj.weight": "blk.{bid}.attn_k.weight",
-    "model.text_model.layers.{bid}.self_attn.v_proj.weight": "blk.{bid}.attn_v.weight",
-    "model.text_model.layers.{bid}.self_attn.o_proj.weight": "blk.{bid}.attn_output.weight",
-    "model.text_model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.ffn_norm.weight",
-    "model.text_model.layers.{bid}.mlp.gate_proj.weight": "blk.{bid}.ffn_gate.weight",
-    "model.text_model.layers.{bid}.mlp.up_proj.weight": "blk.{bid}.ffn_up.weight",
-    "model.text_model.layers.{bid}.mlp.down_proj.weight": "blk.{bid}.ffn_down.weight",
+    "model.text_model.embed_tokens.weight": tensor_name(MODEL_TENSOR.TOKEN_EMBD),
+    "model.text_model.norm.weight": tensor_name(MODEL_TENSOR.OUTPUT_NORM),
+    "lm_head.weight": tensor_name(MODEL_TENSOR.OUTPUT),
+    "model.text_model.layers.{bid}.input_layernorm.weight": tensor_name(MODEL_TENSOR.ATTN_NORM),
+    "model.text_model.layers.{bid}.self_attn.q_proj.weight": tensor_name(MODEL_TENSOR.ATTN_Q),
+    "model.text_model.layers.{bid}.self_attn.k_proj.weight": tensor_name(MODEL_TENSOR.ATTN_K),
+    "model.text_model.layers.{bid}.self_attn.v_proj.weight": tensor_name(MODEL_TENSOR.ATTN_V),
+    "model.text_model.layers.{bid}.self_attn.o_proj.weight": tensor_name(MODEL_TENSOR.ATTN_OUT),
+    "model.text_model.layers.{bid}.post_attention_layernorm.weight": tensor_name(MODEL_TENSOR.FFN_NORM),
+    "model.text_model.layers.{bid}.mlp.gate_proj.weight": tensor_name(MODEL_TENSOR.FFN_GATE),
+    "model.text_model.layers.{bid}.mlp.up_proj.weight": tensor_name(MODEL_TENSOR.FFN_UP),
+    "model.text_model.layers.{bid}.mlp.down_proj.weight": tensor_name(MODEL_TENSOR.FFN_DOWN),
 }
-ROTARY_PERMUTED = {"blk.{bid}.attn_q.weight": "q", "blk.{bid}.attn_k.weight": "k"}
+ROTARY_PERMUTED = {tensor_name(MODEL_TENSOR.ATTN_Q): "q", tensor_name(MODEL_TENSOR.ATTN_K): "k"}
 
 VISION_TENSORS = {
-    "model.vision_model.embeddings.patch_embedding.weight": "v.patch_embd.weight",
-    "model.vision_model.embeddings.patch_embedding.bias": "v.patch_embd.bias",
-    "model.vision_model.embeddings.position_embedding.weight": "v.position_embd.weight",
-    "model.vision_model.encoder.layers.{bid}.self_attn.q_proj.weight": "v.blk.{bid}.attn_q.weight",
-    "model.vision_model.encoder.layers.{bid}.self_attn.q_proj.bias": "v.blk.{bid}.attn_q.bias",
-    "model.vision_model.encoder.layers.{bid}.self_attn.k_proj.weight": "v.blk.{bid}.attn_k.weight",
-    "model.vision_model.encoder.layers.{bid}.self_attn.k_proj.bias": "v.blk.{bid}.attn_k.bias",
-    "model.vision_model.encoder.layers.{bid}.self_attn.v_proj.weight": "v.blk.{bid}.attn_v.weight",
-    "model.vision_model.encoder.layers.{bid}.self_attn.v_proj.bias": "v.blk.{bid}.attn_v.bias",
-    "model.vision_model.encoder.layers.{bid}.self_attn.out_proj.weight": "v.blk.{bid}.attn_out.weight",
-    "model.vision_model.encoder.layers.{bid}.self_attn.out_proj.bias": "v.blk.{bid}.attn_out.bias",
-    "model.vision_model.encoder.layers.{bid}.layer_norm1.weight": "v.blk.{bid}.ln1.weight",
-    "model.vision_model.encoder.layers.{bid}.layer_norm1.bias": "v.blk.{bid}.ln1.bias",
-    "model.vision_model.encoder.layers.{bid}.layer_norm2.weight": "v.blk.{bid}.ln2.weight",
-    "model.vision_model.encoder.layers.{bid}.layer_norm2.bias": "v.blk.{bid}.ln2.bias",
-    "model.vision_model.encoder.layers.{bid}.mlp.fc1.weight": "v.blk.{bid}.ffn_up.weight",
-    "model.vision_model.encoder.layers.{bid}.mlp.fc1.bias": "v.blk.{bid}.ffn_up.bias",
-    "model.vision_model.encoder.layers.{bid}.mlp.fc2.weight": "v.blk.{bid}.ffn_down.weight",
-    "model.vision_model.encoder.layers.{bid}.mlp.fc2.bias": "v.blk.{bid}.ffn_down.bias",
-    "model.vision_model.post_layernorm.weight": "v.post_ln.weight",
-    "model.vision_model.post_layernorm.bias": "v.post_ln.bias",
-    "model.connector.modality_projection.proj.weight": "mm.model.fc.weight",
+    "model.vision_model.embeddings.patch_embedding.weight": tensor_name(MODEL_TENSOR.V_ENC_EMBD_PATCH),
+    "model.vision_model.embeddings.patch_embedding.bias": tensor_name(MODEL_TENSOR.V_ENC_EMBD_PATCH, "bias"),
+    "model.vision_model.embeddings.position_embedding.weight": tensor_name(MODEL_TENSOR.V_ENC_EMBD_POS),
+    "model.vision_model.encoder.layers.{bid}.self_attn.q_proj.weight": tensor_name(MODEL_TENSOR.V_ENC_ATTN_Q),
+    "model.vision_model.encoder.layers.{bid}.self_attn.q_proj.bias": tensor_name(MODEL_TENSOR.V_ENC_ATTN_Q, "bias"),
+    "model.vision_model.encoder.layers.{bid}.self_attn.k_proj.weight": tensor_name(MODEL_TENSOR.V_ENC_ATTN_K),
+    "model.vision_model.encoder.layers.{bid}.self_attn.k_proj.bias": tensor_name(MODEL_TENSOR.V_ENC_ATTN_K, "bias"),
+    "model.vision_model.encoder.layers.{bid}.self_attn.v_proj.weight": tensor_name(MODEL_TENSOR.V_ENC_ATTN_V),
+    "model.vision_model.encoder.layers.{bid}.self_attn.v_proj.bias": tensor_name(MODEL_TENSOR.V_ENC_ATTN_V, "bias"),
+    "model.vision_model.encoder.layers.{bid}.self_attn.out_proj.weight": tensor_name(MODEL_TENSOR.V_ENC_ATTN_O),
+    "model.vision_model.encoder.layers.{bid}.self_attn.out_proj.bias": tensor_name(MODEL_TENSOR.V_ENC_ATTN_O, "bias"),
+    "model.vision_model.encoder.layers.{bid}.layer_norm1.weight": tensor_name(MODEL_TENSOR.V_ENC_INPUT_NORM),
+    "model.vision_model.encoder.layers.{bid}.layer_norm1.bias": tensor_name(MODEL_TENSOR.V_ENC_INPUT_NORM, "bias"),
+    "model.vision_model.encoder.layers.{bid}.layer_norm2.weight": tensor_name(MODEL_TENSOR.V_ENC_POST_ATTN_NORM),
+    "model.vision_model.encoder.layers.{bid}.layer_norm2.bias": tensor_name(MODEL_TENSOR.V_ENC_POST_ATTN_NORM, "bias"),
+    "model.vision_model.encoder.layers.{bid}.mlp.fc1.weight": tensor_name(MODEL_TENSOR.V_ENC_FFN_UP),
+    "model.vision_model.encoder.layers.{bid}.mlp.fc1.bias": tensor_name(MODEL_TENSOR.V_ENC_FFN_UP, "bias"),
+    "model.vision_model.encoder.layers.{bid}.mlp.fc2.weight": tensor_name(MODEL_TENSOR.V_ENC_FFN_DOWN),
+    "model.vision_model.encoder.layers.{bid}.mlp.fc2.bias": tensor_name(MODEL_TENSOR.V_ENC_FFN_DOWN, "bias"),
+    "model.vision_model.post_layernorm.weight": tensor_name(MODEL_TENSOR.V_POST_NORM),
+    "model.vision_model.post_layernorm.bias": tensor_name(MODEL_TENSOR.V_POST_NORM, "bias"),
+    "model.connector.modality_projection.proj.weight": tensor_name(MODEL_TENSOR.V_MMPROJ_FC),
 }
 # The patch convolution and the learned positions feed every token: mtmd keeps them F32.
-VISION_F32_TENSORS = ("v.patch_embd.weight", "v.position_embd.weight")
+VISION_F32_TENSORS = (tensor_name(MODEL_TENSOR.V_ENC_EMBD_PATCH), tensor_name(MODEL_TENSOR.V_ENC_EMBD_POS))
 
 # Tensors present in some checkpoints that carry no weights.
 IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -157,7 +160,6 @@ PRE_TOKENIZERS = {
 # Prompt format of the Instruct releases (the chat template renders the same text).
 IMAGE_MARKER = "<image>"
 END_OF_UTTERANCE = "<end_of_utterance>"
-IMAGE_TOKENS = ("<fake_token_around_image>", "<image>", "<global-img>")
 
 
 def render_prompt(turns: list[tuple[str, str]], system: str | None = None) -> str:
@@ -169,3 +171,26 @@ def render_prompt(turns: list[tuple[str, str]], system: str | None = None) -> st
         separator = ":" if content.startswith(IMAGE_MARKER) else ": "
         text += f"{role.capitalize()}{separator}{content}{END_OF_UTTERANCE}\n"
     return text + "Assistant:"
+
+
+SMOLVLM = ModelFamily(
+    name=FAMILY,
+    architectures=ARCHITECTURES,
+    vision_model_types=VISION_MODEL_TYPES,
+    text_architectures=TEXT_ARCHITECTURES,
+    top_defaults=TOP_DEFAULTS,
+    vision_defaults=VISION_DEFAULTS,
+    text_defaults=TEXT_DEFAULTS,
+    preprocessor_defaults=PREPROCESSOR_DEFAULTS,
+    text_tensors=TEXT_TENSORS,
+    rotary_permuted=ROTARY_PERMUTED,
+    vision_tensors=VISION_TENSORS,
+    vision_f32_tensors=VISION_F32_TENSORS,
+    ignored_tensor_suffixes=IGNORED_TENSOR_SUFFIXES,
+    text_shapes=text_shapes,
+    vision_shapes=vision_shapes,
+    pre_tokenizers=PRE_TOKENIZERS,
+    image_marker=IMAGE_MARKER,
+    end_of_utterance=END_OF_UTTERANCE,
+    render_prompt=render_prompt,
+)

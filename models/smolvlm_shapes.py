@@ -7,6 +7,12 @@ weights in benchmarks.
 
 from __future__ import annotations
 
+# the 93M-parameter SigLIP encoder (patch 16, 512 px) that the 256M and 500M releases share
+SIGLIP_B16_512 = {
+    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "image_size": 512, "patch_size": 16, "layer_norm_eps": 1e-6,
+}
+
 SHAPES: dict[str, dict] = {
     # 256 wide so that K-quants apply as they do to the 2.2B model
     "tiny": {
@@ -27,10 +33,7 @@ SHAPES: dict[str, dict] = {
             "num_key_value_heads": 3, "vocab_size": 49280, "max_position_embeddings": 8192,
             "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
         },
-        "vision": {
-            "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "image_size": 512, "patch_size": 16, "layer_norm_eps": 1e-6,
-        },
+        "vision": SIGLIP_B16_512,
         "scale_factor": 4, "longest_edge": 2048,
     },
     "500m": {
@@ -39,10 +42,7 @@ SHAPES: dict[str, dict] = {
             "num_key_value_heads": 5, "vocab_size": 49280, "max_position_embeddings": 8192,
             "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
         },
-        "vision": {
-            "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "image_size": 512, "patch_size": 16, "layer_norm_eps": 1e-6,
-        },
+        "vision": SIGLIP_B16_512,
         "scale_factor": 4, "longest_edge": 2048,
     },
     "2.2b": {

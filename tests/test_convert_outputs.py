@@ -13,7 +13,7 @@ from conftest import NON_WEIGHT_FILES
 
 from smolcli.convert import convert_checkpoint, summary
 from smolcli.convert.quantize import tensor_types
-from smolcli.models import smolvlm
+from smolcli.models.smolvlm import SMOLVLM
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
@@ -48,7 +48,7 @@ def test_mmproj_metadata_is_what_the_configs_say(converted, hf_checkpoint):
 def test_mmproj_keeps_embeddings_norms_and_biases_f32(converted):
     types = tensor_types(converted("F16", "Q8_0").mmproj)
     for name, (qtype, shape) in types.items():
-        if len(shape) == 1 or name in smolvlm.VISION_F32_TENSORS:
+        if len(shape) == 1 or name in SMOLVLM.vision_f32_tensors:
             assert qtype == "F32", name
         else:
             assert qtype == "Q8_0", name
@@ -94,7 +94,7 @@ def test_narrow_rows_fall_back_and_are_reported(workdir):
     assert "fell back" in summary(result)
 
 
-@pytest.mark.parametrize("arch,table", [(gguf.MODEL_ARCH.MMPROJ, smolvlm.VISION_TENSORS), (gguf.MODEL_ARCH.LLAMA, smolvlm.TEXT_TENSORS)])
+@pytest.mark.parametrize("arch,table", [(gguf.MODEL_ARCH.MMPROJ, SMOLVLM.vision_tensors), (gguf.MODEL_ARCH.LLAMA, SMOLVLM.text_tensors)])
 def test_name_tables_agree_with_gguf_py(arch, table):
     mapping = gguf.get_tensor_name_map(arch, 4)
     for hf_name, gguf_name in table.items():

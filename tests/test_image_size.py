@@ -38,7 +38,7 @@ def test_image_size_rounds_up_to_whole_tiles_and_refuses_one_tile():
     size = TileSize(tile=512, default_edge=2048)
     assert edge_for_image_size(1024, size) == 1024
     assert edge_for_image_size(1100, size) == 1536
-    with pytest.raises(Exception, match="--image-size 1024 or more"):
+    with pytest.raises(Exception, match="image_size=1024 or more"):
         edge_for_image_size(600, size)
 
 
@@ -54,7 +54,7 @@ def test_max_tiles_picks_the_largest_edge_within_the_budget():
     assert edge_for_max_tiles(banner, 3, size) == 1536
     assert edge_for_max_tiles(photo + banner, 9, size) == 1536  # every image within the budget
     assert edge_for_max_tiles(photo + banner, 12, size) == 2048
-    with pytest.raises(Exception, match="--max-tiles 4 or more"):
+    with pytest.raises(Exception, match="max_tiles=4 or more"):
         edge_for_max_tiles(photo, 3, size)
 
 

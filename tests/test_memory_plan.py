@@ -25,17 +25,19 @@ from smolcli.cli.bench_plan import show_plan
 from smolcli.cli.memory_limit import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
 from smolcli.util.units import size_text
 from smolcli.convert import convert_checkpoint
-from smolcli.convert.quant_layout import TextDims, VisionDims, mmproj_layout, text_layout
+from smolcli.convert.quant_layout import mmproj_layout, text_layout
 from smolcli.errors import SmolcliError
 from smolcli.models import registry
+from smolcli.models.dims import TextDims, VisionDims
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.gguf_file import read_gguf
 from smolcli.runtime.memory_plan import (
-    CACHE_TYPES, RunSettings, TextFootprint, VisionFootprint, image_tokens, kv_cache_bytes, plan_memory,
+    RunSettings, TextFootprint, VisionFootprint, image_tokens, kv_cache_bytes, plan_memory,
     text_compute_bytes, vision_compute_bytes,
 )
+from smolcli.runtime.quant_types import KV_CACHE_TYPES
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 MiB = 1024 * 1024
@@ -189,7 +191,7 @@ def test_offloading_moves_blocks_and_their_cache_to_the_gpu(tiny_pair):
 
 def cache_totals(model: Path, n_ctx: int, mmproj: Path | None = None, images=()) -> dict[str, int]:
     text, vision = footprints(model, mmproj)
-    return {t: plan_memory(text, vision, RunSettings(n_ctx, t, images)).total for t in CACHE_TYPES}
+    return {t: plan_memory(text, vision, RunSettings(n_ctx, t, images)).total for t in KV_CACHE_TYPES}
 
 
 def test_max_memory_picks_the_largest_cache_type_that_fits(tiny_pair):

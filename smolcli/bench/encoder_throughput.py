@@ -27,10 +27,10 @@ def encoder_flops_per_tile(shape: str) -> int:
     Q K^T and weights x V, 2 * patches^2 * width multiply-adds per layer. Norms, GELU and softmax
     are left out (a few percent).
     """
-    from smolcli.models.smolvlm import VISION_DEFAULTS
+    from smolcli.models.smolvlm import SMOLVLM
 
     entry = SHAPES[shape]
-    vision = {**VISION_DEFAULTS, **entry["vision"]}
+    vision = {**SMOLVLM.vision_defaults, **entry["vision"]}
     width, ffn, patch, layers = vision["hidden_size"], vision["intermediate_size"], vision["patch_size"], vision["num_hidden_layers"]
     patches = (vision["image_size"] // patch) ** 2
     embedding = patches * vision["num_channels"] * patch * patch * width

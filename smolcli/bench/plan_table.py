@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smolcli.convert.quant_layout import VisionDims, mmproj_layout
+from smolcli.convert.quant_layout import mmproj_layout
+from smolcli.models.dims import VisionDims
 from smolcli.models.registry import MODELS, RegisteredModel
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.runtime.context_size import ask_context_size

@@ -22,9 +22,16 @@ SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 SHORT_ARRAY = 16  # arrays up to this length are kept (image mean/std); longer ones only counted
 
-# GGUF value types (gguf.GGUFValueType) and how each scalar is packed
-SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-STRING, ARRAY = 8, 9
+ValueType = gguf.GGUFValueType
+# how each scalar value type is packed
+SCALARS = {
+    ValueType.UINT8: "<B", ValueType.INT8: "<b", ValueType.UINT16: "<H", ValueType.INT16: "<h",
+    ValueType.UINT32: "<I", ValueType.INT32: "<i", ValueType.FLOAT32: "<f", ValueType.BOOL: "<?",
+    ValueType.UINT64: "<Q", ValueType.INT64: "<q", ValueType.FLOAT64: "<d",
+}
+STRING, ARRAY = ValueType.STRING, ValueType.ARRAY
+TOKENIZER_PREFIX = "tokenizer.ggml."  # the vocabulary arrays' keys (gguf.Keys.Tokenizer), left out of metadata
+CLIP_ARCHITECTURE = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ]
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,11 @@ class GGUFSummary:
 
     @property
     def embedding_length(self) -> int | None:
-        return self.metadata.get(f"{self.architecture}.embedding_length")
+        return self.metadata.get(gguf.Keys.LLM.EMBEDDING_LENGTH.format(arch=self.architecture))
 
     @property
     def projection_dim(self) -> int | None:
-        return self.metadata.get("clip.vision.projection_dim")
+        return self.metadata.get(gguf.Keys.ClipVision.PROJECTION_DIM)
 
 
 class _Damaged(Exception):
@@ -129,7 +136,7 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
         if kind in SCALARS:
             offsets[key] = header.pos
         value = header.value(kind, key, lengths)
-        if value is not None and not key.startswith("tokenizer.ggml."):
+        if value is not None and not key.startswith(TOKENIZER_PREFIX):
             metadata[key] = value
     tensors = []
     for _ in range(n_tensors):
@@ -137,7 +144,7 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
         dims = [header.scalar("<Q") for _ in range(header.scalar("<I"))]
         kind, offset = header.scalar("<I"), header.scalar("<Q")
         tensors.append((name, dims, kind, offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    alignment = int(metadata.get(gguf.Keys.General.ALIGNMENT, DEFAULT_ALIGNMENT))
     data_start = -(-header.pos // alignment) * alignment
     types: dict[str, int] = {}
     parameters = 0
@@ -147,8 +154,9 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
         type_name = gguf.GGMLQuantizationType(kind).name
         types[type_name] = types.get(type_name, 0) + 1
         parameters += math.prod(dims)
-    architecture = str(metadata.get("general.architecture", "?"))
-    kind = "mmproj" if architecture == "clip" or metadata.get("general.type") == "mmproj" else "model"
+    architecture = str(metadata.get(gguf.Keys.General.ARCHITECTURE, "?"))
+    is_mmproj = architecture == CLIP_ARCHITECTURE or metadata.get(gguf.Keys.General.TYPE) == gguf.GGUFType.MMPROJ
+    kind = gguf.GGUFType.MMPROJ if is_mmproj else gguf.GGUFType.MODEL
     return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths, offsets)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gguf
+
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary
 
-TILE_KEY = "clip.vision.image_size"  # pixels per tile side
-PREPROC_KEY = "clip.vision.preproc_image_size"  # the longest side before cutting
+TILE_KEY = gguf.Keys.ClipVision.IMAGE_SIZE  # pixels per tile side
+PREPROC_KEY = gguf.Keys.ClipVision.PREPROC_IMAGE_SIZE  # the longest side before cutting
 
 # With one tile along the longest side mtmd would still add a row/column grid, where SmolVLM's own
 # processor sends the global view alone; two tiles is the least both cut the same way.
@@ -64,8 +66,8 @@ def edge_for_image_size(pixels: int, size: TileSize) -> int:
     """--image-size PX: rounded up to whole tiles, at least two of them."""
     if pixels < size.smallest_edge:
         raise SmolcliError(
-            f"--image-size {pixels} is too small: this model's tiles are {size.tile} px and it needs at least "
-            f"{FEWEST_TILES_ALONG_LONGEST_SIDE} along the longest side; use --image-size {size.smallest_edge} or more"
+            f"{{image_size={pixels}}} is too small: this model's tiles are {size.tile} px and it needs at least "
+            f"{FEWEST_TILES_ALONG_LONGEST_SIDE} along the longest side; use {{image_size={size.smallest_edge}}} or more"
         )
     return -(-pixels // size.tile) * size.tile
 
@@ -73,7 +75,7 @@ def edge_for_image_size(pixels: int, size: TileSize) -> int:
 def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size: TileSize) -> int:
     """--max-tiles N: the largest longest edge, up to the model's own, that cuts every image into at most N tiles."""
     if max_tiles < 1:
-        raise SmolcliError(f"--max-tiles must be at least 1, not {max_tiles}")
+        raise SmolcliError(f"{{max_tiles}} must be at least 1, not {max_tiles}")
     largest = max(size.default_edge // size.tile, FEWEST_TILES_ALONG_LONGEST_SIDE)
     for along in range(largest, FEWEST_TILES_ALONG_LONGEST_SIDE - 1, -1):
         edge = along * size.tile
@@ -81,6 +83,6 @@ def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size:
             return edge
     fewest = max(tile_count(w, h, size.smallest_edge, size.tile) for w, h in image_sizes)
     raise SmolcliError(
-        f"--max-tiles {max_tiles} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
-        f"tiles plus the global view; use --max-tiles {fewest} or more"
+        f"{{max_tiles={max_tiles}}} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
+        f"tiles plus the global view; use {{max_tiles={fewest}}} or more"
     )

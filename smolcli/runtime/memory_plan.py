@@ -47,18 +47,24 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
-from smolcli.convert.quant_layout import Layout, TextDims, VisionDims, mix_of, text_layout
+import gguf
+
+from smolcli.convert.quant_layout import Layout, mix_of, text_layout
 from smolcli.errors import SmolcliError
+from smolcli.models.dims import TextDims, VisionDims
+from smolcli.models.family import tensor_name
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_tiles import tile_count
+from smolcli.runtime.quant_types import KV_CACHE_TYPES, kv_block
 
 MiB = 1024 * 1024
-CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the order a memory limit tries them in: largest first
-CACHE_BLOCK = {"f16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18)}  # elements per block, bytes per block
 KV_GRANULE = 256  # llama.cpp pads n_ctx to this
 MAX_UBATCH = 512  # the engine's n_ubatch: min(512, n_ctx)
 FLOAT = 4
-REPACKED_TYPES = ("Q4_0", "Q4_K", "IQ4_NL", "Q8_0")
+QType = gguf.GGMLQuantizationType
+REPACKED_TYPES = (QType.Q4_0, QType.Q4_K, QType.IQ4_NL, QType.Q8_0)
+TOKEN_EMBD = tensor_name(gguf.MODEL_TENSOR.TOKEN_EMBD)
+OUTPUT = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.OUTPUT]  # output.weight and output_norm.weight
 
 RUNTIME_BASELINE = 80 * MiB
 RUNTIME_PER_VOCAB_ENTRY = 512  # llama.cpp's token and merge tables: ~24 MiB for SmolLM2's 49k
@@ -83,8 +89,8 @@ class TextFootprint:
     @classmethod
     def from_layout(cls, dims: TextDims, layout: Layout, total: int | None = None) -> "TextFootprint":
         blocks = [t for t in layout.tensors if t.block is not None]
-        output = [t for t in layout.tensors if t.name.startswith("output")]
-        repackable = [t for t in layout.tensors if t.qtype.name in REPACKED_TYPES and t.name != "token_embd.weight"]
+        output = [t for t in layout.tensors if t.name.startswith(OUTPUT)]
+        repackable = [t for t in layout.tensors if t.qtype in REPACKED_TYPES and t.name != TOKEN_EMBD]
         n_layer = max(1, dims.n_layer)
         return cls(
             dims, layout.file_bytes if total is None else total,
@@ -101,7 +107,7 @@ class TextFootprint:
 
     @classmethod
     def from_file(cls, summary: GGUFSummary) -> "TextFootprint":
-        dims = TextDims.from_gguf(summary.metadata, summary.array_lengths.get("tokenizer.ggml.tokens"))
+        dims = TextDims.from_gguf(summary.metadata, summary.array_lengths.get(gguf.Keys.Tokenizer.LIST))
         mix = mix_of(summary.metadata)
         try:
             layout = text_layout(dims, mix) if mix else None
@@ -184,14 +190,14 @@ def kv_cells(n_ctx: int) -> int:
 
 def kv_cache_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_layers: int | None = None) -> int:
     """What llama.cpp allocates for K and V: exact for a dense llama model."""
-    per_block, block_bytes = CACHE_BLOCK[cache_type]
+    per_block, block_bytes = kv_block(cache_type)
     row = dims.n_embd_kv // per_block * block_bytes
     return kv_cells(n_ctx) * (dims.n_layer if n_layers is None else n_layers) * 2 * row
 
 
 def cache_type_fits_model(dims: TextDims, cache_type: str) -> bool:
     """A quantized cache stores each head in whole blocks."""
-    return dims.head_dim % CACHE_BLOCK[cache_type][0] == 0
+    return dims.head_dim % kv_block(cache_type)[0] == 0
 
 
 def text_compute_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_outputs: int | None = None) -> int:
@@ -285,7 +291,7 @@ def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, .
     """The user's choice alone, else every type this model's heads allow, largest first."""
     if requested:
         return (requested,)
-    return tuple(t for t in CACHE_TYPES if cache_type_fits_model(dims, t))
+    return tuple(t for t in KV_CACHE_TYPES if cache_type_fits_model(dims, t))
 
 
 def plan_within(

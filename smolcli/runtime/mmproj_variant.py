@@ -33,7 +33,7 @@ def with_longest_edge(mmproj: GGUFSummary, edge: int, folder: Path | None = None
     offset = mmproj.scalar_offsets.get(PREPROC_KEY)
     if current is None or offset is None:
         raise SmolcliError(
-            f"{mmproj.path}: has no {PREPROC_KEY}, so --image-size and --max-tiles cannot change it; "
+            f"{mmproj.path}: has no {PREPROC_KEY}, so {{image_size}} and {{max_tiles}} cannot change it; "
             "convert the checkpoint again with `smolcli convert`"
         )
     if current == edge:

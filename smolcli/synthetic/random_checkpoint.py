@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from smolcli.synthetic import byte_tokenizer
-from smolcli.models import smolvlm
+from smolcli.models.smolvlm import SMOLVLM
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 
 GENERATIONS = {
@@ -48,7 +48,7 @@ def config_files(shape: dict, generation: str, dtype: str) -> dict[str, dict]:
     vision = {"model_type": names["vision_model_type"], **shape["vision"], "num_channels": 3, "hidden_act": "gelu_pytorch_tanh"}
     if generation == "SmolVLM2":
         # the released SmolVLM2 configs leave out keys that equal transformers' defaults
-        for key, default in smolvlm.VISION_DEFAULTS.items():
+        for key, default in SMOLVLM.vision_defaults.items():
             if vision.get(key) == default and key != "image_size":
                 vision.pop(key)
     torch_dtype = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[dtype]
@@ -94,10 +94,10 @@ def tensor_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     from smolcli.convert.checkpoint import expand_blocks
 
     text = {**shape["text"], "head_dim": shape["text"]["hidden_size"] // shape["text"]["num_attention_heads"]}
-    vision = {**smolvlm.VISION_DEFAULTS, **shape["vision"]}
-    shapes = expand_blocks(smolvlm.text_shapes(text), text["num_hidden_layers"])
+    vision = {**SMOLVLM.vision_defaults, **shape["vision"]}
+    shapes = expand_blocks(SMOLVLM.text_shapes(text), text["num_hidden_layers"])
     shapes.update(
-        expand_blocks(smolvlm.vision_shapes(vision, shape["scale_factor"], text["hidden_size"]), vision["num_hidden_layers"])
+        expand_blocks(SMOLVLM.vision_shapes(vision, shape["scale_factor"], text["hidden_size"]), vision["num_hidden_layers"])
     )
     return dict(sorted(shapes.items()))
 
