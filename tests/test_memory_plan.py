@@ -18,11 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli_checks import one_line_error
-from smolcli.cli import ask_cmd
+import smolcli.api.model
 from smolcli.cli.app import app
 from smolcli.bench.plan_table import DEVICES, QUANTS
 from smolcli.cli.bench_plan import show_plan
-from smolcli.cli.memory_limit import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
+from smolcli.api.memory import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
 from smolcli.util.units import size_text
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.quant_layout import mmproj_layout, text_layout
@@ -232,7 +232,7 @@ def test_a_run_that_cannot_fit_stops_before_loading(tiny_pair, images, monkeypat
     def no_engine(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(ask_cmd, "Engine", no_engine)
+    monkeypatch.setattr(smolcli.api.model, "Engine", no_engine)
     photo = images["photo"]
     text, vision = footprints(model, mmproj)
     size = (200, 150)  # the photo fixture

@@ -12,13 +12,12 @@ from smolcli.api.options import LoadOptions
 from smolcli.errors import SmolcliError
 from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.images import STDIN, RGBImage, load_image
+from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
 
 
-class CacheType(str, enum.Enum):
-    f16 = "f16"
-    q8_0 = "q8_0"
-    q4_0 = "q4_0"
+# the KV-cache types llama.cpp takes, from the runtime's one table, as Typer's choices
+CacheType = enum.Enum("CacheType", {name: name for name in KV_CACHE_TYPES}, type=str)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Language-model GGUF (its mmproj-*.gguf beside it), a folder holding one converted pair, or a model name (smolcli models) or Hub repo id, pulled on first use.")]

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
+from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 
-IMAGE_MARKER = "<image>"
 
 
 @dataclass
