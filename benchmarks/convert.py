@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "smolcli" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the GGUF outputs")
     parser.add_argument(
-        "--llama-cpp", type=Path, metavar="DIR",
+        "--llama-cpp",
+        type=Path,
+        metavar="DIR",
         help="llama.cpp source folder (convert_hf_to_gguf.py; needs torch) to run side by side, e.g. the "
         "vendor/llama.cpp of `pip download --no-binary :all: --no-deps llama-cpp-python`",
     )
@@ -109,17 +111,29 @@ def main() -> None:
         if lossless != "F16":
             rows.append((f"text {lossless}", run_step("text", source, float_model, lossless)))
         rows.append(
-            (f"quantize {lossless}->{args.quant}", run_step("quantize", float_model, out / f"model-{args.quant}.gguf", args.quant))
+            (
+                f"quantize {lossless}->{args.quant}",
+                run_step("quantize", float_model, out / f"model-{args.quant}.gguf", args.quant),
+            )
         )
 
     if args.llama_cpp:
-        rows.append(("llama.cpp mmproj f16", run_llama_cpp(args.llama_cpp, source, out / "lc-mmproj.gguf", "--mmproj", "--outtype", "f16")))
-        rows.append(("llama.cpp text f16", run_llama_cpp(args.llama_cpp, source, out / "lc-model.gguf", "--outtype", "f16")))
+        rows.append(
+            (
+                "llama.cpp mmproj f16",
+                run_llama_cpp(args.llama_cpp, source, out / "lc-mmproj.gguf", "--mmproj", "--outtype", "f16"),
+            )
+        )
+        rows.append(
+            ("llama.cpp text f16", run_llama_cpp(args.llama_cpp, source, out / "lc-model.gguf", "--outtype", "f16"))
+        )
 
     print(f"checkpoint: SmolVLM {args.shape} random, {args.dtype}, {checkpoint_bytes / 1e9:.2f} GB of safetensors")
     print(f"{'step':<28}{'seconds':>10}{'peak RSS (GB)':>16}{'output (GB)':>14}")
     for label, figures in rows:
-        print(f"{label:<28}{figures['seconds']:>10.1f}{figures['peak_rss_bytes'] / 1e9:>16.2f}{figures['size_bytes'] / 1e9:>14.2f}")
+        print(
+            f"{label:<28}{figures['seconds']:>10.1f}{figures['peak_rss_bytes'] / 1e9:>16.2f}{figures['size_bytes'] / 1e9:>14.2f}"
+        )
     if not args.keep:
         for path in out.glob("*.gguf"):
             path.unlink()

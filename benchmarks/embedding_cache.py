@@ -42,8 +42,24 @@ def converted_pair(workdir: Path) -> tuple[Path, Path]:
 
 def timed_ask(model: Path, mmproj: Path, image: Path, home: Path, threads: int, max_tokens: int, *extra: str) -> dict:
     command = [
-        sys.executable, "-m", "smolcli", "ask", "-m", str(model), "--mmproj", str(mmproj), "-i", str(image),
-        "-t", str(threads), "-n", str(max_tokens), "--ignore-eos", "--json", *extra, QUESTION,
+        sys.executable,
+        "-m",
+        "smolcli",
+        "ask",
+        "-m",
+        str(model),
+        "--mmproj",
+        str(mmproj),
+        "-i",
+        str(image),
+        "-t",
+        str(threads),
+        "-n",
+        str(max_tokens),
+        "--ignore-eos",
+        "--json",
+        *extra,
+        QUESTION,
     ]
     started = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "SMOLCLI_HOME": str(home)})
@@ -78,12 +94,19 @@ def main() -> None:
             print(name, {k: v for k, v in runs[name].items() if k != "text"}, file=sys.stderr)
     cold, warm = runs["cold"], runs["warm"]
     assert warm["text"] == cold["text"], "the warm answer differs from the cold one"
-    print(json.dumps({
-        "model": model.name, "mmproj": mmproj.name, "threads": args.threads,
-        **{name: {k: v for k, v in run.items() if k != "text"} for name, run in runs.items()},
-        "warm_over_cold_wall": round(warm["wall_s"] / cold["wall_s"], 3),
-        "warm_over_cold_image_encode": round(warm["image_encode_s"] / cold["image_encode_s"], 4),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": model.name,
+                "mmproj": mmproj.name,
+                "threads": args.threads,
+                **{name: {k: v for k, v in run.items() if k != "text"} for name, run in runs.items()},
+                "warm_over_cold_wall": round(warm["wall_s"] / cold["wall_s"], 3),
+                "warm_over_cold_image_encode": round(warm["image_encode_s"] / cold["image_encode_s"], 4),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
 from measure import run_fresh  # benchmarks/measure.py, beside this script
+from PIL import Image
 
 from smolcli.synthetic.images import photo_like
 
@@ -177,17 +176,34 @@ def run_transformers(checkpoint: Path, image: Path, prompt: str, tokens: int, th
 
 def run_smolcli(model: Path, mmproj: Path, image: Path, tokens: int, threads: int, home: Path) -> dict:
     args = [
-        "ask", "-m", str(model), "--mmproj", str(mmproj), "-i", str(image), "--json", "--ignore-eos",
-        "-n", str(tokens), "--threads", str(threads), "--no-cache", QUESTION,
+        "ask",
+        "-m",
+        str(model),
+        "--mmproj",
+        str(mmproj),
+        "-i",
+        str(image),
+        "--json",
+        "--ignore-eos",
+        "-n",
+        str(tokens),
+        "--threads",
+        str(threads),
+        "--no-cache",
+        QUESTION,
     ]
     figures = run_fresh(SMOLCLI, args, env={**os.environ, "SMOLCLI_HOME": str(home)})
     report = json.loads(figures.pop("output"))
     timings = report["timings"]
     figures.update(
-        load_s=timings["load_s"], image_encode_s=timings["image_encode_s"],
-        prefill_s=timings["image_encode_s"] + timings["prefill_s"], decode_s=timings["decode_s"],
-        decoded_tokens=report["usage"]["completion_tokens"], prompt_tokens=report["usage"]["prompt_tokens"],
-        text=report["text"], timings=timings,
+        load_s=timings["load_s"],
+        image_encode_s=timings["image_encode_s"],
+        prefill_s=timings["image_encode_s"] + timings["prefill_s"],
+        decode_s=timings["decode_s"],
+        decoded_tokens=report["usage"]["completion_tokens"],
+        prompt_tokens=report["usage"]["prompt_tokens"],
+        text=report["text"],
+        timings=timings,
     )
     return figures
 
@@ -276,8 +292,10 @@ def draw_chart(results: dict[str, dict], labels: dict[str, str], title: str, pat
 
     font = ImageFont.load_default()
     colours = {"transformers": (222, 120, 60), "smolcli": (50, 110, 190), "direct": (120, 120, 120)}
-    panels = [("wall time of a cold answer (s)", "wall_s", 1.0, "{:.1f} s"),
-              ("peak RSS (GB)", "peak_rss_bytes", 1e-9, "{:.2f} GB")]
+    panels = [
+        ("wall time of a cold answer (s)", "wall_s", 1.0, "{:.1f} s"),
+        ("peak RSS (GB)", "peak_rss_bytes", 1e-9, "{:.2f} GB"),
+    ]
     width, left, bar, gap, panel_top = 860, 220, 26, 10, 50
     panel_height = 40 + len(RUNNERS) * (bar + gap)
     image = Image.new("RGB", (width, panel_top + len(panels) * (panel_height + 20)), "white")
@@ -315,8 +333,18 @@ weights are random, so the answers are gibberish; the shapes, and so the work, a
 SECTION = re.compile(r"<!-- shape (\S+) -->\n.*?<!-- /shape -->\n", re.S)
 
 
-def write_docs(docs: Path, shape: str, command: str, host: dict, packages: dict, setup: str, lines: list[str],
-               ratio_text: list[str], results: dict[str, dict], labels: dict[str, str]) -> Path:
+def write_docs(
+    docs: Path,
+    shape: str,
+    command: str,
+    host: dict,
+    packages: dict,
+    setup: str,
+    lines: list[str],
+    ratio_text: list[str],
+    results: dict[str, dict],
+    labels: dict[str, str],
+) -> Path:
     """docs/benchmarks.md (this shape's section replaced, the others kept) and this shape's bar chart."""
     docs.mkdir(parents=True, exist_ok=True)
     chart = docs / ("benchmarks.png" if shape == "256m" else f"benchmarks-{shape}.png")
@@ -353,11 +381,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per runner; medians when more than 1")
     parser.add_argument("--quant", default="Q4_K_M")
     parser.add_argument("--mmproj-type", default="Q8_0")
-    parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "smolcli" / "bench",
-                        help="where the random checkpoint and its GGUF pair are kept between runs")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path.home() / ".cache" / "smolcli" / "bench",
+        help="where the random checkpoint and its GGUF pair are kept between runs",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--write-docs", action="store_true", help="write this shape's section of docs/benchmarks.md and its bar chart "
-                        "(docs/benchmarks.png for 256m, docs/benchmarks-SHAPE.png for the others)")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="write this shape's section of docs/benchmarks.md and its bar chart "
+        "(docs/benchmarks.png for 256m, docs/benchmarks-SHAPE.png for the others)",
+    )
     args = parser.parse_args()
     if args.tokens < 2 or args.repeats < 1 or args.threads < 1:
         parser.error("--tokens must be at least 2, --repeats and --threads at least 1")
@@ -383,15 +419,20 @@ def main() -> None:
             }
             for runner, run in runs.items():
                 run.pop("output", None)
-                print(f"repeat {index + 1}/{args.repeats} {runner}: {run['wall_s']:.1f} s, "
-                      f"{run['peak_rss_bytes'] / 1e9:.2f} GB", file=sys.stderr)
+                print(
+                    f"repeat {index + 1}/{args.repeats} {runner}: {run['wall_s']:.1f} s, "
+                    f"{run['peak_rss_bytes'] / 1e9:.2f} GB",
+                    file=sys.stderr,
+                )
             repeats.append(runs)
 
     results = {runner: median_run([r[runner] for r in repeats]) for runner in RUNNERS}
     figures = ratios(repeats)
     same_text = all(r["smolcli"]["text"] == r["direct"]["text"] for r in repeats)
-    setup = (f"random SmolVLM {args.shape} shapes, 1024x768 image, {int(results['smolcli']['prompt_tokens'])}-token prompt, "
-             f"{args.tokens} new tokens, {args.threads} threads, median of {args.repeats}")
+    setup = (
+        f"random SmolVLM {args.shape} shapes, 1024x768 image, {int(results['smolcli']['prompt_tokens'])}-token prompt, "
+        f"{args.tokens} new tokens, {args.threads} threads, median of {args.repeats}"
+    )
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     host, packages = machine(), versions()
     lines = table(results, labels)
@@ -400,12 +441,29 @@ def main() -> None:
         ratio_text.append("note: smolcli's and the direct loop's answers differ (they should match token for token)")
 
     if args.json:
-        print(json.dumps({
-            "machine": host, "versions": packages, "command": command, "setup": setup,
-            "shape": args.shape, "tokens": args.tokens, "threads": args.threads, "repeats": args.repeats,
-            "quant": args.quant, "mmproj_type": args.mmproj_type, "model": str(model), "mmproj": str(mmproj),
-            "results": results, "runs": repeats, "ratios": figures, "smolcli_matches_direct": same_text,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "machine": host,
+                    "versions": packages,
+                    "command": command,
+                    "setup": setup,
+                    "shape": args.shape,
+                    "tokens": args.tokens,
+                    "threads": args.threads,
+                    "repeats": args.repeats,
+                    "quant": args.quant,
+                    "mmproj_type": args.mmproj_type,
+                    "model": str(model),
+                    "mmproj": str(mmproj),
+                    "results": results,
+                    "runs": repeats,
+                    "ratios": figures,
+                    "smolcli_matches_direct": same_text,
+                },
+                indent=2,
+            )
+        )
     else:
         print(setup)
         print("\n".join(lines))

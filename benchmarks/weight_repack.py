@@ -54,23 +54,31 @@ def main() -> None:
             step = [args.model, flag, str(args.prompt_tokens), str(args.new_tokens), str(args.threads)]
             runs[name].append(run_fresh(STEP, step))
     table = {
-        name: {key: statistics.median(run[key] for run in done) for key in
-               ("load_s", "load_peak_rss", "peak_rss", "prefill_tokens_per_s", "decode_tokens_per_s")}
+        name: {
+            key: statistics.median(run[key] for run in done)
+            for key in ("load_s", "load_peak_rss", "peak_rss", "prefill_tokens_per_s", "decode_tokens_per_s")
+        }
         for name, done in runs.items()
     }
     if args.json:
         print(json.dumps(table, indent=2))
         return
-    print(f"{args.model}: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, {args.threads} threads, "
-          f"median of {args.repeats} alternating runs")
+    print(
+        f"{args.model}: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, {args.threads} threads, "
+        f"median of {args.repeats} alternating runs"
+    )
     print(f"{'':10} {'load s':>7} {'load GiB':>9} {'peak GiB':>9} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for name, row in table.items():
-        print(f"{name:10} {row['load_s']:7.2f} {row['load_peak_rss'] / 2**30:9.2f} {row['peak_rss'] / 2**30:9.2f} "
-              f"{row['prefill_tokens_per_s']:14.1f} {row['decode_tokens_per_s']:13.2f}")
+        print(
+            f"{name:10} {row['load_s']:7.2f} {row['load_peak_rss'] / 2**30:9.2f} {row['peak_rss'] / 2**30:9.2f} "
+            f"{row['prefill_tokens_per_s']:14.1f} {row['decode_tokens_per_s']:13.2f}"
+        )
     with_, without = table["repack"], table["no repack"]
-    print(f"no repack / repack: peak RSS {without['peak_rss'] / with_['peak_rss']:.2f}x, "
-          f"prefill speed {without['prefill_tokens_per_s'] / with_['prefill_tokens_per_s']:.2f}x, "
-          f"decode speed {without['decode_tokens_per_s'] / with_['decode_tokens_per_s']:.2f}x")
+    print(
+        f"no repack / repack: peak RSS {without['peak_rss'] / with_['peak_rss']:.2f}x, "
+        f"prefill speed {without['prefill_tokens_per_s'] / with_['prefill_tokens_per_s']:.2f}x, "
+        f"decode speed {without['decode_tokens_per_s'] / with_['decode_tokens_per_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

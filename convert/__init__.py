@@ -63,7 +63,15 @@ def convert_checkpoint(
         else:
             intermediate = LOSSLESS_INTERMEDIATE.get(checkpoint.source_dtype, QType.F32)
             staged_float = stage / "float.gguf"
-            write_text_model(checkpoint, vocabulary, staged_float, intermediate, name, report, f"{model_path.name} ({intermediate.name} first)")
+            write_text_model(
+                checkpoint,
+                vocabulary,
+                staged_float,
+                intermediate,
+                name,
+                report,
+                f"{model_path.name} ({intermediate.name} first)",
+            )
             report(f"  quantizing to {quant} with llama.cpp")
             quantize(staged_float, staged_model, quant, threads)
             staged_float.unlink()

@@ -87,9 +87,7 @@ def open_checkpoint(source: Path) -> Checkpoint:
 def resolve_text_config(family: ModelFamily, raw: dict) -> dict:
     architectures = raw.get("architectures") or [None]
     if architectures[0] not in family.text_architectures:
-        raise SmolcliError(
-            f"unsupported text model {architectures[0]!r} in config.json; expected a Llama text model"
-        )
+        raise SmolcliError(f"unsupported text model {architectures[0]!r} in config.json; expected a Llama text model")
     text = {**family.text_defaults, **{k: v for k, v in raw.items() if v is not None}}
     text.setdefault("num_key_value_heads", text["num_attention_heads"])
     text.setdefault("head_dim", text["hidden_size"] // text["num_attention_heads"])
@@ -208,7 +206,9 @@ def check_shapes(checkpoint: Checkpoint) -> None:
             )
     unknown = sorted(set(checkpoint.tensors) - set(expected))
     if unknown:
-        raise SmolcliError(f"{checkpoint.root}: unexpected tensor {unknown[0]} for {checkpoint.generation}; is this a SmolVLM checkpoint?")
+        raise SmolcliError(
+            f"{checkpoint.root}: unexpected tensor {unknown[0]} for {checkpoint.generation}; is this a SmolVLM checkpoint?"
+        )
 
 
 BLOCK_PATTERN = re.compile(r"\.(\d+)\.")
@@ -219,7 +219,7 @@ def gguf_name(table: dict[str, str], hf_name: str) -> tuple[str, str, int | None
     match = BLOCK_PATTERN.search(hf_name)
     if match:
         bid = int(match.group(1))
-        pattern = hf_name[: match.start()] + ".{bid}." + hf_name[match.end():]
+        pattern = hf_name[: match.start()] + ".{bid}." + hf_name[match.end() :]
         if pattern in table:
             return table[pattern].format(bid=bid), table[pattern], bid
     if hf_name in table:

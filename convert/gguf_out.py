@@ -75,7 +75,9 @@ def encode(raw: np.ndarray, source_dtype: str, qtype: QType) -> np.ndarray:
     return gguf.quants.quantize(np.ascontiguousarray(data), qtype)
 
 
-def row_chunks(entry: TensorEntry, qtype: QType, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
+def row_chunks(
+    entry: TensorEntry, qtype: QType, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Iterator[np.ndarray]:
     """Encode a stored tensor slice by slice; a transform that mixes rows gets the whole tensor."""
     if transform is not None or len(entry.shape) == 1:
         raw = entry.load()

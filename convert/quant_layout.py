@@ -27,16 +27,27 @@ from smolcli.models.smolvlm import SMOLVLM
 
 # the type llama.cpp starts each tensor of a mix from (llama_ftype_get_default_type)
 DEFAULT_TYPES = {
-    "Q8_0": QType.Q8_0, "Q6_K": QType.Q6_K, "Q5_K_M": QType.Q5_K, "Q5_K_S": QType.Q5_K, "Q5_1": QType.Q5_1,
-    "Q5_0": QType.Q5_0, "Q4_K_M": QType.Q4_K, "Q4_K_S": QType.Q4_K, "Q4_1": QType.Q4_1, "Q4_0": QType.Q4_0,
-    "IQ4_NL": QType.IQ4_NL, "IQ4_XS": QType.IQ4_XS,
+    "Q8_0": QType.Q8_0,
+    "Q6_K": QType.Q6_K,
+    "Q5_K_M": QType.Q5_K,
+    "Q5_K_S": QType.Q5_K,
+    "Q5_1": QType.Q5_1,
+    "Q5_0": QType.Q5_0,
+    "Q4_K_M": QType.Q4_K,
+    "Q4_K_S": QType.Q4_K,
+    "Q4_1": QType.Q4_1,
+    "Q4_0": QType.Q4_0,
+    "IQ4_NL": QType.IQ4_NL,
+    "IQ4_XS": QType.IQ4_XS,
 }
 # what a type becomes when a row is not a whole number of its blocks (tensor_type_fallback)
 FALLBACKS = {QType.IQ4_XS: QType.IQ4_NL, QType.Q4_K: QType.Q5_0, QType.Q5_K: QType.Q5_1, QType.Q6_K: QType.Q8_0}
 ESTIMATED_MIXES = tuple(FLOAT_TYPES) + tuple(DEFAULT_TYPES)
 OUTPUT = tensor_name(gguf.MODEL_TENSOR.OUTPUT)
 # the block tensors some mixes give more bits, by the end of their names (blk.N.attn_v.weight)
-ATTN_V, FFN_DOWN = (tensor_name(t).removeprefix("blk.{bid}") for t in (gguf.MODEL_TENSOR.ATTN_V, gguf.MODEL_TENSOR.FFN_DOWN))
+ATTN_V, FFN_DOWN = (
+    tensor_name(t).removeprefix("blk.{bid}") for t in (gguf.MODEL_TENSOR.ATTN_V, gguf.MODEL_TENSOR.FFN_DOWN)
+)
 
 # Header estimates for files not yet written. A SmolLM2 vocabulary stores each token
 # (8-byte length + ~8 bytes), its type (4 bytes) and about one merge per token (8 + ~10 bytes).
@@ -142,8 +153,11 @@ def mmproj_layout(dims: VisionDims, mmproj_type: str) -> Layout:
     if requested is None:
         raise SmolcliError(f"no size estimate for an {mmproj_type} mmproj; estimates cover {', '.join(MMPROJ_TYPES)}")
     vision = {
-        "hidden_size": dims.n_embd, "intermediate_size": dims.n_ff, "patch_size": dims.patch_size,
-        "image_size": dims.image_size, "num_channels": 3,
+        "hidden_size": dims.n_embd,
+        "intermediate_size": dims.n_ff,
+        "patch_size": dims.patch_size,
+        "image_size": dims.image_size,
+        "num_channels": 3,
     }
     hf = expand_blocks(SMOLVLM.vision_shapes(vision, dims.scale_factor, dims.projection_dim), dims.n_layer)
     tensors = []

@@ -55,7 +55,9 @@ def quantize(source: Path, target: Path, quant: str, threads: int | None = None)
     params.nthread = threads or os.cpu_count() or 1
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
     if status != 0:
-        raise SmolcliError(f"llama.cpp could not quantize to {quant} (status {status}); rerun with {{verbose}} for its log")
+        raise SmolcliError(
+            f"llama.cpp could not quantize to {quant} (status {status}); rerun with {{verbose}} for its log"
+        )
 
 
 def tensor_types(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -68,8 +70,4 @@ def fallbacks(types: dict[str, tuple[str, tuple[int, ...]]], quant: str) -> dict
     """Tensors a super-block type could not take (row width not a multiple of 256), with the type they got."""
     if quant not in SUPER_BLOCK_TYPES:
         return {}
-    return {
-        name: qtype
-        for name, (qtype, shape) in types.items()
-        if len(shape) >= 2 and shape[0] % SUPER_BLOCK != 0
-    }
+    return {name: qtype for name, (qtype, shape) in types.items() if len(shape) >= 2 and shape[0] % SUPER_BLOCK != 0}

@@ -52,7 +52,10 @@ class TensorEntry:
         """Rows [start, stop) of the tensor, through a mapping of just those bytes."""
         row_bytes = self.nbytes // self.shape[0]
         return np.memmap(
-            self.path, dtype=DTYPES[self.dtype], mode="r", offset=self.offset + start * row_bytes,
+            self.path,
+            dtype=DTYPES[self.dtype],
+            mode="r",
+            offset=self.offset + start * row_bytes,
             shape=(stop - start, *self.shape[1:]),
         )
 
@@ -72,7 +75,9 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             raise SmolcliError(f"{path}: not a safetensors file (too short); re-download it")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > min(HEADER_LIMIT, size - 8):
-            raise SmolcliError(f"{path}: corrupt safetensors header (length {header_len} past the file's end); re-download it")
+            raise SmolcliError(
+                f"{path}: corrupt safetensors header (length {header_len} past the file's end); re-download it"
+            )
         raw = handle.read(header_len)
     try:
         header = json.loads(raw)
@@ -96,7 +101,9 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             raise SmolcliError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
         expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
         if end - begin != expected or begin < 0:
-            raise SmolcliError(f"{path}: corrupt safetensors header: {name!r} spans {end - begin} bytes, its shape needs {expected}")
+            raise SmolcliError(
+                f"{path}: corrupt safetensors header: {name!r} spans {end - begin} bytes, its shape needs {expected}"
+            )
         if data_start + end > size:
             raise SmolcliError(
                 f"{path}: truncated: tensor {name!r} ends at byte {data_start + end} but the file has {size}; re-download it"

@@ -25,8 +25,14 @@ class TextDims:
         """From a config.json text section or a smolvlm_shapes entry."""
         n_embd, n_head = text["hidden_size"], text["num_attention_heads"]
         return cls(
-            text["num_hidden_layers"], n_embd, n_head, text["num_key_value_heads"], text.get("head_dim", n_embd // n_head),
-            text["intermediate_size"], text["vocab_size"], int(text.get("max_position_embeddings", 0)),
+            text["num_hidden_layers"],
+            n_embd,
+            n_head,
+            text["num_key_value_heads"],
+            text.get("head_dim", n_embd // n_head),
+            text["intermediate_size"],
+            text["vocab_size"],
+            int(text.get("max_position_embeddings", 0)),
         )
 
     @classmethod
@@ -44,8 +50,14 @@ class TextDims:
         head_dim = int(metadata.get(Keys.Attention.KEY_LENGTH.format(arch=arch), n_embd // n_head))
         n_vocab = int(metadata.get(Keys.LLM.VOCAB_SIZE.format(arch=arch), vocab_entries or 0))
         return cls(
-            key(Keys.LLM.BLOCK_COUNT), n_embd, n_head, key(Keys.Attention.HEAD_COUNT_KV), head_dim,
-            key(Keys.LLM.FEED_FORWARD_LENGTH), n_vocab, int(metadata.get(Keys.LLM.CONTEXT_LENGTH.format(arch=arch), 0)),
+            key(Keys.LLM.BLOCK_COUNT),
+            n_embd,
+            n_head,
+            key(Keys.Attention.HEAD_COUNT_KV),
+            head_dim,
+            key(Keys.LLM.FEED_FORWARD_LENGTH),
+            n_vocab,
+            int(metadata.get(Keys.LLM.CONTEXT_LENGTH.format(arch=arch), 0)),
         )
 
     @property
@@ -54,8 +66,12 @@ class TextDims:
 
     def as_config(self) -> dict:
         return {
-            "hidden_size": self.n_embd, "num_attention_heads": self.n_head, "num_key_value_heads": self.n_head_kv,
-            "head_dim": self.head_dim, "intermediate_size": self.n_ff, "vocab_size": self.n_vocab,
+            "hidden_size": self.n_embd,
+            "num_attention_heads": self.n_head,
+            "num_key_value_heads": self.n_head_kv,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.n_ff,
+            "vocab_size": self.n_vocab,
         }
 
 
@@ -75,8 +91,14 @@ class VisionDims:
         """From a smolvlm_shapes entry."""
         vision = shape["vision"]
         return cls(
-            vision["image_size"], vision["patch_size"], vision["hidden_size"], vision["intermediate_size"],
-            vision["num_hidden_layers"], shape["scale_factor"], shape["longest_edge"], shape["text"]["hidden_size"],
+            vision["image_size"],
+            vision["patch_size"],
+            vision["hidden_size"],
+            vision["intermediate_size"],
+            vision["num_hidden_layers"],
+            shape["scale_factor"],
+            shape["longest_edge"],
+            shape["text"]["hidden_size"],
         )
 
     @classmethod
@@ -89,9 +111,14 @@ class VisionDims:
 
         vision = Keys.ClipVision
         return cls(
-            key(vision.IMAGE_SIZE), key(vision.PATCH_SIZE), key(vision.EMBEDDING_LENGTH),
-            key(vision.FEED_FORWARD_LENGTH), key(vision.BLOCK_COUNT), key(vision.Projector.SCALE_FACTOR),
-            key(vision.PREPROC_IMAGE_SIZE), key(vision.PROJECTION_DIM),
+            key(vision.IMAGE_SIZE),
+            key(vision.PATCH_SIZE),
+            key(vision.EMBEDDING_LENGTH),
+            key(vision.FEED_FORWARD_LENGTH),
+            key(vision.BLOCK_COUNT),
+            key(vision.Projector.SCALE_FACTOR),
+            key(vision.PREPROC_IMAGE_SIZE),
+            key(vision.PROJECTION_DIM),
         )
 
     @property

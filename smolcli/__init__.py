@@ -24,15 +24,52 @@ from smolcli.errors import BadInput, ContextFull, DiskFull, HubError, MemoryPlan
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "AnswerStream", "BadInput", "Chat", "ContextFull", "DiskFull", "HubError", "LoadOptions",
-    "MemoryPlanRefused", "Model", "ModelFileError", "SmolcliError", "Timings", "TokenLogprob", "TopLogprob", "Usage",
-    "__version__", "load",
+    "Answer",
+    "AnswerStream",
+    "BadInput",
+    "Chat",
+    "ContextFull",
+    "DiskFull",
+    "HubError",
+    "LoadOptions",
+    "MemoryPlanRefused",
+    "Model",
+    "ModelFileError",
+    "SmolcliError",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+    "__version__",
+    "load",
 ]
 
-_LIBRARY = {"Answer", "AnswerStream", "Chat", "LoadOptions", "Model", "Timings", "TokenLogprob", "TopLogprob", "Usage", "load"}
+_LIBRARY = {
+    "Answer",
+    "AnswerStream",
+    "Chat",
+    "LoadOptions",
+    "Model",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+    "load",
+}
 
 if TYPE_CHECKING:
-    from smolcli.api import Answer, AnswerStream, Chat, LoadOptions, Model, Timings, TokenLogprob, TopLogprob, Usage, load
+    from smolcli.api import (
+        Answer,
+        AnswerStream,
+        Chat,
+        LoadOptions,
+        Model,
+        Timings,
+        TokenLogprob,
+        TopLogprob,
+        Usage,
+        load,
+    )
 
 
 def __getattr__(name: str):

@@ -24,20 +24,26 @@ import pytest
 from PIL import Image
 
 from smolcli.convert import convert_checkpoint
-from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.synthetic.images import photo_like
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
 # the releases ship bf16; f16 covers the other half-precision layout
 SOURCE_DTYPES = {"SmolVLM": "BF16", "SmolVLM2": "F16"}
 NON_WEIGHT_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
-    "chat_template.json", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
 )
 
 
 # the libraries only the reference lane may load
 REFERENCE_MODULES = ("torch", "transformers")
-_IMPORTS_REFERENCE = re.compile(r"^\s*(?:import|from)\s+(?:torch|transformers)\b|importorskip\(\s*[\"'](?:torch|transformers)\b", re.M)
+_IMPORTS_REFERENCE = re.compile(
+    r"^\s*(?:import|from)\s+(?:torch|transformers)\b|importorskip\(\s*[\"'](?:torch|transformers)\b", re.M
+)
 
 
 def _imports_reference_libraries(item) -> bool:
@@ -97,7 +103,9 @@ def numpy_checkpoint(workdir):
     def make(generation: str = "SmolVLM", dtype: str = "BF16") -> Path:
         key = (generation, dtype)
         if key not in made:
-            made[key] = write_random_checkpoint(workdir / f"np-{generation}-{dtype}", "tiny", generation, dtype, seed=len(made))
+            made[key] = write_random_checkpoint(
+                workdir / f"np-{generation}-{dtype}", "tiny", generation, dtype, seed=len(made)
+            )
         return made[key]
 
     return make

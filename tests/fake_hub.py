@@ -62,7 +62,9 @@ class Request:
 
 @dataclass
 class Faults:
-    cut_after: dict[str, int] = field(default_factory=dict)  # file -> bytes its next GET sends before the connection drops
+    cut_after: dict[str, int] = field(
+        default_factory=dict
+    )  # file -> bytes its next GET sends before the connection drops
     down_after_cut: bool = False  # after a cut, every request gets 503 until this is cleared
     down: bool = False
     ignore_range: bool = False  # answer a Range request with the whole file (200), as some CDNs do
@@ -80,7 +82,9 @@ class FakeHub:
         self._thread: threading.Thread | None = None
 
     # --- content ----------------------------------------------------------------------
-    def add_repo(self, repo_id: str, folder: Path | None = None, files: dict[str, bytes] | None = None, **access) -> FakeRepo:
+    def add_repo(
+        self, repo_id: str, folder: Path | None = None, files: dict[str, bytes] | None = None, **access
+    ) -> FakeRepo:
         content = dict(files or {})
         if folder is not None:
             content.update({p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()})
@@ -165,7 +169,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         hub = self.owner
         path = urlsplit(self.path).path
         with hub._lock:
-            hub.requests.append(Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization")))
+            hub.requests.append(
+                Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
+            )
             down = hub.faults.down
         if down:
             return self._error(503, None, "Service unavailable", body)
@@ -206,7 +212,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             if name.endswith((".safetensors", ".gguf")):
                 sibling["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
             siblings.append(sibling)
-        payload = json.dumps({"id": repo.repo_id, "sha": repo.commit, "private": repo.token is not None, "siblings": siblings}).encode()
+        payload = json.dumps(
+            {"id": repo.repo_id, "sha": repo.commit, "private": repo.token is not None, "siblings": siblings}
+        ).encode()
         self._respond(200, {"Content-Type": "application/json"}, payload, body)
 
     def _file(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
@@ -281,8 +289,13 @@ def point_huggingface_hub_at(monkeypatch, hub: FakeHub, hf_home: Path) -> None:
     from huggingface_hub import constants
 
     cache = hf_home / "hub"
-    for name, value in {"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(cache),
-                        "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost"}.items():
+    for name, value in {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }.items():
         monkeypatch.setenv(name, value)
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_OIDC_RESOURCE"):
         monkeypatch.delenv(name, raising=False)

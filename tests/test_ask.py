@@ -18,13 +18,9 @@ import sys
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from raw_llama import RawMtmd
-
-from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
@@ -36,6 +32,9 @@ from smolcli.runtime.images import load_image
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.runtime.prompting import first_turn, place_images
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+from cli_checks import one_line_error
+from raw_llama import RawMtmd
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"  # the entry point installed beside this interpreter
 QUESTION = "What is in the picture? Tell me."
@@ -104,14 +103,26 @@ def test_two_images_at_their_markers_equal_direct_mtmd_decode(tiny_pair, images)
     model, mmproj = tiny_pair
     n = 12
     expected = mtmd_greedy_text(
-        model, mmproj,
+        model,
+        mmproj,
         "<|im_start|>User: Compare <__media__> with <__media__> please.<end_of_utterance>\nAssistant:",
-        [images["wide"], images["square"]], n,
+        [images["wide"], images["square"]],
+        n,
     )
-    got = answer_of(ask(
-        "-m", str(model), "-i", str(images["wide"]), "-i", str(images["square"]),
-        "Compare <image> with <image> please.", "-n", str(n), "--ignore-eos",
-    ))
+    got = answer_of(
+        ask(
+            "-m",
+            str(model),
+            "-i",
+            str(images["wide"]),
+            "-i",
+            str(images["square"]),
+            "Compare <image> with <image> please.",
+            "-n",
+            str(n),
+            "--ignore-eos",
+        )
+    )
     assert got == without_format_space(expected) + "\n"
 
 
@@ -194,7 +205,9 @@ def test_every_image_format_is_accepted(tiny_pair, images, tmp_path):
         path = tmp_path / f"wide.{suffix}"
         picture.save(path)
         usage = image_usage(model, path)
-        assert (usage["prompt_tokens"], usage["image_tokens"]) == (known["prompt_tokens"], known["image_tokens"]), suffix
+        assert (usage["prompt_tokens"], usage["image_tokens"]) == (known["prompt_tokens"], known["image_tokens"]), (
+            suffix
+        )
 
     # the fixture's five images, five formats and sizes, in one prompt: each counts as it does alone
     keys = ("square", "wide", "tall", "photo", "noise")
@@ -234,10 +247,12 @@ def test_gif_first_frame_and_any_mode_become_rgb(tmp_path):
 def test_prompt_and_image_from_stdin(tiny_pair, images):
     model, _ = tiny_pair
     by_argument = answer_of(ask("-m", str(model), "-i", str(images["square"]), QUESTION, "-n", "10", "--ignore-eos"))
-    by_stdin = answer_of(ask("-m", str(model), "-i", str(images["square"]), "-n", "10", "--ignore-eos", input=QUESTION + "\n"))
-    image_on_stdin = answer_of(ask(
-        "-m", str(model), "-i", "-", QUESTION, "-n", "10", "--ignore-eos", input=images["square"].read_bytes()
-    ))
+    by_stdin = answer_of(
+        ask("-m", str(model), "-i", str(images["square"]), "-n", "10", "--ignore-eos", input=QUESTION + "\n")
+    )
+    image_on_stdin = answer_of(
+        ask("-m", str(model), "-i", "-", QUESTION, "-n", "10", "--ignore-eos", input=images["square"].read_bytes())
+    )
     assert by_argument == by_stdin == image_on_stdin
     assert len(by_argument) > 1
 
@@ -252,7 +267,14 @@ def test_json_report_has_every_field_with_sane_values(tiny_pair, images):
     streamed = answer_of(ask(*args))
     report = json.loads(answer_of(ask(*args, "--json")))
     assert set(report) == {
-        "text", "finish_reason", "usage", "timings", "peak_memory_bytes", "model", "mmproj", "image_longest_edge",
+        "text",
+        "finish_reason",
+        "usage",
+        "timings",
+        "peak_memory_bytes",
+        "model",
+        "mmproj",
+        "image_longest_edge",
     }
     assert report["image_longest_edge"] == 96  # the tiny model's own: two 48-px tiles
     assert report["text"] + "\n" == streamed
@@ -261,7 +283,14 @@ def test_json_report_has_every_field_with_sane_values(tiny_pair, images):
     assert usage["completion_tokens"] == n
     assert 0 < usage["image_tokens"] < usage["prompt_tokens"]
     assert usage["prompt_tokens"] - usage["image_tokens"] >= len("User: " + QUESTION) // 4
-    assert set(timings) == {"load_s", "image_encode_s", "prefill_s", "decode_s", "decode_tokens_per_s", "prefill_tokens_per_s"}
+    assert set(timings) == {
+        "load_s",
+        "image_encode_s",
+        "prefill_s",
+        "decode_s",
+        "decode_tokens_per_s",
+        "prefill_tokens_per_s",
+    }
     assert all(value > 0 for value in timings.values()), timings
     assert timings["decode_tokens_per_s"] == pytest.approx(n / timings["decode_s"], rel=0.01)
     assert 20 * 2**20 < report["peak_memory_bytes"] < 64 * 2**30
@@ -290,7 +319,9 @@ def test_stop_string_ends_the_answer_before_it(tiny_pair):
     model, _ = tiny_pair
     full = json.loads(answer_of(ask("-m", str(model), QUESTION, "-n", "40", "--ignore-eos", "--json")))["text"]
     stop = full[len(full) // 2 : len(full) // 2 + 2]
-    report = json.loads(answer_of(ask("-m", str(model), QUESTION, "-n", "40", "--ignore-eos", "--json", "--stop", stop)))
+    report = json.loads(
+        answer_of(ask("-m", str(model), QUESTION, "-n", "40", "--ignore-eos", "--json", "--stop", stop))
+    )
     assert report["text"] == full[: full.find(stop)]
     assert report["finish_reason"] == "stop"
     streamed = answer_of(ask("-m", str(model), QUESTION, "-n", "40", "--ignore-eos", "--stop", stop))
@@ -374,8 +405,12 @@ def test_bad_image_on_stdin(tiny_pair):
 def test_mmproj_that_does_not_fit_the_model(tiny_pair, images, bad_files):
     model, _ = tiny_pair
     wrong = bad_files / "mmproj-wrong-F16.gguf"
-    one_line_error(ask("-m", str(model), "--mmproj", str(wrong), "-i", str(images["square"]), QUESTION), "does not fit", "128")
-    one_line_error(ask("-m", str(model), "--mmproj", str(model), "-i", str(images["square"]), QUESTION), "not an mmproj")
+    one_line_error(
+        ask("-m", str(model), "--mmproj", str(wrong), "-i", str(images["square"]), QUESTION), "does not fit", "128"
+    )
+    one_line_error(
+        ask("-m", str(model), "--mmproj", str(model), "-i", str(images["square"]), QUESTION), "not an mmproj"
+    )
 
 
 def test_model_that_is_not_a_gguf_or_is_truncated(bad_files):
@@ -405,7 +440,9 @@ def test_more_images_than_the_context_holds_fails_before_evaluating(tiny_pair, i
 def test_usage_errors(tiny_pair, images):
     model = str(tiny_pair[0])
     one_line_error(ask("-m", model, QUESTION, "--max-tokens", "0"), "--max-tokens")
-    one_line_error(ask("-m", model, "-i", str(images["square"]), "<image> and <image>?"), "2 <image> markers", "1 images")
+    one_line_error(
+        ask("-m", model, "-i", str(images["square"]), "<image> and <image>?"), "2 <image> markers", "1 images"
+    )
     one_line_error(ask("-m", model, "-i", "-"), "-i -", "argument")
     one_line_error(ask("-m", model, "-i", "-", "-i", "-", QUESTION), "one image")
     one_line_error(ask("-m", model, input=""), "empty")
@@ -458,8 +495,23 @@ def smolcli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def test_pipe_prompt_and_image_through_the_real_entry_point(tiny_pair, images):
     model = str(tiny_pair[0])
     in_process = answer_of(ask("-m", model, "-i", str(images["square"]), QUESTION, "-n", "8", "--ignore-eos"))
-    prompt_piped = smolcli("ask", "-t", "1", "-m", model, "-i", str(images["square"]), "-n", "8", "--ignore-eos", input=QUESTION.encode())
-    image_piped = smolcli("ask", "-t", "1", "-m", model, "-i", "-", QUESTION, "-n", "8", "--ignore-eos", input=images["square"].read_bytes())
+    prompt_piped = smolcli(
+        "ask", "-t", "1", "-m", model, "-i", str(images["square"]), "-n", "8", "--ignore-eos", input=QUESTION.encode()
+    )
+    image_piped = smolcli(
+        "ask",
+        "-t",
+        "1",
+        "-m",
+        model,
+        "-i",
+        "-",
+        QUESTION,
+        "-n",
+        "8",
+        "--ignore-eos",
+        input=images["square"].read_bytes(),
+    )
     for run in (prompt_piped, image_piped):
         assert run.returncode == 0, run.stderr
         assert run.stdout.decode() == in_process
@@ -484,7 +536,9 @@ def test_missing_prompt_with_a_terminal_stdin_is_an_error(tiny_pair):
 def long_answer(model: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(SMOLCLI), "ask", "-t", "1", "-m", str(model), QUESTION, "--ctx", "4096", "-n", "4000", "--ignore-eos"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -12,12 +12,13 @@ from importlib.metadata import version
 import pytest
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 from smolcli.bench.plan_table import DEVICES, QUANTS
 from smolcli.cli.app import app
 from smolcli.models.registry import MODELS
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.image_tiles import tile_count
+
+from cli_checks import one_line_error
 
 TINY = ["--shape", "tiny", "--repeats", "1", "--tokens", "4", "--threads", "1"]
 TILE = SHAPES["tiny"]["vision"]["image_size"]  # 48 px
@@ -52,8 +53,18 @@ def test_each_setting_is_measured_and_the_pair_is_built_once(private_smolcli_hom
         assert row["image_tokens"] == row["tiles"] * image_seq_len(SHAPES["tiny"]), name
         assert row["completion_tokens"] == 4, name
         assert len(row["runs"]) == 1, name
-        for key in ("load_s", "encode_s", "encode_s_per_tile", "prefill_s", "decode_s", "prefill_tokens_per_s",
-                    "decode_tokens_per_s", "time_to_first_token_s", "wall_s", "encoder_gflops"):
+        for key in (
+            "load_s",
+            "encode_s",
+            "encode_s_per_tile",
+            "prefill_s",
+            "decode_s",
+            "prefill_tokens_per_s",
+            "decode_tokens_per_s",
+            "time_to_first_token_s",
+            "wall_s",
+            "encoder_gflops",
+        ):
             assert row[key] > 0, (name, key, row[key])
         assert row["peak_rss_bytes"] > 0, name
         assert row["time_to_first_token_s"] == pytest.approx(row["load_s"] + row["encode_s"] + row["prefill_s"])
@@ -63,7 +74,9 @@ def test_each_setting_is_measured_and_the_pair_is_built_once(private_smolcli_hom
     assert report["versions"]["llama-cpp-python"] == version("llama-cpp-python")
     reference = report["encoder"]["matmul_reference"]
     assert reference is not None and reference["gflops"] > 0 and reference["threads"] == 1
-    assert rows["default"]["encoder_fraction_of_reference"] == pytest.approx(rows["default"]["encoder_gflops"] / reference["gflops"])
+    assert rows["default"]["encoder_fraction_of_reference"] == pytest.approx(
+        rows["default"]["encoder_gflops"] / reference["gflops"]
+    )
     assert "converting" in result.stderr  # progress on stderr, built this time
     assert report["reused_files"] is False
 
@@ -113,7 +126,10 @@ def test_a_failed_build_leaves_nothing_that_is_reused(private_smolcli_home, monk
         (["--shape", "3b"], ["'3b'", "256m", "2.2b"]),
         ([*TINY, "--repeats", "0"], ["--repeats", "at least 1"]),
         ([*TINY, "--quant", "Q5_X"], ["Q5_X", "Q4_K_M"]),
-        ([*TINY, "--max-tiles", "3"], ["--max-tiles 3", f"--max-tiles {tile_count(WIDTH, HEIGHT, 2 * TILE, TILE)} or more"]),
+        (
+            [*TINY, "--max-tiles", "3"],
+            ["--max-tiles 3", f"--max-tiles {tile_count(WIDTH, HEIGHT, 2 * TILE, TILE)} or more"],
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors_before_anything_is_built(args, words, private_smolcli_home):
@@ -135,7 +151,9 @@ def test_encoder_flops_are_what_torch_counts():
     config = config_files(SHAPES["tiny"], "SmolVLM", "F32")["config.json"]
     config.pop("architectures")
     config = Idefics3Config(**config)
-    config._attn_implementation = config.vision_config._attn_implementation = "eager"  # attention as matmuls, which it counts
+    config._attn_implementation = config.vision_config._attn_implementation = (
+        "eager"  # attention as matmuls, which it counts
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = Idefics3ForConditionalGeneration(config).eval()
@@ -161,11 +179,11 @@ def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home, monkeypatc
     columns = ["model", "quant", "LM file", "mmproj", "chunks", "n_ctx", "peak", *(d.label for d in DEVICES)]
     assert re.fullmatch(r"\s+".join(map(re.escape, columns)), header.strip()), header
     assert "Jetson" in columns
-    table = lines[lines.index(header) + 1:]
+    table = lines[lines.index(header) + 1 :]
     rows = [line.split() for line in table[: table.index("")]]
     assert [(row[0], row[1]) for row in rows] == [(m.name, q) for m in MODELS for q in QUANTS]
     for row in rows:
-        assert set(row[-len(DEVICES):]) <= {"yes", "no"}, row  # one fits column per machine
+        assert set(row[-len(DEVICES) :]) <= {"yes", "no"}, row  # one fits column per machine
     for device in DEVICES:
         assert f"  {device.label}: {device.name}, " in result.stdout
 

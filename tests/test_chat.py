@@ -10,11 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
-
-from raw_llama import RawMtmd
 
 from smolcli.cli.app import app
 from smolcli.errors import SmolcliError
@@ -24,6 +21,8 @@ from smolcli.runtime.images import load_image
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.runtime.sampling import Sampler, SamplingOptions
 from smolcli.runtime.session import ChatSession
+
+from raw_llama import RawMtmd
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"  # the entry point installed beside this interpreter
 FIRST, SECOND = "Describe it.", "And the colours?"
@@ -155,10 +154,25 @@ def chat_cli(*args: str, input: str):
 def test_pipe_answers_each_line_and_commands_work(tiny_pair, images, tmp_path):
     model = str(tiny_pair[0])
     before, after = tmp_path / "before.json", tmp_path / "after.json"
-    script = "\n".join([
-        f"/image {images['square']}", FIRST, SECOND, f"/save {before}",
-        "/clear", "/bogus", f"/image {tmp_path / 'missing.png'}", "", "hello", f"/save {after}", "/exit", "never answered",
-    ]) + "\n"
+    script = (
+        "\n".join(
+            [
+                f"/image {images['square']}",
+                FIRST,
+                SECOND,
+                f"/save {before}",
+                "/clear",
+                "/bogus",
+                f"/image {tmp_path / 'missing.png'}",
+                "",
+                "hello",
+                f"/save {after}",
+                "/exit",
+                "never answered",
+            ]
+        )
+        + "\n"
+    )
     result = chat_cli("-m", model, "--stats", "-n", str(N), input=script)
 
     assert result.exit_code == 1  # two lines failed; each said so and the session went on
@@ -206,8 +220,22 @@ def test_chat_input_errors(tiny_pair, images, tmp_path):
 
 def test_chat_through_a_real_pipe(tiny_pair, images):
     run = subprocess.run(
-        [str(SMOLCLI), "chat", "-t", "1", "-m", str(tiny_pair[0]), "-i", str(images["square"]), "-n", str(N), "--stats"],
-        input=f"{FIRST}\n{SECOND}\n".encode(), capture_output=True, timeout=120,
+        [
+            str(SMOLCLI),
+            "chat",
+            "-t",
+            "1",
+            "-m",
+            str(tiny_pair[0]),
+            "-i",
+            str(images["square"]),
+            "-n",
+            str(N),
+            "--stats",
+        ],
+        input=f"{FIRST}\n{SECOND}\n".encode(),
+        capture_output=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     stats = json.loads(run.stderr.decode().strip().splitlines()[-1])
@@ -219,7 +247,9 @@ def test_chat_through_a_real_pipe(tiny_pair, images):
 def test_ctrl_c_at_the_prompt_exits_130_without_a_traceback(tiny_pair):
     process = subprocess.Popen(
         [str(SMOLCLI), "chat", "-t", "1", "-m", str(tiny_pair[0])],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     process.stdin.write(b"/help\n")
     process.stdin.flush()

@@ -14,7 +14,9 @@ from smolcli.models.smolvlm import SMOLVLM
 
 def test_smolvlm2_text_config_without_head_count():
     # SmolVLM2's text_config names VLlama3ForCausalLM and omits num_attention_heads (transformers: 32)
-    text = resolve_text_config(SMOLVLM, {"architectures": ["VLlama3ForCausalLM"], "hidden_size": 2048, "rope_theta": 130000.0})
+    text = resolve_text_config(
+        SMOLVLM, {"architectures": ["VLlama3ForCausalLM"], "hidden_size": 2048, "rope_theta": 130000.0}
+    )
     assert text["num_attention_heads"] == 32
     assert text["num_key_value_heads"] == 32
     assert text["head_dim"] == 64
@@ -34,7 +36,9 @@ def test_linear_rope_scaling_is_kept_and_others_refused():
 
 
 def test_null_values_take_the_defaults():
-    text = resolve_text_config(SMOLVLM, {"num_key_value_heads": None, "head_dim": None, "num_attention_heads": 8, "hidden_size": 512})
+    text = resolve_text_config(
+        SMOLVLM, {"num_key_value_heads": None, "head_dim": None, "num_attention_heads": 8, "hidden_size": 512}
+    )
     assert text["num_key_value_heads"] == 8 and text["head_dim"] == 64
 
 
@@ -53,9 +57,13 @@ def test_unknown_vision_model_and_text_architecture():
 
 
 def test_preprocessor_merges_processor_config(tmp_path):
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"longest_edge": 1536}, "image_mean": [0.5] * 3}))
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"longest_edge": 1536}, "image_mean": [0.5] * 3})
+    )
     (tmp_path / "processor_config.json").write_text(
-        json.dumps({"image_seq_len": 81, "image_processor": {"max_image_size": {"longest_edge": 384}, "image_std": [0.25] * 3}})
+        json.dumps(
+            {"image_seq_len": 81, "image_processor": {"max_image_size": {"longest_edge": 384}, "image_std": [0.25] * 3}}
+        )
     )
     merged = resolve_preprocessor(SMOLVLM, tmp_path, {"image_size": 384})
     assert merged["longest_edge"] == 1536 and merged["tile_size"] == 384

@@ -47,7 +47,15 @@ def checkpoint_copy(tmp_path, numpy_checkpoint):
 def test_the_transformers_resaved_checkpoint_converts_to_the_same_files(generation, hf_checkpoint, converted, tmp_path):
     """Why the fast lane may convert the numpy-written checkpoint: its save_pretrained copy gives the same bytes."""
     ours = converted("F16", "F16", generation)
-    result = convert(hf_checkpoint(generation, SOURCE_DTYPES[generation]), "-o", tmp_path, "-q", "F16", "--name", f"tiny-{generation}")
+    result = convert(
+        hf_checkpoint(generation, SOURCE_DTYPES[generation]),
+        "-o",
+        tmp_path,
+        "-q",
+        "F16",
+        "--name",
+        f"tiny-{generation}",
+    )
     assert result.exit_code == 0, result.output
     model, mmproj = map(Path, result.stdout.splitlines())
     assert (model.name, mmproj.name) == (ours.model.name, ours.mmproj.name)
@@ -76,7 +84,9 @@ def test_default_quant_and_name(checkpoint_copy, tmp_path):
 def test_entry_point_and_module_run(checkpoint_copy, tmp_path):
     for command in ([str(Path(sys.executable).with_name("smolcli"))], [sys.executable, "-m", "smolcli"]):
         outdir = tmp_path / command[-1].replace("/", "_")
-        done = subprocess.run([*command, "convert", str(checkpoint_copy), "-o", str(outdir), "-q", "F16"], capture_output=True, text=True)
+        done = subprocess.run(
+            [*command, "convert", str(checkpoint_copy), "-o", str(outdir), "-q", "F16"], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
         assert len(done.stdout.splitlines()) == 2 and all(Path(p).is_file() for p in done.stdout.splitlines())
 
@@ -86,15 +96,23 @@ def test_unknown_architecture(checkpoint_copy, tmp_path):
     config["architectures"] = ["LlavaForConditionalGeneration"]
     (checkpoint_copy / "config.json").write_text(json.dumps(config))
     assert_clean_failure(
-        convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o",
-        "LlavaForConditionalGeneration", "Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration",
+        convert(checkpoint_copy, "-o", tmp_path / "o"),
+        tmp_path / "o",
+        "LlavaForConditionalGeneration",
+        "Idefics3ForConditionalGeneration",
+        "SmolVLMForConditionalGeneration",
     )
 
 
 # without any weights file the converter cannot know its name (one file or shards): it names the pattern
-@pytest.mark.parametrize("missing,named", [
-    ("config.json", "config.json"), ("tokenizer.json", "tokenizer.json"), ("model.safetensors", "no *.safetensors weights"),
-])
+@pytest.mark.parametrize(
+    "missing,named",
+    [
+        ("config.json", "config.json"),
+        ("tokenizer.json", "tokenizer.json"),
+        ("model.safetensors", "no *.safetensors weights"),
+    ],
+)
 def test_missing_file(checkpoint_copy, tmp_path, missing, named):
     (checkpoint_copy / missing).unlink()
     assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", str(checkpoint_copy), named)
@@ -124,18 +142,24 @@ def test_shapes_that_disagree_with_config(checkpoint_copy, tmp_path):
 
 def test_pickle_only_checkpoint_is_refused(checkpoint_copy, tmp_path):
     (checkpoint_copy / "model.safetensors").rename(checkpoint_copy / "pytorch_model.bin")
-    assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", "pytorch_model.bin", "never unpickles")
+    assert_clean_failure(
+        convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", "pytorch_model.bin", "never unpickles"
+    )
 
 
 def test_unknown_quant_type(checkpoint_copy, tmp_path):
     assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o", "-q", "Q3_X"), tmp_path / "o", "Q3_X", "Q4_K_M")
-    assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o", "--mmproj-type", "Q4_0"), tmp_path / "o", "mmproj type")
+    assert_clean_failure(
+        convert(checkpoint_copy, "-o", tmp_path / "o", "--mmproj-type", "Q4_0"), tmp_path / "o", "mmproj type"
+    )
 
 
 def test_missing_shard(checkpoint_copy, tmp_path):
     index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
     (checkpoint_copy / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert_clean_failure(convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", "model-00002-of-00002.safetensors")
+    assert_clean_failure(
+        convert(checkpoint_copy, "-o", tmp_path / "o"), tmp_path / "o", "model-00002-of-00002.safetensors"
+    )
 
 
 def test_source_is_not_a_folder(tmp_path):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import SOURCE_DTYPES
-from reference import GGUFRun, TransformersReference, cosine, max_abs_diff
 
 from smolcli.convert import convert_checkpoint
+
+from reference import GGUFRun, TransformersReference, cosine, max_abs_diff
+
+pytestmark = pytest.mark.reference  # against transformers/torch: the slow lane
 
 TEXT_PROMPT = "<|im_start|>User: What is in the picture?<end_of_utterance>\nAssistant:"
 IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import smolcli
 from smolcli.cli.app import app
-from smolcli.synthetic.demo import MARKER, DemoFiles, demo_folder, is_complete
 from smolcli.runtime.gguf_file import read_gguf
+from smolcli.synthetic.demo import MARKER, DemoFiles, demo_folder, is_complete
 from smolcli.util.user_cache import cache_dir
 
 
@@ -32,7 +32,13 @@ def run_demo():
 
 
 def all_files(files: DemoFiles) -> list[Path]:
-    return [files.model, files.mmproj, files.image, files.checkpoint / "config.json", files.checkpoint / "model.safetensors"]
+    return [
+        files.model,
+        files.mmproj,
+        files.image,
+        files.checkpoint / "config.json",
+        files.checkpoint / "model.safetensors",
+    ]
 
 
 def test_demo_answers_explains_the_noise_and_reuses_its_files(home):
@@ -100,8 +106,13 @@ def test_demo_runs_without_torch_or_transformers(home):
         from smolcli.cli.app import app
         app(["demo", "--max-tokens", "4"])
     """)
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "SMOLCLI_HOME": str(home)})
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SMOLCLI_HOME": str(home)},
+    )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip()
     assert "reusing the demo files" in child.stderr

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import llama_cpp
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
+from smolcli.runtime import system_info
 from smolcli.runtime.install_commands import (
     JETSON_ORIN_INSTALL_COMMAND,
     LLAMA_CPP_PYTHON_VERSION,
@@ -21,7 +22,6 @@ from smolcli.runtime.install_commands import (
     advise,
     cuda_install_command,
 )
-from smolcli.runtime import system_info
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1024**3
@@ -47,8 +47,11 @@ def test_driver_without_toolkit_gets_the_rebuild_and_a_note_to_install_nvcc():
 
 def test_jetson_orin_nano_gets_the_orin_rebuild_and_the_small_board_advice():
     facts = PlatformFacts(
-        "aarch64", jetson=True, jetson_model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
-        nvcc="/usr/local/cuda/bin/nvcc", total_ram=int(7.4 * GIB),
+        "aarch64",
+        jetson=True,
+        jetson_model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+        nvcc="/usr/local/cuda/bin/nvcc",
+        total_ram=int(7.4 * GIB),
     )
     advice = advise(facts)
     assert advice.command == JETSON_ORIN_INSTALL_COMMAND
@@ -59,14 +62,18 @@ def test_jetson_orin_nano_gets_the_orin_rebuild_and_the_small_board_advice():
 
 
 def test_jetson_without_nvcc_is_told_to_install_jetpacks_cuda():
-    advice = advise(PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson AGX Orin", nvcc=None, total_ram=64 * GIB))
+    advice = advise(
+        PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson AGX Orin", nvcc=None, total_ram=64 * GIB)
+    )
     assert advice.command == JETSON_ORIN_INSTALL_COMMAND
     assert any("nvidia-jetpack" in note for note in advice.notes)
     assert SMALL_BOARD_ADVICE not in advice.notes  # 64 GB AGX: no need to squeeze
 
 
 def test_older_jetson_is_warned_that_the_command_targets_orin():
-    advice = advise(PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson Xavier NX Developer Kit", total_ram=8 * GIB))
+    advice = advise(
+        PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson Xavier NX Developer Kit", total_ram=8 * GIB)
+    )
     assert any("not an Orin" in note and "72" in note for note in advice.notes)
 
 
@@ -77,11 +84,21 @@ def test_cpu_only_laptop_needs_no_reinstall():
     assert any(cuda_install_command() in note for note in advice.notes)
 
 
-@pytest.mark.parametrize("facts", [
-    PlatformFacts("x86_64", gpu_offload=True, gpu_backends=("CUDA",), nvcc="/usr/bin/nvcc", nvidia_smi=True),
-    PlatformFacts("arm64", gpu_offload=True, gpu_backends=("Metal",)),
-    PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson AGX Orin", gpu_offload=True, gpu_backends=("CUDA",), total_ram=32 * GIB),
-])
+@pytest.mark.parametrize(
+    "facts",
+    [
+        PlatformFacts("x86_64", gpu_offload=True, gpu_backends=("CUDA",), nvcc="/usr/bin/nvcc", nvidia_smi=True),
+        PlatformFacts("arm64", gpu_offload=True, gpu_backends=("Metal",)),
+        PlatformFacts(
+            "aarch64",
+            jetson=True,
+            jetson_model="NVIDIA Jetson AGX Orin",
+            gpu_offload=True,
+            gpu_backends=("CUDA",),
+            total_ram=32 * GIB,
+        ),
+    ],
+)
 def test_offload_already_compiled_in_needs_no_reinstall(facts):
     advice = advise(facts)
     assert advice.command is None
@@ -89,8 +106,16 @@ def test_offload_already_compiled_in_needs_no_reinstall(facts):
 
 
 def test_offload_on_an_8gb_jetson_still_gets_the_small_board_advice():
-    advice = advise(PlatformFacts("aarch64", jetson=True, jetson_model="NVIDIA Jetson Orin Nano", gpu_offload=True,
-                                  gpu_backends=("CUDA",), total_ram=int(7.4 * GIB)))
+    advice = advise(
+        PlatformFacts(
+            "aarch64",
+            jetson=True,
+            jetson_model="NVIDIA Jetson Orin Nano",
+            gpu_offload=True,
+            gpu_backends=("CUDA",),
+            total_ram=int(7.4 * GIB),
+        )
+    )
     assert advice.command is None and SMALL_BOARD_ADVICE in advice.notes
 
 
@@ -101,7 +126,9 @@ def test_cuda_build_that_sees_no_gpu_points_at_the_driver_not_a_rebuild():
 
 
 def test_cuda_toolkit_without_a_gpu_or_driver_keeps_the_cpu_build():
-    advice = advise(PlatformFacts("x86_64", nvcc="/usr/local/bin/nvcc", nvidia_smi=False, nvidia_driver=False, total_ram=64 * GIB))
+    advice = advise(
+        PlatformFacts("x86_64", nvcc="/usr/local/bin/nvcc", nvidia_smi=False, nvidia_driver=False, total_ram=64 * GIB)
+    )
     assert advice.command is None
     assert "no NVIDIA GPU or driver" in advice.summary and "CPU build is the right one" in advice.summary
     assert "rebuild llama-cpp-python" not in advice.summary
@@ -212,9 +239,15 @@ def test_doctor_json_reports_this_build_and_only_json_on_stdout():
     assert report["nvidia_smi"] == system_info.find_nvidia_smi()
     assert report["nvidia_driver"] == system_info.nvidia_driver()
     facts = PlatformFacts(
-        report["machine"], report["jetson"], report["jetson_model"], report["gpu_offload"],
+        report["machine"],
+        report["jetson"],
+        report["jetson_model"],
+        report["gpu_offload"],
         tuple(b for b in report["backends"] if b not in system_info.CPU_SIDE_BACKENDS),
-        report["nvcc"], report["nvidia_smi"] is not None, report["ram_total"], report["nvidia_driver"] is not None,
+        report["nvcc"],
+        report["nvidia_smi"] is not None,
+        report["ram_total"],
+        report["nvidia_driver"] is not None,
     )
     expected = advise(facts)
     assert report["advice"] == {"summary": expected.summary, "command": expected.command, "notes": expected.notes}
@@ -249,7 +282,12 @@ def toolkit_without_gpu(monkeypatch):
 
     def cpu_build():
         _, backends, devices, text = real_build()
-        return False, [b for b in backends if b in system_info.CPU_SIDE_BACKENDS], [d for d in devices if d.type == "cpu"], text
+        return (
+            False,
+            [b for b in backends if b in system_info.CPU_SIDE_BACKENDS],
+            [d for d in devices if d.type == "cpu"],
+            text,
+        )
 
     monkeypatch.setattr(system_info, "llama_build", cpu_build)
 

@@ -22,7 +22,22 @@ QUESTION = "What is in the picture?"
 
 def ask_report(model, image, *extra: str) -> dict:
     result = CliRunner().invoke(
-        app, ["ask", "--threads", "1", "-m", str(model), "-i", str(image), QUESTION, "-n", "12", "--ignore-eos", "--json", *extra]
+        app,
+        [
+            "ask",
+            "--threads",
+            "1",
+            "-m",
+            str(model),
+            "-i",
+            str(image),
+            QUESTION,
+            "-n",
+            "12",
+            "--ignore-eos",
+            "--json",
+            *extra,
+        ],
     )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
@@ -120,7 +135,9 @@ def test_bad_size_bound_is_one_line_error(monkeypatch):
 
 def chat_stats(model, image, *extra: str) -> dict:
     result = CliRunner().invoke(
-        app, ["chat", "--threads", "1", "-m", str(model), "-i", str(image), "-n", "4", "--stats", *extra], input="Describe it.\n"
+        app,
+        ["chat", "--threads", "1", "-m", str(model), "-i", str(image), "-n", "4", "--stats", *extra],
+        input="Describe it.\n",
     )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stderr.strip().splitlines()[-1])

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from conftest import SOURCE_DTYPES
 from PIL import Image
-from reference import GGUFRun, TransformersReference, max_abs_diff
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.runtime.gguf_file import read_gguf
 from smolcli.runtime.image_tiles import PREPROC_KEY, TileSize, edge_for_image_size, edge_for_max_tiles, tile_grid
 from smolcli.runtime.mmproj_variant import KEPT, variant_files, with_longest_edge
+
+from cli_checks import one_line_error
+from reference import GGUFRun, TransformersReference, max_abs_diff
 
 IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
 SHAPES = [(1024, 768), (768, 1024), (800, 800), (1920, 1080), (300, 1200), (640, 97), (1001, 999)]
@@ -119,8 +120,24 @@ def four_tile_model(tiny_pair, tmp_path_factory):
 
 
 def ask_json(model, image, *args):
-    result = CliRunner().invoke(app, ["ask", "-m", str(model), "-i", str(image), "-n", "2", "--threads", "1", "--json",
-                                      "--no-cache", *args, "Describe."])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            "-m",
+            str(model),
+            "-i",
+            str(image),
+            "-n",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            "--no-cache",
+            *args,
+            "Describe.",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -164,8 +181,20 @@ def tiles_encoded_in_chat(model, images, *detail: str) -> int:
     """A square image given with -i, a wide one attached later: how many chunks the encoder ran."""
     result = CliRunner().invoke(
         app,
-        ["chat", "-m", str(model), "-i", str(images["square"]), *detail, "--threads", "1", "-n", "2", "--no-cache",
-         "--stats"],
+        [
+            "chat",
+            "-m",
+            str(model),
+            "-i",
+            str(images["square"]),
+            *detail,
+            "--threads",
+            "1",
+            "-n",
+            "2",
+            "--no-cache",
+            "--stats",
+        ],
         input=f"Describe.\n/image {images['wide']}\nAnd this one?\n",
     )
     assert result.exit_code == 0, result.stderr

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+from cli_checks import one_line_error
 
 TINY = SHAPES["tiny"]
 
@@ -123,8 +124,11 @@ def test_a_model_alone_says_it_has_no_mmproj(pair, tmp_path):
 
 def test_an_mmproj_for_another_width_does_not_fit(pair, tmp_path):
     model, _ = pair
-    wrong = write_gguf(tmp_path / "mmproj-other-F32.gguf", "clip",
-                       {"general.type": "mmproj", "clip.projector_type": "idefics3", "clip.vision.projection_dim": 960})
+    wrong = write_gguf(
+        tmp_path / "mmproj-other-F32.gguf",
+        "clip",
+        {"general.type": "mmproj", "clip.projector_type": "idefics3", "clip.vision.projection_dim": 960},
+    )
     report = run_json(model, "--mmproj", wrong)
     assert report["fits"] is False
     assert "projects to 960" in report["fit_problem"]
@@ -135,10 +139,16 @@ def test_an_mmproj_for_another_width_does_not_fit(pair, tmp_path):
 
 def test_vocab_size_and_template_of_a_gguf_from_another_converter(tmp_path):
     # no llama.vocab_size key and no chat template: the size comes from the token list
-    path = write_gguf(tmp_path / "other.gguf", "llama", {
-        "llama.embedding_length": 8, "llama.block_count": 1, "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.tokens": ["a", "b", "c", "d", "e"],
-    })
+    path = write_gguf(
+        tmp_path / "other.gguf",
+        "llama",
+        {
+            "llama.embedding_length": 8,
+            "llama.block_count": 1,
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.tokens": ["a", "b", "c", "d", "e"],
+        },
+    )
     described = run_json(path)["model"]
     assert described["vocab_size"] == 5
     assert described["chat_template"] is False

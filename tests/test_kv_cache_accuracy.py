@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import SOURCE_DTYPES
-from reference import Run, TransformersReference, cosine, max_abs_diff
 
 from smolcli.runtime.engine import Engine, EngineOptions
 from smolcli.runtime.images import load_image
 from smolcli.runtime.model_files import resolve_model_files
+
+from reference import Run, TransformersReference, cosine, max_abs_diff
+
+pytestmark = pytest.mark.reference  # against transformers/torch: the slow lane
 
 PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import smolcli
+
 from raw_llama import RawMtmd
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"
@@ -28,8 +29,24 @@ def model(tiny_pair):
 
 def cli_ask(model_path: Path, image: Path, *extra: str) -> dict:
     result = subprocess.run(
-        [str(SMOLCLI), "ask", "-m", str(model_path), "-i", str(image), "-n", str(N), "-t", "1", "--json", *extra, QUESTION],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(SMOLCLI),
+            "ask",
+            "-m",
+            str(model_path),
+            "-i",
+            str(image),
+            "-n",
+            str(N),
+            "-t",
+            "1",
+            "--json",
+            *extra,
+            QUESTION,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -102,7 +119,9 @@ def test_logprobs_are_what_raw_llama_cpp_computes(tiny_pair, images, model):
     answer = model.ask(QUESTION, images=[images["square"]], max_tokens=N, ignore_eos=True, logprobs=3)
     assert len(answer.logprobs) == len(answer.tokens) == N
     with RawMtmd(*tiny_pair) as raw:
-        raw.eval_prompt(f"<|im_start|>User:<__media__>{QUESTION}<end_of_utterance>\nAssistant:", [images["square"]])  # PNG: both decoders agree
+        raw.eval_prompt(
+            f"<|im_start|>User:<__media__>{QUESTION}<end_of_utterance>\nAssistant:", [images["square"]]
+        )  # PNG: both decoders agree
         for entry in answer.logprobs:
             logits = np.ctypeslib.as_array(raw.llama.llama_get_logits_ith(raw.ctx, -1), shape=(raw.n_vocab,))
             shifted = logits.astype(np.float64) - logits.max()

@@ -17,35 +17,47 @@ import gguf
 import pytest
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 import smolcli.api.model
-from smolcli.cli.app import app
-from smolcli.bench.plan_table import DEVICES, QUANTS
-from smolcli.cli.bench_plan import show_plan
 from smolcli.api.memory import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
-from smolcli.util.units import size_text
+from smolcli.bench.plan_table import DEVICES, QUANTS
+from smolcli.cli.app import app
+from smolcli.cli.bench_plan import show_plan
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.quant_layout import mmproj_layout, text_layout
 from smolcli.errors import SmolcliError
 from smolcli.models import registry
 from smolcli.models.dims import TextDims, VisionDims
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.gguf_file import read_gguf
 from smolcli.runtime.memory_plan import (
-    RunSettings, TextFootprint, VisionFootprint, image_tokens, kv_cache_bytes, plan_memory,
-    text_compute_bytes, vision_compute_bytes,
+    RunSettings,
+    TextFootprint,
+    VisionFootprint,
+    image_tokens,
+    kv_cache_bytes,
+    plan_memory,
+    text_compute_bytes,
+    vision_compute_bytes,
 )
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+from smolcli.util.units import size_text
+
+from cli_checks import one_line_error
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 MiB = 1024 * 1024
 LOGGED_MIB = 0.005  # llama.cpp prints buffer sizes in MiB with two decimals
 FILE_SIZE_TOLERANCE = 0.10  # file-size estimates: only the header (vocabulary, chat template) is guessed
 # narrower than a K-quant super-block (256), so most rows fall back as in the 256M and 500M models
-NARROW_TEXT = {**SHAPES["tiny"]["text"], "hidden_size": 192, "num_attention_heads": 3, "num_key_value_heads": 1,
-               "num_hidden_layers": 8}
+NARROW_TEXT = {
+    **SHAPES["tiny"]["text"],
+    "hidden_size": 192,
+    "num_attention_heads": 3,
+    "num_key_value_heads": 1,
+    "num_hidden_layers": 8,
+}
 NARROW = {**SHAPES["tiny"], "text": NARROW_TEXT}
 
 
@@ -114,14 +126,18 @@ def test_layouts_hold_every_parameter_the_registry_counts():
 # --- the parts llama.cpp reports ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("n_ctx, cache_type", [(256, "f16"), (300, "f16"), (4096, "f16"), (4096, "q8_0"), (1000, "q4_0")])
+@pytest.mark.parametrize(
+    "n_ctx, cache_type", [(256, "f16"), (300, "f16"), (4096, "f16"), (4096, "q8_0"), (1000, "q4_0")]
+)
 def test_kv_cache_and_compute_buffer_agree_with_llama_cpp(tiny_pair, n_ctx, cache_type):
     model, _ = tiny_pair
     result = ask("-m", str(model), "--ctx", str(n_ctx), "--cache-type", cache_type, "-v", "-n", "1", "hello")
     assert result.exit_code == 0, result.stderr
     dims = TextFootprint.from_file(read_gguf(model)).dims
 
-    assert abs(kv_cache_bytes(dims, n_ctx, cache_type) / MiB - logged_mib(result.stderr, "KV buffer size =")) <= LOGGED_MIB
+    assert (
+        abs(kv_cache_bytes(dims, n_ctx, cache_type) / MiB - logged_mib(result.stderr, "KV buffer size =")) <= LOGGED_MIB
+    )
     logged = logged_mib(result.stderr, "CPU compute buffer size is")  # four decimals
     planned = (text_compute_bytes(dims, n_ctx, cache_type) - 4 * dims.n_vocab) / MiB  # less the logits output buffer
     assert logged <= planned <= logged * 1.01, (planned, logged)
@@ -135,7 +151,10 @@ def test_repacked_weights_bound_what_llama_cpp_repacks(converted, quant):
     planned = plan_memory(footprints(result.model)[0], None, RunSettings(256, repack_weights=True))
     if "CPU_REPACK model buffer size" not in run.stderr:
         pytest.skip("this CPU has no repacked kernels for these types")
-    assert planned.part("repacked_weights").total / MiB >= logged_mib(run.stderr, "CPU_REPACK model buffer size =") - LOGGED_MIB
+    assert (
+        planned.part("repacked_weights").total / MiB
+        >= logged_mib(run.stderr, "CPU_REPACK model buffer size =") - LOGGED_MIB
+    )
 
 
 def test_a_mix_the_estimate_does_not_cover_is_planned_cautiously(converted):
@@ -160,9 +179,30 @@ def test_a_real_run_stays_under_its_plan(tiny_pair, images):
     model, _ = tiny_pair
     # a process of its own: this one holds pytest, torch and transformers
     run = subprocess.run(
-        [str(SMOLCLI), "ask", "-m", str(model), "-i", str(images["photo"]), "-i", str(images["wide"]), "--json",
-         "--threads", "1", "-ngl", "0", "-n", "4", "--no-cache", "--max-memory", "4G", "Compare them."],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(SMOLCLI),
+            "ask",
+            "-m",
+            str(model),
+            "-i",
+            str(images["photo"]),
+            "-i",
+            str(images["wide"]),
+            "--json",
+            "--threads",
+            "1",
+            "-ngl",
+            "0",
+            "-n",
+            "4",
+            "--no-cache",
+            "--max-memory",
+            "4G",
+            "Compare them.",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -199,12 +239,20 @@ def test_max_memory_picks_the_largest_cache_type_that_fits(tiny_pair):
     totals = cache_totals(model, 4096)
     assert totals["f16"] > totals["q8_0"] > totals["q4_0"]
     for limit, expected in (
-        (totals["f16"], "f16"), (totals["f16"] - 1, "q8_0"), (totals["q8_0"], "q8_0"), (totals["q8_0"] - 1, "q4_0"),
+        (totals["f16"], "f16"),
+        (totals["f16"] - 1, "q8_0"),
+        (totals["q8_0"], "q8_0"),
+        (totals["q8_0"] - 1, "q4_0"),
     ):
         result = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(limit), "--json", "-v", "-n", "2", "hello")
         assert result.exit_code == 0, result.stderr
         plan = json.loads(result.stdout)["memory_plan"]
-        assert (plan["cache_type"], plan["total"], plan["limit"], plan["n_ctx"]) == (expected, totals[expected], limit, 4096)
+        assert (plan["cache_type"], plan["total"], plan["limit"], plan["n_ctx"]) == (
+            expected,
+            totals[expected],
+            limit,
+            4096,
+        )
         assert plan["total"] == sum(p["cpu"] + p["gpu"] for p in plan["parts"].values())
         assert f"K ({expected})" in result.stderr  # llama.cpp's cache line: the engine used that type
 
@@ -212,10 +260,25 @@ def test_max_memory_picks_the_largest_cache_type_that_fits(tiny_pair):
 def test_a_chosen_cache_type_is_kept_and_checked(tiny_pair):
     model, _ = tiny_pair
     totals = cache_totals(model, 4096)
-    result = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(totals["f16"]), "--cache-type", "q4_0", "--json", "-n", "1", "hi")
+    result = ask(
+        "-m",
+        str(model),
+        "--ctx",
+        "4096",
+        "--max-memory",
+        str(totals["f16"]),
+        "--cache-type",
+        "q4_0",
+        "--json",
+        "-n",
+        "1",
+        "hi",
+    )
     assert json.loads(result.stdout)["memory_plan"]["cache_type"] == "q4_0"
 
-    refused = ask("-m", str(model), "--ctx", "4096", "--max-memory", str(totals["f16"] - 1), "--cache-type", "f16", "hi")
+    refused = ask(
+        "-m", str(model), "--ctx", "4096", "--max-memory", str(totals["f16"] - 1), "--cache-type", "f16", "hi"
+    )
     one_line_error(refused, "f16 KV cache --cache-type asks for", "a smaller --cache-type", size_text(totals["f16"]))
 
 
@@ -242,8 +305,16 @@ def test_a_run_that_cannot_fit_stops_before_loading(tiny_pair, images, monkeypat
     started = time.perf_counter()
     result = ask("-m", str(model), "-i", str(photo), "--max-memory", "1M", "What is it?")
     line = one_line_error(
-        result, "needs about", "--max-memory 1M", "q4_0", "KV cache", "images", "--max-tiles", "--image-size",
-        "--ctx", "quant",
+        result,
+        "needs about",
+        "--max-memory 1M",
+        "q4_0",
+        "KV cache",
+        "images",
+        "--max-tiles",
+        "--image-size",
+        "--ctx",
+        "quant",
     )
     assert size_text(smallest.total) in line and size_text(1_000_000) in line
     assert f"KV cache ({n_ctx} tokens) {size_text(smallest.part('kv_cache').total)}" in line
@@ -271,8 +342,15 @@ def test_a_bad_max_memory_is_one_line_naming_the_forms(tiny_pair, value):
 
 @pytest.mark.parametrize(
     "text, size",
-    [("2G", 2 * 10**9), ("1.5GB", 15 * 10**8), ("800M", 8 * 10**8), ("512MiB", 512 * 2**20), ("4 gib", 4 * 2**30),
-     ("123456", 123456), ("100B", 100)],
+    [
+        ("2G", 2 * 10**9),
+        ("1.5GB", 15 * 10**8),
+        ("800M", 8 * 10**8),
+        ("512MiB", 512 * 2**20),
+        ("4 gib", 4 * 2**30),
+        ("123456", 123456),
+        ("100B", 100),
+    ],
 )
 def test_sizes_read_as_written(text, size):
     assert parse_size(text) == size

@@ -17,20 +17,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_hub import Faults, FakeHub, point_huggingface_hub_at
 from typer.testing import CliRunner
 
-import cli_checks
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
-from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.store.model_store import ModelStore
+from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+import cli_checks
+from fake_hub import FakeHub, Faults, point_huggingface_hub_at
 
 REPO = "HuggingFaceTB/SmolVLM-256M-Instruct"
 PREBUILT_REPO = "ggml-org/SmolVLM-256M-Instruct-GGUF"
-SMALL_FILES = ("chat_template.json", "config.json", "preprocessor_config.json", "processor_config.json",
-               "tokenizer.json", "tokenizer_config.json")
+SMALL_FILES = (
+    "chat_template.json",
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 
 # pulls print progress on stderr before any error
@@ -132,7 +139,12 @@ def test_a_repo_id_outside_the_registry(hub, store, checkpoints):
     result = run("pull", "someone/tiny-SmolVLM2")
     assert result.exit_code == 0, result.output
     (entry,) = store.entries()
-    assert (entry.name, entry.repo_id, entry.quant, entry.mmproj_type) == ("someone/tiny-SmolVLM2", "someone/tiny-SmolVLM2", "Q4_K_M", "F16")
+    assert (entry.name, entry.repo_id, entry.quant, entry.mmproj_type) == (
+        "someone/tiny-SmolVLM2",
+        "someone/tiny-SmolVLM2",
+        "Q4_K_M",
+        "F16",
+    )
     fetched = {r.filename for r in hub.file_requests() if r.method == "GET"}
     assert fetched == {*SMALL_FILES, "chat_template.jinja", "model.safetensors"} - {"chat_template.json"}
     listed = json.loads(run("models", "--json").stdout)["models"]
@@ -142,9 +154,16 @@ def test_a_repo_id_outside_the_registry(hub, store, checkpoints):
 def test_an_unsupported_architecture_is_named_before_any_weights(hub, store, checkpoints):
     config = json.loads((checkpoints["SmolVLM"] / "config.json").read_text())
     config["architectures"] = ["LlavaForConditionalGeneration"]
-    hub.add_repo("someone/llava-tiny", checkpoints["SmolVLM"], files={}).files["config.json"] = json.dumps(config).encode()
+    hub.add_repo("someone/llava-tiny", checkpoints["SmolVLM"], files={}).files["config.json"] = json.dumps(
+        config
+    ).encode()
     result = run("pull", "someone/llava-tiny")
-    one_line_error(result, "someone/llava-tiny", "unsupported architecture 'LlavaForConditionalGeneration'", "Idefics3ForConditionalGeneration")
+    one_line_error(
+        result,
+        "someone/llava-tiny",
+        "unsupported architecture 'LlavaForConditionalGeneration'",
+        "Idefics3ForConditionalGeneration",
+    )
     assert hub.gets("model.safetensors") == [] and hub.gets("config.json")
     assert_store_untouched(store)
 
@@ -154,7 +173,12 @@ def test_an_unsupported_architecture_is_named_before_any_weights(hub, store, che
     [
         ("someone/private", {"token": "hf_right"}, None, ("HTTP 401 unauthorized", "hf auth login", "HF_TOKEN")),
         ("someone/private", {"token": "hf_right"}, "hf_wrong", ("HTTP 403 forbidden", "someone/private")),
-        ("someone/gated", {"token": "hf_right", "gated": True}, None, ("gated repo", "accept its conditions", "hf auth login")),
+        (
+            "someone/gated",
+            {"token": "hf_right", "gated": True},
+            None,
+            ("gated repo", "accept its conditions", "hf auth login"),
+        ),
         ("someone/nothing", None, None, ("someone/nothing", "HTTP 401", "check the name")),
     ],
     ids=["private-no-token", "private-wrong-token", "gated", "no-such-repo"],
@@ -295,7 +319,13 @@ def test_offline_mode(hub, store):
         (("info", "smolvlm-256m", "--offline"), None),
         (("pull", "smolvlm-256m"), {"HF_HUB_OFFLINE": "1"}),
     ):
-        message = one_line_error(run(*args, env=env), "offline mode is on", "smolcli pull smolvlm-256m", "SMOLCLI_HOME", str(store.root.parent))
+        message = one_line_error(
+            run(*args, env=env),
+            "offline mode is on",
+            "smolcli pull smolvlm-256m",
+            "SMOLCLI_HOME",
+            str(store.root.parent),
+        )
         assert "copy" in message
     assert hub.requests == []
     assert_store_untouched(store)
@@ -350,12 +380,18 @@ def test_a_full_disk_while_downloading(hub, store, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(file_download, "http_get", write_until_full)
-    one_line_error(run("pull", "smolvlm-256m"), "no space left for the download in the Hugging Face cache", "the model store is unchanged")
+    one_line_error(
+        run("pull", "smolvlm-256m"),
+        "no space left for the download in the Hugging Face cache",
+        "the model store is unchanged",
+    )
     assert_store_untouched(store)
 
 
 def test_prebuilt_pairs(hub, store, checkpoints, tmp_path):
-    built = convert_checkpoint(checkpoints["SmolVLM"], tmp_path / "ggml-org", "Q8_0", "F16", name="SmolVLM-256M-Instruct")
+    built = convert_checkpoint(
+        checkpoints["SmolVLM"], tmp_path / "ggml-org", "Q8_0", "F16", name="SmolVLM-256M-Instruct"
+    )
     files = {
         "SmolVLM-256M-Instruct-Q8_0.gguf": built.model.read_bytes(),
         "mmproj-SmolVLM-256M-Instruct-f16.gguf": built.mmproj.read_bytes(),
@@ -365,21 +401,38 @@ def test_prebuilt_pairs(hub, store, checkpoints, tmp_path):
     result = run("pull", "smolvlm-256m", "--prebuilt")
     assert result.exit_code == 0, result.output
     (entry,) = store.entries()
-    assert (entry.source, entry.source_repo, entry.quant, entry.mmproj_type) == ("prebuilt", PREBUILT_REPO, "Q8_0", "F16")
+    assert (entry.source, entry.source_repo, entry.quant, entry.mmproj_type) == (
+        "prebuilt",
+        PREBUILT_REPO,
+        "Q8_0",
+        "F16",
+    )
     assert entry.model.sha256 == hashlib.sha256(files["SmolVLM-256M-Instruct-Q8_0.gguf"]).hexdigest()
     assert hub.gets("README.md") == [] and hub.gets("model.safetensors") == []
-    one_line_error(run("pull", "smolvlm-256m", "--prebuilt", "-q", "F16"),
-                   "has no SmolVLM-256M-Instruct-f16.gguf", "its GGUF files: SmolVLM-256M-Instruct-Q8_0.gguf")
-    one_line_error(run("pull", "smolvlm-256m-base", "--prebuilt"), "no prebuilt GGUF pair is known for smolvlm-256m-base")
+    one_line_error(
+        run("pull", "smolvlm-256m", "--prebuilt", "-q", "F16"),
+        "has no SmolVLM-256M-Instruct-f16.gguf",
+        "its GGUF files: SmolVLM-256M-Instruct-Q8_0.gguf",
+    )
+    one_line_error(
+        run("pull", "smolvlm-256m-base", "--prebuilt"), "no prebuilt GGUF pair is known for smolvlm-256m-base"
+    )
     one_line_error(run("pull", "smolvlm-256m", "--prebuilt", "-q", "Q4_K_M"), "unknown type", "Q8_0, F16")
 
 
 def test_pull_from_a_shell_reads_the_environment(hub, tmp_path):
     """The real entry point, configured only by environment variables, with a progress bar forced onto stderr."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING"))}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "shell-hf"), SMOLCLI_HOME=str(tmp_path / "shell-home"),
-               TQDM_POSITION="-1", NO_PROXY="127.0.0.1")
-    done = subprocess.run([str(SMOLCLI), "pull", "smolvlm-256m", "-q", "F16"], capture_output=True, text=True, env=env, timeout=120)
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(tmp_path / "shell-hf"),
+        SMOLCLI_HOME=str(tmp_path / "shell-home"),
+        TQDM_POSITION="-1",
+        NO_PROXY="127.0.0.1",
+    )
+    done = subprocess.run(
+        [str(SMOLCLI), "pull", "smolvlm-256m", "-q", "F16"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     model, mmproj = map(Path, done.stdout.splitlines())
     assert model.is_relative_to(tmp_path / "shell-home" / "models") and mmproj.is_file()

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 from smolcli.cli.app import app
-from smolcli.util.units import size_text
 from smolcli.convert import MMPROJ_TYPES, QUANT_TYPES, convert_checkpoint
 from smolcli.errors import SmolcliError
-from smolcli.store.model_ref import ModelName, parse_model_ref
 from smolcli.models import registry
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
-from smolcli.synthetic.random_checkpoint import tensor_shapes, write_random_checkpoint
+from smolcli.store.model_ref import ModelName, parse_model_ref
 from smolcli.store.model_store import ModelStore, Provenance
+from smolcli.synthetic.random_checkpoint import tensor_shapes, write_random_checkpoint
+from smolcli.util.units import size_text
+
+from cli_checks import one_line_error
 
 runner = CliRunner()
 
@@ -68,9 +69,18 @@ def test_prebuilt_pairs_name_gguf_files_of_ggml_org(model):
 
 def test_the_family_is_covered():
     repos = {m.repo_id.split("/")[1] for m in registry.MODELS}
-    for release in ("SmolVLM-256M-Instruct", "SmolVLM-256M-Base", "SmolVLM-500M-Instruct", "SmolVLM-500M-Base",
-                    "SmolVLM-Instruct", "SmolVLM-Base", "SmolVLM-Synthetic", "SmolVLM2-2.2B-Instruct",
-                    "SmolVLM2-256M-Video-Instruct", "SmolVLM2-500M-Video-Instruct"):
+    for release in (
+        "SmolVLM-256M-Instruct",
+        "SmolVLM-256M-Base",
+        "SmolVLM-500M-Instruct",
+        "SmolVLM-500M-Base",
+        "SmolVLM-Instruct",
+        "SmolVLM-Base",
+        "SmolVLM-Synthetic",
+        "SmolVLM2-2.2B-Instruct",
+        "SmolVLM2-256M-Video-Instruct",
+        "SmolVLM2-500M-Video-Instruct",
+    ):
         assert release in repos
 
 
@@ -127,7 +137,9 @@ def tiny_files(tmp_path_factory) -> tuple[Path, Path]:
     return result.model, result.mmproj
 
 
-def origin(quant="Q8_0", mmproj_type="F16", repo_id="HuggingFaceTB/SmolVLM-256M-Instruct", name="smolvlm-256m") -> Provenance:
+def origin(
+    quant="Q8_0", mmproj_type="F16", repo_id="HuggingFaceTB/SmolVLM-256M-Instruct", name="smolvlm-256m"
+) -> Provenance:
     return Provenance(name, repo_id, "smolvlm", "converted", repo_id, "main", "c" * 40, quant, mmproj_type)
 
 
@@ -242,7 +254,11 @@ def test_models_lists_the_registry_and_what_is_stored(tiny_files):
     report = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert report["store"] == str(store.root) and report["home"] == str(store.root.parent)
     entry = next(m for m in report["models"] if m["name"] == "smolvlm-256m")
-    assert entry["tile_size"] == 512 and entry["tokens_per_tile"] == 64 and entry["prebuilt"]["repo_id"].startswith("ggml-org/")
+    assert (
+        entry["tile_size"] == 512
+        and entry["tokens_per_tile"] == 64
+        and entry["prebuilt"]["repo_id"].startswith("ggml-org/")
+    )
     (local,) = entry["local"]
     assert local["size"] == stored.size and local["intact"] is True
     assert local["model"]["sha256"] == stored.model.sha256 and Path(local["model"]["path"]).is_file()

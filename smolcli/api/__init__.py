@@ -11,4 +11,15 @@ from smolcli.api.chat import Chat
 from smolcli.api.model import Model, load
 from smolcli.api.options import LoadOptions
 
-__all__ = ["Answer", "AnswerStream", "Chat", "LoadOptions", "Model", "Timings", "TokenLogprob", "TopLogprob", "Usage", "load"]
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "Chat",
+    "LoadOptions",
+    "Model",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+    "load",
+]

@@ -104,12 +104,19 @@ def answer_from(
     """The Answer of a finished generation on this engine."""
     mmproj = engine.files.mmproj if with_images else None
     return Answer(
-        text=generation.text, finish_reason=generation.finish_reason, usage=usage, timings=timings,
-        model=str(engine.files.model.path), mmproj=str(mmproj.path) if mmproj else None,
-        image_longest_edge=mmproj.metadata.get(PREPROC_KEY) if mmproj else None, n_ctx=engine.n_ctx,
+        text=generation.text,
+        finish_reason=generation.finish_reason,
+        usage=usage,
+        timings=timings,
+        model=str(engine.files.model.path),
+        mmproj=str(mmproj.path) if mmproj else None,
+        image_longest_edge=mmproj.metadata.get(PREPROC_KEY) if mmproj else None,
+        n_ctx=engine.n_ctx,
         context_full=generation.context_full,
         logprobs=None if generation.logprobs is None else [TokenLogprob.from_choice(c) for c in generation.logprobs],
-        tokens=list(generation.tokens), memory_plan=memory_plan, peak_memory_bytes=peak_rss_bytes(),
+        tokens=list(generation.tokens),
+        memory_plan=memory_plan,
+        peak_memory_bytes=peak_rss_bytes(),
     )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Sequence
 
-from smolcli.api.options import GenerationSettings
 from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
+from smolcli.api.options import GenerationSettings
 from smolcli.errors import BadInput
 from smolcli.runtime.context_size import chat_context_size
 from smolcli.runtime.engine import ContextState
@@ -56,9 +56,7 @@ class Chat:
             tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
             n_ctx = n_ctx or chat_context_size(tokens, settings.max_tokens, self._budget.n_ctx_train)
             self._memory_plan = self._budget.plan(n_ctx)
-        self._session = ChatSession(
-            None, self._sampler, limits, system, n_ctx, before_context=self._before_context
-        )
+        self._session = ChatSession(None, self._sampler, limits, system, n_ctx, before_context=self._before_context)
         self._session.pending_images.extend(first_images)
 
     # --- state ---------------------------------------------------------------------------
@@ -148,7 +146,11 @@ class Chat:
             done = counters_since(before, engine.counters)
             turn = self._session.turns[-1]
             usage, timings = usage_and_timings(
-                done, turn.prompt_tokens, turn.image_tokens, turn.completion_tokens, 0.0 if had_context else load_seconds
+                done,
+                turn.prompt_tokens,
+                turn.image_tokens,
+                turn.completion_tokens,
+                0.0 if had_context else load_seconds,
             )
             return answer_from(generation, engine, usage, timings, True, self.memory_plan)
 

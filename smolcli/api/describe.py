@@ -60,7 +60,9 @@ def describe_mmproj(summary: GGUFSummary) -> dict:
 def _read_mmproj(path: Path) -> GGUFSummary:
     summary = read_gguf(path)
     if summary.kind != "mmproj":
-        raise ModelFileError(f"{path}: is a language model, not an mmproj (vision) file; pass the mmproj-*.gguf as {{mmproj}}")
+        raise ModelFileError(
+            f"{path}: is a language model, not an mmproj (vision) file; pass the mmproj-*.gguf as {{mmproj}}"
+        )
     return summary
 
 
@@ -68,7 +70,9 @@ def _files_in_folder(folder: Path) -> tuple[Path, bool]:
     """The one file to describe in a folder, and whether it is a language model."""
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
-        raise ModelFileError(f"{folder}: no .gguf files in this folder; convert a checkpoint with `smolcli convert` or give a file")
+        raise ModelFileError(
+            f"{folder}: no .gguf files in this folder; convert a checkpoint with `smolcli convert` or give a file"
+        )
     models = [p for p in ggufs if not p.name.startswith("mmproj-")]
     if len(models) > 1:
         raise ModelFileError(
@@ -85,7 +89,9 @@ def build_report(path: Path, mmproj: Path | None = None) -> dict:
     """The report for a file or folder: {"model": ..., "mmproj": ..., "fits": ..., "fit_problem": ...}."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelFileError(f"{path}: no such file or folder; give a .gguf file or the folder holding a converted pair")
+        raise ModelFileError(
+            f"{path}: no such file or folder; give a .gguf file or the folder holding a converted pair"
+        )
     if path.is_dir():
         path, _ = _files_in_folder(path)
     summary = read_gguf(path)
@@ -98,4 +104,9 @@ def build_report(path: Path, mmproj: Path | None = None) -> dict:
         return {"model": describe_model(summary), "mmproj": None, "fits": None, "fit_problem": None}
     projector = _read_mmproj(mmproj_path)
     problem = fit_problem(summary, projector)
-    return {"model": describe_model(summary), "mmproj": describe_mmproj(projector), "fits": problem is None, "fit_problem": problem}
+    return {
+        "model": describe_model(summary),
+        "mmproj": describe_mmproj(projector),
+        "fits": problem is None,
+        "fit_problem": problem,
+    }

@@ -10,7 +10,12 @@ from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.memory_plan import (
-    MemoryPlan, RunSettings, TextFootprint, VisionFootprint, image_tokens, plan_within,
+    MemoryPlan,
+    RunSettings,
+    TextFootprint,
+    VisionFootprint,
+    image_tokens,
+    plan_within,
 )
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.util.units import size_text
@@ -21,8 +26,13 @@ POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 # chat sizes its context before the first message is typed: room for that message's text
 CHAT_FIRST_MESSAGE_TOKENS = 512
 PART_LABELS = {
-    "text_weights": "language model", "repacked_weights": "repacked weights", "vision_weights": "vision encoder",
-    "kv_cache": "KV cache", "text_compute": "LM compute", "vision_compute": "vision compute", "images": "images",
+    "text_weights": "language model",
+    "repacked_weights": "repacked weights",
+    "vision_weights": "vision encoder",
+    "kv_cache": "KV cache",
+    "text_compute": "LM compute",
+    "vision_compute": "vision compute",
+    "images": "images",
     "runtime": "runtime",
 }
 
@@ -71,7 +81,11 @@ class MemoryBudget:
 
     @classmethod
     def for_run(
-        cls, limit: MemoryLimit | None, files: ModelFiles, options: EngineOptions, images: list[RGBImage],
+        cls,
+        limit: MemoryLimit | None,
+        files: ModelFiles,
+        options: EngineOptions,
+        images: list[RGBImage],
         requested_cache: str | None,
     ) -> "MemoryBudget | None":
         """None without max_memory: the run goes on as it always has."""
@@ -117,7 +131,8 @@ class MemoryBudget:
             cache = f"even with a {plan.cache_type} KV cache"
         parts = ", ".join(
             f"{PART_LABELS.get(p.name, p.name)}{f' ({plan.n_ctx} tokens)' if p.name == 'kv_cache' else ''} {size_text(p.total)}"
-            for p in plan.parts if p.total
+            for p in plan.parts
+            if p.total
         )
         fixes = ["a smaller quant of the model (Q4_K_M or Q4_0)"]
         if self.run.repack_weights:

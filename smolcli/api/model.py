@@ -21,8 +21,8 @@ from smolcli.api.resolve import model_files
 from smolcli.errors import BadInput, ModelFileError
 from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
 from smolcli.runtime.engine import ContextState, Engine
-from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.generation import Generation, generate_pieces
+from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.images import RGBImage, image_from
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.prompting import first_turn, place_images
@@ -68,9 +68,19 @@ def load(
     ...     print(model.ask("What is in this image?", images=["photo.jpg"]).text)
     """
     options = LoadOptions(
-        mmproj=mmproj, n_gpu_layers=n_gpu_layers, mmproj_offload=mmproj_offload, threads=threads, ctx=ctx,
-        cache_type=cache_type, max_memory=max_memory, embedding_cache=embedding_cache, repack_weights=repack_weights,
-        image_size=image_size, max_tiles=max_tiles, verbose=verbose, offline=offline,
+        mmproj=mmproj,
+        n_gpu_layers=n_gpu_layers,
+        mmproj_offload=mmproj_offload,
+        threads=threads,
+        ctx=ctx,
+        cache_type=cache_type,
+        max_memory=max_memory,
+        embedding_cache=embedding_cache,
+        repack_weights=repack_weights,
+        image_size=image_size,
+        max_tiles=max_tiles,
+        verbose=verbose,
+        offline=offline,
     )
     opened = Model.open(model, options, report=report)
     try:
@@ -111,7 +121,9 @@ class Model:
     def open(cls, model: str | Path, options: LoadOptions | None = None, report: Report = _quiet) -> "Model":
         """The pair found and checked, nothing loaded yet: front ends plan memory before the weights load."""
         options = options or LoadOptions()
-        return cls(model_files(model, options.mmproj, need_vision=False, offline=options.offline, report=report), options)
+        return cls(
+            model_files(model, options.mmproj, need_vision=False, offline=options.offline, report=report), options
+        )
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -188,7 +200,9 @@ class Model:
         if not images:
             return None
         if self.files.mmproj is None:
-            raise ModelFileError(f"{self.files.model.path}: no mmproj-*.gguf beside it; images need one: pass it as {{mmproj}}")
+            raise ModelFileError(
+                f"{self.files.model.path}: no mmproj-*.gguf beside it; images need one: pass it as {{mmproj}}"
+            )
         image_size = image_size if image_size is not None else self.options.image_size
         max_tiles = max_tiles if max_tiles is not None else self.options.max_tiles
         return mmproj_for_detail(self.files.mmproj, images, image_size, max_tiles)
@@ -199,7 +213,10 @@ class Model:
         if self._engine is not None:
             engine_options = self._engine.options
         return MemoryBudget.for_run(
-            self.options.memory_limit, ModelFiles(self.files.model, vision), engine_options, images,
+            self.options.memory_limit,
+            ModelFiles(self.files.model, vision),
+            engine_options,
+            images,
             self.options.cache_type,
         )
 
@@ -260,8 +277,14 @@ class Model:
             plan = budget.plan(n_ctx) if budget else None
             self._fresh_context(engine, n_ctx, plan.cache_type if plan else (self.options.cache_type or "f16"))
             load_seconds += time.perf_counter() - context_started
-            fix = "raise {ctx}" if self.options.ctx else f"the model holds at most {engine.n_ctx_train} tokens; shorten the prompt"
-            check_prompt_fits(tokenized.n_tokens, tokenized.n_image_tokens, engine.n_ctx, f"{fix} or use fewer or smaller images")
+            fix = (
+                "raise {ctx}"
+                if self.options.ctx
+                else f"the model holds at most {engine.n_ctx_train} tokens; shorten the prompt"
+            )
+            check_prompt_fits(
+                tokenized.n_tokens, tokenized.n_image_tokens, engine.n_ctx, f"{fix} or use fewer or smaller images"
+            )
             engine.evaluate(tokenized)
         finally:
             tokenized.free()
@@ -273,15 +296,19 @@ class Model:
             usage, timings = usage_and_timings(
                 done, tokenized.n_tokens, tokenized.n_image_tokens, len(generation.tokens), load_seconds
             )
-            return answer_from(generation, engine, usage, timings, bool(pictures), budget.report(plan) if plan else None)
+            return answer_from(
+                generation, engine, usage, timings, bool(pictures), budget.report(plan) if plan else None
+            )
 
         answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs), finish)
         return answer if stream else answer.read()
 
     def _fresh_context(self, engine: Engine, n_ctx: int, cache_type: str) -> None:
         """An empty context of at least n_ctx tokens: the last question's, cleared, when it is large enough."""
-        reusable = engine.ctx is not None and engine.options.cache_type == cache_type and (
-            engine.n_ctx == n_ctx if self.options.ctx else engine.n_ctx >= n_ctx
+        reusable = (
+            engine.ctx is not None
+            and engine.options.cache_type == cache_type
+            and (engine.n_ctx == n_ctx if self.options.ctx else engine.n_ctx >= n_ctx)
         )
         if reusable:
             engine.clear()

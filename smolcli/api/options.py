@@ -9,8 +9,8 @@ from smolcli.api.memory import MemoryLimit, parse_max_memory
 from smolcli.errors import BadInput
 from smolcli.runtime.embedding_cache import EmbeddingCache
 from smolcli.runtime.engine import EngineOptions
-from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.generation import GenerationLimits
+from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
 
 
@@ -57,7 +57,9 @@ class LoadOptions:
         if self.ctx is not None and self.ctx < 1:
             raise BadInput(f"{{ctx}} must be a positive number of tokens, not {self.ctx}")
         if self.cache_type is not None and self.cache_type not in KV_CACHE_TYPES:
-            raise BadInput(f"{{cache_type}} {self.cache_type!r} is not a KV-cache type; use {', '.join(KV_CACHE_TYPES)}")
+            raise BadInput(
+                f"{{cache_type}} {self.cache_type!r} is not a KV-cache type; use {', '.join(KV_CACHE_TYPES)}"
+            )
         if self.image_size is not None and self.max_tiles is not None:
             raise BadInput("give {image_size} or {max_tiles}, not both")
         parse_max_memory(self.max_memory)  # a typo fails before anything is pulled or loaded

@@ -35,7 +35,10 @@ def model_paths(
 
 
 def model_files(
-    model: str | Path, mmproj: str | Path | None = None, need_vision: bool = False, offline: bool = False,
+    model: str | Path,
+    mmproj: str | Path | None = None,
+    need_vision: bool = False,
+    offline: bool = False,
     report: Report = _quiet,
 ) -> ModelFiles:
     """The checked pair: the language model and its mmproj (None when there is none and none is needed)."""

@@ -15,7 +15,13 @@ import sys
 from smolcli.models.smolvlm_shapes import SHAPES
 
 MATMUL_SIZE, MATMUL_SECONDS = 1024, 1.0
-BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+BLAS_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def encoder_flops_per_tile(shape: str) -> int:
@@ -31,7 +37,12 @@ def encoder_flops_per_tile(shape: str) -> int:
 
     entry = SHAPES[shape]
     vision = {**SMOLVLM.vision_defaults, **entry["vision"]}
-    width, ffn, patch, layers = vision["hidden_size"], vision["intermediate_size"], vision["patch_size"], vision["num_hidden_layers"]
+    width, ffn, patch, layers = (
+        vision["hidden_size"],
+        vision["intermediate_size"],
+        vision["patch_size"],
+        vision["num_hidden_layers"],
+    )
     patches = (vision["image_size"] // patch) ** 2
     embedding = patches * vision["num_channels"] * patch * patch * width
     per_layer = patches * (4 * width * width + 2 * width * ffn)
@@ -71,12 +82,19 @@ def matmul_reference(threads: int) -> dict | None:
     """numpy float32 matmul GFLOP/s on `threads` threads, in a fresh process whose BLAS is held to that count."""
     env = {**os.environ, **{name: str(threads) for name in BLAS_THREAD_VARIABLES}}
     try:
-        done = subprocess.run([sys.executable, "-c", MATMUL_SCRIPT, str(MATMUL_SIZE), str(MATMUL_SECONDS)],
-                              capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", MATMUL_SCRIPT, str(MATMUL_SIZE), str(MATMUL_SECONDS)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         figures = json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
-    figures["what"] = (f"numpy {figures['numpy']} float32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE} matmul "
-                       f"({figures['blas']}), {threads} thread{'s' if threads != 1 else ''}, {figures['matmuls']} products in {figures['seconds']:.1f} s")
+    figures["what"] = (
+        f"numpy {figures['numpy']} float32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE} matmul "
+        f"({figures['blas']}), {threads} thread{'s' if threads != 1 else ''}, {figures['matmuls']} products in {figures['seconds']:.1f} s"
+    )
     figures["threads"] = threads
     return figures

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
 from smolcli import __version__
-from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.errors import DiskFull, SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES
+from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.synthetic.pair_files import PairFiles
 from smolcli.util.disk_full import DISK_FULL
 from smolcli.util.staging import remove_abandoned, staged_folder
@@ -66,7 +66,9 @@ def _marker(shape: str, quant: str, mmproj_type: str) -> dict:
 
 def pair_is_complete(files: BenchFiles, shape: str, quant: str, mmproj_type: str) -> bool:
     # another converter version may write other files
-    return read_marker(files.folder / MARKER) == _marker(shape, quant, mmproj_type) and ggufs_readable(files.model, files.mmproj)
+    return read_marker(files.folder / MARKER) == _marker(shape, quant, mmproj_type) and ggufs_readable(
+        files.model, files.mmproj
+    )
 
 
 def parameter_count(shape: str) -> int:
@@ -91,7 +93,11 @@ def _building(what: str, folder: Path, shape: str | None = None) -> Iterator[Non
     except OSError as error:
         if error.errno in DISK_FULL:
             # bf16 checkpoint, bf16 intermediate and the pair: at most about 6 bytes a parameter
-            need = f" (the {shape} bench files take up to about {parameter_count(shape) * 6 / 1e9:.1f} GB while building)" if shape else ""
+            need = (
+                f" (the {shape} bench files take up to about {parameter_count(shape) * 6 / 1e9:.1f} GB while building)"
+                if shape
+                else ""
+            )
             raise DiskFull(
                 f"the disk under {folder} filled up while {what}{need}; "
                 f"free some space or set {HOME_ENV} to a folder on a larger disk"
@@ -102,7 +108,9 @@ def _building(what: str, folder: Path, shape: str | None = None) -> Iterator[Non
         ) from None
 
 
-def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = _quiet) -> tuple[BenchFiles, bool]:
+def prepare_files(
+    shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = _quiet
+) -> tuple[BenchFiles, bool]:
     """The random checkpoint, its converted pair and the photo, built unless already whole: (files, reused pair)."""
     from smolcli.runtime import llama_logging
 
@@ -114,11 +122,16 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
         return files, True
 
     if not (files.checkpoint / "model.safetensors").is_file():
-        report(f"writing a random-weight SmolVLM {shape} checkpoint ({parameter_count(shape) / 1e6:.0f}M parameters, "
-               f"{SOURCE_DTYPE}) to {files.checkpoint} (once; later runs reuse it)")
+        report(
+            f"writing a random-weight SmolVLM {shape} checkpoint ({parameter_count(shape) / 1e6:.0f}M parameters, "
+            f"{SOURCE_DTYPE}) to {files.checkpoint} (once; later runs reuse it)"
+        )
         started = time.perf_counter()
         checkpoint_is_whole = (files.checkpoint / "model.safetensors").is_file
-        with _building("writing the random checkpoint", shape_folder, shape), _stage(files.checkpoint, checkpoint_is_whole) as stage:
+        with (
+            _building("writing the random checkpoint", shape_folder, shape),
+            _stage(files.checkpoint, checkpoint_is_whole) as stage,
+        ):
             from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
             write_random_checkpoint(stage, shape, "SmolVLM", SOURCE_DTYPE)
@@ -134,7 +147,9 @@ def prepare_files(shape: str, quant: str, mmproj_type: str, threads: int | None 
         def relay(message: str) -> None:
             report(message.replace(str(stage), str(files.folder)))
 
-        convert_checkpoint(files.checkpoint, stage, quant, mmproj_type, name=pair_name(shape), report=relay, threads=threads)
+        convert_checkpoint(
+            files.checkpoint, stage, quant, mmproj_type, name=pair_name(shape), report=relay, threads=threads
+        )
         (stage / MARKER).write_text(json.dumps(_marker(shape, quant, mmproj_type)))
     report(f"  converted in {time.perf_counter() - started:.0f} s")
     return files, False
@@ -145,8 +160,8 @@ def _make_photo(path: Path) -> None:
         return
     import io
 
-    from smolcli.util.atomic_file import write_atomically
     from smolcli.synthetic.images import photo_like
+    from smolcli.util.atomic_file import write_atomically
 
     buffer = io.BytesIO()
     photo_like(IMAGE_WIDTH, IMAGE_HEIGHT).save(buffer, format="PNG")  # lossless: every run decodes the same pixels

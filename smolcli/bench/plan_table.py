@@ -14,7 +14,13 @@ from smolcli.models.registry import MODELS, RegisteredModel
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.runtime.context_size import ask_context_size
 from smolcli.runtime.memory_plan import (
-    MemoryPlan, RunSettings, TextFootprint, VisionFootprint, image_tokens, plan_memory, tiles_per_image,
+    MemoryPlan,
+    RunSettings,
+    TextFootprint,
+    VisionFootprint,
+    image_tokens,
+    plan_memory,
+    tiles_per_image,
 )
 
 QUANTS = ("Q4_K_M", "Q8_0", "F16")
@@ -42,9 +48,15 @@ class Device:
 
 
 DEVICES = (
-    Device("Jetson Orin Nano 8 GB", "Jetson", 8 * GB, 1_500_000_000, True,
-           "unified memory, so CPU and GPU parts add up; ~1.5 GB for the OS (JetPack without a desktop); "
-           "every layer on the GPU, which adds a CUDA runtime"),
+    Device(
+        "Jetson Orin Nano 8 GB",
+        "Jetson",
+        8 * GB,
+        1_500_000_000,
+        True,
+        "unified memory, so CPU and GPU parts add up; ~1.5 GB for the OS (JetPack without a desktop); "
+        "every layer on the GPU, which adds a CUDA runtime",
+    ),
     Device("Raspberry Pi class 4 GB", "Pi 4GB", 4 * GB, 600_000_000, False, "~0.6 GB for the OS; CPU only"),
     Device("laptop 16 GB", "laptop", 16 * GB, 4 * GB, False, "~4 GB for the OS, a desktop and a browser; CPU only"),
 )
@@ -63,14 +75,23 @@ class PlanRow:
 
     def as_dict(self) -> dict:
         return {
-            "model": self.model.name, "repo_id": self.model.repo_id, "quant": self.quant, "mmproj_type": MMPROJ_TYPE,
-            "model_bytes": self.model_bytes, "mmproj_bytes": self.mmproj_bytes,
-            "image": f"{PHOTO[0]}x{PHOTO[1]}", "image_chunks": self.image_chunks, "prompt_tokens": self.prompt_tokens,
-            "answer_tokens": ANSWER_TOKENS, "n_ctx": self.plan.n_ctx, "cache_type": self.plan.cache_type,
-            "peak_bytes": self.plan.total, "parts": {p.name: p.total for p in self.plan.parts},
+            "model": self.model.name,
+            "repo_id": self.model.repo_id,
+            "quant": self.quant,
+            "mmproj_type": MMPROJ_TYPE,
+            "model_bytes": self.model_bytes,
+            "mmproj_bytes": self.mmproj_bytes,
+            "image": f"{PHOTO[0]}x{PHOTO[1]}",
+            "image_chunks": self.image_chunks,
+            "prompt_tokens": self.prompt_tokens,
+            "answer_tokens": ANSWER_TOKENS,
+            "n_ctx": self.plan.n_ctx,
+            "cache_type": self.plan.cache_type,
+            "peak_bytes": self.plan.total,
+            "parts": {p.name: p.total for p in self.plan.parts},
             "devices": [
                 {"name": d.name, "usable_bytes": d.usable, "peak_bytes": p.total, "fits": p.total <= d.usable}
-                for d, p in zip(DEVICES, self.device_plans)
+                for d, p in zip(DEVICES, self.device_plans, strict=True)
             ],
         }
 

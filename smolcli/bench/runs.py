@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
 from smolcli.bench.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
+from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
@@ -89,8 +89,16 @@ def check_options(options: BenchOptions) -> BenchOptions:
             if value < 1:
                 raise SmolcliError(f"{flag} must be at least 1, not {value}")
     threads = options.threads or default_threads()
-    return BenchOptions(shape, quant, mmproj_type, options.tokens, threads, options.repeats,
-                        tuple(options.max_tiles), tuple(options.image_sizes))
+    return BenchOptions(
+        shape,
+        quant,
+        mmproj_type,
+        options.tokens,
+        threads,
+        options.repeats,
+        tuple(options.max_tiles),
+        tuple(options.image_sizes),
+    )
 
 
 def tile_size_of_shape(shape: str) -> TileSize:
@@ -110,7 +118,9 @@ def settings_for(shape: str, max_tiles: tuple[int, ...], image_sizes: tuple[int,
         edge = edge_for_max_tiles([(IMAGE_WIDTH, IMAGE_HEIGHT)], n, size)
         settings.append(Setting(f"--max-tiles {n}", ("--max-tiles", str(n)), edge))
     for pixels in image_sizes:
-        settings.append(Setting(f"--image-size {pixels}", ("--image-size", str(pixels)), edge_for_image_size(pixels, size)))
+        settings.append(
+            Setting(f"--image-size {pixels}", ("--image-size", str(pixels)), edge_for_image_size(pixels, size))
+        )
     unique: dict[str, Setting] = {}
     for setting in settings:
         unique.setdefault(setting.label, setting)
@@ -151,9 +161,25 @@ def prewarm(files: BenchFiles, setting: Setting) -> None:
 
 def ask_command(files: BenchFiles, setting: Setting, tokens: int, threads: int) -> list[str]:
     return [
-        sys.executable, "-m", "smolcli", "ask", "-m", str(files.model), "--mmproj", str(files.mmproj),
-        "-i", str(files.image), "--json", "--ignore-eos", "--no-cache", "-n", str(tokens),
-        "--threads", str(threads), *setting.args, QUESTION,
+        sys.executable,
+        "-m",
+        "smolcli",
+        "ask",
+        "-m",
+        str(files.model),
+        "--mmproj",
+        str(files.mmproj),
+        "-i",
+        str(files.image),
+        "--json",
+        "--ignore-eos",
+        "--no-cache",
+        "-n",
+        str(tokens),
+        "--threads",
+        str(threads),
+        *setting.args,
+        QUESTION,
     ]
 
 
@@ -170,10 +196,17 @@ def run_once(files: BenchFiles, setting: Setting, tokens: int, threads: int, flo
     try:
         report = json.loads(done.stdout)
     except ValueError:
-        raise SmolcliError(f"`smolcli ask --json` printed no JSON for setting {setting.label}; rerun it by hand to see why") from None
+        raise SmolcliError(
+            f"`smolcli ask --json` printed no JSON for setting {setting.label}; rerun it by hand to see why"
+        ) from None
     usage, timings = report["usage"], report["timings"]
     tiles = usage["images_encoded"]
-    load, encode, prefill, decode = timings["load_s"], timings["image_encode_s"], timings["prefill_s"], timings["decode_s"]
+    load, encode, prefill, decode = (
+        timings["load_s"],
+        timings["image_encode_s"],
+        timings["prefill_s"],
+        timings["decode_s"],
+    )
     return {
         "longest_edge": report.get("image_longest_edge"),
         "tiles": tiles,
@@ -221,7 +254,9 @@ def machine(threads: int) -> dict:
         pass
     if not cpu and sys.platform == "darwin":
         try:
-            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True).stdout.strip()
+            cpu = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True
+            ).stdout.strip()
         except OSError:
             pass
     return {
@@ -244,16 +279,20 @@ def run_bench(options: BenchOptions, report: Report = _quiet) -> dict:
     for setting in settings:
         prewarm(files, setting)
 
-    report(f"numpy matmul reference: {MATMUL_SECONDS:.0f} s of float32 {MATMUL_SIZE}x{MATMUL_SIZE} products on {threads} thread{'s' if threads != 1 else ''}")
+    report(
+        f"numpy matmul reference: {MATMUL_SECONDS:.0f} s of float32 {MATMUL_SIZE}x{MATMUL_SIZE} products on {threads} thread{'s' if threads != 1 else ''}"
+    )
     reference = matmul_reference(threads)
     flops = encoder_flops_per_tile(shape)
 
     runs: dict[str, list[dict]] = {setting.label: [] for setting in settings}
     total, index = options.repeats * len(settings), 0
-    for repeat in range(options.repeats):
+    for _ in range(options.repeats):
         for setting in settings:
             index += 1
-            report(f"run {index}/{total} ({setting.label}): smolcli ask, {options.tokens} tokens, {threads} threads ...")
+            report(
+                f"run {index}/{total} ({setting.label}): smolcli ask, {options.tokens} tokens, {threads} threads ..."
+            )
             run = run_once(files, setting, options.tokens, threads, flops)
             report(f"  {run['wall_s']:.1f} s, {run['tiles']} tiles, peak RSS {run['peak_rss_bytes'] / 1e9:.2f} GB")
             runs[setting.label].append(run)

@@ -18,7 +18,10 @@ from smolcli.runtime.images import STDIN
 
 def ask(
     model: opt.Model,
-    prompt: Annotated[Optional[str], typer.Argument(help="The question; read from stdin when left out. <image> marks where each image goes.")] = None,
+    prompt: Annotated[
+        Optional[str],
+        typer.Argument(help="The question; read from stdin when left out. <image> marks where each image goes."),
+    ] = None,
     image: opt.Images = None,
     mmproj: opt.Mmproj = None,
     system: opt.System = None,
@@ -28,8 +31,12 @@ def ask(
     top_k: opt.TopK = 40,
     seed: opt.Seed = None,
     stop: opt.Stop = None,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Generate exactly --max-tokens tokens (benchmarks).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")] = False,
+    ignore_eos: Annotated[
+        bool, typer.Option("--ignore-eos", help="Generate exactly --max-tokens tokens (benchmarks).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")
+    ] = False,
     logprobs: opt.Logprobs = None,
     n_gpu_layers: opt.GpuLayers = None,
     no_mmproj_offload: opt.NoMmprojOffload = False,
@@ -67,8 +74,19 @@ def ask(
     if logprobs is not None and not as_json:
         raise SmolcliError("--logprobs goes with --json: the log-probabilities come in the JSON object")
     settings = opt.load_options(
-        mmproj, n_gpu_layers, no_mmproj_offload, threads, ctx, cache_type, max_memory, no_cache, repack_weights,
-        image_size, max_tiles, verbose, offline,
+        mmproj,
+        n_gpu_layers,
+        no_mmproj_offload,
+        threads,
+        ctx,
+        cache_type,
+        max_memory,
+        no_cache,
+        repack_weights,
+        image_size,
+        max_tiles,
+        verbose,
+        offline,
     )
     sources = image or []
     question = prompt if prompt is not None else _prompt_from_stdin(sources)
@@ -78,15 +96,27 @@ def ask(
 
     with Model.open(model, settings, report=progress) as loaded:
         answer = loaded.ask(
-            question, images, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, seed=seed, stop=stop or (), ignore_eos=ignore_eos, logprobs=logprobs, stream=not as_json,
+            question,
+            images,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            stop=stop or (),
+            ignore_eos=ignore_eos,
+            logprobs=logprobs,
+            stream=not as_json,
         )
         if not as_json:
             for piece in answer:
                 write_answer(piece)
             answer = answer.answer
         if answer.context_full:
-            progress(f"note: the {answer.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers")
+            progress(
+                f"note: the {answer.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers"
+            )
         write_answer(json.dumps(answer.as_dict(), indent=2) + "\n" if as_json else "\n")
 
 

@@ -12,15 +12,35 @@ from smolcli.util.units import size_text
 
 
 def bench(
-    shape: Annotated[str, typer.Option("--shape", metavar="SHAPE", help="Which release's shapes: tiny (tests), 256m, 500m or 2.2b.")] = "256m",
-    quant: Annotated[str, typer.Option("--quant", metavar="TYPE", help="Language-model quant type, as for smolcli convert.")] = "Q4_K_M",
-    mmproj_type: Annotated[str, typer.Option("--mmproj-type", metavar="TYPE", help="Vision-encoder type, as for smolcli convert.")] = "Q8_0",
-    tokens: Annotated[int, typer.Option("--tokens", "-n", help="New tokens per answer, all of them generated (--ignore-eos).")] = 32,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads for every run (default: all cores).")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Runs per setting, interleaved; the table shows medians.")] = 3,
-    max_tiles: Annotated[Optional[list[int]], typer.Option("--max-tiles", metavar="N", help="Also measure with smolcli ask --max-tiles N; repeatable.")] = None,
-    image_size: Annotated[Optional[list[int]], typer.Option("--image-size", metavar="PX", help="Also measure with smolcli ask --image-size PX; repeatable.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (every run, medians, machine) instead of the table.")] = False,
+    shape: Annotated[
+        str, typer.Option("--shape", metavar="SHAPE", help="Which release's shapes: tiny (tests), 256m, 500m or 2.2b.")
+    ] = "256m",
+    quant: Annotated[
+        str, typer.Option("--quant", metavar="TYPE", help="Language-model quant type, as for smolcli convert.")
+    ] = "Q4_K_M",
+    mmproj_type: Annotated[
+        str, typer.Option("--mmproj-type", metavar="TYPE", help="Vision-encoder type, as for smolcli convert.")
+    ] = "Q8_0",
+    tokens: Annotated[
+        int, typer.Option("--tokens", "-n", help="New tokens per answer, all of them generated (--ignore-eos).")
+    ] = 32,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", "-t", help="CPU threads for every run (default: all cores).")
+    ] = None,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Runs per setting, interleaved; the table shows medians.")
+    ] = 3,
+    max_tiles: Annotated[
+        Optional[list[int]],
+        typer.Option("--max-tiles", metavar="N", help="Also measure with smolcli ask --max-tiles N; repeatable."),
+    ] = None,
+    image_size: Annotated[
+        Optional[list[int]],
+        typer.Option("--image-size", metavar="PX", help="Also measure with smolcli ask --image-size PX; repeatable."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (every run, medians, machine) instead of the table.")
+    ] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Show the memory plan instead of measuring.")] = False,
 ) -> None:
     """Measure load, vision encoding, prefill, decoding and peak memory of `smolcli ask` here.
@@ -52,8 +72,14 @@ def bench(
     from smolcli.bench.runs import BenchOptions, run_bench
 
     options = BenchOptions(
-        shape=shape, quant=quant, mmproj_type=mmproj_type, tokens=tokens, threads=threads, repeats=repeats,
-        max_tiles=tuple(max_tiles or ()), image_sizes=tuple(image_size or ()),
+        shape=shape,
+        quant=quant,
+        mmproj_type=mmproj_type,
+        tokens=tokens,
+        threads=threads,
+        repeats=repeats,
+        max_tiles=tuple(max_tiles or ()),
+        image_sizes=tuple(image_size or ()),
     )
     result = run_bench(options, report=progress)
     typer.echo(json.dumps(result, indent=2) if as_json else "\n".join(table_lines(result)))

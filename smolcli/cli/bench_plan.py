@@ -18,12 +18,20 @@ def show_plan(as_json: bool) -> None:
         f"{ANSWER_TOKENS} answer tokens (f16 KV cache, {MMPROJ_TYPE} vision encoder, weights not repacked); "
         "chunks: the image's tiles and its global view."
     )
-    print(f"{'model':24} {'quant':7} {'LM file':>10} {'mmproj':>10} {'chunks':>6} {'n_ctx':>6} {'peak':>10}  "
-          + " ".join(f"{device.label:>7}" for device in DEVICES))
+    print(
+        f"{'model':24} {'quant':7} {'LM file':>10} {'mmproj':>10} {'chunks':>6} {'n_ctx':>6} {'peak':>10}  "
+        + " ".join(f"{device.label:>7}" for device in DEVICES)
+    )
     for row in rows:
-        fits = " ".join(f"{'yes' if p.total <= d.usable else 'no':>7}" for d, p in zip(DEVICES, row.device_plans))
-        print(f"{row.model.name:24} {row.quant:7} {size_text(row.model_bytes):>10} {size_text(row.mmproj_bytes):>10} "
-              f"{row.image_chunks:>6} {row.plan.n_ctx:>6} {size_text(row.plan.total):>10}  {fits}")
-    print("\nFits: the peak (the Jetson's with every layer on its GPU) within what the machine leaves free (GB = 10^9 bytes):")
+        fits = " ".join(
+            f"{'yes' if p.total <= d.usable else 'no':>7}" for d, p in zip(DEVICES, row.device_plans, strict=True)
+        )
+        print(
+            f"{row.model.name:24} {row.quant:7} {size_text(row.model_bytes):>10} {size_text(row.mmproj_bytes):>10} "
+            f"{row.image_chunks:>6} {row.plan.n_ctx:>6} {size_text(row.plan.total):>10}  {fits}"
+        )
+    print(
+        "\nFits: the peak (the Jetson's with every layer on its GPU) within what the machine leaves free (GB = 10^9 bytes):"
+    )
     for device in DEVICES:
         print(f"  {device.label}: {device.name}, {size_text(device.usable)} usable: {device.note}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from smolcli.util.units import size_text
 from smolcli.runtime.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
 from smolcli.runtime.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
+from smolcli.util.units import size_text
 
 app = typer.Typer(
     name="cache",
@@ -27,8 +27,10 @@ def info() -> None:
     typer.echo(f"limit: {cache.max_bytes} ({size_text(cache.max_bytes)}; set {MAX_BYTES_ENV} to change)")
     copies = variant_files()
     copy_bytes = sum(path.stat().st_size for path in copies)
-    typer.echo(f"mmproj copies for other image sizes: {len(copies)} in {variants_folder()}, "
-               f"{copy_bytes} bytes ({size_text(copy_bytes)}; the {KEPT} used last are kept)")
+    typer.echo(
+        f"mmproj copies for other image sizes: {len(copies)} in {variants_folder()}, "
+        f"{copy_bytes} bytes ({size_text(copy_bytes)}; the {KEPT} used last are kept)"
+    )
 
 
 @app.command("clear")

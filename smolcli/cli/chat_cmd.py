@@ -13,8 +13,7 @@ import typer
 from smolcli.api.chat import Chat
 from smolcli.api.model import Model
 from smolcli.cli import run_options as opt
-from smolcli.cli.output import cli_spelling
-from smolcli.cli.output import progress
+from smolcli.cli.output import cli_spelling, progress
 from smolcli.cli.streaming import write_answer
 from smolcli.cli.transcript_file import save_transcript
 from smolcli.errors import SmolcliError
@@ -50,7 +49,9 @@ def chat(
     repack_weights: opt.RepackWeights = False,
     image_size: opt.ImageSize = None,
     max_tiles: opt.MaxTiles = None,
-    stats: Annotated[bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")
+    ] = False,
     verbose: opt.Verbose = False,
     offline: opt.Offline = False,
 ) -> None:
@@ -68,20 +69,39 @@ def chat(
     """
     opt.check_generation(max_tokens, stop, temperature, top_k, top_p, seed)
     settings = opt.load_options(
-        mmproj, n_gpu_layers, no_mmproj_offload, threads, ctx, cache_type, max_memory, no_cache, repack_weights,
-        image_size, max_tiles, verbose, offline,
+        mmproj,
+        n_gpu_layers,
+        no_mmproj_offload,
+        threads,
+        ctx,
+        cache_type,
+        max_memory,
+        no_cache,
+        repack_weights,
+        image_size,
+        max_tiles,
+        verbose,
+        offline,
     )
     sources = image or []
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
     if max_tiles is not None and not images:
-        raise SmolcliError("chat chooses the size for --max-tiles from the images given with -i; give them, or use --image-size PX")
+        raise SmolcliError(
+            "chat chooses the size for --max-tiles from the images given with -i; give them, or use --image-size PX"
+        )
 
     with Model.open(model, settings, report=progress) as loaded:
         # with --max-memory the plan is made here, before the weights load
         conversation = loaded.chat(
-            system, images, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+            system,
+            images,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
             stop=stop or (),
         )
         try:

@@ -11,12 +11,25 @@ from smolcli.cli.output import progress
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="Checkpoint folder in Hugging Face layout (config.json, *.safetensors, tokenizer).")],
-    outdir: Annotated[Optional[Path], typer.Option("--outdir", "-o", help="Where to write the two files (default: current folder).")] = None,
-    quant: Annotated[str, typer.Option("--quant", "-q", help="Language-model type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_0, Q4_K_M, Q4_0, ...")] = "Q4_K_M",
+    source: Annotated[
+        Path, typer.Argument(help="Checkpoint folder in Hugging Face layout (config.json, *.safetensors, tokenizer).")
+    ],
+    outdir: Annotated[
+        Optional[Path], typer.Option("--outdir", "-o", help="Where to write the two files (default: current folder).")
+    ] = None,
+    quant: Annotated[
+        str,
+        typer.Option(
+            "--quant", "-q", help="Language-model type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_0, Q4_K_M, Q4_0, ..."
+        ),
+    ] = "Q4_K_M",
     mmproj_type: Annotated[str, typer.Option("--mmproj-type", help="Vision-encoder type: F32, F16 or Q8_0.")] = "F16",
-    name: Annotated[Optional[str], typer.Option("--name", help="Base name of the outputs (default: the source folder's name).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads for quantizing (default: all cores).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Base name of the outputs (default: the source folder's name).")
+    ] = None,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", "-t", help="Threads for quantizing (default: all cores).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")] = False,
 ) -> None:
     """Convert a SmolVLM / SmolVLM2 checkpoint to NAME-QUANT.gguf and mmproj-NAME-TYPE.gguf.
@@ -29,8 +42,8 @@ def convert(
 
       smolcli convert ./SmolVLM-Instruct --quant Q8_0 --mmproj-type Q8_0 -o models/
     """
-    from smolcli.runtime import llama_logging
     from smolcli.convert import convert_checkpoint
+    from smolcli.runtime import llama_logging
 
     llama_logging.configure(verbose)
     result = convert_checkpoint(source, outdir, quant, mmproj_type, name, report=progress, threads=threads)

@@ -11,8 +11,12 @@ from smolcli.cli.output import progress
 
 def demo(
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")] = 24,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the demo files again even if a complete set is cached.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads (default: all cores).")] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build the demo files again even if a complete set is cached.")
+    ] = False,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads (default: all cores).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")] = False,
 ) -> None:
     """Build a tiny random SmolVLM, convert it to GGUF and ask it about a drawn picture: no download needed.

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from smolcli.util.units import size_text
 from smolcli.runtime.install_commands import Advice, advise
 from smolcli.runtime.system_info import SystemInfo, collect
+from smolcli.util.units import size_text
 
 
 def _yes_no(flag: bool) -> str:

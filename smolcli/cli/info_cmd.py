@@ -13,14 +13,25 @@ from smolcli.api.resolve import model_paths
 from smolcli.cli.output import progress
 from smolcli.util.units import count_text, size_text
 
-
 LABELS = {
-    "architecture": "architecture", "name": "name", "parameters": "parameters", "tensor_types": "tensor types",
-    "context_length": "context length", "embedding_length": "embedding length", "layers": "layers",
-    "heads": "attention heads", "kv_heads": "KV heads", "vocab_size": "vocabulary", "chat_template": "chat template",
-    "projector_type": "projector type", "image_size": "image size", "patch_size": "patch size",
-    "scale_factor": "scale factor", "projection_dim": "projection dim",
-    "vision_embedding_length": "vision width", "vision_layers": "vision layers",
+    "architecture": "architecture",
+    "name": "name",
+    "parameters": "parameters",
+    "tensor_types": "tensor types",
+    "context_length": "context length",
+    "embedding_length": "embedding length",
+    "layers": "layers",
+    "heads": "attention heads",
+    "kv_heads": "KV heads",
+    "vocab_size": "vocabulary",
+    "chat_template": "chat template",
+    "projector_type": "projector type",
+    "image_size": "image size",
+    "patch_size": "patch size",
+    "scale_factor": "scale factor",
+    "projection_dim": "projection dim",
+    "vision_embedding_length": "vision width",
+    "vision_layers": "vision layers",
 }
 
 
@@ -56,10 +67,23 @@ def report_lines(report: dict) -> list[str]:
 
 
 def info(
-    path: Annotated[str, typer.Argument(help="A .gguf language model or mmproj, a folder holding a converted pair, or a model name or repo id.")],
-    mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="The vision file to check against the model (default: the mmproj-*.gguf beside it).")] = None,
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A .gguf language model or mmproj, a folder holding a converted pair, or a model name or repo id."
+        ),
+    ],
+    mmproj: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--mmproj", help="The vision file to check against the model (default: the mmproj-*.gguf beside it)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: a model name must already be in the local store.")] = False,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Never touch the network: a model name must already be in the local store."),
+    ] = False,
 ) -> None:
     """Show a GGUF file's architecture, size, parameters, quant types and dimensions, and whether model and mmproj fit.
 

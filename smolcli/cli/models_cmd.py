@@ -12,9 +12,15 @@ from smolcli.util.units import count_text, size_text
 
 def _local(store, entry) -> dict:
     return {
-        "source": entry.source, "quant": entry.quant, "mmproj_type": entry.mmproj_type, "size": entry.size,
-        "intact": store.is_intact(entry), "source_repo": entry.source_repo, "revision": entry.revision,
-        "commit": entry.commit, "added": entry.added,
+        "source": entry.source,
+        "quant": entry.quant,
+        "mmproj_type": entry.mmproj_type,
+        "size": entry.size,
+        "intact": store.is_intact(entry),
+        "source_repo": entry.source_repo,
+        "revision": entry.revision,
+        "commit": entry.commit,
+        "added": entry.added,
         "model": {"path": str(store.model_path(entry)), "size": entry.model.size, "sha256": entry.model.sha256},
         "mmproj": {"path": str(store.mmproj_path(entry)), "size": entry.mmproj.size, "sha256": entry.mmproj.sha256},
     }
@@ -32,23 +38,45 @@ def listing() -> dict:
     for model in MODELS:
         held = [e for e in stored if e.repo_id.lower() == model.repo_id.lower()]
         prebuilt = model.prebuilt
-        rows.append({
-            "name": model.name, "repo_id": model.repo_id, "aliases": list(model.aliases), "family": model.family,
-            "release": model.release, "variant": model.variant, "parameters": model.parameters,
-            "tile_size": model.tile_size, "tokens_per_tile": model.tokens_per_tile,
-            "default_quant": model.default_quant, "default_mmproj_type": model.default_mmproj_type,
-            "prebuilt": {"repo_id": prebuilt.repo_id, "models": prebuilt.models, "mmprojs": prebuilt.mmprojs} if prebuilt else None,
-            "local": [_local(store, e) for e in held],
-        })
+        rows.append(
+            {
+                "name": model.name,
+                "repo_id": model.repo_id,
+                "aliases": list(model.aliases),
+                "family": model.family,
+                "release": model.release,
+                "variant": model.variant,
+                "parameters": model.parameters,
+                "tile_size": model.tile_size,
+                "tokens_per_tile": model.tokens_per_tile,
+                "default_quant": model.default_quant,
+                "default_mmproj_type": model.default_mmproj_type,
+                "prebuilt": {"repo_id": prebuilt.repo_id, "models": prebuilt.models, "mmprojs": prebuilt.mmprojs}
+                if prebuilt
+                else None,
+                "local": [_local(store, e) for e in held],
+            }
+        )
     known = {model.repo_id.lower() for model in MODELS}
     for repo_id in dict.fromkeys(e.repo_id for e in stored if e.repo_id.lower() not in known):
         held = [e for e in stored if e.repo_id == repo_id]
-        rows.append({
-            "name": held[0].name, "repo_id": repo_id, "aliases": [], "family": held[0].family, "release": None,
-            "variant": None, "parameters": None, "tile_size": None, "tokens_per_tile": None,
-            "default_quant": None, "default_mmproj_type": None, "prebuilt": None,
-            "local": [_local(store, e) for e in held],
-        })
+        rows.append(
+            {
+                "name": held[0].name,
+                "repo_id": repo_id,
+                "aliases": [],
+                "family": held[0].family,
+                "release": None,
+                "variant": None,
+                "parameters": None,
+                "tile_size": None,
+                "tokens_per_tile": None,
+                "default_quant": None,
+                "default_mmproj_type": None,
+                "prebuilt": None,
+                "local": [_local(store, e) for e in held],
+            }
+        )
     return {"home": str(cache_dir()), "store": str(store.root), "models": rows}
 
 
@@ -66,23 +94,27 @@ def table_lines(report: dict) -> list[str]:
     header = ("NAME", "REPO", "PARAMS", "TILE", "DEFAULT", "LOCAL")
     rows = [header]
     for row in report["models"]:
-        rows.append((
-            row["name"],
-            row["repo_id"],
-            count_text(row["parameters"]) if row["parameters"] else "?",
-            f"{row['tile_size']}px/{row['tokens_per_tile']}tok" if row["tile_size"] else "?",
-            f"{row['default_quant']}/{row['default_mmproj_type']}" if row["default_quant"] else "-",
-            _local_text(row["local"]),
-        ))
+        rows.append(
+            (
+                row["name"],
+                row["repo_id"],
+                count_text(row["parameters"]) if row["parameters"] else "?",
+                f"{row['tile_size']}px/{row['tokens_per_tile']}tok" if row["tile_size"] else "?",
+                f"{row['default_quant']}/{row['default_mmproj_type']}" if row["default_quant"] else "-",
+                _local_text(row["local"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths)) + "  " + r[-1] for r in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
     total = sum(pair["size"] for row in report["models"] for pair in row["local"])
     lines.append(f"store: {report['store']} ({size_text(total)})")
     return [line.rstrip() for line in lines]
 
 
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the registry, the store, checksums.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: the registry, the store, checksums.")
+    ] = False,
 ) -> None:
     """List the SmolVLM models smolcli knows by name, and which ones are in the local store.
 

@@ -7,14 +7,18 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.cli.output import progress
-from smolcli.util.units import size_text
 from smolcli.errors import SmolcliError
+from smolcli.util.units import size_text
 
 
 def rm(
     name: Annotated[str, typer.Argument(help="A registry name or repo id, as `smolcli models` shows it.")],
-    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Remove only the pair of this language-model type.")] = None,
-    mmproj_type: Annotated[Optional[str], typer.Option("--mmproj-type", help="Remove only pairs with this mmproj type.")] = None,
+    quant: Annotated[
+        Optional[str], typer.Option("--quant", "-q", help="Remove only the pair of this language-model type.")
+    ] = None,
+    mmproj_type: Annotated[
+        Optional[str], typer.Option("--mmproj-type", help="Remove only pairs with this mmproj type.")
+    ] = None,
 ) -> None:
     """Remove a model from the local store (every stored pair of it, unless --quant / --mmproj-type narrow it).
 
@@ -31,10 +35,16 @@ def rm(
 
     ref = model_name(name)
     store = ModelStore()
-    doomed = store.find(ref.repo_id, None, quant.upper() if quant else None, mmproj_type.upper() if mmproj_type else None)
+    doomed = store.find(
+        ref.repo_id, None, quant.upper() if quant else None, mmproj_type.upper() if mmproj_type else None
+    )
     if not doomed:
         narrowed = " with those types" if quant or mmproj_type else ""
-        raise SmolcliError(f"{ref.name} has no pair{narrowed} in the model store ({store.root}); `smolcli models` shows what it holds")
+        raise SmolcliError(
+            f"{ref.name} has no pair{narrowed} in the model store ({store.root}); `smolcli models` shows what it holds"
+        )
     store.remove(doomed)
     for entry in doomed:
-        progress(f"removed {entry.name} ({entry.source} {entry.quant}, mmproj {entry.mmproj_type}, {size_text(entry.size)})")
+        progress(
+            f"removed {entry.name} ({entry.source} {entry.quant}, mmproj {entry.mmproj_type}, {size_text(entry.size)})"
+        )

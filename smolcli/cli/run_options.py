@@ -15,52 +15,152 @@ from smolcli.runtime.images import STDIN, RGBImage, load_image
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
 
-
 # the KV-cache types llama.cpp takes, from the runtime's one table, as Typer's choices
 CacheType = enum.Enum("CacheType", {name: name for name in KV_CACHE_TYPES}, type=str)
 
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Language-model GGUF (its mmproj-*.gguf beside it), a folder holding one converted pair, or a model name (smolcli models) or Hub repo id, pulled on first use.")]
-Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network: a model name must already be in the local store (also HF_HUB_OFFLINE=1).")]
-Mmproj = Annotated[Optional[Path], typer.Option("--mmproj", help="The vision-encoder GGUF, when it is not beside the model.")]
-Images = Annotated[Optional[list[str]], typer.Option("--image", "-i", help="Image file, or - for image bytes on stdin; repeat for several.")]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Language-model GGUF (its mmproj-*.gguf beside it), a folder holding one converted pair, or a model name (smolcli models) or Hub repo id, pulled on first use.",
+    ),
+]
+Offline = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Never touch the network: a model name must already be in the local store (also HF_HUB_OFFLINE=1).",
+    ),
+]
+Mmproj = Annotated[
+    Optional[Path], typer.Option("--mmproj", help="The vision-encoder GGUF, when it is not beside the model.")
+]
+Images = Annotated[
+    Optional[list[str]],
+    typer.Option("--image", "-i", help="Image file, or - for image bytes on stdin; repeat for several."),
+]
 System = Annotated[Optional[str], typer.Option("--system", help="System prompt.")]
-Temperature = Annotated[float, typer.Option("--temperature", help="0 (default): greedy, the same input gives the same answer.")]
+Temperature = Annotated[
+    float, typer.Option("--temperature", help="0 (default): greedy, the same input gives the same answer.")
+]
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling (with --temperature > 0).")]
-TopK = Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest tokens, 0 for all (with --temperature > 0).")]
+TopK = Annotated[
+    int, typer.Option("--top-k", help="Sample among the k likeliest tokens, 0 for all (with --temperature > 0).")
+]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling (default: random).")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens in an answer.")]
 Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="End the answer before this text; repeatable.")]
-GpuLayers = Annotated[Optional[int], typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU; -1: all (default when llama.cpp was built with GPU support, else 0).")]
+GpuLayers = Annotated[
+    Optional[int],
+    typer.Option(
+        "--n-gpu-layers",
+        "-ngl",
+        help="Layers to offload to the GPU; -1: all (default when llama.cpp was built with GPU support, else 0).",
+    ),
+]
 NoMmprojOffload = Annotated[bool, typer.Option("--no-mmproj-offload", help="Keep the vision encoder on the CPU.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads (default: all cores).")]
-Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", help="Context size in tokens (default: sized to the prompt, the images and --max-tokens).")]
-Cache = Annotated[Optional[CacheType], typer.Option("--cache-type", help="KV-cache type; q8_0 and q4_0 save memory (default: f16, or with --max-memory the largest that fits).")]
+Ctx = Annotated[
+    Optional[int],
+    typer.Option(
+        "--ctx", "-c", help="Context size in tokens (default: sized to the prompt, the images and --max-tokens)."
+    ),
+]
+Cache = Annotated[
+    Optional[CacheType],
+    typer.Option(
+        "--cache-type",
+        help="KV-cache type; q8_0 and q4_0 save memory (default: f16, or with --max-memory the largest that fits).",
+    ),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Encode every image again instead of reusing stored embeddings (smolcli cache info).")]
-MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", metavar="SIZE", help="Plan the run's peak memory (CPU and GPU together) before loading and stay under SIZE: picks the largest KV-cache type that fits, or stops and says what each part needs. SIZE: 2G, 1.5GB, 800M (powers of 1000), 512MiB (powers of 1024) or plain bytes.")]
-RepackWeights = Annotated[bool, typer.Option("--repack-weights", help="Keep a second, reordered copy of the CPU weights for llama.cpp's faster matrix kernels: a few percent faster, up to the model's size in extra memory (0.7 GB for 2.2B Q4_K_M).")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", metavar="PX", help="Resize each image's longest side to PX before cutting it into tiles (rounded up to whole tiles; the model's own: 2048 for 256M/500M, 1536 for 2.2B). Smaller: fewer tiles, faster, less fine detail.")]
-MaxTiles = Annotated[Optional[int], typer.Option("--max-tiles", metavar="N", help="Cut each image into at most N tiles (plus its global view), by choosing the largest --image-size that allows it.")]
+NoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache", help="Encode every image again instead of reusing stored embeddings (smolcli cache info)."
+    ),
+]
+MaxMemory = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-memory",
+        metavar="SIZE",
+        help="Plan the run's peak memory (CPU and GPU together) before loading and stay under SIZE: picks the largest KV-cache type that fits, or stops and says what each part needs. SIZE: 2G, 1.5GB, 800M (powers of 1000), 512MiB (powers of 1024) or plain bytes.",
+    ),
+]
+RepackWeights = Annotated[
+    bool,
+    typer.Option(
+        "--repack-weights",
+        help="Keep a second, reordered copy of the CPU weights for llama.cpp's faster matrix kernels: a few percent faster, up to the model's size in extra memory (0.7 GB for 2.2B Q4_K_M).",
+    ),
+]
+ImageSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--image-size",
+        metavar="PX",
+        help="Resize each image's longest side to PX before cutting it into tiles (rounded up to whole tiles; the model's own: 2048 for 256M/500M, 1536 for 2.2B). Smaller: fewer tiles, faster, less fine detail.",
+    ),
+]
+MaxTiles = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-tiles",
+        metavar="N",
+        help="Cut each image into at most N tiles (plus its global view), by choosing the largest --image-size that allows it.",
+    ),
+]
 
 
-Logprobs = Annotated[Optional[int], typer.Option("--logprobs", metavar="N", help="With --json: each generated token's id, text and log-probability, and the N likeliest alternatives (OpenAI's logprobs shape).")]
+Logprobs = Annotated[
+    Optional[int],
+    typer.Option(
+        "--logprobs",
+        metavar="N",
+        help="With --json: each generated token's id, text and log-probability, and the N likeliest alternatives (OpenAI's logprobs shape).",
+    ),
+]
 
 
 def load_options(
-    mmproj: Optional[Path], n_gpu_layers: Optional[int], no_mmproj_offload: bool, threads: Optional[int],
-    ctx: Optional[int], cache_type: Optional[CacheType], max_memory: Optional[str], no_cache: bool,
-    repack_weights: bool, image_size: Optional[int], max_tiles: Optional[int], verbose: bool, offline: bool,
+    mmproj: Optional[Path],
+    n_gpu_layers: Optional[int],
+    no_mmproj_offload: bool,
+    threads: Optional[int],
+    ctx: Optional[int],
+    cache_type: Optional[CacheType],
+    max_memory: Optional[str],
+    no_cache: bool,
+    repack_weights: bool,
+    image_size: Optional[int],
+    max_tiles: Optional[int],
+    verbose: bool,
+    offline: bool,
 ) -> LoadOptions:
     """The options ask and chat share, as the library's settings (checked there, before anything loads)."""
     return LoadOptions(
-        mmproj=mmproj, n_gpu_layers=n_gpu_layers, mmproj_offload=not no_mmproj_offload, threads=threads, ctx=ctx,
-        cache_type=cache_type.value if cache_type else None, max_memory=max_memory, embedding_cache=not no_cache,
-        repack_weights=repack_weights, image_size=image_size, max_tiles=max_tiles, verbose=verbose, offline=offline,
+        mmproj=mmproj,
+        n_gpu_layers=n_gpu_layers,
+        mmproj_offload=not no_mmproj_offload,
+        threads=threads,
+        ctx=ctx,
+        cache_type=cache_type.value if cache_type else None,
+        max_memory=max_memory,
+        embedding_cache=not no_cache,
+        repack_weights=repack_weights,
+        image_size=image_size,
+        max_tiles=max_tiles,
+        verbose=verbose,
+        offline=offline,
     )
 
 
-def check_generation(max_tokens: int, stop: Optional[list[str]], temperature: float, top_k: int, top_p: float, seed: Optional[int]) -> None:
+def check_generation(
+    max_tokens: int, stop: Optional[list[str]], temperature: float, top_k: int, top_p: float, seed: Optional[int]
+) -> None:
     """A bad generation setting fails before a model is pulled or loaded."""
     GenerationLimits(max_tokens, tuple(stop or ()))
     SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

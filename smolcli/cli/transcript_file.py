@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
+from smolcli.util.atomic_file import write_atomically
 
 
 def save_transcript(transcript: dict, path: Path) -> None:

@@ -33,5 +33,7 @@ def check_prompt_fits(prompt_tokens: int, image_tokens: int, n_ctx: int, fix: st
         raise ContextFull(
             f"the prompt needs {prompt_tokens} tokens ({image_tokens} of them for images) "
             f"but the context holds {n_ctx}; {fix}",
-            n_past=0, n_new=prompt_tokens, n_ctx=n_ctx,
+            n_past=0,
+            n_new=prompt_tokens,
+            n_ctx=n_ctx,
         )

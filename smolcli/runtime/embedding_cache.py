@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import SmolcliError
 from smolcli.runtime.file_identity import content_digest
+from smolcli.util.atomic_file import write_atomically
 from smolcli.util.user_cache import cache_dir
 
 FORMAT_VERSION = 1

@@ -17,11 +17,10 @@ import numpy as np
 from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
-from smolcli.runtime.images import RGBImage
 from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.images import RGBImage
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
-
 
 
 @dataclass
@@ -171,7 +170,6 @@ class Engine:
         self._mmproj_digest = None
         self.load_seconds += time.perf_counter() - started
 
-
     # --- context -------------------------------------------------------------------------
 
     @property
@@ -251,11 +249,13 @@ class Engine:
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
-            mtmd.mtmd_bitmap_init(img.width, img.height, (ctypes.c_uint8 * len(img.pixels)).from_buffer_copy(img.pixels))
+            mtmd.mtmd_bitmap_init(
+                img.width, img.height, (ctypes.c_uint8 * len(img.pixels)).from_buffer_copy(img.pixels)
+            )
             for img in images
         ]
         if self.options.embedding_cache is not None:
-            for img, bitmap in zip(images, bitmaps):
+            for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
                 mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
         handle = mtmd.mtmd_input_chunks_init()
@@ -349,8 +349,16 @@ class Engine:
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
-            self.mtmd_ctx, self.ctx, chunk, embeddings, self.n_past, 0, self.n_batch, ctypes.byref(new_n_past),
-            mtmd.mtmd_helper_post_decode_callback(0), None,
+            self.mtmd_ctx,
+            self.ctx,
+            chunk,
+            embeddings,
+            self.n_past,
+            0,
+            self.n_batch,
+            ctypes.byref(new_n_past),
+            mtmd.mtmd_helper_post_decode_callback(0),
+            None,
         )
         if status != 0:
             raise SmolcliError(f"llama.cpp failed to evaluate an image (status {status})")
@@ -442,5 +450,7 @@ class Engine:
 def context_full(n_past: int, n_new: int, n_ctx: int) -> ContextFull:
     return ContextFull(
         f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; start over (/clear in chat) or raise {{ctx}}",
-        n_past=n_past, n_new=n_new, n_ctx=n_ctx,
+        n_past=n_past,
+        n_new=n_new,
+        n_ctx=n_ctx,
     )

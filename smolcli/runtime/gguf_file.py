@@ -25,9 +25,17 @@ SHORT_ARRAY = 16  # arrays up to this length are kept (image mean/std); longer o
 ValueType = gguf.GGUFValueType
 # how each scalar value type is packed
 SCALARS = {
-    ValueType.UINT8: "<B", ValueType.INT8: "<b", ValueType.UINT16: "<H", ValueType.INT16: "<h",
-    ValueType.UINT32: "<I", ValueType.INT32: "<i", ValueType.FLOAT32: "<f", ValueType.BOOL: "<?",
-    ValueType.UINT64: "<Q", ValueType.INT64: "<q", ValueType.FLOAT64: "<d",
+    ValueType.UINT8: "<B",
+    ValueType.INT8: "<b",
+    ValueType.UINT16: "<H",
+    ValueType.INT16: "<h",
+    ValueType.UINT32: "<I",
+    ValueType.INT32: "<i",
+    ValueType.FLOAT32: "<f",
+    ValueType.BOOL: "<?",
+    ValueType.UINT64: "<Q",
+    ValueType.INT64: "<q",
+    ValueType.FLOAT64: "<d",
 }
 STRING, ARRAY = ValueType.STRING, ValueType.ARRAY
 TOKENIZER_PREFIX = "tokenizer.ggml."  # the vocabulary arrays' keys (gguf.Keys.Tokenizer), left out of metadata
@@ -150,7 +158,9 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
     parameters = 0
     for name, dims, kind, offset in tensors:
         if data_start + offset + _tensor_bytes(kind, dims) > size:
-            raise SmolcliError(f"{path}: truncated GGUF file (tensor {name} runs past the end); download or convert it again")
+            raise SmolcliError(
+                f"{path}: truncated GGUF file (tensor {name} runs past the end); download or convert it again"
+            )
         type_name = gguf.GGMLQuantizationType(kind).name
         types[type_name] = types.get(type_name, 0) + 1
         parameters += math.prod(dims)
@@ -169,9 +179,13 @@ def read_gguf(path: Path) -> GGUFSummary:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         if handle.read(4) != MAGIC:
-            raise SmolcliError(f"{path}: not a GGUF file (it does not start with 'GGUF'); convert a checkpoint with `smolcli convert`")
+            raise SmolcliError(
+                f"{path}: not a GGUF file (it does not start with 'GGUF'); convert a checkpoint with `smolcli convert`"
+            )
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             try:
                 return _parse(path, data, size)
             except _Damaged as error:
-                raise SmolcliError(f"{path}: damaged or truncated GGUF file ({error}); convert or download it again") from None
+                raise SmolcliError(
+                    f"{path}: damaged or truncated GGUF file ({error}); convert or download it again"
+                ) from None

@@ -93,8 +93,10 @@ class TextFootprint:
         repackable = [t for t in layout.tensors if t.qtype in REPACKED_TYPES and t.name != TOKEN_EMBD]
         n_layer = max(1, dims.n_layer)
         return cls(
-            dims, layout.file_bytes if total is None else total,
-            sum(t.nbytes for t in blocks) / n_layer, sum(t.nbytes for t in output),
+            dims,
+            layout.file_bytes if total is None else total,
+            sum(t.nbytes for t in blocks) / n_layer,
+            sum(t.nbytes for t in output),
             sum(t.nbytes for t in repackable if t.block is not None) / n_layer,
             sum(t.nbytes for t in repackable if t.block is None),
         )

@@ -63,7 +63,9 @@ def _write_variant(source: Path, offset: int, current: int, edge: int, target: P
         with open(temp, "r+b") as file:
             file.seek(offset)
             if U32.unpack(file.read(U32.size))[0] != current:
-                raise SmolcliError(f"{source}: {PREPROC_KEY} is not stored as a 32-bit integer; convert the checkpoint again")
+                raise SmolcliError(
+                    f"{source}: {PREPROC_KEY} is not stored as a 32-bit integer; convert the checkpoint again"
+                )
             file.seek(offset)
             file.write(U32.pack(edge))
         os.replace(temp, target)

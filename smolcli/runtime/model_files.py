@@ -38,7 +38,9 @@ def _pair_in_folder(folder: Path) -> tuple[Path, Path | None]:
     models = [p for p in ggufs if not p.name.startswith("mmproj-")]
     if len(models) != 1:
         found = ", ".join(p.name for p in models) or "none"
-        raise ModelFileError(f"{folder}: expected one language-model GGUF, found {found}; pass the file itself as {{model}}")
+        raise ModelFileError(
+            f"{folder}: expected one language-model GGUF, found {found}; pass the file itself as {{model}}"
+        )
     return models[0], mmproj_beside(models[0])
 
 
@@ -49,12 +51,16 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
     elif path.is_file():
         model_path, found = path, None
     else:
-        raise ModelFileError(f"{model}: no such model file or folder; give a converted .gguf or the folder holding the pair")
+        raise ModelFileError(
+            f"{model}: no such model file or folder; give a converted .gguf or the folder holding the pair"
+        )
     mmproj_path = Path(mmproj).expanduser() if mmproj else (found or mmproj_beside(model_path))
 
     summary = read_gguf(model_path)
     if summary.kind != "model":
-        raise ModelFileError(f"{model_path}: is an mmproj (vision) file; give the language model as {{model}} and this as {{mmproj}}")
+        raise ModelFileError(
+            f"{model_path}: is an mmproj (vision) file; give the language model as {{model}} and this as {{mmproj}}"
+        )
     if mmproj_path is None:
         if need_mmproj:
             raise ModelFileError(f"{model_path}: no mmproj-*.gguf beside it; pass the vision file as {{mmproj}}")
@@ -64,7 +70,9 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
         raise ModelFileError(f"{mmproj_path}: is not an mmproj file (architecture {projector.architecture})")
     problem = fit_problem(summary, projector)
     if problem:
-        raise ModelFileError(f"{mmproj_path} does not fit {model_path.name}: {problem}; use the mmproj converted with this model")
+        raise ModelFileError(
+            f"{mmproj_path} does not fit {model_path.name}: {problem}; use the mmproj converted with this model"
+        )
     return ModelFiles(summary, projector)
 
 

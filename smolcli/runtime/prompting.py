@@ -30,4 +30,4 @@ def next_turn(text: str) -> str:
     closes it first; the rest is the user turn exactly as render_prompt writes it.
     """
     rendered = render_prompt([("user", text)])
-    return f"{END_OF_UTTERANCE}\n{rendered[rendered.index('User'):]}"
+    return f"{END_OF_UTTERANCE}\n{rendered[rendered.index('User') :]}"

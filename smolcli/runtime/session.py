@@ -93,7 +93,9 @@ class ChatSession:
     def _ensure_context(self, first_turn_tokens: int) -> None:
         engine = self.engine
         if engine.ctx is None:
-            n_ctx = self.requested_ctx or chat_context_size(first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train)
+            n_ctx = self.requested_ctx or chat_context_size(
+                first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train
+            )
             if self.before_context is not None:
                 self.before_context(n_ctx)  # may refuse, or choose the KV-cache type
             engine.create_context(n_ctx)
@@ -109,7 +111,9 @@ class ChatSession:
             raise ContextFull(
                 f"the context is full: this message needs {n_tokens} tokens but {engine.n_ctx - engine.n_past} "
                 f"of {engine.n_ctx} are left; {CLEAR_HINT}",
-                n_past=engine.n_past, n_new=n_tokens, n_ctx=engine.n_ctx,
+                n_past=engine.n_past,
+                n_new=n_tokens,
+                n_ctx=engine.n_ctx,
             ) from None
 
     def transcript(self) -> dict:

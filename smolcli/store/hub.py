@@ -73,7 +73,8 @@ def checkpoint_files(snapshot: RepoSnapshot) -> list[str]:
     Small files first and weights last: a pull cut in the weights has kept all the rest.
     """
     wanted = [
-        name for name in snapshot.sizes
+        name
+        for name in snapshot.sizes
         if "/" not in name and (name in CHECKPOINT_FILES or name.endswith(WEIGHTS_SUFFIX))
     ]
     return sorted(wanted, key=lambda name: (name.endswith(WEIGHTS_SUFFIX), name))
@@ -134,9 +135,13 @@ def hub_errors(repo_id: str, revision: str) -> Iterator[None]:
             ) from None
         raise HubError(f"{repo_id}: no such repo on the Hub (HTTP {_status(error)}); check the name") from None
     except hf.RemoteEntryNotFoundError as error:
-        raise HubError(f"{repo_id}@{revision}: the Hub lists a file it cannot serve ({_first_line(error)}); try again later") from None
+        raise HubError(
+            f"{repo_id}@{revision}: the Hub lists a file it cannot serve ({_first_line(error)}); try again later"
+        ) from None
     except hf.OfflineModeIsEnabled:
-        raise HubError(f"offline mode is on (HF_HUB_OFFLINE=1): cannot download {repo_id}; unset it to download") from None
+        raise HubError(
+            f"offline mode is on (HF_HUB_OFFLINE=1): cannot download {repo_id}; unset it to download"
+        ) from None
     except hf.LocalEntryNotFoundError as error:
         cause = error.__cause__ or error
         raise HubError(f"cannot reach the Hugging Face Hub at {endpoint()} ({_first_line(cause)}); {kept}") from None
@@ -161,5 +166,7 @@ def hub_errors(repo_id: str, revision: str) -> Iterator[None]:
                 "(or point HF_HUB_CACHE at a bigger disk) and pull again; the model store is unchanged"
             ) from None
         if "Consistency check failed" in str(error):
-            raise HubError(f"a download from {repo_id} came out the wrong size (the connection was cut?); pull again") from None
+            raise HubError(
+                f"a download from {repo_id} came out the wrong size (the connection was cut?); pull again"
+            ) from None
         raise

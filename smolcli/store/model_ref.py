@@ -44,7 +44,9 @@ def model_name(text: str) -> ModelName:
         return ModelName(entry.name, entry.repo_id, entry)
     if registry.REPO_ID.fullmatch(text.strip()):
         return ModelName(text.strip(), text.strip(), None)
-    raise SmolcliError(f"unknown model {text!r}: not a registry name or a Hub repo id (owner/name); {_suggestion(text)}")
+    raise SmolcliError(
+        f"unknown model {text!r}: not a registry name or a Hub repo id (owner/name); {_suggestion(text)}"
+    )
 
 
 def parse_model_ref(text: str) -> Path | ModelName:

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from smolcli.util.atomic_file import write_atomically
 from smolcli.errors import DiskFull, SmolcliError
 from smolcli.runtime.file_identity import hash_file
+from smolcli.util.atomic_file import write_atomically
 from smolcli.util.disk_full import DISK_FULL
 from smolcli.util.staging import stage_beside, swap_in
 from smolcli.util.user_cache import HOME_ENV, cache_dir
@@ -124,10 +124,13 @@ class ModelStore:
                 "move it aside and pull the models again"
             ) from None
 
-    def find(self, repo_id: str, source: str | None = None, quant: str | None = None, mmproj_type: str | None = None) -> list[StoredModel]:
+    def find(
+        self, repo_id: str, source: str | None = None, quant: str | None = None, mmproj_type: str | None = None
+    ) -> list[StoredModel]:
         wanted = {"source": source, "quant": quant, "mmproj_type": mmproj_type}
         return [
-            entry for entry in self.entries()
+            entry
+            for entry in self.entries()
             if entry.repo_id.lower() == repo_id.lower()
             and all(value is None or getattr(entry, key) == value for key, value in wanted.items())
         ]
@@ -159,7 +162,8 @@ class ModelStore:
                     if model.parent != stage or mmproj.parent != stage:
                         raise AssertionError("build must write the pair straight into the staging folder")
                     entry = StoredModel(
-                        **dataclasses.asdict(origin), folder=folder,
+                        **dataclasses.asdict(origin),
+                        folder=folder,
                         model=StoredFile(model.name, model.stat().st_size, hash_file(model)),
                         mmproj=StoredFile(mmproj.name, mmproj.stat().st_size, hash_file(mmproj)),
                         added=datetime.now(timezone.utc).isoformat(timespec="seconds"),

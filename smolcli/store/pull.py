@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from smolcli.store import hub
 from smolcli.errors import HubError, SmolcliError
-from smolcli.store.model_ref import ModelName
 from smolcli.models.registry import PrebuiltPair
+from smolcli.store import hub
+from smolcli.store.model_ref import ModelName
 from smolcli.store.model_store import ModelStore, Provenance, StoredModel
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
@@ -33,13 +33,15 @@ def offline_error(ref: ModelName, store: ModelStore) -> HubError:
     return HubError(
         f"{ref.name} is not in the model store ({store.root}) and offline mode is on ({{offline}} or HF_HUB_OFFLINE=1); "
         f"on a connected machine run `smolcli pull {ref.name}`, then copy that machine's smolcli folder "
-        f"({HOME_ENV}; `smolcli models --json` prints it as \"home\") to {cache_dir()} on this one"
+        f'({HOME_ENV}; `smolcli models --json` prints it as "home") to {cache_dir()} on this one'
     )
 
 
 def prebuilt_pair(ref: ModelName) -> PrebuiltPair:
     if ref.entry is None or ref.entry.prebuilt is None:
-        raise SmolcliError(f"no prebuilt GGUF pair is known for {ref.name}; pull it without {{prebuilt}} to convert it here")
+        raise SmolcliError(
+            f"no prebuilt GGUF pair is known for {ref.name}; pull it without {{prebuilt}} to convert it here"
+        )
     return ref.entry.prebuilt
 
 
@@ -56,7 +58,9 @@ def chosen_types(ref: ModelName, options: PullOptions) -> tuple[str, str]:
     pair = prebuilt_pair(ref)
     # the publisher's files come in fewer types: fall back to what it offers unless asked
     quant = quant if options.quant or quant.upper() in pair.models else next(iter(pair.models))
-    mmproj_type = mmproj_type if options.mmproj_type or mmproj_type.upper() in pair.mmprojs else next(iter(pair.mmprojs))
+    mmproj_type = (
+        mmproj_type if options.mmproj_type or mmproj_type.upper() in pair.mmprojs else next(iter(pair.mmprojs))
+    )
     return (
         parse_quant(quant, pair.models, f"type among {pair.repo_id}'s models"),
         parse_quant(mmproj_type, pair.mmprojs, f"type among {pair.repo_id}'s mmproj files"),
@@ -81,7 +85,9 @@ def stored_or_pulled(ref: ModelName, offline: bool, report: Report, store: Model
         return found
     if offline or hub.offline_mode():
         raise offline_error(ref, store)
-    report(f"{ref.name} is not in the model store yet: pulling it once from the Hugging Face Hub (later runs need no network)")
+    report(
+        f"{ref.name} is not in the model store yet: pulling it once from the Hugging Face Hub (later runs need no network)"
+    )
     return pull(ref, PullOptions(), report, store)
 
 
@@ -90,11 +96,14 @@ def pull(ref: ModelName, options: PullOptions, report: Report, store: ModelStore
     quant, mmproj_type = chosen_types(ref, options)
     source = "prebuilt" if options.prebuilt else "converted"
     existing = [
-        e for e in store.find(ref.repo_id, source, quant, mmproj_type)
+        e
+        for e in store.find(ref.repo_id, source, quant, mmproj_type)
         if e.revision == options.revision and store.is_intact(e)
     ]
     if existing and not options.force:
-        report(f"{ref.name} ({source} {quant}, mmproj {mmproj_type}) is already in the model store; --force pulls it again")
+        report(
+            f"{ref.name} ({source} {quant}, mmproj {mmproj_type}) is already in the model store; --force pulls it again"
+        )
         return existing[0]
     if hub.offline_mode():
         raise offline_error(ref, store)
@@ -124,10 +133,14 @@ def _download_report(snapshot: hub.RepoSnapshot, files: list[str], report: Repor
 
     total = snapshot.size_of(files)
     size = f", {size_text(total)}" if total is not None else ""
-    report(f"downloading {len(files)} files ({', '.join(files)}{size}) of {snapshot.repo_id} at {snapshot.commit[:12]} into {hub.cache_folder()}")
+    report(
+        f"downloading {len(files)} files ({', '.join(files)}{size}) of {snapshot.repo_id} at {snapshot.commit[:12]} into {hub.cache_folder()}"
+    )
 
 
-def _pull_and_convert(ref: ModelName, quant: str, mmproj_type: str, options: PullOptions, report: Report, store: ModelStore) -> StoredModel:
+def _pull_and_convert(
+    ref: ModelName, quant: str, mmproj_type: str, options: PullOptions, report: Report, store: ModelStore
+) -> StoredModel:
     from smolcli.convert import convert_checkpoint
     from smolcli.runtime.model_files import resolve_model_files
 
@@ -144,11 +157,15 @@ def _pull_and_convert(ref: ModelName, quant: str, mmproj_type: str, options: Pul
 
     def build(stage: Path) -> tuple[Path, Path]:
         name = ref.repo_id.split("/")[-1]
-        result = convert_checkpoint(checkpoint, stage, quant, mmproj_type, name=name, report=report, threads=options.threads)
+        result = convert_checkpoint(
+            checkpoint, stage, quant, mmproj_type, name=name, report=report, threads=options.threads
+        )
         resolve_model_files(result.model, result.mmproj)  # the pair loads and fits, or nothing is stored
         return result.model, result.mmproj
 
-    origin = Provenance(ref.name, ref.repo_id, family, "converted", ref.repo_id, options.revision, snapshot.commit, quant, mmproj_type)
+    origin = Provenance(
+        ref.name, ref.repo_id, family, "converted", ref.repo_id, options.revision, snapshot.commit, quant, mmproj_type
+    )
     entry = store.add(origin, build)
     report(f"stored {ref.name} ({quant}, mmproj {mmproj_type}) in {store.root / entry.folder}")
     return entry
@@ -163,7 +180,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _pull_prebuilt(  # only registry entries have a prebuilt pair
-    ref: ModelName, pair: PrebuiltPair, quant: str, mmproj_type: str, options: PullOptions, report: Report, store: ModelStore
+    ref: ModelName,
+    pair: PrebuiltPair,
+    quant: str,
+    mmproj_type: str,
+    options: PullOptions,
+    report: Report,
+    store: ModelStore,
 ) -> StoredModel:
     from smolcli.runtime.model_files import resolve_model_files
 
@@ -172,7 +195,9 @@ def _pull_prebuilt(  # only registry entries have a prebuilt pair
     missing = [name for name in wanted if name not in snapshot.sizes]
     if missing:
         offered = ", ".join(sorted(n for n in snapshot.sizes if n.endswith(".gguf"))) or "none"
-        raise HubError(f"{pair.repo_id} has no {missing[0]} (its GGUF files: {offered}); choose another {{quant}} / {{mmproj_type}}")
+        raise HubError(
+            f"{pair.repo_id} has no {missing[0]} (its GGUF files: {offered}); choose another {{quant}} / {{mmproj_type}}"
+        )
     _download_report(snapshot, wanted, report)
     model_file, mmproj_file = (hub.download(snapshot, name) for name in wanted)
 
@@ -183,7 +208,17 @@ def _pull_prebuilt(  # only registry entries have a prebuilt pair
         resolve_model_files(model, mmproj)
         return model, mmproj
 
-    origin = Provenance(ref.name, ref.repo_id, ref.entry.family, "prebuilt", pair.repo_id, options.revision, snapshot.commit, quant, mmproj_type)
+    origin = Provenance(
+        ref.name,
+        ref.repo_id,
+        ref.entry.family,
+        "prebuilt",
+        pair.repo_id,
+        options.revision,
+        snapshot.commit,
+        quant,
+        mmproj_type,
+    )
     entry = store.add(origin, build)
     report(f"stored {ref.name} (prebuilt {quant}, mmproj {mmproj_type}) in {store.root / entry.folder}")
     return entry

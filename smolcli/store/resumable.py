@@ -50,10 +50,10 @@ def _download(meta, filename: str, blob: Path, headers: dict) -> None:
     with partial.open("ab") as out:
         kept = out.tell()
         # a server that ignores Range answers 200: http_get then truncates and starts over
-        file_download.http_get(meta.location, out, resume_size=kept, headers=headers,
-                               expected_size=meta.size, displayed_filename=filename)
+        file_download.http_get(
+            meta.location, out, resume_size=kept, headers=headers, expected_size=meta.size, displayed_filename=filename
+        )
     if SHA256.fullmatch(meta.etag) and hash_file(partial) != meta.etag:
         partial.unlink()  # bytes kept from an earlier try were not this file's
         raise HubError(f"{filename} came out corrupt (its sha256 is not the Hub's); pull again to download it afresh")
     os.replace(partial, blob)
-

@@ -14,10 +14,37 @@ IMAGE_SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>", 
 MAX_GRID = 6
 # Each merge joins two existing tokens; the list favours the words of chat prompts.
 MERGES = (
-    ("Ċ", "Ċ"), ("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n"),
-    ("Ġ", "i"), ("Ġ", "w"), ("a", "t"), ("i", "s"), ("Ġi", "s"), ("Ġw", "h"), ("Ġwh", "at"), ("U", "s"),
-    ("Us", "er"), ("A", "s"), ("s", "i"), ("s", "t"), ("a", "n"), ("Ġ", "c"), ("o", "r"), ("e", "n"),
-    ("Ġ", "s"), ("Ġ", "o"), ("i", "m"), ("Ġ", "p"), ("Ġ", "d"), ("e", "s"), ("o", "u"),
+    ("Ċ", "Ċ"),
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("Ġt", "he"),
+    ("i", "n"),
+    ("Ġ", "a"),
+    ("e", "r"),
+    ("o", "n"),
+    ("Ġ", "i"),
+    ("Ġ", "w"),
+    ("a", "t"),
+    ("i", "s"),
+    ("Ġi", "s"),
+    ("Ġw", "h"),
+    ("Ġwh", "at"),
+    ("U", "s"),
+    ("Us", "er"),
+    ("A", "s"),
+    ("s", "i"),
+    ("s", "t"),
+    ("a", "n"),
+    ("Ġ", "c"),
+    ("o", "r"),
+    ("e", "n"),
+    ("Ġ", "s"),
+    ("Ġ", "o"),
+    ("i", "m"),
+    ("Ġ", "p"),
+    ("Ġ", "d"),
+    ("e", "s"),
+    ("o", "u"),
 )
 CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
@@ -63,7 +90,15 @@ def tokenizer_json() -> dict:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+            {
+                "id": i,
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for t, i in added
         ],
         "normalizer": None,
@@ -77,9 +112,16 @@ def tokenizer_json() -> dict:
         "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": vocab, "merges": [f"{a} {b}" for a, b in MERGES],
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [f"{a} {b}" for a, b in MERGES],
         },
     }
 

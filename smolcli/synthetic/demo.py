@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli import __version__
-from smolcli.synthetic.pair_files import PairFiles
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
+from smolcli.synthetic.pair_files import PairFiles
 from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import cache_dir
 
@@ -106,7 +106,9 @@ def prepare(
     return files, False
 
 
-def ask_about_picture(files: DemoFiles, question: str = QUESTION, max_tokens: int = 24, threads: int | None = None, verbose: bool = False) -> tuple[str, int]:
+def ask_about_picture(
+    files: DemoFiles, question: str = QUESTION, max_tokens: int = 24, threads: int | None = None, verbose: bool = False
+) -> tuple[str, int]:
     """Greedy answer of the demo model about the demo picture, through the library: (text, generated tokens)."""
     from smolcli.api.model import load
 

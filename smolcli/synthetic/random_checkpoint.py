@@ -12,19 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from smolcli.synthetic import byte_tokenizer
 from smolcli.models.smolvlm import SMOLVLM
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
+from smolcli.synthetic import byte_tokenizer
 
 GENERATIONS = {
     "SmolVLM": {
-        "architecture": "Idefics3ForConditionalGeneration", "model_type": "idefics3",
-        "vision_model_type": "idefics3", "processor": "Idefics3Processor",
+        "architecture": "Idefics3ForConditionalGeneration",
+        "model_type": "idefics3",
+        "vision_model_type": "idefics3",
+        "processor": "Idefics3Processor",
         "image_processor": "Idefics3ImageProcessor",
     },
     "SmolVLM2": {
-        "architecture": "SmolVLMForConditionalGeneration", "model_type": "smolvlm",
-        "vision_model_type": "smolvlm_vision", "processor": "SmolVLMProcessor",
+        "architecture": "SmolVLMForConditionalGeneration",
+        "model_type": "smolvlm",
+        "vision_model_type": "smolvlm_vision",
+        "processor": "SmolVLMProcessor",
         "image_processor": "SmolVLMImageProcessor",
     },
 }
@@ -45,7 +49,12 @@ def config_files(shape: dict, generation: str, dtype: str) -> dict[str, dict]:
         "pad_token_id": ids["<|im_end|>"],
         "tie_word_embeddings": False,
     }
-    vision = {"model_type": names["vision_model_type"], **shape["vision"], "num_channels": 3, "hidden_act": "gelu_pytorch_tanh"}
+    vision = {
+        "model_type": names["vision_model_type"],
+        **shape["vision"],
+        "num_channels": 3,
+        "hidden_act": "gelu_pytorch_tanh",
+    }
     if generation == "SmolVLM2":
         # the released SmolVLM2 configs leave out keys that equal transformers' defaults
         for key, default in SMOLVLM.vision_defaults.items():
@@ -97,7 +106,9 @@ def tensor_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     vision = {**SMOLVLM.vision_defaults, **shape["vision"]}
     shapes = expand_blocks(SMOLVLM.text_shapes(text), text["num_hidden_layers"])
     shapes.update(
-        expand_blocks(SMOLVLM.vision_shapes(vision, shape["scale_factor"], text["hidden_size"]), vision["num_hidden_layers"])
+        expand_blocks(
+            SMOLVLM.vision_shapes(vision, shape["scale_factor"], text["hidden_size"]), vision["num_hidden_layers"]
+        )
     )
     return dict(sorted(shapes.items()))
 
@@ -126,7 +137,11 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
     offset = 0
     for name, shape in shapes.items():
         size = int(np.prod(shape)) * itemsize
-        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
