@@ -15,67 +15,10 @@ mmproj beside it, or a folder holding a converted pair. Errors are SmolcliError 
 that names the problem and its fix.
 """
 
-from __future__ import annotations
+__version__ = "0.1.0"  # before the imports below: modules under them read it
 
-from typing import TYPE_CHECKING
+from smolcli import api, errors  # noqa: E402
+from smolcli.api import *  # noqa: E402, F403 - the library's names are smolcli's
+from smolcli.errors import *  # noqa: E402, F403 - and so are its errors
 
-from smolcli.errors import BadInput, ContextFull, DiskFull, HubError, MemoryPlanRefused, ModelFileError, SmolcliError
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "Answer",
-    "AnswerStream",
-    "BadInput",
-    "Chat",
-    "ContextFull",
-    "DiskFull",
-    "HubError",
-    "LoadOptions",
-    "MemoryPlanRefused",
-    "Model",
-    "ModelFileError",
-    "SmolcliError",
-    "Timings",
-    "TokenLogprob",
-    "TopLogprob",
-    "Usage",
-    "__version__",
-    "load",
-]
-
-_LIBRARY = {
-    "Answer",
-    "AnswerStream",
-    "Chat",
-    "LoadOptions",
-    "Model",
-    "Timings",
-    "TokenLogprob",
-    "TopLogprob",
-    "Usage",
-    "load",
-}
-
-if TYPE_CHECKING:
-    from smolcli.api import (
-        Answer,
-        AnswerStream,
-        Chat,
-        LoadOptions,
-        Model,
-        Timings,
-        TokenLogprob,
-        TopLogprob,
-        Usage,
-        load,
-    )
-
-
-def __getattr__(name: str):
-    # the library loads on first use, so that `smolcli --help` and the converter do not import the runtime
-    if name in _LIBRARY:
-        import smolcli.api
-
-        return getattr(smolcli.api, name)
-    raise AttributeError(f"module 'smolcli' has no attribute {name!r}")
+__all__ = [*api.__all__, *errors.__all__, "__version__"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+__all__ = ["BadInput", "ContextFull", "DiskFull", "HubError", "MemoryPlanRefused", "ModelFileError", "SmolcliError"]
+
 # every setting a message may name: the keyword arguments of smolcli.load() and Model.ask()
 SETTINGS = (
     "model",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Annotated, Optional
@@ -9,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from smolcli.api.model import Model
+from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
@@ -16,6 +18,7 @@ from smolcli.errors import SmolcliError
 from smolcli.runtime.images import STDIN
 
 
+@opt.with_shared_options
 def ask(
     model: opt.Model,
     prompt: Annotated[
@@ -23,14 +26,7 @@ def ask(
         typer.Argument(help="The question; read from stdin when left out. <image> marks where each image goes."),
     ] = None,
     image: opt.Images = None,
-    mmproj: opt.Mmproj = None,
     system: opt.System = None,
-    max_tokens: opt.MaxTokens = 256,
-    temperature: opt.Temperature = 0.0,
-    top_p: opt.TopP = 0.95,
-    top_k: opt.TopK = 40,
-    seed: opt.Seed = None,
-    stop: opt.Stop = None,
     ignore_eos: Annotated[
         bool, typer.Option("--ignore-eos", help="Generate exactly --max-tokens tokens (benchmarks).")
     ] = False,
@@ -38,18 +34,8 @@ def ask(
         bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")
     ] = False,
     logprobs: opt.Logprobs = None,
-    n_gpu_layers: opt.GpuLayers = None,
-    no_mmproj_offload: opt.NoMmprojOffload = False,
-    threads: opt.Threads = None,
-    ctx: opt.Ctx = None,
-    cache_type: opt.Cache = None,
-    max_memory: opt.MaxMemory = None,
-    no_cache: opt.NoCache = False,
-    repack_weights: opt.RepackWeights = False,
-    image_size: opt.ImageSize = None,
-    max_tiles: opt.MaxTiles = None,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
+    settings: LoadOptions = None,
+    generation: GenerationSettings = None,
 ) -> None:
     """Answer one question about zero or more images.
 
@@ -70,24 +56,8 @@ def ask(
 
       smolcli ask -m smolvlm-2.2b -i photo.jpg --max-memory 3G "Describe it."
     """
-    opt.check_generation(max_tokens, stop, temperature, top_k, top_p, seed)
     if logprobs is not None and not as_json:
         raise SmolcliError("--logprobs goes with --json: the log-probabilities come in the JSON object")
-    settings = opt.load_options(
-        mmproj,
-        n_gpu_layers,
-        no_mmproj_offload,
-        threads,
-        ctx,
-        cache_type,
-        max_memory,
-        no_cache,
-        repack_weights,
-        image_size,
-        max_tiles,
-        verbose,
-        offline,
-    )
     sources = image or []
     question = prompt if prompt is not None else _prompt_from_stdin(sources)
     images = opt.load_images(sources)
@@ -99,15 +69,9 @@ def ask(
             question,
             images,
             system=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            seed=seed,
-            stop=stop or (),
-            ignore_eos=ignore_eos,
             logprobs=logprobs,
             stream=not as_json,
+            **dataclasses.asdict(dataclasses.replace(generation, ignore_eos=ignore_eos)),
         )
         if not as_json:
             for piece in answer:

@@ -12,6 +12,7 @@ import typer
 
 from smolcli.api.chat import Chat
 from smolcli.api.model import Model
+from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import cli_spelling, progress
 from smolcli.cli.streaming import write_answer
@@ -28,32 +29,16 @@ HELP = """Type a message and press Enter. Commands:
   /exit         leave (Ctrl-D too)"""
 
 
+@opt.with_shared_options
 def chat(
     model: opt.Model,
     image: opt.Images = None,
-    mmproj: opt.Mmproj = None,
     system: opt.System = None,
-    max_tokens: opt.MaxTokens = 256,
-    temperature: opt.Temperature = 0.0,
-    top_p: opt.TopP = 0.95,
-    top_k: opt.TopK = 40,
-    seed: opt.Seed = None,
-    stop: opt.Stop = None,
-    n_gpu_layers: opt.GpuLayers = None,
-    no_mmproj_offload: opt.NoMmprojOffload = False,
-    threads: opt.Threads = None,
-    ctx: opt.Ctx = None,
-    cache_type: opt.Cache = None,
-    max_memory: opt.MaxMemory = None,
-    no_cache: opt.NoCache = False,
-    repack_weights: opt.RepackWeights = False,
-    image_size: opt.ImageSize = None,
-    max_tiles: opt.MaxTiles = None,
     stats: Annotated[
         bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")
     ] = False,
-    verbose: opt.Verbose = False,
-    offline: opt.Offline = False,
+    settings: LoadOptions = None,
+    generation: GenerationSettings = None,
 ) -> None:
     """Talk about images, turn by turn; earlier turns stay in the cache and are never evaluated again.
 
@@ -67,43 +52,18 @@ def chat(
 
       printf 'Describe the image.\\nWhat colour is it?\\n' | smolcli chat -m models/ -i photo.jpg
     """
-    opt.check_generation(max_tokens, stop, temperature, top_k, top_p, seed)
-    settings = opt.load_options(
-        mmproj,
-        n_gpu_layers,
-        no_mmproj_offload,
-        threads,
-        ctx,
-        cache_type,
-        max_memory,
-        no_cache,
-        repack_weights,
-        image_size,
-        max_tiles,
-        verbose,
-        offline,
-    )
     sources = image or []
     if STDIN in sources:
         raise SmolcliError("chat reads its messages from stdin: give images as files (-i PATH or /image PATH)")
     images = opt.load_images(sources)
-    if max_tiles is not None and not images:
+    if settings.max_tiles is not None and not images:
         raise SmolcliError(
             "chat chooses the size for --max-tiles from the images given with -i; give them, or use --image-size PX"
         )
 
     with Model.open(model, settings, report=progress) as loaded:
         # with --max-memory the plan is made here, before the weights load
-        conversation = loaded.chat(
-            system,
-            images,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            seed=seed,
-            stop=stop or (),
-        )
+        conversation = loaded.chat(system, images, **dataclasses.asdict(generation))
         try:
             failures = _converse(conversation, interactive=sys.stdin.isatty())
         finally:

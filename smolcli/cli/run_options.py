@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
-from smolcli.api.options import LoadOptions
+from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.errors import SmolcliError
-from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.images import STDIN, RGBImage, load_image
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
-from smolcli.runtime.sampling import SamplingOptions
 
 # the KV-cache types llama.cpp takes, from the runtime's one table, as Typer's choices
 CacheType = enum.Enum("CacheType", {name: name for name in KV_CACHE_TYPES}, type=str)
@@ -125,22 +125,22 @@ Logprobs = Annotated[
 ]
 
 
-def load_options(
-    mmproj: Optional[Path],
-    n_gpu_layers: Optional[int],
-    no_mmproj_offload: bool,
-    threads: Optional[int],
-    ctx: Optional[int],
-    cache_type: Optional[CacheType],
-    max_memory: Optional[str],
-    no_cache: bool,
-    repack_weights: bool,
-    image_size: Optional[int],
-    max_tiles: Optional[int],
-    verbose: bool,
-    offline: bool,
+def load_settings(
+    mmproj: Mmproj = None,
+    n_gpu_layers: GpuLayers = None,
+    no_mmproj_offload: NoMmprojOffload = False,
+    threads: Threads = None,
+    ctx: Ctx = None,
+    cache_type: Cache = None,
+    max_memory: MaxMemory = None,
+    no_cache: NoCache = False,
+    repack_weights: RepackWeights = False,
+    image_size: ImageSize = None,
+    max_tiles: MaxTiles = None,
+    verbose: Verbose = False,
+    offline: Offline = False,
 ) -> LoadOptions:
-    """The options ask and chat share, as the library's settings (checked there, before anything loads)."""
+    """The device, memory and detail options ask and chat share, as the library's settings (checked there)."""
     return LoadOptions(
         mmproj=mmproj,
         n_gpu_layers=n_gpu_layers,
@@ -158,12 +158,45 @@ def load_options(
     )
 
 
-def check_generation(
-    max_tokens: int, stop: Optional[list[str]], temperature: float, top_k: int, top_p: float, seed: Optional[int]
-) -> None:
-    """A bad generation setting fails before a model is pulled or loaded."""
-    GenerationLimits(max_tokens, tuple(stop or ()))
-    SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+def generation_settings(
+    max_tokens: MaxTokens = 256,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 0.95,
+    top_k: TopK = 40,
+    seed: Seed = None,
+    stop: Stop = None,
+) -> GenerationSettings:
+    """The generation options ask and chat share; a bad one fails here, before a model is pulled or loaded."""
+    settings = GenerationSettings(max_tokens, temperature, top_p, top_k, seed, tuple(stop or ()))
+    settings.limits(), settings.sampling()
+    return settings
+
+
+# each group's parameters are added to the command's options, and the command gets the group's result
+SHARED_GROUPS = {"settings": load_settings, "generation": generation_settings}
+
+
+def with_shared_options(command: Callable) -> Callable:
+    """ask and chat declare only their own options and take `settings` and `generation`; this adds the rest.
+
+    Typer reads a command's options from its signature, so the wrapper's signature is the command's
+    own parameters followed by every group's, with their annotations resolved.
+    """
+    own = inspect.signature(command, eval_str=True)
+    groups = {name: inspect.signature(group, eval_str=True) for name, group in SHARED_GROUPS.items()}
+    parameters = [p for p in own.parameters.values() if p.name not in SHARED_GROUPS]
+    parameters += [p for signature in groups.values() for p in signature.parameters.values()]
+
+    @functools.wraps(command)
+    def run(**values):
+        for name, group in SHARED_GROUPS.items():
+            values[name] = group(**{key: values.pop(key) for key in groups[name].parameters})
+        return command(**values)
+
+    del run.__wrapped__  # Typer must see the signature below, not the command's own
+    run.__signature__ = own.replace(parameters=parameters)
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
 
 
 def load_images(sources: list[str]) -> list[RGBImage]:
