@@ -159,6 +159,14 @@ class AnswerStream:
             except StopIteration as ended:
                 self.answer = self._finish(ended.value)
 
+    def close(self) -> None:
+        """Stop generating here: a chat's unfinished turn leaves no trace, and `answer` stays None.
+
+        Dropping an unfinished stream would undo its turn later, whenever it is collected: a server
+        that cancels a generation closes it at once instead.
+        """
+        self._pieces.close()
+
     def read(self) -> Answer:
         """Generate the rest, and return the whole Answer."""
         for _ in self:

@@ -113,6 +113,39 @@ class Chat:
             "messages": [{k: v for k, v in vars(m).items() if v not in (None, [])} for m in self._session.messages],
         }
 
+    def configure(self, **generation) -> None:
+        """New generation settings (GenerationSettings' fields) for the turns that follow.
+
+        A server keeps one Chat per conversation while each request brings its own max_tokens,
+        temperature or stop strings.
+        """
+        settings = GenerationSettings(**generation)
+        limits, sampler = settings.limits(), Sampler(settings.sampling())
+        if self._sampler is not None:
+            self._sampler.close()
+        self._settings, self._sampler = settings, sampler
+        self._session.sampler, self._session.limits = sampler, limits
+
+    def replay(self, exchanges: Sequence[tuple[str, Sequence, str]], reserve_tokens: int = 0) -> int:
+        """Earlier turns, each (user text, its images, the answer it got), into the KV cache without generating.
+
+        For a client that sends the whole conversation (OpenAI's API) when this Chat has not seen
+        it: the next send() goes on from there. The context gets room for `reserve_tokens` more
+        than the history (the next message, roughly). Returns the tokens evaluated.
+        """
+        turns = [(text, [image_from(item) for item in images], answer) for text, images, answer in exchanges]
+        pictures = [picture for _, turn_images, _ in turns for picture in turn_images]
+        if pictures:
+            self._pin_vision(pictures)
+        engine = self.model._hold(self)
+        self._session.engine = engine
+        if self._dirty:
+            engine.clear()
+            self._dirty = False
+        if pictures:
+            engine.use_mmproj(self._vision)
+        return self._session.replay(turns, reserve_tokens)
+
     # --- turns ---------------------------------------------------------------------------
 
     def send(

@@ -90,6 +90,36 @@ class ChatSession:
         self.pending_images.clear()
         return answer
 
+    def replay(self, exchanges: list[tuple[str, list[RGBImage], str]], reserve_tokens: int = 0) -> int:
+        """Earlier turns (user text, its images, the answer given) into the cache without generating.
+
+        For a client that sends the whole conversation each time (OpenAI's API): the history is
+        evaluated once, as the turns would have left it, and the next turn goes on from there.
+        The context is sized for the history plus `reserve_tokens`. Returns the tokens evaluated;
+        on failure the cache and history are as before.
+        """
+        text, images = "", []
+        for user, user_images, answer in exchanges:
+            content = place_images(user, len(user_images))
+            text += (next_turn(content) if (self.messages or text) else first_turn(content, self.system)) + " " + answer
+            images += user_images
+        prompt = self.engine.tokenize(text, images)
+        try:
+            self._ensure_context(prompt.n_tokens + reserve_tokens)
+            start = self.engine.n_past
+            try:
+                self._check_room(prompt.n_tokens, prompt.n_image_tokens)
+                self.engine.evaluate(prompt)
+            except BaseException:
+                self.engine.rewind(start)
+                raise
+        finally:
+            prompt.free()
+        for user, user_images, answer in exchanges:
+            self.messages.append(Message("user", user, [image.source for image in user_images]))
+            self.messages.append(Message("assistant", answer))
+        return prompt.n_tokens
+
     def _ensure_context(self, first_turn_tokens: int) -> None:
         engine = self.engine
         if engine.ctx is None:
