@@ -112,6 +112,10 @@ def _register_commands() -> None:
     app.add_typer(cache_cmd.app, name="cache")
     app.command("bench")(bench_cmd.bench)
 
+    from smolcli.cli import serve_cmd
+
+    app.command("serve")(serve_cmd.serve)
+
 
 _register_commands()
 

@@ -200,20 +200,22 @@ def generation_settings(
 SHARED_GROUPS = {"settings": load_settings, "generation": generation_settings}
 
 
-def with_shared_options(command: Callable) -> Callable:
+def with_shared_options(command: Callable, shared: dict[str, Callable] = SHARED_GROUPS) -> Callable:
     """ask and chat declare only their own options and take `settings` and `generation`; this adds the rest.
+
+    `shared` names the groups a command takes (serve: only `settings`, as each request brings its own generation).
 
     Typer reads a command's options from its signature, so the wrapper's signature is the command's
     own parameters followed by every group's, with their annotations resolved.
     """
     own = inspect.signature(command, eval_str=True)
-    groups = {name: inspect.signature(group, eval_str=True) for name, group in SHARED_GROUPS.items()}
-    parameters = [p for p in own.parameters.values() if p.name not in SHARED_GROUPS]
+    groups = {name: inspect.signature(group, eval_str=True) for name, group in shared.items()}
+    parameters = [p for p in own.parameters.values() if p.name not in shared]
     parameters += [p for signature in groups.values() for p in signature.parameters.values()]
 
     @functools.wraps(command)
     def run(**values):
-        for name, group in SHARED_GROUPS.items():
+        for name, group in shared.items():
             values[name] = group(**{key: values.pop(key) for key in groups[name].parameters})
         return command(**values)
 

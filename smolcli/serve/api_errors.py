@@ -1,0 +1,56 @@
+"""Errors as the OpenAI API writes them: an HTTP status and {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from smolcli.errors import BadInput, ContextFull, MemoryPlanRefused, SmolcliError
+
+# request fields named by the library's setting placeholders; the rest are the server's own options
+REQUEST_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "images", "system"}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def too_large(message: str, param: str | None = None, code: str = "payload_too_large") -> APIError:
+    return APIError(413, message, param=param, code=code)
+
+
+def http_spelling(setting: str, value: str | None) -> str:
+    """A setting named in a library message: a request field as itself, a server option as its flag."""
+    if setting in REQUEST_FIELDS:
+        return setting if value is None else f"{setting}={value}"
+    flag = "--" + setting.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
+
+
+def from_library(error: SmolcliError) -> APIError:
+    """A library error met while answering: the request's fault (400) or the server's (500)."""
+    message = error.text(http_spelling)
+    if isinstance(error, ContextFull):
+        return bad_request(message, param="messages", code="context_length_exceeded")
+    if isinstance(error, (BadInput, MemoryPlanRefused)):
+        return bad_request(message)
+    return APIError(500, message, type="server_error")

@@ -1,0 +1,128 @@
+"""An `image_url` of a chat request as an image: a data: URI, a file under --allow-files, or (when allowed) a URL.
+
+Sizes are checked before the work they would cost: the bytes before decoding base64 further, the
+pixels from the image header before Pillow decodes a single row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from smolcli.errors import BadInput
+from smolcli.runtime.images import RGBImage, image_from
+from smolcli.serve.api_errors import APIError, bad_request, too_large
+from smolcli.serve.settings import ServeSettings
+
+REMOTE_TIMEOUT_S = 20.0
+
+
+def image_from_url(url: str, settings: ServeSettings, param: str) -> RGBImage:
+    data, source = _image_bytes(url, settings, param)
+    limits = settings.limits
+    if len(data) > limits.max_image_bytes:
+        raise too_large(f"{source}: the image is {len(data)} bytes; the limit is {limits.max_image_bytes}", param)
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise bad_request(f"{source}: not an image (JPEG, PNG, WebP, GIF or BMP)", param, "invalid_image") from None
+    if width * height > limits.max_image_pixels:
+        raise too_large(
+            f"{source}: the image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_image_pixels}: send a smaller image",
+            param,
+            "image_too_large",
+        )
+    try:
+        picture = image_from(data)
+    except BadInput as error:
+        raise bad_request(str(error).replace("image bytes", source), param, "invalid_image") from None
+    return RGBImage(source, picture.width, picture.height, picture.pixels)
+
+
+def _image_bytes(url: str, settings: ServeSettings, param: str) -> tuple[bytes, str]:
+    if not isinstance(url, str) or not url:
+        raise bad_request("image_url.url must be a non-empty string", param, "invalid_type")
+    if url.startswith("data:"):
+        return _data_uri(url, settings, param), "data: URI"
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return _remote(url, settings, param), url
+    if scheme == "file" or url.startswith("/"):
+        return _local_file(url, settings, param)
+    raise bad_request(
+        "image_url.url must be a data: URI (base64), a file:// path under --allow-files, or an http(s) URL",
+        param,
+        "invalid_image_url",
+    )
+
+
+def _data_uri(url: str, settings: ServeSettings, param: str) -> bytes:
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise bad_request("a data: image URI must be base64: data:image/png;base64,...", param, "invalid_image_url")
+    # base64 is 4 characters for 3 bytes: refuse an oversized image before decoding it
+    if len(payload) * 3 // 4 > settings.limits.max_image_bytes + 3:
+        raise too_large(
+            f"the data: URI holds about {len(payload) * 3 // 4} bytes; the image limit is "
+            f"{settings.limits.max_image_bytes}",
+            param,
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("the data: URI is not valid base64", param, "invalid_image_url") from None
+
+
+def _local_file(url: str, settings: ServeSettings, param: str) -> tuple[bytes, str]:
+    if settings.allow_files is None:
+        raise APIError(
+            403,
+            "local image files are off: start the server with --allow-files DIR to read images from DIR",
+            type="permission_error",
+            param=param,
+            code="image_path_not_allowed",
+        )
+    path_text = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
+    path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
+    if not path.is_relative_to(settings.allow_files):
+        raise APIError(
+            403,
+            f"{path_text}: outside the folder the server may read images from ({settings.allow_files})",
+            type="permission_error",
+            param=param,
+            code="image_path_not_allowed",
+        )
+    if not path.is_file():
+        raise bad_request(f"{path_text}: no such image file", param, "image_not_found")
+    if path.stat().st_size > settings.limits.max_image_bytes:
+        raise too_large(f"{path_text}: the file is larger than the image limit ({settings.limits.max_image_bytes})")
+    return path.read_bytes(), str(path)
+
+
+def _remote(url: str, settings: ServeSettings, param: str) -> bytes:
+    if not settings.allow_remote:
+        raise APIError(
+            403,
+            f"{url}: remote image URLs are off; send the image as a data: URI, or start the server with --allow-remote",
+            type="permission_error",
+            param=param,
+            code="remote_images_not_allowed",
+        )
+    limit = settings.limits.max_image_bytes
+    try:
+        with urllib.request.urlopen(url, timeout=REMOTE_TIMEOUT_S) as response:  # noqa: S310 - http(s) only, above
+            data = response.read(limit + 1)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise bad_request(f"{url}: could not fetch the image ({error})", param, "image_fetch_failed") from None
+    if len(data) > limit:
+        raise too_large(f"{url}: the image is larger than the image limit ({limit})", param)
+    return data

@@ -1,0 +1,59 @@
+"""What `smolcli serve` is told: where it listens, who may call it, and the limits each request is held to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smolcli.errors import BadInput
+
+DEFAULT_HOST = "127.0.0.1"  # loopback: reaching the server from elsewhere is a choice (--host 0.0.0.0)
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Each breach is answered with an OpenAI-style error (400, 413 or 408) and the server goes on."""
+
+    max_body_bytes: int = 32 * 1024 * 1024  # the whole request, base64 images included
+    max_image_bytes: int = 16 * 1024 * 1024  # one image file, as sent (decoded from base64)
+    max_image_pixels: int = 25_000_000  # width x height, read from the header before anything is decoded
+    max_images: int = 8  # in one request, the conversation's earlier messages included
+    max_messages: int = 256
+    max_tokens: int = 1024  # the ceiling of max_tokens, and its value when a request gives none
+    timeout_s: float = 300.0  # from arrival to the last token, queueing included
+    queue_size: int = 8  # requests waiting behind the one being answered; one more is a 503
+    conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "conversations"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"serve limit {name} must be at least 1, not {getattr(self, name)}")
+        for name in ("max_images", "max_messages", "queue_size"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"serve limit {name} must be 0 or more, not {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise BadInput(f"serve limit timeout_s must be positive, not {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = None  # when set, every /v1 request needs "Authorization: Bearer <key>"
+    allow_files: Path | None = None  # image_url file:// paths are read only from under this folder
+    allow_remote: bool = False  # image_url http(s) addresses are fetched only when allowed
+    model_id: str | None = None  # the name /v1/models lists (default: the model file's name)
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    log_requests: bool = True  # one line per request on stderr
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise BadInput(f"the port must be between 0 and 65535, not {self.port}")
+        if self.allow_files is not None:
+            folder = Path(self.allow_files).expanduser()
+            if not folder.is_dir():
+                raise BadInput(f"{folder}: --allow-files needs an existing folder")
+            object.__setattr__(self, "allow_files", folder.resolve())
+        if self.api_key is not None and not self.api_key.strip():
+            raise BadInput("the API key is empty: give a key, or none to serve without one")

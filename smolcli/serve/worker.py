@@ -1,0 +1,280 @@
+"""The one thread that owns the Model: requests queue for it, and it answers them one at a time.
+
+A Model is not thread-safe, so only this thread touches it: it loads it, answers each job, and
+closes it. The event loop hands jobs in (submit, refused with 503 when the queue is full) and
+gets each answer's pieces back as events on the job's asyncio queue. A job cancelled while
+waiting frees its place at once; one cancelled while generating stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from smolcli.api.answer import Answer
+from smolcli.api.chat import Chat
+from smolcli.api.model import Model
+from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
+from smolcli.runtime.context_size import GRANULE
+from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling
+from smolcli.serve.chat_request import ChatRequest, Turn
+from smolcli.serve.conversations import Conversations, history_key
+from smolcli.serve.metrics import Metrics
+from smolcli.serve.settings import ServeLimits
+
+# room kept for the next message when a history is replayed, besides its text and max_tokens
+REPLAY_RESERVE_TOKENS = 64
+
+
+class Stopped(Exception):
+    """The job was cancelled or ran out of time while the worker held it."""
+
+
+@dataclass
+class Outcome:
+    answer: Answer
+    prompt_tokens: int  # the whole prompt the answer follows, earlier turns included
+    cached_tokens: int  # of those, the ones already in the KV cache: not evaluated for this request
+    evaluated_tokens: int  # prompt tokens evaluated for this request, text and image
+    images_encoded: int
+    image_cache_hits: int
+    conversation: str  # "new", "continued" (from a kept Chat) or "replayed" (history evaluated again)
+
+
+@dataclass
+class Job:
+    request: ChatRequest
+    loop: asyncio.AbstractEventLoop
+    deadline: float  # time.monotonic()
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    state: str = "queued"  # queued -> running -> done, or queued -> cancelled
+    timed_out: bool = False
+
+    def emit(self, kind: str, value=None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # the loop has closed: nobody is listening any more
+            pass
+
+    def stop_requested(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+        return self.timed_out or self.cancelled.is_set()
+
+
+class ModelWorker:
+    def __init__(self, open_model: Callable[[], Model], limits: ServeLimits, metrics: Metrics):
+        self._open_model = open_model
+        self.limits = limits
+        self.metrics = metrics
+        self.model: Model | None = None
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self.on_load_failed: Callable[[BaseException], None] = lambda error: None
+        self.conversations = Conversations(limits.conversations)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._admitted = 0  # waiting or being answered
+        self._seconds_per_job = 1.0  # a running average, for Retry-After
+        self._thread = threading.Thread(target=self._run, name="smolcli-model", daemon=True)
+
+    # --- the event loop's side ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._admitted
+
+    def engine_counters(self):
+        model = self.model
+        return model.engine.counters if model is not None and model.loaded else None
+
+    def submit(self, job: Job) -> None:
+        if not self.ready.is_set():
+            raise APIError(
+                503,
+                "the model is still loading; retry shortly",
+                "server_error",
+                code="model_loading",
+                headers={"Retry-After": "2"},
+            )
+        with self._lock:
+            if self._admitted >= self.limits.queue_size + 1:
+                wait = max(1, math.ceil(self._seconds_per_job * self._admitted))
+                self.metrics.add(rejected_queue_full=1)
+                raise APIError(
+                    503,
+                    f"the server is busy: {self._admitted} requests are ahead (queue of {self.limits.queue_size}); "
+                    f"retry in {wait} s",
+                    "server_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(wait)},
+                )
+            self._admitted += 1
+        self._jobs.put(job)
+
+    def cancel(self, job: Job) -> None:
+        """The client has gone: a waiting job gives up its place now, a running one stops at its next token."""
+        job.cancelled.set()
+        with self._lock:
+            if job.state == "queued":
+                job.state = "cancelled"
+                self._admitted -= 1
+                self.metrics.add(cancelled=1)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """After the jobs already queued: close the model and end the thread."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join(timeout)
+
+    # --- the worker thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.model = self._open_model()
+            self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
+        except BaseException as error:  # noqa: BLE001 - reported to the server, which stops
+            self.load_error = error
+            self.on_load_failed(error)
+            return
+        self.ready.set()
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                with self._lock:
+                    if job.state == "cancelled":
+                        continue
+                    job.state = "running"
+                started = time.monotonic()
+                try:
+                    self._answer(job)
+                finally:
+                    with self._lock:
+                        job.state = "done"
+                        self._admitted -= 1
+                    self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
+        finally:
+            self.ready.clear()
+            self.conversations.close()
+            self.model.close()
+
+    def _answer(self, job: Job) -> None:
+        try:
+            if job.stop_requested():
+                raise Stopped
+            job.emit("done", self._turn(job))
+            self.metrics.add(requests=1)
+        except Stopped:
+            if job.timed_out:
+                self.metrics.add(timed_out=1)
+                job.emit("error", timeout_error(self.limits))
+            else:
+                self.metrics.add(cancelled=1)
+                job.emit("error", APIError(499, "the client closed the connection", code="client_closed"))
+        except APIError as error:
+            self.metrics.add(failed=1)
+            job.emit("error", error)
+        except SmolcliError as error:
+            self.metrics.add(failed=1)
+            job.emit("error", from_library(error))
+        except Exception as error:  # noqa: BLE001 - one request failed; the server goes on
+            self.metrics.add(failed=1)
+            print(f"smolcli serve: error while answering: {type(error).__name__}: {error}", file=sys.stderr)
+            job.emit("error", APIError(500, f"internal error: {type(error).__name__}: {error}", "server_error"))
+
+    def _turn(self, job: Job) -> Outcome:
+        request = job.request
+        key = history_key(request.system, request.history)
+        chat = self.conversations.take(key) if request.history else None
+        try:
+            return self._send(job, chat, key, ctx=None)
+        except ContextFull as error:
+            # a kept conversation's context, or one sized for its first turn, can be too small for
+            # this request: once, a new Chat with a context sized for everything, up to the model's
+            n_ctx_train = self.model.engine.n_ctx_train
+            needed = -(-(error.n_past + error.n_new + request.max_tokens) // GRANULE) * GRANULE
+            if error.n_ctx >= min(needed, n_ctx_train) or self.model.options.ctx:
+                raise
+            return self._send(job, None, key, ctx=min(needed, n_ctx_train))
+
+    def _send(self, job: Job, chat: Chat | None, key: str, ctx: int | None) -> Outcome:
+        request, engine = job.request, self.model.engine
+        before = engine.counters.snapshot()
+        conversation = "continued"
+        if chat is None:
+            chat = self.model.chat(system=request.system, ctx=ctx, **request.generation())
+            conversation = "new"
+        else:
+            chat.configure(**request.generation())
+        cached = chat.n_past
+        kept = False
+        turns_before = len(chat.messages)
+        try:
+            if conversation == "new" and request.history:
+                conversation = "replayed"
+                reserve = len(request.last.text.encode()) + REPLAY_RESERVE_TOKENS
+                chat.replay(request.exchanges(), reserve_tokens=reserve)
+                self.metrics.add(conversations_replayed=1)
+            elif conversation == "continued":
+                self.metrics.add(conversations_continued=1)
+            history_tokens = chat.n_past
+            stream = chat.send(
+                request.last.text,
+                request.last.images,
+                stream=True,
+                logprobs=request.logprobs,
+                json_schema=request.json_schema,
+            )
+            for piece in stream:
+                if job.stop_requested():
+                    stream.close()  # the turn is undone: the conversation is as it was before it
+                    raise Stopped
+                job.emit("piece", piece)
+            answer = stream.answer
+            self.metrics.add(completion_tokens=answer.usage.completion_tokens)
+            done = engine.counters
+            turns = [*request.history, request.last, Turn("assistant", answer.text)]
+            self.conversations.put(history_key(request.system, turns), chat)
+            kept = True
+            return Outcome(
+                answer=answer,
+                prompt_tokens=history_tokens + answer.usage.prompt_tokens,
+                cached_tokens=cached,
+                evaluated_tokens=(done.text_tokens + done.image_tokens) - (before.text_tokens + before.image_tokens),
+                images_encoded=done.images_encoded - before.images_encoded,
+                image_cache_hits=done.cache_hits - before.cache_hits,
+                conversation=conversation,
+            )
+        except AnswerTruncated as error:
+            raise bad_request(error.text(http_spelling), "max_tokens", "answer_truncated") from None
+        finally:
+            if not kept:
+                # a failed or stopped turn leaves the Chat's history as it was, but its images stay
+                # attached for the next message: only a turn without images, that did not end (a
+                # structured answer refused after the fact did), can go back as it is
+                unchanged = len(chat.messages) == turns_before
+                if request.history and chat.n_past > 0 and unchanged and not request.last.images:
+                    self.conversations.put(key, chat)
+                else:
+                    chat.close()
+
+
+def timeout_error(limits: ServeLimits) -> APIError:
+    return APIError(
+        408,
+        f"the request took longer than the server's limit of {limits.timeout_s:g} s (--timeout)",
+        "timeout_error",
+        code="request_timeout",
+    )
