@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from smolcli.errors import BadInput, ContextFull, MemoryPlanRefused, SmolcliError
 
-# request fields named by the library's setting placeholders; the rest are the server's own options
-REQUEST_FIELDS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "logprobs", "images", "system"}
+# the library's settings that a request gives, by the request's name for them; the rest are the server's options
+REQUEST_FIELDS = {
+    **{name: name for name in ("max_tokens", "temperature", "top_p", "seed", "stop", "logprobs")},
+    "images": "image_url",
+    "system": "the system message",
+    "json_schema": "response_format json_schema",
+}
 
 
 class APIError(Exception):
@@ -41,7 +46,7 @@ def too_large(message: str, param: str | None = None, code: str = "payload_too_l
 def http_spelling(setting: str, value: str | None) -> str:
     """A setting named in a library message: a request field as itself, a server option as its flag."""
     if setting in REQUEST_FIELDS:
-        return setting if value is None else f"{setting}={value}"
+        return REQUEST_FIELDS[setting] if value is None else f"{REQUEST_FIELDS[setting]}={value}"
     flag = "--" + setting.replace("_", "-")
     return flag if value is None else f"{flag} {value}"
 

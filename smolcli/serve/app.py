@@ -30,7 +30,8 @@ from smolcli.serve.responses import Completion, sse
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.worker import Job, ModelWorker, Outcome, timeout_error
 
-# the worker stops a timed-out job at its next token; past this grace the request is answered anyway
+# the worker stops a timed-out job at its next token; past this grace (at most the limit again) the
+# request is answered anyway, while the worker is still held by a long prefill
 TIMEOUT_GRACE_S = 2.0
 PROTECTED = ("/v1/", "/metrics")
 
@@ -212,7 +213,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _next_event(job: Job, worker: ModelWorker):
-    remaining = job.deadline + TIMEOUT_GRACE_S - time.monotonic()
+    remaining = job.deadline + min(TIMEOUT_GRACE_S, worker.limits.timeout_s) - time.monotonic()
     try:
         return await asyncio.wait_for(job.events.get(), timeout=max(remaining, 0.001))
     except asyncio.TimeoutError:
