@@ -25,10 +25,14 @@ import openai
 import pytest
 import uvicorn
 from PIL import Image
+from typer.testing import CliRunner
 
+from smolcli.cli.app import app
 from smolcli.runtime.prompting import next_turn
 from smolcli.serve import ServeLimits, ServeSettings, create_app
 from smolcli.serve.metrics import parse_metrics
+
+from cli_checks import one_line_error
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 QUESTION = "Describe it."
@@ -578,3 +582,17 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_pair, tmp_path)
     finally:
         process.kill()
     assert "stopped" in log.read_text() and "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    "options,words",
+    [
+        (["-m", "/nonexistent/model.gguf"], ["/nonexistent/model.gguf"]),
+        (["--allow-files", "/nonexistent-folder"], ["--allow-files", "existing folder"]),
+        (["--port", "70000"], ["port"]),
+    ],
+    ids=["no-model", "no-folder", "bad-port"],
+)
+def test_serve_refuses_bad_options_in_one_line(tiny_pair, options, words):
+    arguments = ["serve", "-m", str(tiny_pair[0]), *options]
+    one_line_error(CliRunner().invoke(app, arguments), *words)

@@ -204,7 +204,8 @@ class ModelWorker:
             # a kept conversation's context, or one sized for its first turn, can be too small for
             # this request: once, a new Chat with a context sized for everything, up to the model's
             n_ctx_train = self.model.engine.n_ctx_train
-            needed = -(-(error.n_past + error.n_new + request.max_tokens) // GRANULE) * GRANULE
+            reserve = request.max_tokens + len(request.last.text.encode()) + REPLAY_RESERVE_TOKENS
+            needed = -(-(error.n_past + error.n_new + reserve) // GRANULE) * GRANULE
             if error.n_ctx >= min(needed, n_ctx_train) or self.model.options.ctx:
                 raise
             return self._send(job, None, key, ctx=min(needed, n_ctx_train))
