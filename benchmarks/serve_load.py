@@ -16,6 +16,9 @@
    conversation about one image, and --clients concurrent single questions, timed against ours.
 
 Answers are --max-tokens (16) tokens, the end of answer ignored, so both sides generate the same.
+Every side reads images at --detail (1024) px, the longest side: smolcli's --image-size, and for the
+peer the mmproj variant smolcli makes for that size (the model's own 2048 makes 13 tiles of a 4:3
+image, minutes per cold image on two cores).
 Prints one JSON object; every request is bounded by --timeout seconds on the client side.
 """
 
@@ -128,9 +131,19 @@ class Server:
             return -9
 
 
-def smolcli_server(model: Path, home: Path, log: Path, threads: int, queue: int) -> Server:
+def smolcli_server(model: Path, home: Path, log: Path, threads: int, queue: int, detail: int) -> Server:
     command = [sys.executable, "-m", "smolcli", "serve", "-m", str(model), "--port", "0", "--threads", str(threads)]
-    return Server(command + ["--queue", str(queue)], home, log, r"listening on http://127\.0\.0\.1:(\d+)", "/health")
+    command += ["--queue", str(queue), "--image-size", str(detail)]
+    return Server(command, home, log, r"listening on http://127\.0\.0\.1:(\d+)", "/health")
+
+
+def mmproj_at_detail(model: Path, detail: int, image: bytes) -> Path:
+    """The mmproj variant smolcli reads images with at this detail: the peer gets the same tiles."""
+    from smolcli.api.model import Model
+    from smolcli.api.options import LoadOptions
+    from smolcli.runtime.images import image_from
+
+    return Model.open(model, LoadOptions(image_size=detail)).vision_for([image_from(image)]).path
 
 
 def free_port() -> int:
@@ -193,7 +206,7 @@ def load(server: Server, images: list[bytes], per_client: int, max_tokens: int, 
     return latency_figures(results, time.perf_counter() - started) | {"server_peak_rss_mb": server.peak_rss_mb()}
 
 
-def asks(model: Path, home: Path, images: list[bytes], per_client: int, max_tokens: int, threads: int) -> dict:
+def asks(model: Path, home: Path, images: list[bytes], per_client: int, max_tokens: int, threads: int, detail: int):
     results = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
@@ -202,7 +215,16 @@ def asks(model: Path, home: Path, images: list[bytes], per_client: int, max_toke
             path.write_bytes(image)
             for _ in range(per_client):
                 command = [sys.executable, "-m", "smolcli", "ask", "-m", str(model), "-i", str(path)]
-                command += ["-n", str(max_tokens), "--ignore-eos", "--threads", str(threads), QUESTION]
+                command += [
+                    "-n",
+                    str(max_tokens),
+                    "--ignore-eos",
+                    "--threads",
+                    str(threads),
+                    "--image-size",
+                    str(detail),
+                ]
+                command.append(QUESTION)
                 began = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, env=os.environ | {"SMOLCLI_HOME": str(home)})
                 results.append(
@@ -215,7 +237,7 @@ def conversation(server: Server, image: bytes, max_tokens: int, timeout: float) 
     """Three turns about one image, each request carrying the whole conversation: seconds per turn."""
     client = server.client(timeout)
     messages = question(image)
-    turns = []
+    turns, prompts = [], []
     for follow_up in (None, *FOLLOW_UPS):
         if follow_up is not None:
             messages.append({"role": "user", "content": follow_up})
@@ -224,8 +246,9 @@ def conversation(server: Server, image: bytes, max_tokens: int, timeout: float) 
             model="m", messages=messages, max_tokens=max_tokens, extra_body={"ignore_eos": True}
         )
         turns.append(round(time.perf_counter() - started, 3))
+        prompts.append(answer.usage.prompt_tokens)
         messages.append({"role": "assistant", "content": answer.choices[0].message.content})
-    return {"turn_s": turns, "total_s": round(sum(turns), 3)}
+    return {"turn_s": turns, "total_s": round(sum(turns), 3), "prompt_tokens": prompts}
 
 
 def main() -> None:
@@ -239,6 +262,7 @@ def main() -> None:
     parser.add_argument("--ask-clients", type=int, default=2, help="clients whose questions go through smolcli ask")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=512, help="each client's image width (3:4)")
+    parser.add_argument("--detail", type=int, default=1024, help="the longest side images are read at, every side")
     parser.add_argument("--timeout", type=float, default=600.0, help="the client's limit per request")
     parser.add_argument("--peer", action="store_true", help="also time llama-cpp-python's server")
     args = parser.parse_args()
@@ -250,7 +274,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         print("phase 1: steady load", file=sys.stderr)
-        server = smolcli_server(files.model, scratch / "home-load", scratch / "load.log", args.threads, queue=64)
+        server = smolcli_server(
+            files.model, scratch / "home-load", scratch / "load.log", args.threads, queue=64, detail=args.detail
+        )
         try:
             report["serve_load"] = load(server, images, args.requests, args.max_tokens, args.timeout)
             # images not seen yet, as the peer sees them: it has no embedding cache
@@ -263,7 +289,12 @@ def main() -> None:
         print("phase 2: burst against a small queue", file=sys.stderr)
         burst_images = client_images(args.burst, args.image_size)
         server = smolcli_server(
-            files.model, scratch / "home-burst", scratch / "burst.log", args.threads, queue=args.small_queue
+            files.model,
+            scratch / "home-burst",
+            scratch / "burst.log",
+            args.threads,
+            queue=args.small_queue,
+            detail=args.detail,
         )
         try:
             report["serve_burst"] = load(server, burst_images, 1, args.max_tokens, args.timeout)
@@ -273,7 +304,7 @@ def main() -> None:
         print("phase 3: the same questions through smolcli ask", file=sys.stderr)
         ask_images = images[: args.ask_clients]
         report["ask_processes"] = asks(
-            files.model, scratch / "home-ask", ask_images, args.requests, args.max_tokens, args.threads
+            files.model, scratch / "home-ask", ask_images, args.requests, args.max_tokens, args.threads, args.detail
         )
         report["serve_over_ask"] = {
             "requests_per_s": round(
@@ -306,7 +337,8 @@ def main() -> None:
 
 def peer(files, scratch: Path, images: list[bytes], args) -> dict:
     try:
-        server = peer_server(files.model, files.mmproj, scratch / "home-peer", scratch / "peer.log", args.threads)
+        mmproj = mmproj_at_detail(files.model, args.detail, images[0])
+        server = peer_server(files.model, mmproj, scratch / "home-peer", scratch / "peer.log", args.threads)
     except RuntimeError as error:
         return {"loads_smolvlm": False, "error": str(error)[-600:]}
     try:

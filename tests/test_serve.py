@@ -596,3 +596,35 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_pair, tmp_path)
 def test_serve_refuses_bad_options_in_one_line(tiny_pair, options, words):
     arguments = ["serve", "-m", str(tiny_pair[0]), *options]
     one_line_error(CliRunner().invoke(app, arguments), *words)
+
+
+# --- the library under the server ---------------------------------------------------------------
+
+
+def test_a_replayed_history_then_a_turn_equals_raw_llama_on_the_whole_conversation(tiny_pair, images):
+    import smolcli
+
+    from raw_llama import RawMtmd
+
+    with smolcli.load(tiny_pair[0], threads=1) as model:
+        chat = model.chat(max_tokens=8, ignore_eos=True)
+        chat.replay([(QUESTION, [images["square"]], "A square, mostly.")])
+        answer = chat.send("And the colours?")
+        assert chat.turns[-1].image_tokens == 0 and [m.role for m in chat.messages] == ["user", "assistant"] * 2
+    whole = (
+        f"<|im_start|>User:<__media__>{QUESTION}<end_of_utterance>\nAssistant: A square, mostly.<end_of_utterance>\n"
+        "User: And the colours?<end_of_utterance>\nAssistant:"
+    )
+    with RawMtmd(*tiny_pair) as raw:
+        raw.eval_prompt(whole, [images["square"]])
+        assert answer.text == raw.greedy(8).removeprefix(" ")
+
+
+def test_configure_changes_a_chats_settings_between_turns(tiny_pair):
+    import smolcli
+
+    with smolcli.load(tiny_pair[0], threads=1) as model:
+        chat = model.chat(max_tokens=4, ignore_eos=True)
+        assert chat.send("Hi").usage.completion_tokens == 4
+        chat.configure(max_tokens=9, ignore_eos=True)
+        assert chat.send("More").usage.completion_tokens == 9
