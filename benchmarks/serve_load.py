@@ -240,14 +240,15 @@ def conversation(server: Server, image: bytes, max_tokens: int, timeout: float) 
     turns, prompts = [], []
     for follow_up in (None, *FOLLOW_UPS):
         if follow_up is not None:
-            messages.append({"role": "user", "content": follow_up})
+            # content as parts: SmolVLM's own chat template (the peer renders it) indexes into them
+            messages.append({"role": "user", "content": [{"type": "text", "text": follow_up}]})
         started = time.perf_counter()
         answer = client.chat.completions.create(
             model="m", messages=messages, max_tokens=max_tokens, extra_body={"ignore_eos": True}
         )
         turns.append(round(time.perf_counter() - started, 3))
         prompts.append(answer.usage.prompt_tokens)
-        messages.append({"role": "assistant", "content": answer.choices[0].message.content})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer.choices[0].message.content}]})
     return {"turn_s": turns, "total_s": round(sum(turns), 3), "prompt_tokens": prompts}
 
 
