@@ -143,7 +143,9 @@ def thread_server(tiny_pair):
 
     def make(model=None, ready: bool = True, **limits) -> Running:
         key = limits.pop("api_key", None)
-        started = ThreadServer(model or tiny_pair[0], ServeSettings(api_key=key, limits=ServeLimits(**limits)))
+        started = ThreadServer(
+            model or tiny_pair[0], ServeSettings(api_key=key, limits=ServeLimits(**limits), log_requests=False)
+        )
         made.append(started)
         if ready:
             started.wait_ready()
