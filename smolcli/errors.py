@@ -12,7 +12,16 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-__all__ = ["BadInput", "ContextFull", "DiskFull", "HubError", "MemoryPlanRefused", "ModelFileError", "SmolcliError"]
+__all__ = [
+    "AnswerTruncated",
+    "BadInput",
+    "ContextFull",
+    "DiskFull",
+    "HubError",
+    "MemoryPlanRefused",
+    "ModelFileError",
+    "SmolcliError",
+]
 
 # every setting a message may name: the keyword arguments of smolcli.load() and Model.ask()
 SETTINGS = (
@@ -45,6 +54,8 @@ SETTINGS = (
     "mmproj_type",
     "revision",
     "prebuilt",
+    "json_schema",
+    "grammar",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 
@@ -70,6 +81,8 @@ class SmolcliError(Exception):
         self.message = message
         # what the front ends and tests may read instead of parsing the message
         self.facts = facts
+        if {"text", "message", "facts"} & set(facts):
+            raise TypeError("an error's facts cannot be named text, message or facts")
         for name, value in facts.items():
             setattr(self, name, value)
 
@@ -102,3 +115,7 @@ class HubError(SmolcliError):
 
 class DiskFull(SmolcliError):
     """No space left where a file was being written; nothing half-written stays."""
+
+
+class AnswerTruncated(SmolcliError):
+    """A structured answer that ended before its JSON did (max_tokens, a stop string); `partial_text` holds what came."""

@@ -8,6 +8,7 @@ from typing import Generator, Iterator
 
 from smolcli.runtime.engine import Counters
 from smolcli.runtime.generation import Generation, TokenChoice
+from smolcli.runtime.grammar import Constraint, parsed_answer
 from smolcli.runtime.image_tiles import PREPROC_KEY
 from smolcli.runtime.peak_memory import peak_rss_bytes
 
@@ -76,6 +77,7 @@ class Answer:
     tokens: list[int] = field(default_factory=list)
     memory_plan: dict | None = None  # with max_memory: each part's planned size and the limit
     peak_memory_bytes: int = 0
+    json: object = None  # with json_schema: the answer's value, validated against the schema
 
     def __str__(self) -> str:
         return self.text
@@ -91,6 +93,8 @@ class Answer:
             "mmproj": self.mmproj,
             "image_longest_edge": self.image_longest_edge,
         }
+        if self.json is not None:
+            report["json"] = self.json
         if self.logprobs is not None:
             report["logprobs"] = {"content": [dataclasses.asdict(entry) for entry in self.logprobs]}
         if self.memory_plan is not None:
@@ -99,10 +103,18 @@ class Answer:
 
 
 def answer_from(
-    generation: Generation, engine, usage: Usage, timings: Timings, with_images: bool, memory_plan: dict | None
+    generation: Generation,
+    engine,
+    usage: Usage,
+    timings: Timings,
+    with_images: bool,
+    memory_plan: dict | None,
+    constraint: Constraint | None = None,
+    max_tokens: int = 0,
 ) -> Answer:
-    """The Answer of a finished generation on this engine."""
+    """The Answer of a finished generation on this engine; a structured one parsed and validated."""
     mmproj = engine.files.mmproj if with_images else None
+    value = parsed_answer(generation.text, constraint, generation.finish_reason, max_tokens) if constraint else None
     return Answer(
         text=generation.text,
         finish_reason=generation.finish_reason,
@@ -117,6 +129,7 @@ def answer_from(
         tokens=list(generation.tokens),
         memory_plan=memory_plan,
         peak_memory_bytes=peak_rss_bytes(),
+        json=value,
     )
 
 

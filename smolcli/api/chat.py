@@ -6,6 +6,7 @@ so asking the model something between two turns leaves the conversation where it
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -18,6 +19,7 @@ from smolcli.runtime.generation import Generation
 from smolcli.runtime.images import RGBImage, image_from
 from smolcli.runtime.sampling import Sampler
 from smolcli.runtime.session import ChatSession, Message, TurnStats
+from smolcli.runtime.utf8_guard import Utf8Guard
 
 if TYPE_CHECKING:
     from smolcli.api.model import Model
@@ -43,6 +45,8 @@ class Chat:
         self._dirty = False  # cleared while another held the engine: empty the KV cache when it comes back
         self._vision = None  # the mmproj this conversation's images are tiled by, fixed by its first images
         settings = GenerationSettings(**generation)
+        settings.constraint()  # a schema given for every turn is checked now
+        self._settings = settings
         limits = settings.limits()
         self._sampler = Sampler(settings.sampling())
         self._memory_plan = None
@@ -60,6 +64,11 @@ class Chat:
         self._session.pending_images.extend(first_images)
 
     # --- state ---------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> GenerationSettings:
+        """How this conversation's answers are generated."""
+        return self._settings
 
     @property
     def messages(self) -> list[Message]:
@@ -116,12 +125,23 @@ class Chat:
     # --- turns ---------------------------------------------------------------------------
 
     def send(
-        self, text: str, images: Sequence | None = None, *, stream: bool = False, logprobs: int | None = None
+        self,
+        text: str,
+        images: Sequence | None = None,
+        *,
+        stream: bool = False,
+        logprobs: int | None = None,
+        json_schema: dict | None = None,
+        grammar: str | None = None,
     ) -> Answer | AnswerStream:
         """One user turn: its answer, or with stream=True an AnswerStream of its text.
 
-        A turn that fails or is interrupted leaves the conversation as it was before it.
+        A turn that fails or is interrupted leaves the conversation as it was before it. With
+        json_schema (or grammar) this turn's answer is held to it, as in Model.ask.
         """
+        constraint = self._settings.constraint()  # the chat's own, for every turn
+        if json_schema is not None or grammar is not None:
+            constraint = dataclasses.replace(self._settings, json_schema=json_schema, grammar=grammar).constraint()
         if logprobs is not None and logprobs < 0:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
         for image in images or ():
@@ -140,9 +160,17 @@ class Chat:
         load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
         before = engine.counters.snapshot()
         had_context = engine.ctx is not None
-        pieces = self._session.stream(text, logprobs)
+        turn_sampler = None
+        if constraint is not None:
+            # a grammar holds state as the answer grows: a fresh one for each turn it constrains
+            turn_sampler = Sampler(self._settings.sampling(), constraint.gbnf, engine.vocab)
+        self._session.sampler = turn_sampler or self._sampler
+        guard = Utf8Guard(engine.utf8_vocabulary()) if constraint else None
+        pieces = self._session.stream(text, logprobs, guard)
 
         def finish(generation: Generation) -> Answer:
+            if turn_sampler is not None:
+                turn_sampler.close()
             done = counters_since(before, engine.counters)
             turn = self._session.turns[-1]
             usage, timings = usage_and_timings(
@@ -152,7 +180,9 @@ class Chat:
                 turn.completion_tokens,
                 0.0 if had_context else load_seconds,
             )
-            return answer_from(generation, engine, usage, timings, True, self.memory_plan)
+            return answer_from(
+                generation, engine, usage, timings, True, self.memory_plan, constraint, self._settings.max_tokens
+            )
 
         answer = AnswerStream(pieces, finish)
         return answer if stream else answer.read()

@@ -27,6 +27,7 @@ from smolcli.runtime.images import RGBImage, image_from
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.prompting import first_turn, place_images
 from smolcli.runtime.sampling import Sampler
+from smolcli.runtime.utf8_guard import Utf8Guard
 
 if TYPE_CHECKING:
     from smolcli.api.chat import Chat
@@ -236,6 +237,8 @@ class Model:
         stop: Iterable[str] = (),
         ignore_eos: bool = False,
         logprobs: int | None = None,
+        json_schema: dict | None = None,
+        grammar: str | None = None,
         stream: bool = False,
     ) -> Answer | AnswerStream:
         """Answer one question about zero or more images (paths, bytes or PIL images).
@@ -244,13 +247,18 @@ class Model:
         default: the same input gives the same answer. `logprobs=N` keeps each generated token's
         log-probability and the N likeliest alternatives. `stream=True` returns an AnswerStream:
         iterate it for the text as it is generated; its `answer` holds the Answer at the end.
+        `json_schema` makes the answer JSON that validates against it (`answer.json` holds the
+        value; a schema the grammar cannot enforce is refused before anything runs, and an answer
+        cut by max_tokens raises AnswerTruncated); `grammar` holds it to a GBNF grammar instead.
 
         >>> answer = model.ask("Describe it.", images=["photo.jpg"], max_tokens=64)   # doctest: +SKIP
         >>> for piece in model.ask("Describe it.", images=[pil_image], stream=True):  # doctest: +SKIP
         ...     print(piece, end="", flush=True)
         """
-        settings = GenerationSettings(max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos)
-        limits, sampling = settings.limits(), settings.sampling()
+        settings = GenerationSettings(
+            max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos, json_schema, grammar
+        )
+        limits, sampling, constraint = settings.limits(), settings.sampling(), settings.constraint()
         if logprobs is not None and logprobs < 0:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
         pictures = [image_from(item) for item in images or ()]
@@ -288,7 +296,7 @@ class Model:
             engine.evaluate(tokenized)
         finally:
             tokenized.free()
-        sampler = Sampler(sampling)
+        sampler = Sampler(sampling, constraint.gbnf if constraint else None, engine.vocab)
 
         def finish(generation: Generation) -> Answer:
             sampler.close()
@@ -296,11 +304,11 @@ class Model:
             usage, timings = usage_and_timings(
                 done, tokenized.n_tokens, tokenized.n_image_tokens, len(generation.tokens), load_seconds
             )
-            return answer_from(
-                generation, engine, usage, timings, bool(pictures), budget.report(plan) if plan else None
-            )
+            memory_plan = budget.report(plan) if plan else None
+            return answer_from(generation, engine, usage, timings, bool(pictures), memory_plan, constraint, max_tokens)
 
-        answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs), finish)
+        guard = Utf8Guard(engine.utf8_vocabulary()) if constraint else None
+        answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs, guard), finish)
         return answer if stream else answer.read()
 
     def _fresh_context(self, engine: Engine, n_ctx: int, cache_type: str) -> None:

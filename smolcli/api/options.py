@@ -10,6 +10,7 @@ from smolcli.errors import BadInput
 from smolcli.runtime.embedding_cache import EmbeddingCache
 from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.generation import GenerationLimits
+from smolcli.runtime.grammar import Constraint, grammar_constraint, schema_constraint
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
 
@@ -25,12 +26,24 @@ class GenerationSettings:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # exactly max_tokens tokens, for benchmarks
+    json_schema: dict | None = None  # the answer is JSON that validates against this schema
+    grammar: str | None = None  # or: the answer follows this GBNF grammar
 
     def limits(self) -> GenerationLimits:
         return GenerationLimits(self.max_tokens, tuple(self.stop), self.ignore_eos)
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
+
+    def constraint(self) -> Constraint | None:
+        """The grammar an answer must follow (checked before anything loads), or None."""
+        if self.json_schema is not None and self.grammar is not None:
+            raise BadInput("give {json_schema} or {grammar}, not both")
+        if self.json_schema is not None:
+            return schema_constraint(self.json_schema)
+        if self.grammar is not None:
+            return grammar_constraint(self.grammar)
+        return None
 
 
 @dataclass(frozen=True)

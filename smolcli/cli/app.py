@@ -95,6 +95,10 @@ def _register_commands() -> None:
     app.command("ask")(ask_cmd.ask)
     app.command("chat")(chat_cmd.chat)
 
+    from smolcli.cli import batch_cmd
+
+    app.command("batch")(batch_cmd.batch)
+
     from smolcli.cli import demo_cmd, doctor_cmd, info_cmd
 
     app.command("demo")(demo_cmd.demo)

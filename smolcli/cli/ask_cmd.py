@@ -64,19 +64,23 @@ def ask(
     if not question.strip() and not images:
         raise SmolcliError("the prompt is empty: give a question as an argument or on stdin")
 
+    # a structured answer is printed only once it parsed and validated: never half a JSON value
+    streaming = not as_json and generation.json_schema is None
     with Model.open(model, settings, report=progress) as loaded:
         answer = loaded.ask(
             question,
             images,
             system=system,
             logprobs=logprobs,
-            stream=not as_json,
+            stream=streaming,
             **dataclasses.asdict(dataclasses.replace(generation, ignore_eos=ignore_eos)),
         )
-        if not as_json:
+        if streaming:
             for piece in answer:
                 write_answer(piece)
             answer = answer.answer
+        elif not as_json:
+            write_answer(answer.text)
         if answer.context_full:
             progress(
                 f"note: the {answer.n_ctx}-token context filled up after {len(answer.tokens)} tokens; raise --ctx for longer answers"

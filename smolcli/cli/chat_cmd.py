@@ -104,10 +104,14 @@ def _converse(session: Chat, interactive: bool) -> int:
 
 def _answer(session: Chat, text: str, interactive: bool) -> None:
     try:
-        stream = session.send(text, stream=True)
-        for piece in stream:
-            write_answer(piece)
-        answer = stream.answer
+        if session.settings.json_schema is not None:
+            answer = session.send(text)  # printed once it parsed and validated: never half a JSON value
+            write_answer(answer.text)
+        else:
+            stream = session.send(text, stream=True)
+            for piece in stream:
+                write_answer(piece)
+            answer = stream.answer
     except KeyboardInterrupt:
         if not interactive:
             raise

@@ -12,6 +12,7 @@ import typer
 
 from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.errors import SmolcliError
+from smolcli.runtime.grammar import read_grammar, read_schema
 from smolcli.runtime.images import STDIN, RGBImage, load_image
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 
@@ -115,6 +116,18 @@ MaxTiles = Annotated[
 ]
 
 
+JsonSchema = Annotated[
+    Optional[str],
+    typer.Option(
+        "--json-schema",
+        metavar="SCHEMA",
+        help="Answer with JSON that validates against this JSON Schema (a file, or inline JSON); --json carries the parsed value. Schemas the grammar cannot enforce exactly are refused.",
+    ),
+]
+Grammar = Annotated[
+    Optional[str],
+    typer.Option("--grammar", metavar="FILE.gbnf", help="Hold the answer to this GBNF grammar (llama.cpp's format)."),
+]
 Logprobs = Annotated[
     Optional[int],
     typer.Option(
@@ -165,10 +178,21 @@ def generation_settings(
     top_k: TopK = 40,
     seed: Seed = None,
     stop: Stop = None,
+    json_schema: JsonSchema = None,
+    grammar: Grammar = None,
 ) -> GenerationSettings:
     """The generation options ask and chat share; a bad one fails here, before a model is pulled or loaded."""
-    settings = GenerationSettings(max_tokens, temperature, top_p, top_k, seed, tuple(stop or ()))
-    settings.limits(), settings.sampling()
+    settings = GenerationSettings(
+        max_tokens,
+        temperature,
+        top_p,
+        top_k,
+        seed,
+        tuple(stop or ()),
+        json_schema=read_schema(json_schema) if json_schema is not None else None,
+        grammar=read_grammar(grammar).gbnf if grammar is not None else None,
+    )
+    settings.limits(), settings.sampling(), settings.constraint()
     return settings
 
 

@@ -117,6 +117,7 @@ class Engine:
         self.ctx = None
         self.mtmd_ctx = None
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
+        self._utf8_vocabulary = None
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
         llama_cpp.llama_backend_init()
@@ -397,8 +398,20 @@ class Engine:
         return EmbeddingKey(described.image, self._mmproj_digest, described.tile, described.n_tokens, n_embd)
 
     def last_logits(self) -> np.ndarray:
+        return self.logits_view().copy()
+
+    def logits_view(self) -> np.ndarray:
+        """llama.cpp's own buffer of the last position's logits, the one the sampler reads: writes are seen."""
         pointer = self._llama.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def utf8_vocabulary(self):
+        """Every token's bytes, classified for the UTF-8 guard (computed on first use)."""
+        if self._utf8_vocabulary is None:
+            from smolcli.runtime.utf8_guard import Utf8Vocabulary
+
+            self._utf8_vocabulary = Utf8Vocabulary([self.piece(token) for token in range(self.n_vocab)])
+        return self._utf8_vocabulary
 
     # --- generation ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from smolcli.errors import BadInput, ContextFull
 from smolcli.runtime.engine import Engine
+from smolcli.runtime.utf8_guard import Utf8Guard
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def token_choice(engine: Engine, token: int, n_top: int) -> TokenChoice:
-    logprobs = log_softmax(engine.last_logits())
+def token_choice(engine: Engine, token: int, n_top: int, logits: np.ndarray | None = None) -> TokenChoice:
+    """The token's log-probability under the model's raw logits (those of the last position unless given)."""
+    logprobs = log_softmax(engine.last_logits() if logits is None else logits)
     top: tuple = ()
     if n_top > 0:
         ids = np.argpartition(-logprobs, min(n_top, len(logprobs) - 1))[:n_top]
@@ -111,26 +113,33 @@ def token_choice(engine: Engine, token: int, n_top: int) -> TokenChoice:
 
 
 def generate_pieces(
-    engine: Engine, sampler, limits: GenerationLimits, logprobs: int | None = None
+    engine: Engine, sampler, limits: GenerationLimits, logprobs: int | None = None, guard: Utf8Guard | None = None
 ) -> Generator[str, None, Generation]:
     """Continue from the evaluated prompt, feeding each kept token back, so the cache holds the answer.
 
     Yields the answer's text as it becomes final; returns the whole Generation. With `logprobs`
-    (0 or more alternatives), each generated token's log-probability is kept as well.
+    (0 or more alternatives), each generated token's log-probability is kept as well. A guard
+    (with a grammar) masks the tokens that would make the answer invalid UTF-8 before each choice.
     """
     answer = AnswerText(limits.stop)
     tokens: list[int] = []
     choices: list[TokenChoice] | None = [] if logprobs is not None else None
     finish_reason, context_full = "length", False
     while len(tokens) < limits.max_tokens:
+        raw = engine.last_logits() if guard is not None and choices is not None else None
+        if guard is not None:
+            guard.mask(engine.logits_view())
         token = engine.sample(sampler.handle)
         if engine.is_end(token) and not limits.ignore_eos:
             finish_reason = "stop"
             break
         tokens.append(token)
         if choices is not None:
-            choices.append(token_choice(engine, token, logprobs))
-        released = answer.feed(engine.piece(token))
+            choices.append(token_choice(engine, token, logprobs, raw))
+        piece = engine.piece(token)
+        if guard is not None:
+            guard.advance(piece)
+        released = answer.feed(piece)
         if released:
             yield released
         if answer.stopped:
@@ -153,9 +162,10 @@ def generate(
     limits: GenerationLimits,
     on_text: Callable[[str], None] | None = None,
     logprobs: int | None = None,
+    guard: Utf8Guard | None = None,
 ) -> Generation:
     """generate_pieces(), each piece handed to on_text as it comes."""
-    return drain(generate_pieces(engine, sampler, limits, logprobs), on_text)
+    return drain(generate_pieces(engine, sampler, limits, logprobs, guard), on_text)
 
 
 def drain(pieces: Generator[str, None, Generation], on_text: Callable[[str], None] | None = None) -> Generation:

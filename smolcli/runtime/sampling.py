@@ -30,13 +30,23 @@ class SamplingOptions:
 
 
 class Sampler:
-    """A sampler chain owned by Python: top-k, top-p, temperature, then a seeded draw; or argmax."""
+    """A sampler chain owned by Python: top-k, top-p, temperature, then a seeded draw; or argmax.
 
-    def __init__(self, options: SamplingOptions):
+    With a grammar (GBNF text and the model's vocabulary), the grammar comes first in the chain:
+    tokens it does not allow are masked before anything is chosen.
+    """
+
+    def __init__(self, options: SamplingOptions, grammar: str | None = None, vocab=None):
         import llama_cpp
 
         self._llama = llama_cpp
         self.handle = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if grammar is not None:
+            stage = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+            if not stage:
+                self.close()
+                raise BadInput("llama.cpp could not parse the {grammar} (rerun with {verbose} for its log)")
+            self._add(stage)
         if options.greedy:
             self._add(llama_cpp.llama_sampler_init_greedy())
             return

@@ -11,6 +11,7 @@ from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.prompting import first_turn, next_turn, place_images
+from smolcli.runtime.utf8_guard import Utf8Guard
 
 CLEAR_HINT = "start over (/clear in chat), or a new conversation with a larger {ctx}"
 
@@ -64,7 +65,9 @@ class ChatSession:
         """One user turn and the streamed answer. On any failure the cache and history are as before."""
         return drain(self.stream(text, logprobs), on_text)
 
-    def stream(self, text: str, logprobs: int | None = None) -> Generator[str, None, Generation]:
+    def stream(
+        self, text: str, logprobs: int | None = None, guard: Utf8Guard | None = None
+    ) -> Generator[str, None, Generation]:
         """send() as a generator of the answer's text; a turn abandoned before its end leaves no trace."""
         images = list(self.pending_images)
         content = place_images(text, len(images))
@@ -77,7 +80,7 @@ class ChatSession:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
                 self.engine.evaluate(prompt)
                 prompt.free()
-                answer = yield from generate_pieces(self.engine, self.sampler, self.limits, logprobs)
+                answer = yield from generate_pieces(self.engine, self.sampler, self.limits, logprobs, guard)
             except BaseException:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
                 self.engine.rewind(start)

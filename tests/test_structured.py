@@ -1,0 +1,196 @@
+"""Structured answers: JSON schemas and GBNF grammars through llama.cpp's grammar sampler.
+
+Random weights are the hardest case for a grammar (the model wants nothing in particular), so
+every schema here is run on the tiny random model and its answers must parse and validate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+import smolcli
+from smolcli.cli.app import app
+
+from cli_checks import one_line_error
+
+SCHEMAS = {
+    "object": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 10},
+            "count": {"type": "integer"},
+            "price": {"type": "number"},
+            "ok": {"type": "boolean"},
+            "note": {"type": "null"},
+        },
+        "required": ["name", "count", "price", "ok", "note"],
+        "additionalProperties": False,
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 3},
+            "kind": {"enum": ["receipt", "invoice", "other"]},
+        },
+        "required": ["items", "kind"],
+        "$defs": {
+            "item": {
+                "type": "object",
+                "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"}, "qty": {"type": "integer"}},
+                "required": ["sku", "qty"],
+            }
+        },
+    },
+    "choice": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "boolean"}, "maxItems": 4}]},
+    "tuple": {"type": "array", "prefixItems": [{"const": "date"}, {"type": "string", "format": "date"}]},
+    "enum": {"enum": ["cat", "dog", 3, None]},
+}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_pair):
+    with smolcli.load(tiny_pair[0], threads=1) as loaded:
+        yield loaded
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_answers_of_the_random_model_validate(model, images, name):
+    schema = SCHEMAS[name]
+    for prompt, pictures in (("Describe it.", [images["photo"]]), ("List what you see.", []), ("x", [images["tall"]])):
+        answer = model.ask(prompt, images=pictures, json_schema=schema, max_tokens=300)
+        assert answer.finish_reason == "stop", answer.text
+        jsonschema.validate(json.loads(answer.text), schema)
+        assert answer.json == json.loads(answer.text)
+
+
+def test_sampling_with_a_schema_still_validates(model):
+    schema = SCHEMAS["nested"]
+    values = []
+    for seed in range(4):
+        answer = model.ask("Read the receipt.", json_schema=schema, temperature=1.0, seed=seed, max_tokens=300)
+        jsonschema.validate(answer.json, schema)
+        values.append(json.dumps(answer.json))
+    assert len(set(values)) > 1  # the grammar narrows the choice; it does not fix the answer
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"type": "integer", "minimum": 0}, ["'minimum'", "#"]),
+        (
+            {"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}]}}},
+            ["'oneOf'", "/properties/a", "anyOf"],
+        ),
+        ({"$ref": "#/$defs/a", "$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"}}}}, ["cycle"]),
+        ({"type": "string", "format": "email"}, ["format 'email'"]),
+        ({"type": "string", "pattern": "[0-9]+"}, ["anchored"]),
+        ({"$ref": "#/$defs/missing"}, ["points at nothing"]),
+        ({"$ref": "https://example.com/schema.json"}, ["only local references"]),
+        ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}, ["required 'b'"]),
+        ({"anyOf": [{"type": "string"}], "properties": {"a": {}}}, ["beside 'anyOf'"]),
+        ({"type": "nope"}, ["not a valid JSON Schema"]),
+    ],
+)
+def test_a_schema_the_grammar_cannot_hold_is_refused_before_loading(tiny_pair, schema, words, monkeypatch):
+    import smolcli.api.model
+
+    monkeypatch.setattr(smolcli.api.model, "Engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    result = run("ask", "-m", str(tiny_pair[0]), "--json-schema", json.dumps(schema), "hi")
+    one_line_error(result, "--json-schema", *words)
+    with pytest.raises(smolcli.BadInput, match="json_schema="):
+        smolcli.api.model.Model.open(tiny_pair[0]).ask("hi", json_schema=schema)
+
+
+def test_an_answer_cut_by_max_tokens_is_reported_not_passed_on(tiny_pair, model):
+    schema = SCHEMAS["object"]
+    with pytest.raises(smolcli.AnswerTruncated, match=r"max_tokens= \(4\)") as cut:
+        model.ask("Describe it.", json_schema=schema, max_tokens=4)
+    assert cut.value.partial_text.startswith("{")
+    result = run("ask", "-m", str(tiny_pair[0]), "-t", "1", "-n", "4", "--json-schema", json.dumps(schema), "hi")
+    one_line_error(result, "--max-tokens (4)", "before its JSON ended")
+
+
+def test_ask_json_carries_the_parsed_value_and_a_schema_file_works(tiny_pair, tmp_path):
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMAS["nested"]))
+    result = run("ask", "-m", str(tiny_pair[0]), "-t", "1", "--json-schema", str(path), "--json", "Read it.")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["json"] == json.loads(report["text"])
+    jsonschema.validate(report["json"], SCHEMAS["nested"])
+    plain = run("ask", "-m", str(tiny_pair[0]), "-t", "1", "--json-schema", str(path), "Read it.")
+    assert json.loads(plain.stdout) == report["json"]  # stdout is exactly the JSON value, newline ended
+
+
+def test_bad_schema_text_is_one_line(tiny_pair, tmp_path):
+    one_line_error(run("ask", "-m", str(tiny_pair[0]), "--json-schema", "{not json", "hi"), "is not JSON", "line 1")
+    missing = tmp_path / "nothing.json"
+    one_line_error(run("ask", "-m", str(tiny_pair[0]), "--json-schema", str(missing), "hi"), str(missing))
+    both = ("--json-schema", "{}", "--grammar", str(missing))
+    one_line_error(run("ask", "-m", str(tiny_pair[0]), *both, "hi"), "--grammar", str(missing))
+
+
+def test_a_gbnf_grammar_holds_the_answer(tiny_pair, tmp_path, model):
+    grammar = tmp_path / "yes_no.gbnf"
+    grammar.write_text('root ::= ("yes" | "no") " because " [a-z ]{3,20} "."\n')
+    result = run("ask", "-m", str(tiny_pair[0]), "-t", "1", "--grammar", str(grammar), "Is it a cat?")
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"(yes|no) because [a-z ]{3,20}\.\n", result.stdout), result.stdout
+    bad = tmp_path / "bad.gbnf"
+    bad.write_text("root ::= (unclosed\n")
+    with pytest.raises(smolcli.BadInput, match="could not parse the grammar="):
+        model.ask("hi", grammar=bad.read_text())
+
+
+def test_each_chat_turn_can_have_its_own_schema(model, images):
+    with model.chat(max_tokens=200) as chat:
+        first = chat.send("What is it?", images=[images["square"]], json_schema=SCHEMAS["enum"])
+        second = chat.send("And now?")  # unconstrained
+        third = chat.send("Count them.", json_schema=SCHEMAS["choice"])
+    assert first.json in SCHEMAS["enum"]["enum"]
+    assert second.json is None
+    jsonschema.validate(third.json, SCHEMAS["choice"])
+
+
+def test_the_utf8_guard_lets_only_a_started_character_continue():
+    import numpy as np
+
+    from smolcli.runtime.utf8_guard import Utf8Guard, Utf8Vocabulary
+
+    pieces = [b"a", b"\xe4", b"\xb8\xad", b'"', b"\xb8", b"\xff", b"", b"\xe4\xb8"]
+    guard = Utf8Guard(Utf8Vocabulary(pieces))
+    logits = np.zeros(len(pieces), dtype=np.float32)
+    guard.mask(logits)
+    # at a character boundary: no stray continuation byte, no byte that is never UTF-8
+    assert list(np.isfinite(logits)) == [True, True, False, True, False, False, True, True]
+    guard.advance(b"\xe4")
+    logits = np.zeros(len(pieces), dtype=np.float32)
+    guard.mask(logits)
+    # inside 中 (e4 b8 ad): only what continues it
+    assert list(np.flatnonzero(np.isfinite(logits))) == [2, 4]
+    guard.advance(b"\xb8")
+    assert guard.pending == b"\xe4\xb8"
+    guard.advance(b"\xad")
+    assert guard.pending == b""
+
+
+def test_string_lengths_hold_under_sampling(model):
+    # a random byte-level model breaks UTF-8 freely: the guard is what keeps maxLength true in characters
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string", "maxLength": 6}, "b": {"type": "string", "maxLength": 12}},
+        "required": ["a", "b"],
+    }
+    for seed in range(10):
+        answer = model.ask(f"Say {seed}.", json_schema=schema, temperature=1.2, seed=seed, max_tokens=200)
+        assert "\ufffd" not in answer.text
+        jsonschema.validate(answer.json, schema)
