@@ -146,3 +146,27 @@ def test_bad_input_is_one_line_without_a_traceback(llm_home, tiny_pair, images, 
         assert run.returncode == 1, (words, run.stdout, run.stderr)
         assert "Traceback" not in run.stderr and run.stdout == "", (words, run.stderr)
         assert words in run.stderr, (words, run.stderr)
+
+
+def test_schema_answers_validate_and_equal_the_librarys(llm_home, tiny_pair, images):
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {"caption": {"type": "string", "maxLength": 12}, "count": {"type": "integer"}},
+        "required": ["caption", "count"],
+        "additionalProperties": False,
+    }
+    ok(llm("smolvlm", "add", str(tiny_pair[0]), "--name", "tiny"))
+    run = llm(
+        "-m", "tiny", QUESTION, "-a", str(images["square"]), "--schema", json.dumps(schema), "-o", "max_tokens", "120"
+    )
+    value = json.loads(ok(run))
+    jsonschema.validate(value, schema)
+    with smolcli.load(tiny_pair[0]) as model:
+        expected = model.ask(QUESTION, [images["square"]], max_tokens=120, json_schema=schema).json
+    assert value == expected
+    (entry,) = logged(1)
+    assert entry["schema_json"] == schema
+    refused = llm("-m", "tiny", "hi", "--schema", json.dumps({"type": "object", "patternProperties": {"^a": {}}}))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and refused.stdout == "", refused.stderr
