@@ -15,9 +15,10 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
 from smolcli.api.batch import in_shard
 from smolcli.cli.app import app
+
+from cli_checks import one_line_error
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"
 N = 6
