@@ -45,6 +45,9 @@ SETTINGS = (
     "mmproj_type",
     "revision",
     "prebuilt",
+    "lora",
+    "adapter",
+    "adapter_scale",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smolcli.convert.lora_adapter import KEY_BASE, KEY_MMPROJ, KEY_MODULES, KEY_RANK, KEY_RSLORA
 from smolcli.errors import ModelFileError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.model_files import fit_problem, mmproj_beside
@@ -57,6 +58,27 @@ def describe_mmproj(summary: GGUFSummary) -> dict:
     }
 
 
+def describe_adapter(summary: GGUFSummary) -> dict:
+    """A LoRA adapter GGUF: rank, alpha and modules are smolcli's own keys (other converters' files lack them)."""
+    meta = summary.metadata
+    return {
+        "kind": "adapter",
+        "path": str(summary.path),
+        "size": summary.size,
+        "architecture": summary.architecture,
+        "name": meta.get("general.name"),
+        "parameters": summary.parameters,
+        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        "adapter_type": meta.get("adapter.type"),
+        "rank": meta.get(KEY_RANK),
+        "alpha": meta.get("adapter.lora.alpha"),
+        "rslora": meta.get(KEY_RSLORA),
+        "modules": ", ".join(meta.get(KEY_MODULES) or []) or None,
+        "base_model": meta.get(KEY_BASE),
+        "merged_mmproj": meta.get(KEY_MMPROJ),
+    }
+
+
 def _read_mmproj(path: Path) -> GGUFSummary:
     summary = read_gguf(path)
     if summary.kind != "mmproj":
@@ -95,6 +117,8 @@ def build_report(path: Path, mmproj: Path | None = None) -> dict:
     if path.is_dir():
         path, _ = _files_in_folder(path)
     summary = read_gguf(path)
+    if summary.kind == "adapter":
+        return {"model": None, "mmproj": None, "adapter": describe_adapter(summary), "fits": None, "fit_problem": None}
     if summary.kind == "mmproj":
         if mmproj is not None:
             raise ModelFileError(f"{path}: is an mmproj file; give the language model first and this as {{mmproj}}")
