@@ -105,10 +105,14 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
     for key, neutral in NEUTRAL.items():
         value = raw.get(key, neutral)
         if value != neutral and not (neutral is None and _empty(value)):
-            raise BadInput(f"{path}: {key}={value!r} is not supported (only {neutral!r}); merge such an adapter in PEFT")
+            raise BadInput(
+                f"{path}: {key}={value!r} is not supported (only {neutral!r}); merge such an adapter in PEFT"
+            )
     for key, value in raw.items():
         if key not in IGNORED and key not in NEUTRAL and key not in REQUIRED and not _empty(value):
-            raise BadInput(f"{path}: unknown field {key!r} ({value!r}); smolcli does not know how it changes the weights")
+            raise BadInput(
+                f"{path}: unknown field {key!r} ({value!r}); smolcli does not know how it changes the weights"
+            )
 
     rank, alpha = raw["r"], raw["lora_alpha"]
     if not isinstance(rank, int) or rank < 1:

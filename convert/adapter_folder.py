@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolcli.convert.adapter_config import AdapterConfig, read_adapter_config
-from smolcli.convert.checkpoint import PICKLE_SUFFIXES, Checkpoint
+from smolcli.convert.checkpoint import Checkpoint, pickled_files
 from smolcli.convert.safetensors_file import TensorEntry, read_header
 from smolcli.errors import BadInput
 
@@ -91,7 +91,7 @@ def _weights_file(root: Path) -> Path:
     path = root / WEIGHTS_FILE
     if path.is_file():
         return path
-    pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = pickled_files(root)
     if pickles:
         raise BadInput(
             f"{root}: only pickled adapter weights ({', '.join(pickles)}); smolcli never unpickles: "
@@ -138,10 +138,14 @@ def open_adapter(folder: Path, checkpoint: Checkpoint, name: str | None = None) 
     for weight, found in parts.items():
         base = checkpoint.tensors.get(weight)
         if base is None or len(base.shape) != 2:
-            raise BadInput(f"{root}: the adapter adapts {weight.removesuffix('.weight')}, not a linear layer of this base")
+            raise BadInput(
+                f"{root}: the adapter adapts {weight.removesuffix('.weight')}, not a linear layer of this base"
+            )
         if "a" not in found or "b" not in found:
             lacking = "lora_A" if "a" not in found else "lora_B"
-            raise BadInput(f"{root}: {weight.removesuffix('.weight')} has no {lacking} tensor; the adapter is incomplete")
+            raise BadInput(
+                f"{root}: {weight.removesuffix('.weight')} has no {lacking} tensor; the adapter is incomplete"
+            )
         a, b, magnitude = found["a"], found["b"], found.get("magnitude")
         out_features, in_features = base.shape
         if len(a.shape) != 2 or a.shape[1] != in_features:
@@ -149,7 +153,9 @@ def open_adapter(folder: Path, checkpoint: Checkpoint, name: str | None = None) 
         if len(b.shape) != 2 or b.shape != (out_features, a.shape[0]):
             raise _shape_error(PEFT_PREFIX + weight[:-7] + ".lora_B.weight", b.shape, weight, base.shape, root)
         if magnitude is not None and magnitude.shape != (out_features,):
-            raise _shape_error(PEFT_PREFIX + weight[:-7] + ".lora_magnitude_vector", magnitude.shape, weight, base.shape, root)
+            raise _shape_error(
+                PEFT_PREFIX + weight[:-7] + ".lora_magnitude_vector", magnitude.shape, weight, base.shape, root
+            )
         module = weight.removesuffix(".weight")
         if a.shape[0] != config.module_rank(module):
             raise BadInput(

@@ -18,16 +18,23 @@ def _vocab_size(summary: GGUFSummary) -> int | None:
     return summary.array_lengths.get("tokenizer.ggml.tokens")
 
 
+def _file_facts(summary: GGUFSummary, kind: str) -> dict:
+    """What every report part starts with: the file, its architecture, name, size and tensor types."""
+    return {
+        "kind": kind,
+        "path": str(summary.path),
+        "size": summary.size,
+        "architecture": summary.architecture,
+        "name": summary.metadata.get("general.name"),
+        "parameters": summary.parameters,
+        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+    }
+
+
 def describe_model(summary: GGUFSummary) -> dict:
     meta, arch = summary.metadata, summary.architecture
     return {
-        "kind": "model",
-        "path": str(summary.path),
-        "size": summary.size,
-        "architecture": arch,
-        "name": meta.get("general.name"),
-        "parameters": summary.parameters,
-        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        **_file_facts(summary, "model"),
         "context_length": meta.get(f"{arch}.context_length"),
         "embedding_length": summary.embedding_length,
         "layers": meta.get(f"{arch}.block_count"),
@@ -41,13 +48,7 @@ def describe_model(summary: GGUFSummary) -> dict:
 def describe_mmproj(summary: GGUFSummary) -> dict:
     meta = summary.metadata
     return {
-        "kind": "mmproj",
-        "path": str(summary.path),
-        "size": summary.size,
-        "architecture": summary.architecture,
-        "name": meta.get("general.name"),
-        "parameters": summary.parameters,
-        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        **_file_facts(summary, "mmproj"),
         "projector_type": meta.get("clip.projector_type"),
         "image_size": meta.get("clip.vision.image_size"),
         "patch_size": meta.get("clip.vision.patch_size"),
@@ -62,13 +63,7 @@ def describe_adapter(summary: GGUFSummary) -> dict:
     """A LoRA adapter GGUF: rank, alpha and modules are smolcli's own keys (other converters' files lack them)."""
     meta = summary.metadata
     return {
-        "kind": "adapter",
-        "path": str(summary.path),
-        "size": summary.size,
-        "architecture": summary.architecture,
-        "name": meta.get("general.name"),
-        "parameters": summary.parameters,
-        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        **_file_facts(summary, "adapter"),
         "adapter_type": meta.get("adapter.type"),
         "rank": meta.get(KEY_RANK),
         "alpha": meta.get("adapter.lora.alpha"),

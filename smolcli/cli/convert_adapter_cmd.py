@@ -15,7 +15,8 @@ def convert_adapter(
         Path, typer.Argument(help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors).")
     ],
     base: Annotated[
-        Path, typer.Option("--base", help="The base checkpoint folder the adapter was trained on (Hugging Face layout).")
+        Path,
+        typer.Option("--base", help="The base checkpoint folder the adapter was trained on (Hugging Face layout)."),
     ],
     outdir: Annotated[
         Optional[Path], typer.Option("--outdir", "-o", help="Where to write the file(s) (default: current folder).")
