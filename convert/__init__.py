@@ -47,6 +47,7 @@ def convert_checkpoint(
     threads: int | None = None,
     adapter: Path | None = None,
     adapter_scale: float = 1.0,
+    adapter_name: str | None = None,
 ) -> ConversionResult:
     """Write NAME-QUANT.gguf and mmproj-NAME-TYPE.gguf; with `adapter` (a PEFT folder), the merged pair."""
     quant = parse_quant(quant, QUANT_TYPES, "quant type")
@@ -55,7 +56,7 @@ def convert_checkpoint(
     vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
     name = name or Path(source).resolve().name
     if adapter is not None:
-        opened = open_adapter(Path(adapter), checkpoint)
+        opened = open_adapter(Path(adapter), checkpoint, adapter_name)
         checkpoint = merged_checkpoint(checkpoint, opened, adapter_scale)
         name = f"{name}-{opened.name}" + (f"-x{adapter_scale:g}" if adapter_scale != 1.0 else "")
         report(
