@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from smolcli.convert.mmproj import MMPROJ_TYPES, write_mmproj
 from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, parse_quant, quantize, tensor_types
 from smolcli.convert.text_model import write_text_model
 from smolcli.convert.vocab import load_vocabulary
+from smolcli.errors import BadInput
 from smolcli.util.staging import stage_beside
 
 DEFAULT_MMPROJ_TYPE = "F16"
@@ -56,6 +58,8 @@ def convert_checkpoint(
     vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
     name = name or Path(source).resolve().name
     if adapter is not None:
+        if not math.isfinite(adapter_scale):
+            raise BadInput(f"{{adapter_scale}} must be a finite number, not {adapter_scale}")
         opened = open_adapter(Path(adapter), checkpoint, adapter_name)
         checkpoint = merged_checkpoint(checkpoint, opened, adapter_scale)
         name = f"{name}-{opened.name}" + (f"-x{adapter_scale:g}" if adapter_scale != 1.0 else "")
