@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from smolcli.convert.adapter_folder import open_adapter
 from smolcli.convert.checkpoint import open_checkpoint
 from smolcli.convert.gguf_out import FLOAT_TYPES, QType
+from smolcli.convert.lora_merge import merged_checkpoint
 from smolcli.convert.mmproj import MMPROJ_TYPES, write_mmproj
 from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, parse_quant, quantize, tensor_types
 from smolcli.convert.text_model import write_text_model
 from smolcli.convert.vocab import load_vocabulary
+from smolcli.errors import BadInput
 from smolcli.util.staging import stage_beside
 
 DEFAULT_MMPROJ_TYPE = "F16"
@@ -43,12 +47,26 @@ def convert_checkpoint(
     name: str | None = None,
     report: Callable[[str], None] = lambda message: None,
     threads: int | None = None,
+    adapter: Path | None = None,
+    adapter_scale: float = 1.0,
+    adapter_name: str | None = None,
 ) -> ConversionResult:
+    """Write NAME-QUANT.gguf and mmproj-NAME-TYPE.gguf; with `adapter` (a PEFT folder), the merged pair."""
     quant = parse_quant(quant, QUANT_TYPES, "quant type")
     mmproj_type = parse_quant(mmproj_type, MMPROJ_TYPES, "mmproj type")
     checkpoint = open_checkpoint(Path(source))
     vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
     name = name or Path(source).resolve().name
+    if adapter is not None:
+        if not math.isfinite(adapter_scale):
+            raise BadInput(f"{{adapter_scale}} must be a finite number, not {adapter_scale}")
+        opened = open_adapter(Path(adapter), checkpoint, adapter_name)
+        checkpoint = merged_checkpoint(checkpoint, opened, adapter_scale)
+        name = f"{name}-{opened.name}" + (f"-x{adapter_scale:g}" if adapter_scale != 1.0 else "")
+        report(
+            f"merging adapter {opened.root} ({len(opened.modules)} LoRA modules"
+            f"{', DoRA' if opened.is_dora else ''}, {len(opened.replaced)} replaced tensors) in float32"
+        )
     outdir = Path(outdir) if outdir is not None else Path.cwd()
     outdir.mkdir(parents=True, exist_ok=True)
     model_path, mmproj_path = output_paths(outdir, name, quant, mmproj_type)
@@ -61,7 +79,9 @@ def convert_checkpoint(
         if quant in FLOAT_TYPES:
             write_text_model(checkpoint, vocabulary, staged_model, FLOAT_TYPES[quant], name, report, model_path.name)
         else:
-            intermediate = LOSSLESS_INTERMEDIATE.get(checkpoint.source_dtype, QType.F32)
+            # merged weights are float32: rounding them to 16 bits before quantizing would round twice
+            source_dtype = "F32" if adapter is not None else checkpoint.source_dtype
+            intermediate = LOSSLESS_INTERMEDIATE.get(source_dtype, QType.F32)
             staged_float = stage / "float.gguf"
             write_text_model(
                 checkpoint,

@@ -56,6 +56,9 @@ SETTINGS = (
     "prebuilt",
     "json_schema",
     "grammar",
+    "lora",
+    "adapter",
+    "adapter_scale",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
 from smolcli.errors import BadInput
 from smolcli.runtime.embedding_cache import EmbeddingCache
@@ -63,8 +64,11 @@ class LoadOptions:
     max_tiles: int | None = None  # or: the largest size that keeps every image of a question within N tiles
     verbose: bool = False  # llama.cpp's log on stderr
     offline: bool = False  # never touch the network: a model name must be in the local store
+    # LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)
+    lora: tuple = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lora", parse_lora(self.lora))
         if self.threads is not None and self.threads < 1:
             raise BadInput(f"{{threads}} must be at least 1, not {self.threads}")
         if self.ctx is not None and self.ctx < 1:
@@ -95,4 +99,5 @@ class LoadOptions:
             verbose=self.verbose,
             embedding_cache=EmbeddingCache.default() if self.embedding_cache else None,
             repack_weights=self.repack_weights,
+            lora=self.lora,
         )

@@ -86,9 +86,10 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from smolcli.cli import convert_cmd
+    from smolcli.cli import convert_adapter_cmd, convert_cmd
 
     app.command("convert")(convert_cmd.convert)
+    app.command("convert-adapter")(convert_adapter_cmd.convert_adapter)
 
     from smolcli.cli import ask_cmd, chat_cmd
 

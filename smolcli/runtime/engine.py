@@ -34,6 +34,7 @@ class EngineOptions:
     repack_weights: bool = False
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
+    lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
 
 
 @dataclass
@@ -135,6 +136,12 @@ class Engine:
             )
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.adapters = []
+        try:
+            self._load_adapters()
+        except BaseException:
+            self.close()
+            raise
         self.load_seconds = time.perf_counter() - started
         if files.mmproj is not None:
             self.files = dataclasses.replace(files, mmproj=None)
@@ -171,6 +178,27 @@ class Engine:
         self._mmproj_digest = None
         self.load_seconds += time.perf_counter() - started
 
+    def _load_adapters(self) -> None:
+        """llama.cpp's LoRA adapters, loaded once with the model and set on each context it creates."""
+        for path, _ in self.options.lora:
+            adapter = self._llama.llama_adapter_lora_init(self.model, str(path).encode())
+            if not adapter:
+                raise ModelFileError(
+                    f"{path}: llama.cpp could not load this LoRA adapter on {self.files.model.path.name} "
+                    "(made for another base?); rerun with {verbose} for its log",
+                    path=path,
+                )
+            self.adapters.append(adapter)  # freed with the model
+
+    def _set_adapters(self) -> None:
+        if not self.adapters:
+            return
+        llama_cpp = self._llama
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(self.adapters))(*self.adapters)
+        scales = (ctypes.c_float * len(self.adapters))(*(scale for _, scale in self.options.lora))
+        if llama_cpp.llama_set_adapters_lora(self.ctx, handles, len(self.adapters), scales) != 0:
+            raise SmolcliError("llama.cpp could not apply the LoRA adapters to the context")
+
     # --- context -------------------------------------------------------------------------
 
     @property
@@ -206,6 +234,7 @@ class Engine:
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(params.n_batch)
         self.n_past = 0
+        self._set_adapters()
 
     def detach_context(self) -> "ContextState | None":
         """Take the context out of the engine, KV cache and all, so that another can be made or attached."""
