@@ -55,6 +55,17 @@ def batch(
         Optional[bool],
         typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: when stderr is a terminal)."),
     ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Answer on a running Ray cluster (ray://HOST:10001, HOST:6379 or auto), or 'local' for a Ray started here; needs smolcli[ray].",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", min=1, help="With --ray: actors, each loading the model once.")
+    ] = 1,
     settings: LoadOptions = None,
     generation: GenerationSettings = None,
 ) -> None:
@@ -84,6 +95,16 @@ def batch(
     results = ResultFile(output, retry_errors) if output is not None else None
     write = results.write if results else _write_stdout
     bar = _Bar(len(items), show_progress if show_progress is not None else sys.stderr.isatty())
+    if ray is not None:
+        summary = _on_ray(ray, ray_actors, model, settings, items, defaults, write, results, parts, sidecar)
+    else:
+        summary = _here(model, settings, items, defaults, write, results, parts, sidecar, overwrite, bar)
+    progress(f"{summary.answered} answered, {summary.failed} failed, {summary.skipped} skipped")
+    if summary.failed:
+        raise typer.Exit(SOME_FAILED)
+
+
+def _here(model, settings, items, defaults, write, results, parts, sidecar, overwrite, bar):
     try:
         with Model.open(model, settings, report=progress) as loaded:
             summary = run_batch(
@@ -93,9 +114,24 @@ def batch(
         bar.close()
         if results:
             results.close()
-    progress(f"{summary.answered} answered, {summary.failed} failed, {summary.skipped} skipped")
-    if summary.failed:
-        raise typer.Exit(SOME_FAILED)
+    return summary
+
+
+def _on_ray(address, actors, model, settings, items, defaults, write, results, parts, sidecar):
+    if sidecar:
+        raise BadInput("--sidecar writes beside the images on this machine: run it without --ray")
+    try:
+        from smolcli.plugins.ray_batch import run_batch_on_ray
+    except ImportError:
+        raise BadInput("--ray needs Ray: pip install 'smolcli[ray]'") from None
+    done = results.done if results else set()
+    try:
+        summary = run_batch_on_ray(address, model, settings, items, defaults, write, done, parts, actors)
+    finally:
+        if results:
+            results.close()
+    summary.skipped = len(items) - summary.answered - summary.failed
+    return summary
 
 
 def _items(inputs: list[str], prompt: Optional[str]) -> list[BatchItem]:
