@@ -12,6 +12,7 @@ from smolcli.runtime.engine import EngineOptions
 from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
+from smolcli.util.threads import check_threads
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,7 @@ class LoadOptions:
     offline: bool = False  # never touch the network: a model name must be in the local store
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise BadInput(f"{{threads}} must be at least 1, not {self.threads}")
+        check_threads(self.threads)
         if self.ctx is not None and self.ctx < 1:
             raise BadInput(f"{{ctx}} must be a positive number of tokens, not {self.ctx}")
         if self.cache_type is not None and self.cache_type not in KV_CACHE_TYPES:

@@ -46,6 +46,8 @@ def convert(
     from smolcli.runtime import llama_logging
 
     llama_logging.configure(verbose)
-    result = convert_checkpoint(source, outdir, quant, mmproj_type, name, report=progress, threads=threads)
+    result = convert_checkpoint(
+        source, outdir, quant, mmproj_type, name, report=progress, threads=threads, verbose=verbose
+    )
     typer.echo(str(result.model))
     typer.echo(str(result.mmproj))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Generator
 
-from smolcli.errors import ContextFull
+from smolcli.errors import ContextFull, SmolcliError
 from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
@@ -69,7 +69,12 @@ class ChatSession:
         images = list(self.pending_images)
         content = place_images(text, len(images))
         rendered = next_turn(content) if self.messages else first_turn(content, self.system)
-        prompt = self.engine.tokenize(rendered, images)
+        try:
+            prompt = self.engine.tokenize(rendered, images)
+        except SmolcliError:
+            # an image mtmd refused would fail every later message too: it goes, the conversation stays
+            self.pending_images.clear()
+            raise
         try:
             self._ensure_context(prompt.n_tokens)
             start = self.engine.n_past
