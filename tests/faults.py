@@ -27,6 +27,16 @@ def smolcli(*args, env: dict | None = None, timeout: float = 120, **kwargs) -> s
     )
 
 
+def in_process(*args) -> subprocess.CompletedProcess:
+    """The same CLI through Typer's runner, for checks that need no process of their own (faster)."""
+    from typer.testing import CliRunner
+
+    from smolcli.cli.app import app
+
+    result = CliRunner().invoke(app, list(map(str, args)))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def error_line(done: subprocess.CompletedProcess, *words: str, code: int = 1, progress: bool = False) -> str:
     """A failure the user can act on: `code`, one 'error:' line naming the thing, no traceback, nothing on stdout.
 

@@ -71,10 +71,8 @@ class ChatSession:
         rendered = next_turn(content) if self.messages else first_turn(content, self.system)
         try:
             prompt = self.engine.tokenize(rendered, images)
-        except SmolcliError:
-            # an image mtmd refused would fail every later message too: it goes, the conversation stays
-            self.pending_images.clear()
-            raise
+        except SmolcliError as error:
+            raise self._drop_images(error) from None
         try:
             self._ensure_context(prompt.n_tokens)
             start = self.engine.n_past
@@ -87,6 +85,8 @@ class ChatSession:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
                 self.engine.rewind(start)
                 raise
+        except SmolcliError as error:
+            raise self._drop_images(error) from None
         finally:
             prompt.free()
         self.turns.append(TurnStats(prompt.n_tokens, prompt.n_image_tokens, len(answer.tokens)))
@@ -94,6 +94,15 @@ class ChatSession:
         self.messages.append(Message("assistant", answer.text, finish_reason=answer.finish_reason))
         self.pending_images.clear()
         return answer
+
+    def _drop_images(self, error: SmolcliError) -> SmolcliError:
+        """A refused turn's images go with it: kept attached, they would fail every later message too."""
+        if self.pending_images:
+            count = len(self.pending_images)
+            self.pending_images.clear()
+            what = "the image attached to it was" if count == 1 else f"the {count} images attached to it were"
+            error.message += f" ({what} dropped)"
+        return error
 
     def _ensure_context(self, first_turn_tokens: int) -> None:
         engine = self.engine
