@@ -17,7 +17,7 @@ from smolcli.convert.quantize import DEFAULT_QUANT, QUANT_TYPES, fallbacks, pars
 from smolcli.convert.text_model import write_text_model
 from smolcli.convert.vocab import load_vocabulary
 from smolcli.errors import BadInput, DiskFull, SmolcliError
-from smolcli.util.disk_full import DISK_FULL
+from smolcli.util.disk_full import is_disk_full
 from smolcli.util.os_errors import os_error_text
 from smolcli.util.staging import remove_abandoned, replace_together, stage_beside
 from smolcli.util.threads import check_threads
@@ -57,9 +57,11 @@ def convert_checkpoint(
     mmproj_type = parse_quant(mmproj_type, MMPROJ_TYPES, "mmproj type")
     check_threads(threads)
     name = check_name(name) if name is not None else check_name(Path(source).resolve().name, given=False)
+    outdir = Path(outdir) if outdir is not None else Path.cwd()
+    if outdir.exists() and not outdir.is_dir():
+        raise BadInput(f"{{outdir}} {outdir} is a file, not a folder; choose a folder (it is made when missing)")
     checkpoint = open_checkpoint(Path(source))
     vocabulary = load_vocabulary(checkpoint.root, checkpoint.family, checkpoint.text["vocab_size"])
-    outdir = Path(outdir) if outdir is not None else Path.cwd()
     model_path, mmproj_path = output_paths(outdir, name, quant, mmproj_type)
     report(f"converting {checkpoint.generation} checkpoint {checkpoint.root} ({checkpoint.source_dtype} weights)")
 
@@ -103,20 +105,20 @@ def convert_checkpoint(
 def output_error(error: OSError, outdir: Path, model_path: Path, mmproj_path: Path) -> SmolcliError:
     """A write that failed in the output folder, as one line naming the folder and the fix; nothing stays."""
     outputs = f"{model_path.name} and {mmproj_path.name}"
-    if error.errno in DISK_FULL:
+    if is_disk_full(error):
         return DiskFull(
             f"{outdir}: no space left on this disk for {outputs} ({size_text(shutil.disk_usage(outdir).free)} free); "
-            "free some space or choose --outdir on another disk; nothing was written"
+            "free some space or choose {outdir} on another disk; nothing was written"
         )
     if error.errno == errno.EROFS:
-        return SmolcliError(f"{outdir}: read-only file system, {outputs} cannot be written; choose another --outdir")
+        return SmolcliError(f"{outdir}: read-only file system, {outputs} cannot be written; choose another {outdir}")
     return SmolcliError(f"could not write {outputs}: {os_error_text(error)}")
 
 
 def check_name(name: str, given: bool = True) -> str:
     """A base name for the output files: one plain file name that stays inside the output folder."""
-    fix = "give --name a plain name such as SmolVLM-256M" if given else "name the outputs with --name"
-    what = f"--name {name!r}" if given else f"the source folder's name {name!r}"
+    fix = "give {name} a plain name such as SmolVLM-256M" if given else "name the outputs with {name}"
+    what = f"{{name}} {name!r}" if given else f"the source folder's name {name!r}"
     if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
         raise BadInput(f"{what} is not a file name (no folders, no '..'); {fix}")
     if name != name.strip() or name.startswith((".", "-")) or any(ord(c) < 32 or ord(c) == 127 for c in name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -10,9 +11,8 @@ from pathlib import Path
 
 import gguf
 
-from smolcli.errors import DiskFull, SmolcliError
+from smolcli.errors import SmolcliError
 from smolcli.util.threads import usable_cores
-from smolcli.util.units import size_text
 
 FileType = gguf.LlamaFileType
 
@@ -91,11 +91,8 @@ def quantize(source: Path, target: Path, quant: str, threads: int | None = None,
     if status == 0:
         return
     if _disk_full(source, target, log_text):
-        raise DiskFull(
-            f"{target.parent}: no space left to write the {quant} model (the disk has "
-            f"{size_text(shutil.disk_usage(target.parent).free)} free, the float model it comes from is "
-            f"{size_text(source.stat().st_size)}); free some space or convert with --outdir on another disk"
-        )
+        # as a writer's own full-disk error, so the caller names its output folder (convert_checkpoint does)
+        raise OSError(errno.ENOSPC, "No space left on device (llama.cpp's quantizer)", str(target))
     what = f"crashed (signal {-status})" if status < 0 else f"failed (status {status})"
     raise SmolcliError(f"llama.cpp's quantizer {what} on {quant}; rerun with {{verbose}} for its log")
 

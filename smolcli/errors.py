@@ -45,6 +45,9 @@ SETTINGS = (
     "mmproj_type",
     "revision",
     "prebuilt",
+    # smolcli.convert.convert_checkpoint's
+    "outdir",
+    "name",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -38,6 +38,19 @@ def _quiet_stdout() -> None:
         pass
 
 
+# the functions that write to stdout: an OSError raised inside one is stdout's (/dev/full, a dead disk)
+_STDOUT_WRITERS = {"echo", "write_answer", "flush"}
+
+
+def _writing_stdout(error: OSError) -> bool:
+    if error.filename is not None:
+        return False
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_name in _STDOUT_WRITERS
+
+
 class SmolcliGroup(TyperGroup):
     """Catches errors once, at the edge: one line on stderr, a meaningful exit code."""
 
@@ -66,7 +79,11 @@ class SmolcliGroup(TyperGroup):
         except OSError as error:
             if _debug():
                 raise
-            click.echo(f"error: {os_error_text(error)}", err=True)
+            if _writing_stdout(error):
+                _quiet_stdout()  # what is still buffered would fail again at exit
+                click.echo(f"error: {os_error_text(error, 'stdout')} (the output was cut short)", err=True)
+            else:
+                click.echo(f"error: {os_error_text(error)}", err=True)
             ctx.exit(1)
         except UnicodeError as error:
             if _debug():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-from smolcli.util.disk_full import DISK_FULL
+from smolcli.util.disk_full import is_disk_full
 
 # errno -> (what is wrong, what to do)
 _CLASSES: dict[int, tuple[str, str]] = {
@@ -30,7 +30,7 @@ _DISK_FULL_TEXT = ("no space left on the disk", "free some space, or write to an
 
 def os_error_text(error: OSError, fallback_file: str | None = None) -> str:
     """'<file>: <what is wrong>; <what to do>' for an OSError."""
-    what, fix = _DISK_FULL_TEXT if error.errno in DISK_FULL else _CLASSES.get(error.errno, (None, None))
+    what, fix = _DISK_FULL_TEXT if is_disk_full(error) else _CLASSES.get(error.errno, (None, None))
     if what is None:
         what, fix = (error.strerror or str(error)).rstrip(".").lower(), "check the file and run again"
     name = error.filename if error.filename is not None else fallback_file
