@@ -52,6 +52,7 @@ def parse_quant(name: str, choices: dict[str, object], what: str) -> str:
     return key
 
 
+WORKER = Path(__file__).with_name("quantize_worker.py")
 POLL_SECONDS = 0.1  # how often the parent looks at the quantizer: Ctrl-C stops it within this
 
 
@@ -64,8 +65,7 @@ def quantize(source: Path, target: Path, quant: str, threads: int | None = None,
     log_path = target.with_name(f"{target.name}.log")
     command = [
         sys.executable,
-        "-m",
-        "smolcli.convert.quantize_worker",
+        str(WORKER),  # the file itself, not -m: it needs llama_cpp only, not smolcli's imports
         str(source),
         str(target),
         str(int(QUANT_TYPES[quant])),

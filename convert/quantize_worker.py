@@ -1,4 +1,4 @@
-"""`python -m smolcli.convert.quantize_worker`: llama.cpp's quantizer in a process of its own.
+"""`python quantize_worker.py SOURCE TARGET FTYPE THREADS PARENT_PID`: llama.cpp's quantizer in a process of its own.
 
 llama_model_quantize runs for minutes on the 2.2B model inside one C call, and llama-cpp-python's log
 callback swallows a KeyboardInterrupt raised there (ctypes prints a traceback and goes on). Run in a
