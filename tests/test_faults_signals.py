@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -141,3 +142,33 @@ def test_when_the_second_rename_fails_the_old_pair_stays_whole(numpy_checkpoint,
     assert _digests(old.model, old.mmproj) == before, "half of a new pair replaced half of the old one"
     assert sorted(p.name for p in outdir.iterdir()) == sorted([old.model.name, old.mmproj.name])
     assert hidden_leftovers(outdir) == []
+
+
+IN_PROCESS_QUANTIZE = r"""
+import signal, sys
+import llama_cpp
+from smolcli.runtime import llama_logging
+llama_logging.configure(verbose=False)
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype, params.nthread = 12, 1  # Q3_K_M: about a second for this model
+signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
+signal.setitimer(signal.ITIMER_REAL, 0.2)  # Ctrl-C while llama.cpp is inside the call, logging
+try:
+    llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_inside_a_llama_call_is_not_swallowed_by_the_log_callback(slow_checkpoint, tmp_path):
+    """Quiet logging runs no Python inside llama.cpp, so the interrupt is raised when the call returns
+    (with llama-cpp-python's Python callback, ctypes printed a traceback and the interrupt was lost)."""
+    float_pair = convert_checkpoint(slow_checkpoint, tmp_path, "BF16", "F16", name="float")
+    done = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS_QUANTIZE, str(float_pair.model), str(tmp_path / "q8.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "interrupted", (done.stdout, done.stderr)
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
