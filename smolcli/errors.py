@@ -59,6 +59,9 @@ SETTINGS = (
     "lora",
     "adapter",
     "adapter_scale",
+    # smolcli.convert.convert_checkpoint's
+    "outdir",
+    "name",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -14,6 +14,7 @@ from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.grammar import Constraint, grammar_constraint, schema_constraint
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
+from smolcli.util.threads import check_threads
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,7 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora", parse_lora(self.lora))
-        if self.threads is not None and self.threads < 1:
-            raise BadInput(f"{{threads}} must be at least 1, not {self.threads}")
+        check_threads(self.threads)
         if self.ctx is not None and self.ctx < 1:
             raise BadInput(f"{{ctx}} must be a positive number of tokens, not {self.ctx}")
         if self.cache_type is not None and self.cache_type not in KV_CACHE_TYPES:

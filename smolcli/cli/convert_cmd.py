@@ -68,6 +68,7 @@ def convert(
         threads=threads,
         adapter=adapter,
         adapter_scale=adapter_scale,
+        verbose=verbose,
     )
     typer.echo(str(result.model))
     typer.echo(str(result.mmproj))

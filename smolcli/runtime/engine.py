@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +17,11 @@ from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.images import RGBImage
+from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
+from smolcli.runtime.images import RGBImage, stretched
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
+from smolcli.util.threads import usable_cores
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Prompt:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return usable_cores()
 
 
 class Engine:
@@ -276,6 +277,7 @@ class Engine:
             raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
         if images and self.mtmd_ctx is None:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
+        images = [self._fit_for_tiling(img) for img in images]
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
@@ -284,10 +286,13 @@ class Engine:
             )
             for img in images
         ]
+        copies: dict[str, int] = {}  # digest -> how many times that image is in the prompt
         if self.options.embedding_cache is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
-                mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
+                digest = image_digest(img.width, img.height, img.pixels)
+                copies[digest] = copies.get(digest, 0) + 1
+                mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
@@ -301,7 +306,15 @@ class Engine:
         finally:
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
-        return Prompt(handle, self._describe(handle))
+        return Prompt(handle, self._describe(handle, copies))
+
+    def _fit_for_tiling(self, image: RGBImage) -> RGBImage:
+        """A very thin image stretched as transformers would (image_tiles.thin_side_target): mtmd refuses it."""
+        if self.files.mmproj is None:
+            return image
+        size = tile_size_of(self.files.mmproj)
+        target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
+        return stretched(image, target) if target else image
 
     def _text_only_prompt(self, encoded: bytes, add_special: bool, handle) -> Prompt:
         self._mtmd.mtmd_input_chunks_free(handle)
@@ -317,10 +330,13 @@ class Engine:
             raise SmolcliError("the prompt could not be tokenized")
         return count, list(buffer[:count])
 
-    def _describe(self, handle) -> list[Chunk]:
+    def _describe(self, handle, copies: dict[str, int]) -> list[Chunk]:
+        """The prompt's chunks; an image tile is keyed by its image's content and its index within that image,
+        so the same image given twice has the same keys both times (and the second copy hits the cache)."""
         mtmd = self._mtmd
         chunks = []
         tiles_seen: dict[str, int] = {}
+        tiles_per_copy = self._tiles_per_copy(handle, copies)
         for index in range(mtmd.mtmd_input_chunks_size(handle)):
             chunk = mtmd.mtmd_input_chunks_get(handle, index)
             n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
@@ -330,10 +346,21 @@ class Engine:
                 chunks.append(Chunk("text", n_tokens, [pointer[i] for i in range(count.value)]))
             else:
                 image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
-                tile = tiles_seen.get(image, 0)
-                tiles_seen[image] = tile + 1
-                chunks.append(Chunk("image", n_tokens, image=image, tile=tile))
+                seen = tiles_seen.get(image, 0)
+                tiles_seen[image] = seen + 1
+                chunks.append(Chunk("image", n_tokens, image=image, tile=seen % tiles_per_copy.get(image, seen + 1)))
         return chunks
+
+    def _tiles_per_copy(self, handle, copies: dict[str, int]) -> dict[str, int]:
+        mtmd = self._mtmd
+        totals: dict[str, int] = {}
+        for index in range(mtmd.mtmd_input_chunks_size(handle)):
+            chunk = mtmd.mtmd_input_chunks_get(handle, index)
+            if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
+                totals[image] = totals.get(image, 0) + 1
+        # copies of one image are cut alike, so each has total / copies tiles
+        return {image: max(1, total // copies.get(image, 1)) for image, total in totals.items()}
 
     # --- evaluation ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from smolcli.models.registry import PrebuiltPair
 from smolcli.store import hub
 from smolcli.store.model_ref import ModelName
 from smolcli.store.model_store import ModelStore, Provenance, StoredModel
+from smolcli.util.threads import check_threads
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 Report = Callable[[str], None]
@@ -28,6 +29,9 @@ class PullOptions:
     revision: str = "main"
     force: bool = False
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)  # before anything is downloaded
 
 
 def offline_error(ref: ModelName, store: ModelStore) -> HubError:
