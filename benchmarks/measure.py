@@ -13,11 +13,14 @@ import sys
 import time
 
 # ru_maxrss survives fork and exec on Linux (a child would report its parent's peak); VmHWM belongs to this process
+# A step's own children count too: llama.cpp's quantizer runs in one (smolcli.convert.quantize_worker).
 PEAK_RSS = r"""
 def peak_rss():
+    import resource
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+            own = int(line.split()[1]) * 1024
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 """
 
 

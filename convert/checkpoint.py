@@ -134,6 +134,11 @@ def resolve_preprocessor(family: ModelFamily, root: Path, vision: dict) -> dict:
     return merged
 
 
+def pickled_files(root: Path) -> list[str]:
+    """Weights saved with pickle, which smolcli never loads (unpickling runs arbitrary code)."""
+    return sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+
+
 def index_tensors(root: Path, family: ModelFamily) -> dict[str, TensorEntry]:
     index_path = root / "model.safetensors.index.json"
     if index_path.is_file():
@@ -147,7 +152,7 @@ def index_tensors(root: Path, family: ModelFamily) -> dict[str, TensorEntry]:
     else:
         files = sorted(p.name for p in root.glob("*.safetensors"))
         if not files:
-            pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            pickles = pickled_files(root)
             if pickles:
                 raise SmolcliError(
                     f"{root}: only pickle checkpoints ({', '.join(pickles)}); smolcli never unpickles: "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
 
 from smolcli.errors import SmolcliError
+from smolcli.util.threads import usable_cores
 
 FileType = gguf.LlamaFileType
 
@@ -47,17 +52,56 @@ def parse_quant(name: str, choices: dict[str, object], what: str) -> str:
     return key
 
 
-def quantize(source: Path, target: Path, quant: str, threads: int | None = None) -> None:
-    import llama_cpp
+WORKER = Path(__file__).with_name("quantize_worker.py")
+POLL_SECONDS = 0.1  # how often the parent looks at the quantizer: Ctrl-C stops it within this
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(QUANT_TYPES[quant])
-    params.nthread = threads or os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
-    if status != 0:
-        raise SmolcliError(
-            f"llama.cpp could not quantize to {quant} (status {status}); rerun with {{verbose}} for its log"
-        )
+
+def quantize(source: Path, target: Path, quant: str, threads: int | None = None, verbose: bool = False) -> None:
+    """llama.cpp's quantizer, in a child process (see quantize_worker) that Ctrl-C and SIGTERM stop at once.
+
+    Its log (and ggml's crash handler, which writes to stdout) goes to stderr with `verbose`, else to a
+    file beside `target` that is read for the cause of a failure.
+    """
+    log_path = target.with_name(f"{target.name}.log")
+    command = [
+        sys.executable,
+        str(WORKER),  # the file itself, not -m: it needs llama_cpp only, not smolcli's imports
+        str(source),
+        str(target),
+        str(int(QUANT_TYPES[quant])),
+        str(threads or usable_cores()),
+        str(os.getpid()),
+    ]
+    with open(log_path, "wb") as log:
+        output = sys.stderr.fileno() if verbose else log.fileno()
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        try:
+            while True:
+                try:
+                    status = child.wait(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if child.poll() is None:  # interrupted, terminated, or any error here: the child goes too
+                child.kill()
+                child.wait()
+    log_text = log_path.read_text(errors="replace")
+    log_path.unlink(missing_ok=True)
+    if status == 0:
+        return
+    if _disk_full(source, target, log_text):
+        # as a writer's own full-disk error, so the caller names its output folder (convert_checkpoint does)
+        raise OSError(errno.ENOSPC, "No space left on device (llama.cpp's quantizer)", str(target))
+    what = f"crashed (signal {-status})" if status < 0 else f"failed (status {status})"
+    raise SmolcliError(f"llama.cpp's quantizer {what} on {quant}; rerun with {{verbose}} for its log")
+
+
+def _disk_full(source: Path, target: Path, log_text: str) -> bool:
+    # llama.cpp reports a failed write as a C++ exception in its log; the free space tells the rest
+    if "No space left" in log_text or "ENOSPC" in log_text:
+        return True
+    return shutil.disk_usage(target.parent).free < source.stat().st_size
 
 
 def tensor_types(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:

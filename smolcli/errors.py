@@ -56,6 +56,12 @@ SETTINGS = (
     "prebuilt",
     "json_schema",
     "grammar",
+    "lora",
+    "adapter",
+    "adapter_scale",
+    # smolcli.convert.convert_checkpoint's
+    "outdir",
+    "name",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

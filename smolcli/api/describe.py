@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smolcli.convert.lora_adapter import KEY_BASE, KEY_MMPROJ, KEY_MODULES, KEY_RANK, KEY_RSLORA
 from smolcli.errors import ModelFileError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.model_files import fit_problem, mmproj_beside
@@ -17,16 +18,23 @@ def _vocab_size(summary: GGUFSummary) -> int | None:
     return summary.array_lengths.get("tokenizer.ggml.tokens")
 
 
+def _file_facts(summary: GGUFSummary, kind: str) -> dict:
+    """What every report part starts with: the file, its architecture, name, size and tensor types."""
+    return {
+        "kind": kind,
+        "path": str(summary.path),
+        "size": summary.size,
+        "architecture": summary.architecture,
+        "name": summary.metadata.get("general.name"),
+        "parameters": summary.parameters,
+        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+    }
+
+
 def describe_model(summary: GGUFSummary) -> dict:
     meta, arch = summary.metadata, summary.architecture
     return {
-        "kind": "model",
-        "path": str(summary.path),
-        "size": summary.size,
-        "architecture": arch,
-        "name": meta.get("general.name"),
-        "parameters": summary.parameters,
-        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        **_file_facts(summary, "model"),
         "context_length": meta.get(f"{arch}.context_length"),
         "embedding_length": summary.embedding_length,
         "layers": meta.get(f"{arch}.block_count"),
@@ -40,13 +48,7 @@ def describe_model(summary: GGUFSummary) -> dict:
 def describe_mmproj(summary: GGUFSummary) -> dict:
     meta = summary.metadata
     return {
-        "kind": "mmproj",
-        "path": str(summary.path),
-        "size": summary.size,
-        "architecture": summary.architecture,
-        "name": meta.get("general.name"),
-        "parameters": summary.parameters,
-        "tensor_types": dict(sorted(summary.tensor_types.items(), key=lambda item: -item[1])),
+        **_file_facts(summary, "mmproj"),
         "projector_type": meta.get("clip.projector_type"),
         "image_size": meta.get("clip.vision.image_size"),
         "patch_size": meta.get("clip.vision.patch_size"),
@@ -54,6 +56,21 @@ def describe_mmproj(summary: GGUFSummary) -> dict:
         "projection_dim": summary.projection_dim,
         "vision_embedding_length": meta.get("clip.vision.embedding_length"),
         "vision_layers": meta.get("clip.vision.block_count"),
+    }
+
+
+def describe_adapter(summary: GGUFSummary) -> dict:
+    """A LoRA adapter GGUF: rank, alpha and modules are smolcli's own keys (other converters' files lack them)."""
+    meta = summary.metadata
+    return {
+        **_file_facts(summary, "adapter"),
+        "adapter_type": meta.get("adapter.type"),
+        "rank": meta.get(KEY_RANK),
+        "alpha": meta.get("adapter.lora.alpha"),
+        "rslora": meta.get(KEY_RSLORA),
+        "modules": ", ".join(meta.get(KEY_MODULES) or []) or None,
+        "base_model": meta.get(KEY_BASE),
+        "merged_mmproj": meta.get(KEY_MMPROJ),
     }
 
 
@@ -95,6 +112,8 @@ def build_report(path: Path, mmproj: Path | None = None) -> dict:
     if path.is_dir():
         path, _ = _files_in_folder(path)
     summary = read_gguf(path)
+    if summary.kind == "adapter":
+        return {"model": None, "mmproj": None, "adapter": describe_adapter(summary), "fits": None, "fit_problem": None}
     if summary.kind == "mmproj":
         if mmproj is not None:
             raise ModelFileError(f"{path}: is an mmproj file; give the language model first and this as {{mmproj}}")

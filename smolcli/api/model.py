@@ -13,6 +13,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+from smolcli.api.adapters import check_adapters
 from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
 from smolcli.api.detail import mmproj_for_detail
 from smolcli.api.memory import MemoryBudget
@@ -55,13 +56,15 @@ def load(
     max_tiles: int | None = None,
     verbose: bool = False,
     offline: bool = False,
+    lora: Sequence = (),
     report: Report = _quiet,
 ) -> "Model":
     """Load a SmolVLM pair: a registry name, a Hub repo id, a language-model GGUF or a folder holding a pair.
 
     A name is pulled (downloaded and converted) on first use and read from the local store from
     then on. The defaults are the CLI's: every layer on the GPU when llama.cpp was built with one,
-    a context sized to each prompt, the image-embedding cache on. `report` receives progress lines
+    a context sized to each prompt, the image-embedding cache on. `lora` stacks LoRA adapter GGUFs
+    (`smolcli convert-adapter`) on the model: 'a.gguf', 'a.gguf:0.5' or (path, scale). `report` receives progress lines
     (a pull's, for one).
 
     >>> import smolcli
@@ -82,6 +85,7 @@ def load(
         max_tiles=max_tiles,
         verbose=verbose,
         offline=offline,
+        lora=tuple(lora) if not isinstance(lora, (str, Path)) else lora,
     )
     opened = Model.open(model, options, report=report)
     try:
@@ -122,9 +126,10 @@ class Model:
     def open(cls, model: str | Path, options: LoadOptions | None = None, report: Report = _quiet) -> "Model":
         """The pair found and checked, nothing loaded yet: front ends plan memory before the weights load."""
         options = options or LoadOptions()
-        return cls(
-            model_files(model, options.mmproj, need_vision=False, offline=options.offline, report=report), options
-        )
+        # an adapter that changes the vision encoder brings its merged mmproj (an explicit mmproj wins)
+        merged_mmproj = check_adapters(options.lora)
+        mmproj = options.mmproj or merged_mmproj
+        return cls(model_files(model, mmproj, need_vision=False, offline=options.offline, report=report), options)
 
     # --- lifetime ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
 from smolcli.errors import BadInput
 from smolcli.runtime.embedding_cache import EmbeddingCache
@@ -13,6 +14,7 @@ from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.grammar import Constraint, grammar_constraint, schema_constraint
 from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.sampling import SamplingOptions
+from smolcli.util.threads import check_threads
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ class LoadOptions:
     max_tiles: int | None = None  # or: the largest size that keeps every image of a question within N tiles
     verbose: bool = False  # llama.cpp's log on stderr
     offline: bool = False  # never touch the network: a model name must be in the local store
+    # LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)
+    lora: tuple = ()
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise BadInput(f"{{threads}} must be at least 1, not {self.threads}")
+        object.__setattr__(self, "lora", parse_lora(self.lora))
+        check_threads(self.threads)
         if self.ctx is not None and self.ctx < 1:
             raise BadInput(f"{{ctx}} must be a positive number of tokens, not {self.ctx}")
         if self.cache_type is not None and self.cache_type not in KV_CACHE_TYPES:
@@ -95,4 +99,5 @@ class LoadOptions:
             verbose=self.verbose,
             embedding_cache=EmbeddingCache.default() if self.embedding_cache else None,
             repack_weights=self.repack_weights,
+            lora=self.lora,
         )

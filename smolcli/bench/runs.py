@@ -77,18 +77,19 @@ def check_options(options: BenchOptions) -> BenchOptions:
     """The options with names normalized; a SmolcliError naming the fix for anything unusable."""
     from smolcli.convert import MMPROJ_TYPES, QUANT_TYPES
     from smolcli.convert.quantize import parse_quant
+    from smolcli.util.threads import check_threads
 
     shape = shape_named(options.shape)
     quant = parse_quant(options.quant, QUANT_TYPES, "quant type (--quant)")
     mmproj_type = parse_quant(options.mmproj_type, MMPROJ_TYPES, "mmproj type (--mmproj-type)")
-    for flag, value in (("--tokens", options.tokens), ("--repeats", options.repeats), ("--threads", options.threads)):
+    for flag, value in (("--tokens", options.tokens), ("--repeats", options.repeats)):
         if value is not None and value < 1:
             raise SmolcliError(f"{flag} must be at least 1, not {value}")
     for flag, values in (("--max-tiles", options.max_tiles), ("--image-size", options.image_sizes)):
         for value in values:
             if value < 1:
                 raise SmolcliError(f"{flag} must be at least 1, not {value}")
-    threads = options.threads or default_threads()
+    threads = check_threads(options.threads) or default_threads()
     return BenchOptions(
         shape,
         quant,

@@ -76,6 +76,10 @@ def chat(
 def _converse(session: Chat, interactive: bool) -> int:
     """The read-answer loop; a bad message or command is reported and the conversation goes on."""
     failures = 0
+    if hasattr(sys.stdin, "reconfigure"):
+        # a line with a byte that is not UTF-8 reads as a lone surrogate, which the library refuses for that
+        # line alone; strict decoding would raise out of readline() and end the whole chat
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         progress(HELP)
     while True:

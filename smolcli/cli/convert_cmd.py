@@ -31,6 +31,16 @@ def convert(
         Optional[int], typer.Option("--threads", "-t", help="Threads for quantizing (default: all cores).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's log on stderr.")] = False,
+    adapter: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--adapter",
+            help="A PEFT LoRA/DoRA adapter folder (adapter_config.json + adapter_model.safetensors) to merge in first, in float32; the outputs are named after it.",
+        ),
+    ] = None,
+    adapter_scale: Annotated[
+        float, typer.Option("--adapter-scale", help="Multiply the adapter's change by this (1: as trained).")
+    ] = 1.0,
 ) -> None:
     """Convert a SmolVLM / SmolVLM2 checkpoint to NAME-QUANT.gguf and mmproj-NAME-TYPE.gguf.
 
@@ -41,11 +51,24 @@ def convert(
       smolcli convert ./SmolVLM-256M-Instruct
 
       smolcli convert ./SmolVLM-Instruct --quant Q8_0 --mmproj-type Q8_0 -o models/
+
+      smolcli convert ./SmolVLM-256M-Instruct --adapter ./my-finetune
     """
     from smolcli.convert import convert_checkpoint
     from smolcli.runtime import llama_logging
 
     llama_logging.configure(verbose)
-    result = convert_checkpoint(source, outdir, quant, mmproj_type, name, report=progress, threads=threads)
+    result = convert_checkpoint(
+        source,
+        outdir,
+        quant,
+        mmproj_type,
+        name,
+        report=progress,
+        threads=threads,
+        adapter=adapter,
+        adapter_scale=adapter_scale,
+        verbose=verbose,
+    )
     typer.echo(str(result.model))
     typer.echo(str(result.mmproj))

@@ -32,6 +32,13 @@ LABELS = {
     "projection_dim": "projection dim",
     "vision_embedding_length": "vision width",
     "vision_layers": "vision layers",
+    "adapter_type": "adapter type",
+    "rank": "rank",
+    "alpha": "alpha",
+    "rslora": "rsLoRA",
+    "modules": "modules",
+    "base_model": "base model",
+    "merged_mmproj": "merged mmproj",
 }
 
 
@@ -49,8 +56,8 @@ def _value_text(key: str, value) -> str:
 
 def report_lines(report: dict) -> list[str]:
     lines = []
-    for part in ("model", "mmproj"):
-        described = report[part]
+    for part in ("model", "mmproj", "adapter"):
+        described = report.get(part)
         if described is None:
             continue
         lines.append(f"{part}: {described['path']} ({size_text(described['size'])})")
@@ -61,6 +68,8 @@ def report_lines(report: dict) -> list[str]:
         lines.append("pair: fits (the mmproj projects to the model's embedding length)")
     elif report["fits"] is False:
         lines.append(f"pair: does NOT fit: {report['fit_problem']}")
+    elif report.get("adapter") is not None:
+        lines.append("adapter: apply it to its base with --lora FILE[:SCALE] (ask, chat) or load(..., lora=[...])")
     elif report["model"] is not None:
         lines.append("pair: no mmproj-*.gguf beside the model (images need one; pass it with --mmproj)")
     return lines

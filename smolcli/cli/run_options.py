@@ -114,6 +114,14 @@ MaxTiles = Annotated[
         help="Cut each image into at most N tiles (plus its global view), by choosing the largest --image-size that allows it.",
     ),
 ]
+Lora = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--lora",
+        metavar="FILE[:SCALE]",
+        help="A LoRA adapter GGUF (smolcli convert-adapter) applied to the model at run time, SCALE 1 unless given; repeat to stack several.",
+    ),
+]
 
 
 JsonSchema = Annotated[
@@ -152,6 +160,7 @@ def load_settings(
     max_tiles: MaxTiles = None,
     verbose: Verbose = False,
     offline: Offline = False,
+    lora: Lora = None,
 ) -> LoadOptions:
     """The device, memory and detail options ask and chat share, as the library's settings (checked there)."""
     return LoadOptions(
@@ -168,6 +177,7 @@ def load_settings(
         max_tiles=max_tiles,
         verbose=verbose,
         offline=offline,
+        lora=tuple(lora or ()),
     )
 
 

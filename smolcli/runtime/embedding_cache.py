@@ -117,13 +117,19 @@ class EmbeddingCache:
         return len(entries), sum(size for _, size, _ in entries)
 
     def clear(self) -> int:
-        """Remove every entry (and stray temp files); the number of entries removed."""
+        """Remove every entry (and stray temp files); the number of entries removed.
+
+        SmolcliError when some could not be removed (a read-only or foreign folder): never counted as removed."""
         entries = self._entries()
-        for path, _, _ in entries:
-            _remove(path)
+        removed = sum(_remove(path) for path, _, _ in entries)
         for path in self._temp_files():
             _remove(path)
-        return len(entries)
+        if removed < len(entries):
+            raise SmolcliError(
+                f"{self.folder}: removed {removed} of {len(entries)} entries; {len(entries) - removed} could not be "
+                "removed (a read-only folder, or another user's files); check the folder's permissions"
+            )
+        return removed
 
     def _evict(self) -> None:
         entries = sorted(self._entries(), key=lambda entry: entry[2])  # oldest use first
@@ -174,8 +180,11 @@ def _parse(data: bytearray, key: EmbeddingKey) -> np.ndarray | None:
     return np.frombuffer(data, dtype="<f4", offset=HEADER.size)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path) -> bool:
     try:
         path.unlink()
+    except FileNotFoundError:
+        return True  # another process removed it first
     except OSError:
-        pass
+        return False
+    return True

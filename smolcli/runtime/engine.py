@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +17,11 @@ from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.images import RGBImage
+from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
+from smolcli.runtime.images import RGBImage, stretched
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
+from smolcli.util.threads import usable_cores
 
 
 @dataclass
@@ -34,6 +35,7 @@ class EngineOptions:
     repack_weights: bool = False
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
+    lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
 
 
 @dataclass
@@ -98,7 +100,7 @@ class Prompt:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return usable_cores()
 
 
 class Engine:
@@ -135,6 +137,12 @@ class Engine:
             )
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.adapters = []
+        try:
+            self._load_adapters()
+        except BaseException:
+            self.close()
+            raise
         self.load_seconds = time.perf_counter() - started
         if files.mmproj is not None:
             self.files = dataclasses.replace(files, mmproj=None)
@@ -171,6 +179,27 @@ class Engine:
         self._mmproj_digest = None
         self.load_seconds += time.perf_counter() - started
 
+    def _load_adapters(self) -> None:
+        """llama.cpp's LoRA adapters, loaded once with the model and set on each context it creates."""
+        for path, _ in self.options.lora:
+            adapter = self._llama.llama_adapter_lora_init(self.model, str(path).encode())
+            if not adapter:
+                raise ModelFileError(
+                    f"{path}: llama.cpp could not load this LoRA adapter on {self.files.model.path.name} "
+                    "(made for another base?); rerun with {verbose} for its log",
+                    path=path,
+                )
+            self.adapters.append(adapter)  # freed with the model
+
+    def _set_adapters(self) -> None:
+        if not self.adapters:
+            return
+        llama_cpp = self._llama
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(self.adapters))(*self.adapters)
+        scales = (ctypes.c_float * len(self.adapters))(*(scale for _, scale in self.options.lora))
+        if llama_cpp.llama_set_adapters_lora(self.ctx, handles, len(self.adapters), scales) != 0:
+            raise SmolcliError("llama.cpp could not apply the LoRA adapters to the context")
+
     # --- context -------------------------------------------------------------------------
 
     @property
@@ -206,6 +235,7 @@ class Engine:
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(params.n_batch)
         self.n_past = 0
+        self._set_adapters()
 
     def detach_context(self) -> "ContextState | None":
         """Take the context out of the engine, KV cache and all, so that another can be made or attached."""
@@ -247,6 +277,7 @@ class Engine:
             raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
         if images and self.mtmd_ctx is None:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
+        images = [self._fit_for_tiling(img) for img in images]
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
@@ -255,10 +286,13 @@ class Engine:
             )
             for img in images
         ]
+        copies: dict[str, int] = {}  # digest -> how many times that image is in the prompt
         if self.options.embedding_cache is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
-                mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
+                digest = image_digest(img.width, img.height, img.pixels)
+                copies[digest] = copies.get(digest, 0) + 1
+                mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
@@ -272,7 +306,15 @@ class Engine:
         finally:
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
-        return Prompt(handle, self._describe(handle))
+        return Prompt(handle, self._describe(handle, copies))
+
+    def _fit_for_tiling(self, image: RGBImage) -> RGBImage:
+        """A very thin image stretched as transformers would (image_tiles.thin_side_target): mtmd refuses it."""
+        if self.files.mmproj is None:
+            return image
+        size = tile_size_of(self.files.mmproj)
+        target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
+        return stretched(image, target) if target else image
 
     def _text_only_prompt(self, encoded: bytes, add_special: bool, handle) -> Prompt:
         self._mtmd.mtmd_input_chunks_free(handle)
@@ -288,10 +330,13 @@ class Engine:
             raise SmolcliError("the prompt could not be tokenized")
         return count, list(buffer[:count])
 
-    def _describe(self, handle) -> list[Chunk]:
+    def _describe(self, handle, copies: dict[str, int]) -> list[Chunk]:
+        """The prompt's chunks; an image tile is keyed by its image's content and its index within that image,
+        so the same image given twice has the same keys both times (and the second copy hits the cache)."""
         mtmd = self._mtmd
         chunks = []
         tiles_seen: dict[str, int] = {}
+        tiles_per_copy = self._tiles_per_copy(handle, copies)
         for index in range(mtmd.mtmd_input_chunks_size(handle)):
             chunk = mtmd.mtmd_input_chunks_get(handle, index)
             n_tokens = int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
@@ -301,10 +346,21 @@ class Engine:
                 chunks.append(Chunk("text", n_tokens, [pointer[i] for i in range(count.value)]))
             else:
                 image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
-                tile = tiles_seen.get(image, 0)
-                tiles_seen[image] = tile + 1
-                chunks.append(Chunk("image", n_tokens, image=image, tile=tile))
+                seen = tiles_seen.get(image, 0)
+                tiles_seen[image] = seen + 1
+                chunks.append(Chunk("image", n_tokens, image=image, tile=seen % tiles_per_copy.get(image, seen + 1)))
         return chunks
+
+    def _tiles_per_copy(self, handle, copies: dict[str, int]) -> dict[str, int]:
+        mtmd = self._mtmd
+        totals: dict[str, int] = {}
+        for index in range(mtmd.mtmd_input_chunks_size(handle)):
+            chunk = mtmd.mtmd_input_chunks_get(handle, index)
+            if mtmd.mtmd_input_chunk_get_type(chunk) != mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
+                totals[image] = totals.get(image, 0) + 1
+        # copies of one image are cut alike, so each has total / copies tiles
+        return {image: max(1, total // copies.get(image, 1)) for image, total in totals.items()}
 
     # --- evaluation ----------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ CLIP_ARCHITECTURE = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ]
 class GGUFSummary:
     path: Path
     architecture: str
-    kind: str  # "model" or "mmproj"
+    kind: str  # "model", "mmproj" or "adapter"
     metadata: dict  # scalars and short arrays; tokenizer.ggml.* left out
     tensor_types: dict[str, int]  # GGML type name -> tensor count
     parameters: int
@@ -167,6 +167,8 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
     architecture = str(metadata.get(gguf.Keys.General.ARCHITECTURE, "?"))
     is_mmproj = architecture == CLIP_ARCHITECTURE or metadata.get(gguf.Keys.General.TYPE) == gguf.GGUFType.MMPROJ
     kind = gguf.GGUFType.MMPROJ if is_mmproj else gguf.GGUFType.MODEL
+    if metadata.get(gguf.Keys.General.TYPE) == gguf.GGUFType.ADAPTER:
+        kind = gguf.GGUFType.ADAPTER  # a LoRA: applied to a base model, never loaded as one
     return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths, offsets)
 
 

@@ -62,8 +62,20 @@ def tile_count(width: int, height: int, longest_edge: int, tile: int) -> int:
     return columns * rows
 
 
+# --image-size beyond this many times the model's own edge: thousands of tiles, more tokens than any context
+# holds, and mtmd refuses it ("could not tokenize") after minutes of resizing
+LARGEST_EDGE_FACTOR = 4
+
+
 def edge_for_image_size(pixels: int, size: TileSize) -> int:
-    """--image-size PX: rounded up to whole tiles, at least two of them."""
+    """--image-size PX: rounded up to whole tiles, at least two of them, at most LARGEST_EDGE_FACTOR x the model's."""
+    largest = LARGEST_EDGE_FACTOR * size.default_edge
+    if pixels > largest:
+        raise SmolcliError(
+            f"{{image_size={pixels}}} is too large: this model's own is {size.default_edge} px and "
+            f"{largest} px is the most smolcli tiles to ({(largest // size.tile) ** 2} tiles for a square image); "
+            f"use {{image_size={largest}}} or less"
+        )
     if pixels < size.smallest_edge:
         raise SmolcliError(
             f"{{image_size={pixels}}} is too small: this model's tiles are {size.tile} px and it needs at least "
@@ -86,3 +98,22 @@ def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size:
         f"{{max_tiles={max_tiles}}} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
         f"tiles plus the global view; use {{max_tiles={fewest}}} or more"
     )
+
+
+def thin_side_target(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int] | None:
+    """The size to stretch a very thin image to before mtmd sees it, or None when it needs nothing.
+
+    Resized so its longest side is `longest_edge`, a 1x8000 or 200x1 image has a short side of 0 px, which
+    mtmd refuses. transformers' processor answers: it keeps that side at least 1 px, then rounds it up to one
+    whole tile, i.e. it stretches the image to one tile across. Stretched here to the same shape, mtmd cuts
+    the same tiles (and the same global view) that transformers does.
+    """
+    long_side, short_side = max(width, height), min(width, height)
+    if short_side * longest_edge >= THIN_FRACTION * tile * long_side:
+        return None
+    # straight to the shape mtmd resizes to: the longest edge by one tile
+    return (tile, longest_edge) if width < height else (longest_edge, tile)
+
+
+# stretch only images whose short side would come out under this fraction of a tile: the rest go as they are
+THIN_FRACTION = 1 / 8

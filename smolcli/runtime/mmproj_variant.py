@@ -40,12 +40,27 @@ def with_longest_edge(mmproj: GGUFSummary, edge: int, folder: Path | None = None
         return mmproj
     folder = Path(folder) if folder is not None else variants_folder()
     target = folder / _variant_name(mmproj.path, edge)
-    if target.exists():
-        os.utime(target)  # used now: evicted last
-    else:
+    if _is_whole(target, mmproj.path, offset, edge):
+        try:
+            os.utime(target)  # used now: evicted last
+        except OSError:
+            pass
+    else:  # missing, or damaged (cut short by a full disk, edited): built again, never reused as it is
         _write_variant(mmproj.path, offset, current, edge, target)
         _evict(folder, keep=target)
     return read_gguf(target)
+
+
+def _is_whole(target: Path, source: Path, offset: int, edge: int) -> bool:
+    """A copy is the source's size with `edge` at the key's offset; anything else is rebuilt."""
+    try:
+        if target.stat().st_size != source.stat().st_size:
+            return False
+        with open(target, "rb") as file:
+            file.seek(offset)
+            return U32.unpack(file.read(U32.size))[0] == edge
+    except (OSError, struct.error):
+        return False
 
 
 def _variant_name(source: Path, edge: int) -> str:

@@ -35,7 +35,7 @@ def mmproj_beside(model: Path) -> Path | None:
 
 def _pair_in_folder(folder: Path) -> tuple[Path, Path | None]:
     ggufs = sorted(folder.glob("*.gguf"))
-    models = [p for p in ggufs if not p.name.startswith("mmproj-")]
+    models = [p for p in ggufs if not p.name.startswith("mmproj-") and "-LoRA-" not in p.name]
     if len(models) != 1:
         found = ", ".join(p.name for p in models) or "none"
         raise ModelFileError(
@@ -57,6 +57,10 @@ def resolve_model_files(model: str | Path, mmproj: Path | None = None, need_mmpr
     mmproj_path = Path(mmproj).expanduser() if mmproj else (found or mmproj_beside(model_path))
 
     summary = read_gguf(model_path)
+    if summary.kind == "adapter":
+        raise ModelFileError(
+            f"{model_path}: is a LoRA adapter; give its base model as {{model}} and this file with {{lora}}"
+        )
     if summary.kind != "model":
         raise ModelFileError(
             f"{model_path}: is an mmproj (vision) file; give the language model as {{model}} and this as {{mmproj}}"

@@ -6,8 +6,21 @@ from smolcli.errors import BadInput
 from smolcli.models.smolvlm import END_OF_UTTERANCE, IMAGE_MARKER, render_prompt
 
 
+def check_text(text: str, what: str = "the prompt") -> str:
+    """Text llama.cpp can take: UTF-8 all through. A byte that is not UTF-8 reaches Python as a lone surrogate
+    (the command line and stdin decode that way); refused here, by position, instead of failing deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadInput(
+            f"{what} holds a byte that is not UTF-8 (at character {error.start + 1}); give the text in UTF-8"
+        ) from None
+    return text
+
+
 def place_images(text: str, n_images: int) -> str:
     """Images go before the text, unless `<image>` markers say where each one stands."""
+    check_text(text)
     markers = text.count(IMAGE_MARKER)
     if markers == 0:
         return IMAGE_MARKER * n_images + text
@@ -20,6 +33,8 @@ def place_images(text: str, n_images: int) -> str:
 
 
 def first_turn(text: str, system: str | None = None) -> str:
+    if system is not None:
+        check_text(system, "the system prompt")
     return render_prompt([("user", text)], system)
 
 

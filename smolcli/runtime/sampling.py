@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from smolcli.errors import BadInput
@@ -11,22 +12,33 @@ RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a seed itself
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    temperature: float = 0.0  # <= 0: greedy, the same input always gives the same output
+    temperature: float = 0.0  # 0: greedy, the same input always gives the same output
     top_k: int = 40
     top_p: float = 0.95
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.top_k < 0:
-            raise BadInput(f"{{top_k}} must be 0 (off) or more, not {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise BadInput(f"{{top_p}} must be in (0, 1], not {self.top_p}")
-        if self.seed is not None and not 0 <= self.seed < RANDOM_SEED:
-            raise BadInput(f"{{seed}} must be between 0 and {RANDOM_SEED - 1}, not {self.seed}")
+        # One rule for every value: a number, finite, inside its range; anything else is refused by name,
+        # never taken as some other setting (a negative or NaN temperature is not "greedy").
+        _check_range("temperature", self.temperature, 0.0, None, "0 (greedy) or more")
+        _check_range("top_k", self.top_k, 0, None, "0 (off) or more", whole=True)
+        _check_range("top_p", self.top_p, 0.0, 1.0, "in (0, 1]", low_open=True)
+        if self.seed is not None:
+            _check_range("seed", self.seed, 0, RANDOM_SEED - 1, f"between 0 and {RANDOM_SEED - 1}", whole=True)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return self.temperature == 0.0
+
+
+def _check_range(name: str, value, low, high, wanted: str, whole: bool = False, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and whole:
+        ok = float(value).is_integer() if isinstance(value, float) else True
+    if ok:
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        raise BadInput(f"{{{name}}} must be {wanted}, not {value}")
 
 
 class Sampler:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Generator
 
-from smolcli.errors import ContextFull
+from smolcli.errors import ContextFull, SmolcliError
 from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
@@ -72,7 +72,10 @@ class ChatSession:
         images = list(self.pending_images)
         content = place_images(text, len(images))
         rendered = next_turn(content) if self.messages else first_turn(content, self.system)
-        prompt = self.engine.tokenize(rendered, images)
+        try:
+            prompt = self.engine.tokenize(rendered, images)
+        except SmolcliError as error:
+            raise self._drop_images(error) from None
         try:
             self._ensure_context(prompt.n_tokens)
             start = self.engine.n_past
@@ -85,6 +88,8 @@ class ChatSession:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
                 self.engine.rewind(start)
                 raise
+        except SmolcliError as error:
+            raise self._drop_images(error) from None
         finally:
             prompt.free()
         self.turns.append(TurnStats(prompt.n_tokens, prompt.n_image_tokens, len(answer.tokens)))
@@ -122,6 +127,15 @@ class ChatSession:
             self.messages.append(Message("user", user, [image.source for image in user_images]))
             self.messages.append(Message("assistant", answer))
         return prompt.n_tokens
+
+    def _drop_images(self, error: SmolcliError) -> SmolcliError:
+        """A refused turn's images go with it: kept attached, they would fail every later message too."""
+        if self.pending_images:
+            count = len(self.pending_images)
+            self.pending_images.clear()
+            what = "the image attached to it was" if count == 1 else f"the {count} images attached to it were"
+            error.message += f" ({what} dropped)"
+        return error
 
     def _ensure_context(self, first_turn_tokens: int) -> None:
         engine = self.engine

@@ -204,6 +204,8 @@ class ModelStore:
     def _disk_full_is_clean(self) -> Iterator[None]:
         try:
             yield
+        except DiskFull:  # the converter's own, naming its output folder: the store's says more here
+            raise disk_full_error(self.root) from None
         except OSError as error:
             if error.errno in DISK_FULL:
                 raise disk_full_error(self.root) from None

@@ -14,9 +14,11 @@ from smolcli.models.registry import PrebuiltPair
 from smolcli.store import hub
 from smolcli.store.model_ref import ModelName
 from smolcli.store.model_store import ModelStore, Provenance, StoredModel
+from smolcli.util.threads import check_threads
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
 Report = Callable[[str], None]
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # a PEFT adapter repo
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class PullOptions:
     revision: str = "main"
     force: bool = False
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)  # before anything is downloaded
 
 
 def offline_error(ref: ModelName, store: ModelStore) -> HubError:
@@ -145,6 +150,8 @@ def _pull_and_convert(
     from smolcli.runtime.model_files import resolve_model_files
 
     snapshot = hub.resolve(ref.repo_id, options.revision)
+    if "config.json" not in snapshot.sizes and ADAPTER_CONFIG in snapshot.sizes:
+        return _pull_adapter_and_merge(ref, snapshot, quant, mmproj_type, options, report, store)
     files = hub.checkpoint_files(snapshot)
     if "config.json" not in files:
         raise HubError(f"{ref.repo_id} has no config.json: not a Hugging Face model checkpoint")
@@ -168,6 +175,69 @@ def _pull_and_convert(
     )
     entry = store.add(origin, build)
     report(f"stored {ref.name} ({quant}, mmproj {mmproj_type}) in {store.root / entry.folder}")
+    return entry
+
+
+def _adapter_base(config_path: Path, repo_id: str) -> str:
+    """The base repo id an adapter's adapter_config.json names (PEFT writes base_model_name_or_path)."""
+    try:
+        base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        raise HubError(f"{repo_id}: {ADAPTER_CONFIG} is not a valid JSON object") from None
+    if not isinstance(base, str) or base.count("/") != 1 or base.startswith((".", "/", "~")):
+        raise HubError(
+            f"{repo_id}: {ADAPTER_CONFIG} names base {base!r}, not a Hub repo id; download the adapter and "
+            "merge it into a local base: smolcli convert BASE --adapter DIR"
+        )
+    return base
+
+
+def _pull_adapter_and_merge(
+    ref: ModelName, snapshot: hub.RepoSnapshot, quant: str, mmproj_type: str, options: PullOptions, report, store
+) -> StoredModel:
+    """An adapter repo: the adapter and the base its config names are fetched, merged and converted as one pair."""
+    from smolcli.convert import convert_checkpoint
+    from smolcli.runtime.model_files import resolve_model_files
+
+    if ADAPTER_WEIGHTS not in snapshot.sizes:
+        raise HubError(
+            f"{ref.repo_id} has no {ADAPTER_WEIGHTS} (smolcli never unpickles adapter_model.bin); "
+            "ask its author for the safetensors file"
+        )
+    adapter_config = hub.download(snapshot, ADAPTER_CONFIG)
+    base_id = _adapter_base(adapter_config, ref.repo_id)
+    base = hub.resolve(base_id, "main")
+    files = hub.checkpoint_files(base)
+    if "config.json" not in files:
+        raise HubError(f"{base_id} (the base {ref.repo_id} names) has no config.json: not a model checkpoint")
+    family = _check_architecture(hub.download(base, "config.json"), base_id)
+    _download_report(snapshot, [ADAPTER_CONFIG, ADAPTER_WEIGHTS], report)
+    hub.download(snapshot, ADAPTER_WEIGHTS)
+    _download_report(base, files, report)
+    checkpoint = None
+    for name in files:
+        checkpoint = hub.download(base, name).parent
+
+    def build(stage: Path) -> tuple[Path, Path]:
+        result = convert_checkpoint(
+            checkpoint,
+            stage,
+            quant,
+            mmproj_type,
+            name=base_id.split("/")[-1],
+            report=report,
+            threads=options.threads,
+            adapter=adapter_config.parent,
+            adapter_name=ref.repo_id.split("/")[-1],
+        )
+        resolve_model_files(result.model, result.mmproj)
+        return result.model, result.mmproj
+
+    origin = Provenance(
+        ref.name, ref.repo_id, family, "converted", base_id, options.revision, snapshot.commit, quant, mmproj_type
+    )
+    entry = store.add(origin, build)
+    report(f"stored {ref.name} (merged into {base_id}, {quant}, mmproj {mmproj_type}) in {store.root / entry.folder}")
     return entry
 
 

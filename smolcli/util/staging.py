@@ -102,3 +102,31 @@ def remove_abandoned(folder: Path, prefix: str) -> None:
         match = re.match(rf"{re.escape(prefix)}(\d+)-", stage.name)
         if match and not _pid_alive(int(match.group(1))):
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def replace_together(moves: list[tuple[Path, Path]], stage: Path) -> None:
+    """Rename each (staged, target) over its target: all of them, or none (the targets stay as they were).
+
+    Every target that exists is first hard-linked into `stage` (so it never goes missing for a reader);
+    when any rename fails, the new files already in place are taken out and those copies put back.
+    """
+    kept: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for index, (_, target) in enumerate(moves):
+            if target.exists():
+                keep = stage / f"previous-{index}-{target.name}"
+                try:
+                    os.link(target, keep)
+                except OSError:  # no hard links here (some network or FAT disks): move it aside instead
+                    os.replace(target, keep)
+                kept.append((keep, target))
+        for staged, target in moves:
+            os.replace(staged, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            target.unlink(missing_ok=True)
+        for keep, target in kept:
+            os.replace(keep, target)
+        raise

@@ -1,0 +1,245 @@
+"""Many questions, one model load: the items of a batch, their answers as JSONL lines, resuming and sharding.
+
+A batch is a list of items (from image paths and one prompt, or from JSONL requests); each is
+asked of one loaded Model and becomes one result line. A bad item becomes an `error` line and
+never stops the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from smolcli.api.model import Model
+from smolcli.errors import BadInput, SmolcliError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+REQUEST_FIELDS = ("id", "prompt", "images", "video", "system", "max_tokens", "temperature", "json_schema")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    id: str
+    prompt: str = ""
+    images: tuple[str, ...] = ()
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    json_schema: dict | None = None
+    problem: str | None = None  # set for an input line that could not be read: it becomes an error line
+    base: Path = field(default=Path("."), compare=False)  # what relative image paths are relative to
+
+
+def items_from_paths(paths: Iterable[str | Path], prompt: str) -> list[BatchItem]:
+    """Image files, and the images inside folders (recursively, sorted): one item each, its path as its id."""
+    items: list[BatchItem] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise BadInput(f"{path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            items += [BatchItem(str(p), prompt, (str(p),)) for p in found]
+        elif path.is_file():
+            items.append(BatchItem(str(path), prompt, (str(path),)))
+        else:
+            raise BadInput(f"{path}: no such image file or folder")
+    return items
+
+
+def items_from_jsonl(lines: Iterable[str], base: Path = Path(".")) -> Iterator[BatchItem]:
+    """One request per line; a line that cannot be used still yields an item, carrying its problem."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fallback_id = f"line-{number}"
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield BatchItem(fallback_id, problem=f"line {number} is not JSON ({error.msg})")
+            continue
+        if not isinstance(request, dict):
+            yield BatchItem(fallback_id, problem=f"line {number} is not a JSON object")
+            continue
+        item_id = str(request.get("id", fallback_id))
+        yield _request_item(item_id, request, base)
+
+
+def _request_item(item_id: str, request: dict, base: Path) -> BatchItem:
+    unknown = sorted(set(request) - set(REQUEST_FIELDS))
+    if unknown:
+        return BatchItem(item_id, problem=f"unknown field {unknown[0]!r} (a request has {', '.join(REQUEST_FIELDS)})")
+    if request.get("video") is not None:
+        return BatchItem(item_id, problem="video questions are not supported by this smolcli yet")
+    images = request.get("images", [])
+    if isinstance(images, str):
+        images = [images]
+    checks = (
+        (isinstance(request.get("prompt", ""), str), "prompt must be a string"),
+        (isinstance(images, list) and all(isinstance(i, str) for i in images), "images must be a list of paths"),
+        (request.get("max_tokens") is None or isinstance(request["max_tokens"], int), "max_tokens must be a number"),
+        (
+            request.get("json_schema") is None or isinstance(request["json_schema"], dict),
+            "json_schema must be an object",
+        ),
+    )
+    for ok, problem in checks:
+        if not ok:
+            return BatchItem(item_id, problem=problem)
+    return BatchItem(
+        item_id,
+        request.get("prompt", ""),
+        tuple(images),
+        request.get("system"),
+        request.get("max_tokens"),
+        request.get("temperature"),
+        request.get("json_schema"),
+        base=base,
+    )
+
+
+def in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
+    """A stable partition by id: the same id lands in the same shard on every machine and every run."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int.from_bytes(hashlib.sha256(item_id.encode("utf-8")).digest()[:8], "big") % count == index
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise BadInput(f"shard {text!r} is not I/N (for example 0/4)") from None
+    if count < 1 or not 0 <= index < count:
+        raise BadInput(f"shard {text!r}: I must be from 0 to N-1, and N at least 1")
+    return index, count
+
+
+def answer_item(model: Model, item: BatchItem, defaults: dict) -> dict:
+    """One item's result line: its answer, or its one-line error."""
+    if item.problem is not None:
+        return {"id": item.id, "error": item.problem}
+    settings = dict(defaults)
+    for name in ("system", "max_tokens", "temperature", "json_schema"):
+        if getattr(item, name) is not None:
+            settings[name] = getattr(item, name)
+    images = [str((item.base / image) if not Path(image).is_absolute() else image) for image in item.images]
+    try:
+        answer = model.ask(item.prompt, images, **settings)
+    except SmolcliError as error:
+        return {"id": item.id, "error": error.text(_item_spelling)}
+    line = {"id": item.id}
+    line.update({"json": answer.json} if settings.get("json_schema") is not None else {"text": answer.text})
+    line.update(
+        finish_reason=answer.finish_reason, usage=answer.as_dict()["usage"], timings=answer.as_dict()["timings"]
+    )
+    return line
+
+
+def _item_spelling(setting: str, value: str | None) -> str:
+    # an item's errors name its request fields where there is one, the setting otherwise
+    return setting if value is None else f"{setting} {value}"
+
+
+class ResultFile:
+    """The output JSONL: ids answered there are skipped, each new line is appended whole.
+
+    A line goes out in one write to a file opened for appending, so an interrupted batch, even
+    one killed with SIGKILL, leaves whole lines; a torn last line (a crash of the machine) is cut
+    off when the batch resumes.
+    """
+
+    def __init__(self, path: Path, retry_errors: bool):
+        self.path = path
+        self.done: set[str] = set()
+        kept = self._read_kept(retry_errors)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._kept = kept
+
+    def _read_kept(self, retry_errors: bool) -> list[str] | None:
+        if not self.path.exists():
+            return None
+        data = self.path.read_bytes()
+        whole, _, torn = data.rpartition(b"\n")
+        lines = whole.decode("utf-8", "replace").splitlines() if whole else []
+        kept = []
+        for text in lines:
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if retry_errors and "error" in line:
+                continue
+            kept.append(text)
+            self.done.add(str(line.get("id")))
+        if torn or len(kept) != len(lines):
+            # rewrite without the torn or retried lines, atomically, before anything is appended
+            from smolcli.util.atomic_file import write_atomically
+
+            write_atomically(self.path, "".join(f"{text}\n" for text in kept).encode("utf-8"))
+        return kept
+
+    def write(self, line: dict) -> None:
+        os.write(self._fd, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def sidecar_path(item: BatchItem, structured: bool) -> Path | None:
+    """NAME.txt (or NAME.json) beside an item's first image."""
+    if not item.images:
+        return None
+    image = Path(item.images[0])
+    return (item.base / image if not image.is_absolute() else image).with_suffix(".json" if structured else ".txt")
+
+
+def write_sidecar(path: Path, line: dict) -> None:
+    from smolcli.util.atomic_file import write_atomically
+
+    body = json.dumps(line["json"], ensure_ascii=False, indent=2) if "json" in line else line["text"]
+    write_atomically(path, (body + "\n").encode("utf-8"))
+
+
+@dataclass
+class BatchSummary:
+    answered: int = 0
+    failed: int = 0
+    skipped: int = 0  # already answered in the output file, sidecar already there, or another shard's
+
+
+def run_batch(
+    model: Model,
+    items: Iterable[BatchItem],
+    defaults: dict,
+    write: Callable[[dict], None],
+    done: set[str] = frozenset(),
+    shard: tuple[int, int] | None = None,
+    sidecars: bool = False,
+    overwrite: bool = False,
+    on_item: Callable[[BatchItem, dict | None], None] = lambda item, line: None,
+) -> BatchSummary:
+    """Ask every item in order, writing one line each; on_item(item, line or None when skipped) for progress."""
+    summary = BatchSummary()
+    structured = defaults.get("json_schema") is not None
+    for item in items:
+        target = sidecar_path(item, structured or item.json_schema is not None) if sidecars else None
+        if item.id in done or not in_shard(item.id, shard) or (target and target.exists() and not overwrite):
+            summary.skipped += 1
+            on_item(item, None)
+            continue
+        line = answer_item(model, item, defaults)
+        if "error" in line:
+            summary.failed += 1
+        else:
+            summary.answered += 1
+            if target is not None:
+                write_sidecar(target, line)
+        write(line)
+        on_item(item, line)
+    return summary
