@@ -59,6 +59,8 @@ SETTINGS = (
     "lora",
     "adapter",
     "adapter_scale",
+    "fps",
+    "max_frames",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 
