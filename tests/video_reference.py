@@ -11,17 +11,10 @@ from video_clips import decode_all
 
 
 def import_torchvision():
-    """torchvision 0.28's CPU-less wheel imports once its two C++ op schemas exist (its fake ops name them)."""
-    import sys
+    """torchvision, importable once its two op schemas exist (tests/torchvision_shim.py)."""
+    import torchvision_shim
 
-    if "torchvision" in sys.modules:
-        return sys.modules["torchvision"]
-    import torch
-
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-    import_torchvision.keep = lib  # the schemas live as long as the library object
+    torchvision_shim.install()
     import torchvision
 
     return torchvision
