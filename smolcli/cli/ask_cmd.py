@@ -105,7 +105,7 @@ def ask(
 
 def _prompt_from_stdin(image_sources: list[str]) -> str:
     if STDIN in image_sources:
-        raise SmolcliError("stdin carries the image or video (-), so give the prompt as an argument")
+        raise SmolcliError("stdin carries the image (-i -) or video (--video -), so give the prompt as an argument")
     if sys.stdin is None or sys.stdin.isatty():
         raise SmolcliError('no prompt: give it as an argument (smolcli ask -m MODEL "question") or pipe it on stdin')
     return sys.stdin.read().strip()
