@@ -62,6 +62,8 @@ SETTINGS = (
     # smolcli.convert.convert_checkpoint's
     "outdir",
     "name",
+    "fps",
+    "max_frames",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision_shim
 from PIL import Image
 
 from smolcli.convert import convert_checkpoint
 from smolcli.synthetic.images import photo_like
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+torchvision_shim.install()  # transformers imports the installed torchvision anywhere: its schemas first
 
 # the releases ship bf16; f16 covers the other half-precision layout
 SOURCE_DTYPES = {"SmolVLM": "BF16", "SmolVLM2": "F16"}

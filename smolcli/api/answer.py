@@ -78,6 +78,7 @@ class Answer:
     memory_plan: dict | None = None  # with max_memory: each part's planned size and the limit
     peak_memory_bytes: int = 0
     json: object = None  # with json_schema: the answer's value, validated against the schema
+    video: dict | None = None  # with a video: its duration and the frames used, with their timestamps
 
     def __str__(self) -> str:
         return self.text
@@ -95,6 +96,8 @@ class Answer:
         }
         if self.json is not None:
             report["json"] = self.json
+        if self.video is not None:
+            report["video"] = self.video
         if self.logprobs is not None:
             report["logprobs"] = {"content": [dataclasses.asdict(entry) for entry in self.logprobs]}
         if self.memory_plan is not None:

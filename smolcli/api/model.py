@@ -149,6 +149,9 @@ class Model:
         """Free the contexts, the vision encoder and the weights; safe to call twice."""
         for chat in list(self._chats):
             chat.close()
+        frames = self.__dict__.pop("_frame_vision", None)  # video frames' vision context (api/video.py)
+        if frames is not None:
+            frames.close()
         if self._engine is not None:
             self._engine.free_context(self._context)
             self._context = None
@@ -245,6 +248,10 @@ class Model:
         json_schema: dict | None = None,
         grammar: str | None = None,
         stream: bool = False,
+        video=None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        report: Report = _quiet,
     ) -> Answer | AnswerStream:
         """Answer one question about zero or more images (paths, bytes or PIL images).
 
@@ -259,6 +266,10 @@ class Model:
         >>> answer = model.ask("Describe it.", images=["photo.jpg"], max_tokens=64)   # doctest: +SKIP
         >>> for piece in model.ask("Describe it.", images=[pil_image], stream=True):  # doctest: +SKIP
         ...     print(piece, end="", flush=True)
+
+        `video` (a path, '-' for stdin, or the file's bytes) asks about a clip, laid out as SmolVLM2
+        was trained (smolcli.api.video); `fps` and `max_frames` override the release's sampling,
+        and `report` receives its progress lines.
         """
         settings = GenerationSettings(
             max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos, json_schema, grammar
@@ -267,8 +278,12 @@ class Model:
         if logprobs is not None and logprobs < 0:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
         pictures = [image_from(item) for item in images or ()]
-        if not prompt.strip() and not pictures:
+        if not prompt.strip() and not pictures and video is None:
             raise BadInput("the prompt is empty: give a question")
+        if video is not None:
+            from smolcli.api.video import ask_video
+
+            return ask_video(self, prompt, video, pictures, settings, logprobs, stream, system, fps, max_frames, report)
         text = first_turn(place_images(prompt, len(pictures)), system)
         vision = self.vision_for(pictures)
         budget = self.memory_budget(vision, pictures)

@@ -34,6 +34,16 @@ def ask(
         bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")
     ] = False,
     logprobs: opt.Logprobs = None,
+    video: Annotated[
+        Optional[str],
+        typer.Option("--video", help="A clip (MP4, WebM, MOV, MKV, animated GIF/WebP) to ask about; - reads stdin."),
+    ] = None,
+    fps: Annotated[
+        Optional[float], typer.Option("--fps", help="Video frames sampled per second (default: the release's, 1).")
+    ] = None,
+    max_frames: Annotated[
+        Optional[int], typer.Option("--max-frames", help="At most this many video frames (default: the release's, 64).")
+    ] = None,
     settings: LoadOptions = None,
     generation: GenerationSettings = None,
 ) -> None:
@@ -55,13 +65,17 @@ def ask(
       smolcli ask -m SmolVLM-256M-Instruct -i scan.png --max-tiles 4 "Summarize."
 
       smolcli ask -m smolvlm-2.2b -i photo.jpg --max-memory 3G "Describe it."
+
+      smolcli ask -m smolvlm2-256m --video clip.mp4 --max-frames 16 "What happens?"
     """
     if logprobs is not None and not as_json:
         raise SmolcliError("--logprobs goes with --json: the log-probabilities come in the JSON object")
     sources = image or []
-    question = prompt if prompt is not None else _prompt_from_stdin(sources)
+    question = prompt if prompt is not None else _prompt_from_stdin(sources + ([video] if video else []))
     images = opt.load_images(sources)
-    if not question.strip() and not images:
+    if video == STDIN and STDIN in sources:
+        raise SmolcliError("stdin can carry the video or an image, not both")
+    if not question.strip() and not images and video is None:
         raise SmolcliError("the prompt is empty: give a question as an argument or on stdin")
 
     # a structured answer is printed only once it parsed and validated: never half a JSON value
@@ -73,6 +87,7 @@ def ask(
             system=system,
             logprobs=logprobs,
             stream=streaming,
+            **({"video": video, "fps": fps, "max_frames": max_frames, "report": progress} if video else {}),
             **dataclasses.asdict(dataclasses.replace(generation, ignore_eos=ignore_eos)),
         )
         if streaming:
@@ -90,7 +105,7 @@ def ask(
 
 def _prompt_from_stdin(image_sources: list[str]) -> str:
     if STDIN in image_sources:
-        raise SmolcliError("stdin carries the image (-i -), so give the prompt as an argument")
+        raise SmolcliError("stdin carries the image (-i -) or video (--video -), so give the prompt as an argument")
     if sys.stdin is None or sys.stdin.isatty():
         raise SmolcliError('no prompt: give it as an argument (smolcli ask -m MODEL "question") or pipe it on stdin')
     return sys.stdin.read().strip()

@@ -396,17 +396,19 @@ class Engine:
         self.counters.text_tokens += len(tokens)
         self.counters.prefill_seconds += time.perf_counter() - started
 
-    def _decode_image(self, chunk, described: Chunk) -> None:
+    def _decode_image(self, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None) -> None:
+        """One image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames)."""
         mtmd = self._mtmd
+        mtmd_ctx = mtmd_ctx or self.mtmd_ctx
         started = time.perf_counter()
-        key = self._embedding_key(described)
+        key = self._embedding_key(described, mmproj_path)
         embeddings = self._cached_embeddings(key) if key is not None else None
         if embeddings is None:
-            embeddings = self._encode(chunk, key)
+            embeddings = self._encode(chunk, key, mtmd_ctx)
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
-            self.mtmd_ctx,
+            mtmd_ctx,
             self.ctx,
             chunk,
             embeddings,
@@ -424,12 +426,13 @@ class Engine:
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
 
-    def _encode(self, chunk, key: EmbeddingKey | None):
+    def _encode(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
         """Run the vision encoder on one chunk; with a key, store its output for next time."""
         mtmd = self._mtmd
-        if mtmd.mtmd_encode_chunk(self.mtmd_ctx, chunk) != 0:
+        mtmd_ctx = mtmd_ctx or self.mtmd_ctx
+        if mtmd.mtmd_encode_chunk(mtmd_ctx, chunk) != 0:
             raise SmolcliError("the vision encoder failed on an image")
-        embeddings = mtmd.mtmd_get_output_embd(self.mtmd_ctx)
+        embeddings = mtmd.mtmd_get_output_embd(mtmd_ctx)
         self.counters.images_encoded += 1
         if key is not None:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
@@ -443,15 +446,19 @@ class Engine:
         self.counters.cache_hits += 1
         return (ctypes.c_float * stored.size).from_buffer(stored)
 
-    def _embedding_key(self, described: Chunk) -> EmbeddingKey | None:
+    def _embedding_key(self, described: Chunk, mmproj_path=None) -> EmbeddingKey | None:
         cache = self.options.embedding_cache
         if cache is None or not described.image:
             return None
-        if self._mmproj_digest is None:
-            self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
+        if mmproj_path is not None:
+            digest = cache.file_digest(mmproj_path)
+        else:
+            if self._mmproj_digest is None:
+                self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
+            digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
-        return EmbeddingKey(described.image, self._mmproj_digest, described.tile, described.n_tokens, n_embd)
+        return EmbeddingKey(described.image, digest, described.tile, described.n_tokens, n_embd)
 
     def last_logits(self) -> np.ndarray:
         return self.logits_view().copy()

@@ -54,6 +54,12 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
+# SmolVLM2's template: a video item stands as <video>, which the processor expands into its frames
+VIDEO_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}",
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}",
+)
+
 
 @lru_cache(maxsize=1)
 def byte_symbols() -> list[str]:

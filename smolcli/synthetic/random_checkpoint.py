@@ -87,6 +87,9 @@ def config_files(shape: dict, generation: str, dtype: str) -> dict[str, dict]:
         "do_image_splitting": True,
         "max_image_size": {"longest_edge": tile},
     }
+    if generation == "SmolVLM2":
+        # as the SmolVLM2 releases sample clips: 1 frame a second, at most 64, each one tile square
+        preprocessor["video_sampling"] = {"fps": 1, "max_frames": 64, "video_size": {"longest_edge": tile}}
     files = {
         "config.json": config,
         "preprocessor_config.json": preprocessor,
@@ -168,7 +171,7 @@ def write_random_checkpoint(
         for name, content in config_files(shape, generation, dtype).items()
     }
     if generation == "SmolVLM2":
-        files["chat_template.jinja"] = byte_tokenizer.CHAT_TEMPLATE  # how newer releases ship it
+        files["chat_template.jinja"] = byte_tokenizer.VIDEO_CHAT_TEMPLATE  # how newer releases ship it
     for name, content in files.items():
         partial = folder / f".{name}.partial"
         partial.write_text(content, encoding="utf-8")

@@ -1,0 +1,156 @@
+"""A prompt with a video clip: text and images through the engine's own tokenizer, each frame as ONE global view.
+
+mtmd tiles every image. A frame already resized to one tile's square, given to a copy of the
+mmproj whose preprocessing longest edge is that tile, comes out as a 1x1 grid plus its global view,
+both the very same pixels; only the global view's image chunk is evaluated, at the place the
+prompt text leaves for it (models.smolvlm_video.FRAME_SLOT). Its embeddings go through the
+engine's embedding cache like any image's, keyed by the frame's pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smolcli.errors import ModelFileError, SmolcliError
+from smolcli.models.smolvlm import IMAGE_MARKER
+from smolcli.models.smolvlm_video import FRAME_SLOT
+from smolcli.runtime.engine import Engine, Prompt
+from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.image_tiles import tile_size_of
+from smolcli.runtime.images import RGBImage
+from smolcli.runtime.mmproj_variant import with_longest_edge
+
+
+class FrameVision:
+    """A second mtmd context over the engine's model, from the mmproj copy that cuts a tile-size frame once."""
+
+    def __init__(self, engine: Engine, mmproj: GGUFSummary):
+        self.tile = tile_size_of(mmproj).tile
+        self.mmproj = with_longest_edge(mmproj, self.tile)
+        mtmd = engine._mtmd
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu = engine.options.mmproj_offload and engine.options.n_gpu_layers != 0
+        params.n_threads = engine.threads
+        params.print_timings = False
+        params.warmup = False
+        self._mtmd = mtmd
+        self.ctx = mtmd.mtmd_init_from_file(str(self.mmproj.path).encode(), engine.model, params)
+        if not self.ctx:
+            self.ctx = None
+            raise ModelFileError(f"{mmproj.path}: mtmd could not load this mmproj for video frames", path=mmproj.path)
+
+    def tokenize(self, engine: Engine, frame: RGBImage) -> Prompt:
+        """The frame's chunks (tile, then global view); frames must be tile x tile already."""
+        if (frame.width, frame.height) != (self.tile, self.tile):
+            raise SmolcliError(f"a video frame must be {self.tile}x{self.tile}, not {frame.width}x{frame.height}")
+        # the engine's tokenizer with this context in place of its own: the digest id and chunk list are its own
+        own, engine.mtmd_ctx = engine.mtmd_ctx, self.ctx
+        try:
+            return engine.tokenize(IMAGE_MARKER, [frame])
+        finally:
+            engine.mtmd_ctx = own
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self._mtmd.mtmd_free(self.ctx)
+            self.ctx = None
+
+
+@dataclass
+class FramePart:
+    prompt: Prompt  # the frame's own mtmd chunks
+    index: int  # which of them is the global view (the last image chunk)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.prompt.chunks[self.index].n_tokens
+
+
+class VideoPrompt:
+    """Text runs (with `<image>` markers) and frames, in prompt order."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(part.n_tokens for part in self.parts)
+
+    @property
+    def n_image_tokens(self) -> int:
+        return sum(part.n_tokens if isinstance(part, FramePart) else part.n_image_tokens for part in self.parts)
+
+    @property
+    def frame_tokens(self) -> int:
+        return sum(part.n_tokens for part in self.parts if isinstance(part, FramePart))
+
+    def token_ids(self, image_token_id: int) -> list[int]:
+        """Every position's token, image positions as image_token_id: what transformers' input_ids hold."""
+        ids: list[int] = []
+        for part in self.parts:
+            chunks = [part.prompt.chunks[part.index]] if isinstance(part, FramePart) else part.chunks
+            for chunk in chunks:
+                ids += chunk.tokens if chunk.kind == "text" else [image_token_id] * chunk.n_tokens
+        return ids
+
+    def free(self) -> None:
+        for part in self.parts:
+            (part.prompt if isinstance(part, FramePart) else part).free()
+
+
+def tokenize_video_prompt(
+    engine: Engine, vision: FrameVision, text: str, images: list[RGBImage], frames: list[RGBImage]
+) -> VideoPrompt:
+    """`text` holds one FRAME_SLOT per frame and one `<image>` marker per image."""
+    pieces = text.split(FRAME_SLOT)
+    if len(pieces) != len(frames) + 1:
+        raise SmolcliError(f"the video prompt has {len(pieces) - 1} frame slots for {len(frames)} frames")
+    parts: list = []
+    remaining = list(images)
+    try:
+        for position, piece in enumerate(pieces):
+            if piece:
+                count = piece.count(IMAGE_MARKER)
+                parts.append(engine.tokenize(piece, remaining[:count]))
+                remaining = remaining[count:]
+            if position < len(frames):
+                prompt = vision.tokenize(engine, frames[position])
+                parts.append(FramePart(prompt, _global_view(prompt)))
+    except BaseException:
+        VideoPrompt(parts).free()
+        raise
+    return VideoPrompt(parts)
+
+
+def _global_view(prompt: Prompt) -> int:
+    images = [i for i, chunk in enumerate(prompt.chunks) if chunk.kind == "image"]
+    if len(images) != 2:
+        raise SmolcliError(f"mtmd cut a video frame into {len(images)} image chunks, where 2 (tile, global) were due")
+    return images[-1]
+
+
+def frame_tokens_each(engine: Engine, vision: FrameVision) -> int:
+    """Image tokens one frame takes (tokenizing a blank frame: nothing is encoded)."""
+    blank = RGBImage("blank", vision.tile, vision.tile, bytes(vision.tile * vision.tile * 3))
+    prompt = vision.tokenize(engine, blank)
+    try:
+        return prompt.chunks[_global_view(prompt)].n_tokens
+    finally:
+        prompt.free()
+
+
+def evaluate_video_prompt(engine: Engine, vision: FrameVision, prompt: VideoPrompt, progress=None) -> None:
+    """Every part into the cache in order; frames' global views through the embedding cache."""
+    engine.check_fits(prompt.n_tokens)
+    mtmd = engine._mtmd
+    n_frames = sum(1 for part in prompt.parts if isinstance(part, FramePart))
+    done = 0
+    for part in prompt.parts:
+        if isinstance(part, FramePart):
+            chunk = mtmd.mtmd_input_chunks_get(part.prompt.handle, part.index)
+            engine._decode_image(chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path)
+            done += 1
+            if progress is not None:
+                progress(done, n_frames)
+        else:
+            engine.evaluate(part)
