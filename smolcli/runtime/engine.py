@@ -35,6 +35,8 @@ class EngineOptions:
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
+    # runtime.onnx_vision.OnnxVisionEncoder: image tiles encoded by ONNX Runtime, mtmd only tokenizes and decodes
+    vision_encoder: object | None = None
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Engine:
         self.ctx = None
         self.mtmd_ctx = None
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
+        self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
@@ -284,10 +287,14 @@ class Engine:
             )
             for img in images
         ]
-        if self.options.embedding_cache is not None:
+        encoder = self.options.vision_encoder
+        if self.options.embedding_cache is not None or encoder is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
-                mtmd.mtmd_bitmap_set_id(bitmap, image_digest(img.width, img.height, img.pixels).encode())
+                digest = image_digest(img.width, img.height, img.pixels)
+                mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
+                if encoder is not None:
+                    encoder.remember(digest, img)
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
@@ -374,8 +381,11 @@ class Engine:
         started = time.perf_counter()
         key = self._embedding_key(described)
         embeddings = self._cached_embeddings(key) if key is not None else None
+        if embeddings is None and self.options.vision_encoder is not None:
+            embeddings = self._encode_outside_mtmd(described, key)
         if embeddings is None:
             embeddings = self._encode(chunk, key)
+            self.vision_engine = "mtmd"
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
@@ -408,6 +418,26 @@ class Engine:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
         return embeddings
 
+    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None):
+        """The tile's embeddings from options.vision_encoder, or None when it leaves this mmproj to mtmd."""
+        encoder = self.options.vision_encoder
+        tile = encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
+        if tile is None:
+            return None
+        n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
+        if tile.shape != (described.n_tokens, n_embd):
+            raise SmolcliError(
+                f"the ONNX vision encoder gave {tile.shape} embeddings where mtmd expects "
+                f"{(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
+            )
+        tile = np.ascontiguousarray(tile, dtype=np.float32).reshape(-1)
+        self.counters.images_encoded += 1
+        self.vision_engine = encoder.name
+        if key is not None:
+            self.options.embedding_cache.put(key, tile)
+        self._encoder_output = tile  # kept alive until mtmd has decoded it
+        return (ctypes.c_float * tile.size).from_buffer(tile)
+
     def _cached_embeddings(self, key: EmbeddingKey):
         stored = self.options.embedding_cache.get(key)
         if stored is None:
@@ -422,6 +452,8 @@ class Engine:
             return None
         if self._mmproj_digest is None:
             self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
+            if self.options.vision_encoder is not None:  # another encoder, other numbers: its own entries
+                self._mmproj_digest += f"-{self.options.vision_encoder.name}"
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
         return EmbeddingKey(described.image, self._mmproj_digest, described.tile, described.n_tokens, n_embd)
