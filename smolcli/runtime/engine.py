@@ -381,6 +381,8 @@ class Engine:
         started = time.perf_counter()
         key = self._embedding_key(described)
         embeddings = self._cached_embeddings(key) if key is not None else None
+        if embeddings is not None and self.options.vision_encoder is not None:
+            self.vision_engine = self.options.vision_encoder.engine_for(self.files.mmproj)
         if embeddings is None and self.options.vision_encoder is not None:
             embeddings = self._encode_outside_mtmd(described, key)
         if embeddings is None:
@@ -453,7 +455,7 @@ class Engine:
         if self._mmproj_digest is None:
             self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
             if self.options.vision_encoder is not None:  # another encoder, other numbers: its own entries
-                self._mmproj_digest += f"-{self.options.vision_encoder.name}"
+                self._mmproj_digest += f"-{self.options.vision_encoder.engine_for(self.files.mmproj)}"
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
         return EmbeddingKey(described.image, self._mmproj_digest, described.tile, described.n_tokens, n_embd)

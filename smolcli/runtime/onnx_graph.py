@@ -73,6 +73,8 @@ def read_vision_weights(path: Path) -> VisionWeights:
         "scale_factor": KEY.Projector.SCALE_FACTOR,
         "longest_edge": KEY.PREPROC_IMAGE_SIZE,
     }
+    if _field(reader, KEY.USE_GELU) is False or _field(reader, KEY.USE_SILU):
+        raise ModelFileError(f"{path}: its encoder's activation is not tanh GELU, which the ONNX graph has", path=path)
     values = {name: _field(reader, key) for name, key in numbers.items()}
     missing = [numbers[name] for name, value in values.items() if value is None]
     if missing:

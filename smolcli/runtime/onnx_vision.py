@@ -68,17 +68,18 @@ def _stage_and_save(model, target: Path) -> None:
         stage.unlink(missing_ok=True)
 
 
-def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None) -> Path:
+def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
     """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be."""
     from smolcli.runtime.onnx_graph import build_model, read_vision_weights
     from smolcli.runtime.onnx_int8 import build_int8
 
     folder = folder or onnx_folder()
-    target = folder / f"{content_digest(mmproj, folder / 'file-digests')}-{precision}-v{FORMAT_VERSION}.onnx"
+    form = precision if precision == "fp32" else f"{precision}-{int8_kind}"
+    target = folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}.onnx"
     if target.is_file():
         return target
     weights = read_vision_weights(mmproj)
-    model = build_model(weights) if precision == "fp32" else build_int8(weights, INT8_KIND)
+    model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
     try:
         _stage_and_save(model, target)
     except OSError as error:
@@ -98,6 +99,7 @@ class OnnxVisionEncoder:
     precision: str = DEFAULT_PRECISION
     fallback_to_mtmd: bool = False
     folder: Path | None = None
+    int8_kind: str = INT8_KIND  # benchmarks compare the int8 forms
     images: dict[str, RGBImage] = field(default_factory=dict)
     _session: object = None
     _session_mmproj: Path | None = None
@@ -118,7 +120,7 @@ class OnnxVisionEncoder:
         import onnxruntime as ort
 
         started = time.perf_counter()
-        path = build_or_reuse(mmproj.path, self.precision, self.folder)
+        path = build_or_reuse(mmproj.path, self.precision, self.folder, self.int8_kind)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -129,12 +131,18 @@ class OnnxVisionEncoder:
         self.build_seconds += time.perf_counter() - started
         return self._session
 
-    def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
-        """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+    def engine_for(self, mmproj: GGUFSummary) -> str:
+        """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
+        if mmproj.path in self._refused:
+            return "mtmd"
+        return self.name if self._prepare(mmproj) is not None else "mtmd"
+
+    def _prepare(self, mmproj: GGUFSummary):
+        """The session for this mmproj, or None when it falls back to mtmd (said once on stderr)."""
         if mmproj.path in self._refused:
             return None
         try:
-            session = self._session_for(mmproj)
+            return self._session_for(mmproj)
         except ModelFileError as error:
             if not self.fallback_to_mtmd:
                 raise ModelFileError(
@@ -142,6 +150,12 @@ class OnnxVisionEncoder:
                 ) from None
             self._refused.add(mmproj.path)
             print(f"smolcli: {error}; encoding images with mtmd instead", file=sys.stderr)
+            return None
+
+    def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
+        """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        session = self._prepare(mmproj)
+        if session is None:
             return None
         if digest not in self._tiles:
             image = self.images.get(digest)
