@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -104,12 +105,20 @@ def main() -> None:
 
     from smolcli.bench.files import prepare_files
     from smolcli.runtime.images import load_image
-    from smolcli.runtime.onnx_vision import OnnxVisionEncoder
 
     q8, _ = prepare_files("256m", "Q8_0", "Q8_0", report=print)
     f16, _ = prepare_files("256m", "Q8_0", "F16", report=print)
     image = load_image(q8.image)
-    folder = Path(tempfile.mkdtemp(prefix="smolcli-onnx-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix="smolcli-onnx-bench-"))  # the ONNX files: hundreds of MB, removed at the end
+    try:
+        measure(args, q8, f16, image, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def measure(args, q8, f16, image, folder: Path) -> None:
+    from smolcli.runtime.onnx_vision import OnnxVisionEncoder, build_or_reuse
+
     print(f"CPU: {cpu_name()}, {args.threads} threads, {os.cpu_count()} cores (shared machine: compare ratios)")
     runs = [
         ("mtmd, Q8_0 mmproj", q8.mmproj, None),
@@ -120,8 +129,6 @@ def main() -> None:
     baseline = None
     for label, mmproj, encoder in runs:
         if encoder is not None:  # build (and cache) outside the timing, as a second run would find it
-            from smolcli.runtime.onnx_vision import build_or_reuse
-
             build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)
         per_tile, tiles = seconds_per_tile(q8.model, mmproj, image, args.threads, encoder, args.repeats)
         baseline = baseline or per_tile

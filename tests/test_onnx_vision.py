@@ -98,6 +98,7 @@ def test_onnx_paths_match_transformers(generation, case, onnx_reference, convert
         assert int(np.argmax(logits[:n])) == int(np.argmax(reference.logits))
         errors[label] = float(np.abs(logits[:n] - reference.logits).max())
     assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bounds mean something
+    print(generation, case, {k: round(v, 4) for k, v in errors.items()})  # shown with -s
     assert errors["fp32"] <= FP32_BOUND, errors
     assert errors["int8"] <= 1.5 * errors["mtmd-q8"], errors
 
