@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 
 from smolcli.errors import ModelFileError
+from smolcli.models.smolvlm import VISION_TENSORS, vision_shapes
 
 OPSET = 20  # Gelu(approximate="tanh") and LayerNormalization
 IDEFICS3 = "idefics3"
@@ -92,27 +93,17 @@ def read_vision_weights(path: Path) -> VisionWeights:
 
 
 def expected_shapes(w: VisionWeights) -> dict[str, tuple[int, ...]]:
-    width = w.width
+    """The family's own vision shapes (models/smolvlm.py), under the mmproj's tensor names."""
     ffn = w.tensors.get("v.blk.0.ffn_up.weight", np.zeros((0, 0))).shape[0]
-    shapes = {
-        "v.patch_embd.weight": (width, 3, w.patch, w.patch),
-        "v.position_embd.weight": (w.grid**2, width),
-        "v.post_ln.weight": (width,),
-        "v.post_ln.bias": (width,),
-    }
-    for bid in range(w.layers):
-        block = f"v.blk.{bid}."
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            shapes[f"{block}{name}.weight"] = (width, width)
-            shapes[f"{block}{name}.bias"] = (width,)
-        for name in ("ln1", "ln2"):
-            shapes[f"{block}{name}.weight"] = (width,)
-            shapes[f"{block}{name}.bias"] = (width,)
-        shapes[f"{block}ffn_up.weight"] = (ffn, width)
-        shapes[f"{block}ffn_up.bias"] = (ffn,)
-        shapes[f"{block}ffn_down.weight"] = (width, ffn)
-        shapes[f"{block}ffn_down.bias"] = (width,)
-    return shapes
+    text_hidden = w.tensors.get("mm.model.fc.weight", np.zeros((0, 0))).shape[0]
+    vision = {"hidden_size": w.width, "intermediate_size": ffn, "patch_size": w.patch, "image_size": w.tile}
+    shapes = vision_shapes(vision | {"num_channels": 3}, w.scale_factor, text_hidden)
+    expected = {}
+    for hf_name, shape in shapes.items():
+        name = VISION_TENSORS[hf_name]
+        for bid in range(w.layers) if "{bid}" in name else [0]:
+            expected[name.format(bid=bid)] = shape
+    return expected
 
 
 def check_shapes(path: Path, w: VisionWeights) -> None:
@@ -123,9 +114,6 @@ def check_shapes(path: Path, w: VisionWeights) -> None:
         if found is None or tuple(found.shape) != shape:
             got = "missing" if found is None else tuple(found.shape)
             raise ModelFileError(f"{path}: tensor {name} is {got}, expected {shape}", path=path)
-    projection = w.tensors.get("mm.model.fc.weight")
-    if projection is None or projection.ndim != 2 or projection.shape[1] != w.width * w.scale_factor**2:
-        raise ModelFileError(f"{path}: the connector projection mm.model.fc.weight is missing or misshapen", path=path)
 
 
 # A linear layer writer: (graph, input name, weight [out, in], bias or None, node name) -> output name.
