@@ -36,11 +36,14 @@ CASES = ["square", "wide", "photo", "tall"]
 FP32_BOUND = 5e-3
 
 
-def run_engine(model: Path, mmproj: Path, image: Path, encoder) -> tuple[list[int], np.ndarray, str, int]:
-    """(token layout, last logits, engine used, tiles encoded) of IMAGE_PROMPT with this image."""
+def run_engine(
+    model: Path, mmproj: Path, image: Path | list[Path], encoder, prompt_text: str = IMAGE_PROMPT
+) -> tuple[list[int], np.ndarray, str, int]:
+    """(token layout, last logits, engine used, tiles encoded) of the prompt with this image (or these)."""
+    paths = image if isinstance(image, list) else [image]
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, vision_encoder=encoder)) as engine:
         engine.create_context(1024)
-        prompt = engine.tokenize(IMAGE_PROMPT, [load_image(image)])
+        prompt = engine.tokenize(prompt_text, [load_image(p) for p in paths])
         try:
             engine.evaluate(prompt)
             layout = [t for c in prompt.chunks for t in (c.tokens if c.kind == "text" else [-1] * c.n_tokens)]
@@ -141,6 +144,18 @@ def test_onnx_fp32_agrees_with_mtmd_f32(converted, images, tmp_path):
     assert layout_m == layout_o and tiles_m == tiles_o == 5  # 2x2 tiles and the global view
     assert np.abs(logits_m - logits_o).max() < 2e-2
     assert int(np.argmax(logits_m)) == int(np.argmax(logits_o))
+
+
+def test_the_same_image_twice_and_another_in_one_prompt(converted, images, tmp_path):
+    """The engine numbers tiles per image over the whole prompt: a repeated image reuses its tiles."""
+    pair = converted("F32", "F32", "SmolVLM")
+    shown = [images["photo"], images["wide"], images["photo"]]
+    text = "<|im_start|>User:<image>A<image>B<image>C<end_of_utterance>\nAssistant:"
+    layout_m, logits_m, _, tiles_m = run_engine(pair.model, pair.mmproj, shown, None, text)
+    encoder = OnnxVisionEncoder(2, "fp32", folder=tmp_path)
+    layout_o, logits_o, used, tiles_o = run_engine(pair.model, pair.mmproj, shown, encoder, text)
+    assert used == "onnx-fp32" and layout_m == layout_o and tiles_m == tiles_o == 5 + 3 + 5
+    assert np.abs(logits_m - logits_o).max() < 2e-2
 
 
 def test_built_once_and_reused_by_content(tiny_pair, tmp_path):

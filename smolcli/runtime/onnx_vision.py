@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,16 @@ def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None, int
     return target
 
 
+KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
+
+
+def _keep(kept: OrderedDict, key: str, value) -> None:
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > KEPT_IMAGES:
+        kept.popitem(last=False)
+
+
 @dataclass
 class OnnxVisionEncoder:
     """Given the engine's current mmproj, an image digest and a tile index: that tile's embeddings.
@@ -100,11 +111,11 @@ class OnnxVisionEncoder:
     fallback_to_mtmd: bool = False
     folder: Path | None = None
     int8_kind: str = INT8_KIND  # benchmarks compare the int8 forms
-    images: dict[str, RGBImage] = field(default_factory=dict)
+    images: OrderedDict = field(default_factory=OrderedDict)  # digest -> RGBImage, the last KEPT_IMAGES
     _session: object = None
     _session_mmproj: Path | None = None
     _refused: set = field(default_factory=set)  # mmproj paths that could not be converted
-    _tiles: dict[str, np.ndarray] = field(default_factory=dict)  # digest -> [tiles, tokens, n_embd]
+    _tiles: OrderedDict = field(default_factory=OrderedDict)  # digest -> [tiles, tokens, n_embd], the last few
     build_seconds: float = 0.0
 
     @property
@@ -112,7 +123,7 @@ class OnnxVisionEncoder:
         return f"onnx-{self.precision}"
 
     def remember(self, digest: str, image: RGBImage) -> None:
-        self.images[digest] = image
+        _keep(self.images, digest, image)
 
     def _session_for(self, mmproj: GGUFSummary):
         if self._session is not None and self._session_mmproj == mmproj.path:
@@ -161,17 +172,10 @@ class OnnxVisionEncoder:
             image = self.images.get(digest)
             if image is None:
                 raise SmolcliError("the ONNX vision encoder was asked for an image it was not given")
-            self._tiles[digest] = self._encode(session, mmproj, image)
+            _keep(self._tiles, digest, self._encode(session, mmproj, image))
         tiles = self._tiles[digest]
-        if tile >= len(tiles):
-            raise SmolcliError(
-                f"mtmd cut the image into more tiles than our preprocessing ({tile + 1} > {len(tiles)}); "
-                "use {vision_engine=mtmd}"
-            )
-        embeddings = tiles[tile]
-        if tile == len(tiles) - 1:  # the last tile: the image is done
-            del self._tiles[digest]
-        return np.ascontiguousarray(embeddings)
+        # the engine counts tiles per image over the whole prompt: the same image twice continues the count
+        return np.ascontiguousarray(tiles[tile % len(tiles)])
 
     def _encode(self, session, mmproj: GGUFSummary, image: RGBImage) -> np.ndarray:
         meta = mmproj.metadata
