@@ -151,7 +151,7 @@ def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, 
     return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
 
 
-def build_model(w: VisionWeights, linear: Linear = float_linear):
+def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
     """The ONNX ModelProto of the encoder + connector."""
     from onnx import TensorProto, helper
 
@@ -216,6 +216,6 @@ def build_model(w: VisionWeights, linear: Linear = float_linear):
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tiles", w.tokens, n_embd])],
         g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="smolcli")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="smolcli")
     model.ir_version = 10
     return model

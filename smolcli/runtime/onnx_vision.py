@@ -31,7 +31,7 @@ VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "per-row"  # see onnx_int8: the int8 form that keeps Q8_0's accuracy
-FORMAT_VERSION = 1  # bump when the graph changes: old cached files are then rebuilt under a new name
+FORMAT_VERSION = 2  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
