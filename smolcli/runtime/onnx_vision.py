@@ -122,6 +122,11 @@ class OnnxVisionEncoder:
     def name(self) -> str:
         return f"onnx-{self.precision}"
 
+    def forget(self) -> None:
+        """Drop the images and embeddings held (benchmarks: encode again)."""
+        self.images.clear()
+        self._tiles.clear()
+
     def remember(self, digest: str, image: RGBImage) -> None:
         _keep(self.images, digest, image)
 
