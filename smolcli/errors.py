@@ -48,6 +48,7 @@ SETTINGS = (
     "repack_weights",
     "image_size",
     "max_tiles",
+    "vision_engine",
     "verbose",
     "offline",
     "quant",

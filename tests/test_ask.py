@@ -95,7 +95,10 @@ def test_image_answer_equals_direct_mtmd_decode(tiny_pair, images):
     expected = mtmd_greedy_text(
         model, mmproj, f"<|im_start|>User:{marker}Describe this.<end_of_utterance>\nAssistant:", [images["square"]], n
     )
-    got = answer_of(ask("-m", str(model), "-i", str(images["square"]), "Describe this.", "-n", str(n), "--ignore-eos"))
+    square = str(images["square"])  # through mtmd, as the reference is
+    got = answer_of(
+        ask("-m", str(model), "-i", square, "Describe this.", "-n", str(n), "--ignore-eos", "--vision-engine", "mtmd")
+    )
     assert got == without_format_space(expected) + "\n"
 
 
@@ -275,7 +278,9 @@ def test_json_report_has_every_field_with_sane_values(tiny_pair, images):
         "model",
         "mmproj",
         "image_longest_edge",
+        "vision_engine",
     }
+    assert report["vision_engine"] == "onnx-int8"  # auto on a CPU build
     assert report["image_longest_edge"] == 96  # the tiny model's own: two 48-px tiles
     assert report["text"] + "\n" == streamed
     assert report["finish_reason"] == "length"

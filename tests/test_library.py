@@ -115,8 +115,9 @@ def test_an_ask_between_two_turns_leaves_the_chat_where_it_was(tiny_pair, images
     assert two_turns(interrupt=True) == two_turns(interrupt=False)
 
 
-def test_logprobs_are_what_raw_llama_cpp_computes(tiny_pair, images, model):
-    answer = model.ask(QUESTION, images=[images["square"]], max_tokens=N, ignore_eos=True, logprobs=3)
+def test_logprobs_are_what_raw_llama_cpp_computes(tiny_pair, images):
+    with smolcli.load(tiny_pair[0], threads=1, vision_engine="mtmd") as model:  # raw llama.cpp encodes with mtmd
+        answer = model.ask(QUESTION, images=[images["square"]], max_tokens=N, ignore_eos=True, logprobs=3)
     assert len(answer.logprobs) == len(answer.tokens) == N
     with RawMtmd(*tiny_pair) as raw:
         raw.eval_prompt(

@@ -169,7 +169,9 @@ def test_a_mix_the_estimate_does_not_cover_is_planned_cautiously(converted):
 
 def test_vision_compute_bounds_the_encoders_buffer(tiny_pair, images):
     model, mmproj = tiny_pair
-    result = ask("-m", str(model), "-i", str(images["photo"]), "-v", "-n", "1", "--no-cache", "hello")
+    result = ask(
+        "-m", str(model), "-i", str(images["photo"]), "-v", "-n", "1", "--no-cache", "hello", "--vision-engine", "mtmd"
+    )
     assert result.exit_code == 0, result.stderr
     logged = logged_mib(result.stderr, "reserve_compute_meta: +CPU compute buffer size =")
     assert vision_compute_bytes(footprints(model, mmproj)[1].dims) / MiB >= logged - LOGGED_MIB

@@ -79,6 +79,7 @@ class Answer:
     peak_memory_bytes: int = 0
     json: object = None  # with json_schema: the answer's value, validated against the schema
     video: dict | None = None  # with a video: its duration and the frames used, with their timestamps
+    vision_engine: str | None = None  # with images: which encoder made their embeddings (mtmd, onnx-int8, ...)
 
     def __str__(self) -> str:
         return self.text
@@ -93,6 +94,7 @@ class Answer:
             "model": self.model,
             "mmproj": self.mmproj,
             "image_longest_edge": self.image_longest_edge,
+            "vision_engine": self.vision_engine,
         }
         if self.json is not None:
             report["json"] = self.json
@@ -133,6 +135,7 @@ def answer_from(
         memory_plan=memory_plan,
         peak_memory_bytes=peak_rss_bytes(),
         json=value,
+        vision_engine=engine.vision_engine if with_images else None,
     )
 
 

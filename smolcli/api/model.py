@@ -57,6 +57,7 @@ def load(
     verbose: bool = False,
     offline: bool = False,
     lora: Sequence = (),
+    vision_engine: str = "auto",
     report: Report = _quiet,
 ) -> "Model":
     """Load a SmolVLM pair: a registry name, a Hub repo id, a language-model GGUF or a folder holding a pair.
@@ -86,6 +87,7 @@ def load(
         verbose=verbose,
         offline=offline,
         lora=tuple(lora) if not isinstance(lora, (str, Path)) else lora,
+        vision_engine=vision_engine,
     )
     opened = Model.open(model, options, report=report)
     try:

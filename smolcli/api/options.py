@@ -7,6 +7,7 @@ from pathlib import Path
 
 from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
+from smolcli.api.vision_engine import check_vision_engine, vision_encoder_for
 from smolcli.errors import BadInput
 from smolcli.runtime.embedding_cache import EmbeddingCache
 from smolcli.runtime.engine import EngineOptions
@@ -67,6 +68,7 @@ class LoadOptions:
     offline: bool = False  # never touch the network: a model name must be in the local store
     # LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)
     lora: tuple = ()
+    vision_engine: str = "auto"  # auto, onnx or mtmd: see api/vision_engine.py
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora", parse_lora(self.lora))
@@ -79,6 +81,7 @@ class LoadOptions:
             )
         if self.image_size is not None and self.max_tiles is not None:
             raise BadInput("give {image_size} or {max_tiles}, not both")
+        check_vision_engine(self.vision_engine)
         parse_max_memory(self.max_memory)  # a typo fails before anything is pulled or loaded
 
     @property
@@ -100,4 +103,10 @@ class LoadOptions:
             embedding_cache=EmbeddingCache.default() if self.embedding_cache else None,
             repack_weights=self.repack_weights,
             lora=self.lora,
+            # the max_memory plan models mtmd's buffers, so under a limit auto keeps to mtmd
+            vision_encoder=vision_encoder_for(
+                "mtmd" if self.vision_engine == "auto" and self.max_memory is not None else self.vision_engine,
+                n_gpu_layers,
+                self.threads,
+            ),
         )

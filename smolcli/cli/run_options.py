@@ -61,6 +61,13 @@ GpuLayers = Annotated[
         help="Layers to offload to the GPU; -1: all (default when llama.cpp was built with GPU support, else 0).",
     ),
 ]
+VisionEngine = Annotated[
+    str,
+    typer.Option(
+        "--vision-engine",
+        help="Image encoder: onnx (ONNX Runtime int8, CPU), mtmd (llama.cpp) or auto (onnx when every layer is on the CPU).",
+    ),
+]
 NoMmprojOffload = Annotated[bool, typer.Option("--no-mmproj-offload", help="Keep the vision encoder on the CPU.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads (default: all cores).")]
 Ctx = Annotated[
@@ -161,6 +168,7 @@ def load_settings(
     verbose: Verbose = False,
     offline: Offline = False,
     lora: Lora = None,
+    vision_engine: VisionEngine = "auto",
 ) -> LoadOptions:
     """The device, memory and detail options ask and chat share, as the library's settings (checked there)."""
     return LoadOptions(
@@ -178,6 +186,7 @@ def load_settings(
         verbose=verbose,
         offline=offline,
         lora=tuple(lora or ()),
+        vision_engine=vision_engine,
     )
 
 

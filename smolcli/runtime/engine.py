@@ -36,6 +36,8 @@ class EngineOptions:
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
+    # runtime.onnx_vision.OnnxVisionEncoder: image tiles encoded by ONNX Runtime, mtmd only tokenizes and decodes
+    vision_encoder: object | None = None
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Engine:
         self.ctx = None
         self.mtmd_ctx = None
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
+        self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
@@ -287,12 +290,15 @@ class Engine:
             for img in images
         ]
         copies: dict[str, int] = {}  # digest -> how many times that image is in the prompt
-        if self.options.embedding_cache is not None:
+        encoder = self.options.vision_encoder
+        if self.options.embedding_cache is not None or encoder is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
                 digest = image_digest(img.width, img.height, img.pixels)
                 copies[digest] = copies.get(digest, 0) + 1
                 mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
+                if encoder is not None:
+                    encoder.remember(digest, img)
         handle = mtmd.mtmd_input_chunks_init()
         try:
             if self.mtmd_ctx is None:
@@ -399,12 +405,19 @@ class Engine:
     def _decode_image(self, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None) -> None:
         """One image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames)."""
         mtmd = self._mtmd
+        # another vision context's chunks (video frames) are mtmd's; the ONNX encoder is for the pair's own images
+        encoder = self.options.vision_encoder if mtmd_ctx is None else None
         mtmd_ctx = mtmd_ctx or self.mtmd_ctx
         started = time.perf_counter()
         key = self._embedding_key(described, mmproj_path)
         embeddings = self._cached_embeddings(key) if key is not None else None
+        if embeddings is not None and encoder is not None:
+            self.vision_engine = encoder.engine_for(self.files.mmproj)
+        if embeddings is None and encoder is not None:
+            embeddings = self._encode_outside_mtmd(described, key)
         if embeddings is None:
             embeddings = self._encode(chunk, key, mtmd_ctx)
+            self.vision_engine = "mtmd"
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
@@ -438,6 +451,26 @@ class Engine:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
         return embeddings
 
+    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None):
+        """The tile's embeddings from options.vision_encoder, or None when it leaves this mmproj to mtmd."""
+        encoder = self.options.vision_encoder
+        tile = encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
+        if tile is None:
+            return None
+        n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
+        if tile.shape != (described.n_tokens, n_embd):
+            raise SmolcliError(
+                f"the ONNX vision encoder gave {tile.shape} embeddings where mtmd expects "
+                f"{(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
+            )
+        tile = np.ascontiguousarray(tile, dtype=np.float32).reshape(-1)
+        self.counters.images_encoded += 1
+        self.vision_engine = encoder.name
+        if key is not None:
+            self.options.embedding_cache.put(key, tile)
+        self._encoder_output = tile  # kept alive until mtmd has decoded it
+        return (ctypes.c_float * tile.size).from_buffer(tile)
+
     def _cached_embeddings(self, key: EmbeddingKey):
         stored = self.options.embedding_cache.get(key)
         if stored is None:
@@ -451,10 +484,12 @@ class Engine:
         if cache is None or not described.image:
             return None
         if mmproj_path is not None:
-            digest = cache.file_digest(mmproj_path)
+            digest = cache.file_digest(mmproj_path)  # another vision context's chunk: mtmd's numbers
         else:
             if self._mmproj_digest is None:
                 self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
+                if self.options.vision_encoder is not None:  # another encoder, other numbers: its own entries
+                    self._mmproj_digest += f"-{self.options.vision_encoder.engine_for(self.files.mmproj)}"
             digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))

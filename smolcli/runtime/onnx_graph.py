@@ -1,0 +1,221 @@
+"""SmolVLM's vision encoder + connector as an ONNX graph, built from the mmproj GGUF's own tensors (no torch).
+
+The graph is transformers' Idefics3 vision path for whole tiles: SigLIP patch convolution, learned
+positions (0..n-1: every tile is full-size, so the bucketed fractional positions are the identity),
+pre-norm encoder layers (tanh GELU), post-layernorm, the connector's pixel shuffle exactly as
+Idefics3Connector.pixel_shuffle reshapes it, and the bias-free projection. Input `pixel_values`
+[tiles, 3, S, S] (already rescaled and normalized), output `embeddings` [tiles, tokens, text width].
+
+Linear layers go through `linear()`, so that onnx_int8 can write the same graph with int8 weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from smolcli.errors import ModelFileError
+from smolcli.models.smolvlm import VISION_TENSORS, vision_shapes
+
+OPSET = 20  # Gelu(approximate="tanh") and LayerNormalization
+IDEFICS3 = "idefics3"
+KEY = gguf.Keys.ClipVision
+
+
+@dataclass
+class VisionWeights:
+    """What the graph needs from an mmproj: float32 numpy arrays in Hugging Face layout, and the shapes."""
+
+    tile: int
+    patch: int
+    width: int
+    heads: int
+    layers: int
+    eps: float
+    scale_factor: int
+    mean: list[float]
+    std: list[float]
+    longest_edge: int
+    tensors: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    @property
+    def grid(self) -> int:
+        return self.tile // self.patch
+
+    @property
+    def tokens(self) -> int:
+        return self.grid**2 // self.scale_factor**2
+
+
+def _field(reader: gguf.GGUFReader, key: str):
+    found = reader.fields.get(key)
+    return None if found is None else found.contents()
+
+
+def read_vision_weights(path: Path) -> VisionWeights:
+    """The mmproj's vision tensors dequantized to float32; ModelFileError when it is no idefics3 projector."""
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as error:
+        raise ModelFileError(f"{path}: not a readable GGUF file ({error})", path=path) from None
+    projector = _field(reader, KEY.PROJECTOR_TYPE) or _field(reader, gguf.Keys.Clip.PROJECTOR_TYPE)
+    if projector != IDEFICS3:
+        raise ModelFileError(f"{path}: its projector is {projector!r}, not {IDEFICS3!r} (SmolVLM)", path=path)
+    numbers = {
+        "tile": KEY.IMAGE_SIZE,
+        "patch": KEY.PATCH_SIZE,
+        "width": KEY.EMBEDDING_LENGTH,
+        "heads": KEY.Attention.HEAD_COUNT,
+        "layers": KEY.BLOCK_COUNT,
+        "scale_factor": KEY.Projector.SCALE_FACTOR,
+        "longest_edge": KEY.PREPROC_IMAGE_SIZE,
+    }
+    if _field(reader, KEY.USE_GELU) is False or _field(reader, KEY.USE_SILU):
+        raise ModelFileError(f"{path}: its encoder's activation is not tanh GELU, which the ONNX graph has", path=path)
+    values = {name: _field(reader, key) for name, key in numbers.items()}
+    missing = [numbers[name] for name, value in values.items() if value is None]
+    if missing:
+        raise ModelFileError(f"{path}: lacks {', '.join(missing)}", path=path)
+    tensors = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
+    weights = VisionWeights(
+        **{name: int(value) for name, value in values.items()},
+        eps=float(_field(reader, KEY.Attention.LAYERNORM_EPS) or 1e-6),
+        mean=[float(x) for x in _field(reader, KEY.IMAGE_MEAN)],
+        std=[float(x) for x in _field(reader, KEY.IMAGE_STD)],
+        tensors=tensors,
+    )
+    check_shapes(path, weights)
+    return weights
+
+
+def expected_shapes(w: VisionWeights) -> dict[str, tuple[int, ...]]:
+    """The family's own vision shapes (models/smolvlm.py), under the mmproj's tensor names."""
+    ffn = w.tensors.get("v.blk.0.ffn_up.weight", np.zeros((0, 0))).shape[0]
+    text_hidden = w.tensors.get("mm.model.fc.weight", np.zeros((0, 0))).shape[0]
+    vision = {"hidden_size": w.width, "intermediate_size": ffn, "patch_size": w.patch, "image_size": w.tile}
+    shapes = vision_shapes(vision | {"num_channels": 3}, w.scale_factor, text_hidden)
+    expected = {}
+    for hf_name, shape in shapes.items():
+        name = VISION_TENSORS[hf_name]
+        for bid in range(w.layers) if "{bid}" in name else [0]:
+            expected[name.format(bid=bid)] = shape
+    return expected
+
+
+def check_shapes(path: Path, w: VisionWeights) -> None:
+    if w.tile % w.patch or w.grid % w.scale_factor or w.width % w.heads:
+        raise ModelFileError(f"{path}: odd vision shapes (tile {w.tile}, patch {w.patch}, width {w.width})", path=path)
+    for name, shape in expected_shapes(w).items():
+        found = w.tensors.get(name)
+        if found is None or tuple(found.shape) != shape:
+            got = "missing" if found is None else tuple(found.shape)
+            raise ModelFileError(f"{path}: tensor {name} is {got}, expected {shape}", path=path)
+
+
+# A linear layer writer: (graph, input name, weight [out, in], bias or None, node name) -> output name.
+Linear = Callable[["Graph", str, np.ndarray, "np.ndarray | None", str], str]
+
+
+class Graph:
+    """A small helper over onnx.helper: named constants, nodes, fresh names."""
+
+    def __init__(self):
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = 0
+
+    def name(self, base: str) -> str:
+        self._count += 1
+        return f"{base}_{self._count}"
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], base: str = "", **attrs) -> str:
+        from onnx import helper
+
+        out = self.name(base or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+
+def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    y = g.op("MatMul", [x, g.const(f"{name}.wt", weight.T.astype(np.float32))], name)
+    return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
+
+
+def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
+    """The ONNX ModelProto of the encoder + connector."""
+    from onnx import TensorProto, helper
+
+    g = Graph()
+    t = w.tensors
+    width, heads, grid, s = w.width, w.heads, w.grid, w.scale_factor
+    head_dim = width // heads
+
+    def shape(*dims: int) -> str:
+        return g.const(g.name("shape"), np.array(dims, dtype=np.int64))
+
+    def layer_norm(x: str, prefix: str) -> str:
+        scale, bias = g.const(f"{prefix}.weight", t[f"{prefix}.weight"]), g.const(f"{prefix}.bias", t[f"{prefix}.bias"])
+        return g.op("LayerNormalization", [x, scale, bias], prefix, axis=-1, epsilon=w.eps)
+
+    # patches: Conv stride=patch, [N, W, g, g] -> [N, g*g, W] (+ positions)
+    patch_bias = t.get("v.patch_embd.bias", np.zeros(width, np.float32))
+    conv = g.op(
+        "Conv",
+        ["pixel_values", g.const("patch.w", t["v.patch_embd.weight"]), g.const("patch.b", patch_bias)],
+        "patch",
+        kernel_shape=[w.patch, w.patch],
+        strides=[w.patch, w.patch],
+    )
+    x = g.op("Transpose", [g.op("Reshape", [conv, shape(0, width, grid * grid)])], perm=[0, 2, 1])
+    x = g.op("Add", [x, g.const("positions", t["v.position_embd.weight"])], "embed")
+    scale = g.const("attn.scale", np.array(head_dim**-0.5, dtype=np.float32))
+    for bid in range(w.layers):
+        p = f"v.blk.{bid}."
+        h = layer_norm(x, p + "ln1")
+
+        def heads_of(name: str, h: str = h, p: str = p) -> str:
+            y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
+            return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
+
+        q, k, v = heads_of("attn_q"), heads_of("attn_k"), heads_of("attn_v")
+        k_t = g.op("Transpose", [k], perm=[0, 1, 3, 2])
+        scores = g.op("Mul", [g.op("MatMul", [q, k_t]), scale])
+        context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
+        attn = linear(g, context, t[p + "attn_out.weight"], t[p + "attn_out.bias"], p + "attn_out")
+        x = g.op("Add", [x, attn], p + "res1")
+        h = layer_norm(x, p + "ln2")
+        h = linear(g, h, t[p + "ffn_up.weight"], t[p + "ffn_up.bias"], p + "ffn_up")
+        h = g.op("Gelu", [h], p + "gelu", approximate="tanh")
+        h = linear(g, h, t[p + "ffn_down.weight"], t[p + "ffn_down.bias"], p + "ffn_down")
+        x = g.op("Add", [x, h], p + "res2")
+    x = layer_norm(x, "v.post_ln")
+    # Idefics3Connector.pixel_shuffle, step by step
+    x = g.op("Reshape", [x, shape(0, grid, grid // s, width * s)])
+    x = g.op("Transpose", [x], perm=[0, 2, 1, 3])
+    x = g.op("Reshape", [x, shape(0, grid // s, grid // s, width * s * s)])
+    x = g.op("Transpose", [x], perm=[0, 2, 1, 3])
+    x = g.op("Reshape", [x, shape(0, grid * grid // (s * s), width * s * s)])
+    out = linear(g, x, t["mm.model.fc.weight"], None, "mm.model.fc")
+    g.nodes.append(helper.make_node("Identity", [out], ["embeddings"], name="embeddings"))
+    n_embd = t["mm.model.fc.weight"].shape[0]
+    graph = helper.make_graph(
+        g.nodes,
+        "smolvlm_vision",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["tiles", 3, w.tile, w.tile])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tiles", w.tokens, n_embd])],
+        g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="smolcli")
+    model.ir_version = 10
+    return model

@@ -1,0 +1,195 @@
+"""The vision encoder + connector through ONNX Runtime, for the CPU: what the engine asks for each image tile.
+
+The ONNX file is built from the mmproj's own tensors (onnx_graph, onnx_int8) once and kept in the
+user cache under the mmproj's content digest and the precision; a later run only loads it. The
+build is staged under a hidden name and renamed into place, so a killed build leaves nothing.
+
+An image is preprocessed (image_preprocess) and all its tiles go through one session run on the
+first tile the engine asks for; the rest are handed out from memory, then forgotten.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from smolcli.errors import ModelFileError, SmolcliError
+from smolcli.runtime.file_identity import content_digest
+from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.image_preprocess import pixel_values
+from smolcli.runtime.image_tiles import PREPROC_KEY
+from smolcli.runtime.images import RGBImage
+from smolcli.util.user_cache import cache_dir
+
+VISION_ENGINES = ("auto", "onnx", "mtmd")
+PRECISIONS = ("int8", "fp32")
+DEFAULT_PRECISION = "int8"
+INT8_KIND = "per-row"  # see onnx_int8: the int8 form that keeps Q8_0's accuracy
+FORMAT_VERSION = 2  # bump when the graph changes: old cached files are then rebuilt under a new name
+
+
+def onnx_folder() -> Path:
+    return cache_dir() / "onnx-vision"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    tile: int
+    mean: list[float]
+    std: list[float]
+    n_embd: int
+    tokens: int
+
+
+def _stage_and_save(model, target: Path) -> None:
+    import onnx
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = target.with_name(f".building-{os.getpid()}-{target.name}")
+    try:
+        onnx.save(model, stage)
+        os.replace(stage, target)
+    finally:
+        stage.unlink(missing_ok=True)
+
+
+def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
+    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be."""
+    from smolcli.runtime.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.onnx_int8 import build_int8
+
+    folder = folder or onnx_folder()
+    form = precision if precision == "fp32" else f"{precision}-{int8_kind}"
+    target = folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}.onnx"
+    if target.is_file():
+        return target
+    weights = read_vision_weights(mmproj)
+    model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
+    try:
+        _stage_and_save(model, target)
+    except OSError as error:
+        raise SmolcliError(f"could not write {target}: {error.strerror or error}") from None
+    return target
+
+
+KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
+
+
+def _keep(kept: OrderedDict, key: str, value) -> None:
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > KEPT_IMAGES:
+        kept.popitem(last=False)
+
+
+@dataclass
+class OnnxVisionEncoder:
+    """Given the engine's current mmproj, an image digest and a tile index: that tile's embeddings.
+
+    fallback_to_mtmd: an mmproj that cannot be converted gives one stderr line and None (the engine
+    then uses mtmd); without it, a ModelFileError.
+    """
+
+    threads: int
+    precision: str = DEFAULT_PRECISION
+    fallback_to_mtmd: bool = False
+    folder: Path | None = None
+    int8_kind: str = INT8_KIND  # benchmarks compare the int8 forms
+    images: OrderedDict = field(default_factory=OrderedDict)  # digest -> RGBImage, the last KEPT_IMAGES
+    _session: object = None
+    _session_mmproj: Path | None = None
+    _refused: set = field(default_factory=set)  # mmproj paths that could not be converted
+    _tiles: OrderedDict = field(default_factory=OrderedDict)  # digest -> [tiles, tokens, n_embd], the last few
+    build_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"onnx-{self.precision}"
+
+    def forget(self) -> None:
+        """Drop the images and embeddings held (benchmarks: encode again)."""
+        self.images.clear()
+        self._tiles.clear()
+
+    def remember(self, digest: str, image: RGBImage) -> None:
+        _keep(self.images, digest, image)
+
+    def _session_for(self, mmproj: GGUFSummary):
+        if self._session is not None and self._session_mmproj == mmproj.path:
+            return self._session
+        import onnxruntime as ort
+
+        started = time.perf_counter()
+        path = build_or_reuse(mmproj.path, self.precision, self.folder, self.int8_kind)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session_mmproj = mmproj.path
+        self._tiles.clear()
+        self.build_seconds += time.perf_counter() - started
+        return self._session
+
+    def engine_for(self, mmproj: GGUFSummary) -> str:
+        """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
+        if mmproj.path in self._refused:
+            return "mtmd"
+        return self.name if self._prepare(mmproj) is not None else "mtmd"
+
+    def _prepare(self, mmproj: GGUFSummary):
+        """The session for this mmproj, or None when it falls back to mtmd (said once on stderr)."""
+        if mmproj.path in self._refused:
+            return None
+        try:
+            return self._session_for(mmproj)
+        except ModelFileError as error:
+            if not self.fallback_to_mtmd:
+                raise ModelFileError(
+                    f"{error} - it cannot run through ONNX Runtime; use {{vision_engine=mtmd}}", path=mmproj.path
+                ) from None
+            self._refused.add(mmproj.path)
+            print(f"smolcli: {error}; encoding images with mtmd instead", file=sys.stderr)
+            return None
+
+    def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
+        """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        session = self._prepare(mmproj)
+        if session is None:
+            return None
+        if digest not in self._tiles:
+            image = self.images.get(digest)
+            if image is None:
+                raise SmolcliError("the ONNX vision encoder was asked for an image it was not given")
+            _keep(self._tiles, digest, self._encode(session, mmproj, image))
+        tiles = self._tiles[digest]
+        # the engine counts tiles per image over the whole prompt: the same image twice continues the count
+        return np.ascontiguousarray(tiles[tile % len(tiles)])
+
+    def _encode(self, session, mmproj: GGUFSummary, image: RGBImage) -> np.ndarray:
+        meta = mmproj.metadata
+        tile = int(meta["clip.vision.image_size"])
+        pixels = pixel_values(
+            image,
+            int(meta[PREPROC_KEY]),
+            tile,
+            list(meta["clip.vision.image_mean"]),
+            list(meta["clip.vision.image_std"]),
+        )
+        return session.run(None, {"pixel_values": pixels})[0]

@@ -1,0 +1,212 @@
+"""The vision encoder through ONNX Runtime (--vision-engine): against transformers, against mtmd, and its choices.
+
+Reference tests (torch) compare the last-position logits of a prompt with one image, our ONNX path
+against transformers fp32 on the same tiny checkpoint; the fast lane checks the engine choice,
+the cache and the refusals without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import smolcli
+from smolcli.cli.app import app
+from smolcli.errors import ModelFileError
+from smolcli.runtime.engine import Engine, EngineOptions
+from smolcli.runtime.gguf_file import read_gguf
+from smolcli.runtime.images import load_image
+from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.onnx_vision import OnnxVisionEncoder, build_or_reuse, onnx_folder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_checks import one_line_error  # noqa: E402
+
+IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
+# photo (200x150) is downscaled to the 96 px longest edge of the tiny models, tall (50x110) upscaled
+CASES = ["square", "wide", "photo", "tall"]
+FP32_BOUND = 5e-3
+
+
+def run_engine(
+    model: Path, mmproj: Path, image: Path | list[Path], encoder, prompt_text: str = IMAGE_PROMPT
+) -> tuple[list[int], np.ndarray, str, int]:
+    """(token layout, last logits, engine used, tiles encoded) of the prompt with this image (or these)."""
+    paths = image if isinstance(image, list) else [image]
+    with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, vision_encoder=encoder)) as engine:
+        engine.create_context(1024)
+        prompt = engine.tokenize(prompt_text, [load_image(p) for p in paths])
+        try:
+            engine.evaluate(prompt)
+            layout = [t for c in prompt.chunks for t in (c.tokens if c.kind == "text" else [-1] * c.n_tokens)]
+        finally:
+            prompt.free()
+        return layout, engine.last_logits(), engine.vision_engine, engine.counters.images_encoded
+
+
+def patched_bool(mmproj: Path, key: str, value: bool, target: Path) -> Path:
+    """A copy of the mmproj with one bool scalar changed in place (its offset from our header reader)."""
+    data = bytearray(mmproj.read_bytes())
+    data[read_gguf(mmproj).scalar_offsets[key]] = struct.pack("<?", value)[0]
+    target.write_bytes(bytes(data))
+    return target
+
+
+# --- against transformers (reference lane) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_reference(hf_checkpoint):
+    from conftest import SOURCE_DTYPES
+
+    from reference import TransformersReference
+
+    cache = {}
+
+    def get(generation):
+        if generation not in cache:
+            cache[generation] = TransformersReference(hf_checkpoint(generation, SOURCE_DTYPES[generation]))
+        return cache[generation]
+
+    return get
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_paths_match_transformers(generation, case, onnx_reference, converted, images, tmp_path):
+    """fp32 ONNX: max |dlogit| <= 5e-3; int8 (per-row): at most 1.5x the Q8_0 mmproj's error through mtmd
+    on the same case, and the same top token; the token layout identical on every path."""
+    reference = onnx_reference(generation).run(IMAGE_PROMPT, [images[case]])
+    f32, q8 = converted("F32", "F32", generation), converted("F32", "Q8_0", generation)
+    n = len(reference.logits)
+    errors = {}
+    for label, pair, encoder in (
+        ("fp32", f32, OnnxVisionEncoder(2, "fp32", folder=tmp_path)),
+        ("int8", f32, OnnxVisionEncoder(2, "int8", folder=tmp_path)),
+        ("mtmd-q8", q8, None),
+    ):
+        layout, logits, used, _ = run_engine(pair.model, pair.mmproj, images[case], encoder)
+        image_id = onnx_reference(generation).image_token_id
+        assert [image_id if t == -1 else t for t in layout] == reference.token_ids
+        assert used == (encoder.name if encoder else "mtmd")
+        assert int(np.argmax(logits[:n])) == int(np.argmax(reference.logits))
+        errors[label] = float(np.abs(logits[:n] - reference.logits).max())
+    assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bounds mean something
+    print(generation, case, {k: round(v, 4) for k, v in errors.items()})  # shown with -s
+    assert errors["fp32"] <= FP32_BOUND, errors
+    assert errors["int8"] <= 1.5 * errors["mtmd-q8"], errors
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
+def test_preprocessing_equals_transformers(generation, onnx_reference, converted, images):
+    from PIL import Image
+
+    from smolcli.runtime.image_preprocess import pixel_values
+
+    processor = onnx_reference(generation).processor
+    meta = read_gguf(converted("F32", "F32", generation).mmproj).metadata
+    for case in CASES:
+        theirs = processor(text=IMAGE_PROMPT, images=[Image.open(images[case])], return_tensors="np")
+        ours = pixel_values(
+            load_image(images[case]),
+            meta["clip.vision.preproc_image_size"],
+            meta["clip.vision.image_size"],
+            meta["clip.vision.image_mean"],
+            meta["clip.vision.image_std"],
+        )
+        expected = theirs["pixel_values"][0]
+        assert ours.shape == expected.shape, case
+        assert np.abs(ours - expected).max() < 1e-6, case
+
+
+# --- fast lane ----------------------------------------------------------------------------
+
+
+def test_onnx_fp32_agrees_with_mtmd_f32(converted, images, tmp_path):
+    """Without torch: the same F32 pair through mtmd and through ONNX fp32 gives nearly the same logits
+    (their preprocessing differs: mtmd's resampler is not Pillow's), the same layout and tile count."""
+    pair = converted("F32", "F32", "SmolVLM")
+    layout_m, logits_m, used_m, tiles_m = run_engine(pair.model, pair.mmproj, images["photo"], None)
+    layout_o, logits_o, used_o, tiles_o = run_engine(
+        pair.model, pair.mmproj, images["photo"], OnnxVisionEncoder(2, "fp32", folder=tmp_path)
+    )
+    assert (used_m, used_o) == ("mtmd", "onnx-fp32")
+    assert layout_m == layout_o and tiles_m == tiles_o == 5  # 2x2 tiles and the global view
+    assert np.abs(logits_m - logits_o).max() < 2e-2
+    assert int(np.argmax(logits_m)) == int(np.argmax(logits_o))
+
+
+def test_the_same_image_twice_and_another_in_one_prompt(converted, images, tmp_path):
+    """The engine numbers tiles per image over the whole prompt: a repeated image reuses its tiles."""
+    pair = converted("F32", "F32", "SmolVLM")
+    shown = [images["photo"], images["wide"], images["photo"]]
+    text = "<|im_start|>User:<image>A<image>B<image>C<end_of_utterance>\nAssistant:"
+    layout_m, logits_m, _, tiles_m = run_engine(pair.model, pair.mmproj, shown, None, text)
+    encoder = OnnxVisionEncoder(2, "fp32", folder=tmp_path)
+    layout_o, logits_o, used, tiles_o = run_engine(pair.model, pair.mmproj, shown, encoder, text)
+    assert used == "onnx-fp32" and layout_m == layout_o and tiles_m == tiles_o == 5 + 3 + 5
+    assert np.abs(logits_m - logits_o).max() < 2e-2
+
+
+def test_built_once_and_reused_by_content(tiny_pair, tmp_path):
+    _, mmproj = tiny_pair
+    first = build_or_reuse(mmproj, "int8", tmp_path)
+    stamp = first.stat().st_mtime_ns
+    copy = tmp_path / "copy" / mmproj.name
+    copy.parent.mkdir()
+    copy.write_bytes(mmproj.read_bytes())
+    assert build_or_reuse(copy, "int8", tmp_path) == first  # same content, same file
+    assert first.stat().st_mtime_ns == stamp
+    assert build_or_reuse(mmproj, "fp32", tmp_path) != first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".building-")]
+
+
+def test_ask_json_reports_the_engine_and_auto_picks_onnx_on_the_cpu(tiny_pair, images):
+    model, mmproj = tiny_pair
+    runner = CliRunner()
+    base = ["ask", "-m", str(model), "--mmproj", str(mmproj), "-i", str(images["wide"]), "--max-tokens", "3", "--json"]
+    base += ["What is it?"]
+    auto = runner.invoke(app, base + ["-ngl", "0"])
+    assert auto.exit_code == 0, auto.output
+    assert json.loads(auto.stdout)["vision_engine"] == "onnx-int8"
+    assert any(onnx_folder().glob("*-int8-*.onnx"))  # built into the user cache
+    mtmd = runner.invoke(app, base + ["--vision-engine", "mtmd"])
+    assert json.loads(mtmd.stdout)["vision_engine"] == "mtmd"
+    text = runner.invoke(app, ["ask", "-m", str(model), "--mmproj", str(mmproj), "--max-tokens", "2", "--json", "Hi"])
+    assert json.loads(text.stdout)["vision_engine"] is None
+
+
+def test_library_load_takes_vision_engine(tiny_pair, images):
+    model, mmproj = tiny_pair
+    with smolcli.load(model, mmproj=mmproj, vision_engine="onnx") as loaded:
+        answer = loaded.ask("What is it?", images=[images["square"]], max_tokens=2)
+        assert answer.as_dict()["vision_engine"] == "onnx-int8"
+    with pytest.raises(smolcli.errors.BadInput, match="vision_engine="):
+        smolcli.load(model, mmproj=mmproj, vision_engine="cuda")
+
+
+def test_an_mmproj_onnx_cannot_express_falls_back_under_auto_and_fails_under_onnx(tiny_pair, images, tmp_path):
+    """clip.vision.use_gelu false: mtmd runs it (its other activation), our graph has only tanh GELU."""
+    model, mmproj = tiny_pair
+    odd = patched_bool(mmproj, gguf.Keys.ClipVision.USE_GELU, False, tmp_path / "mmproj-odd.gguf")
+    with pytest.raises(ModelFileError, match="GELU"):
+        build_or_reuse(odd, "int8", tmp_path)
+    runner = CliRunner()
+    base = ["ask", "-m", str(model), "--mmproj", str(odd), "-i", str(images["wide"]), "--max-tokens", "2", "--json"]
+    auto = runner.invoke(app, base + ["-ngl", "0", "What?"])
+    assert auto.exit_code == 0, auto.output
+    assert json.loads(auto.stdout)["vision_engine"] == "mtmd"
+    assert auto.stderr.count("encoding images with mtmd instead") == 1
+    one_line_error(runner.invoke(app, base + ["--vision-engine", "onnx", "What?"]), "GELU", "--vision-engine mtmd")
+    one_line_error(runner.invoke(app, base + ["--vision-engine", "tpu", "What?"]), "--vision-engine")
+    assert not os.environ.get("SMOLCLI_HOME") or not list(Path(os.environ["SMOLCLI_HOME"]).rglob(".building-*"))
