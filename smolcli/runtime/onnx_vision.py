@@ -69,8 +69,14 @@ def _stage_and_save(model, target: Path) -> None:
         stage.unlink(missing_ok=True)
 
 
-def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
-    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be."""
+def build_or_reuse(
+    mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND
+) -> Path | bytes:
+    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be.
+
+    Where the cache cannot be written (a read-only or full disk), the model is built in memory and its
+    bytes returned instead: the answer does not need the cache, only the next run's speed does.
+    """
     from smolcli.runtime.onnx_graph import build_model, read_vision_weights
     from smolcli.runtime.onnx_int8 import build_int8
 
@@ -83,8 +89,8 @@ def build_or_reuse(mmproj: Path, precision: str, folder: Path | None = None, int
     model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
     try:
         _stage_and_save(model, target)
-    except OSError as error:
-        raise SmolcliError(f"could not write {target}: {error.strerror or error}") from None
+    except OSError:
+        return model.SerializeToString()
     return target
 
 
@@ -141,7 +147,8 @@ class OnnxVisionEncoder:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        source = path if isinstance(path, bytes) else str(path)  # bytes: built in memory, the cache unwritable
+        self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self._session_mmproj = mmproj.path
         self._tiles.clear()
         self.build_seconds += time.perf_counter() - started
