@@ -7,6 +7,7 @@ never stops the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -136,7 +137,9 @@ def answer_item(model: Model, item: BatchItem, defaults: dict) -> dict:
     line = {"id": item.id}
     line.update({"json": answer.json} if settings.get("json_schema") is not None else {"text": answer.text})
     line.update(
-        finish_reason=answer.finish_reason, usage=answer.as_dict()["usage"], timings=answer.as_dict()["timings"]
+        finish_reason=answer.finish_reason,
+        usage=dataclasses.asdict(answer.usage),
+        timings=dataclasses.asdict(answer.timings),
     )
     return line
 
@@ -157,13 +160,13 @@ class ResultFile:
     def __init__(self, path: Path, retry_errors: bool):
         self.path = path
         self.done: set[str] = set()
-        kept = self._read_kept(retry_errors)
+        self._resume(retry_errors)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._kept = kept
 
-    def _read_kept(self, retry_errors: bool) -> list[str] | None:
+    def _resume(self, retry_errors: bool) -> None:
+        """The ids already answered; the file rewritten without a torn last line or the lines to retry."""
         if not self.path.exists():
-            return None
+            return
         data = self.path.read_bytes()
         whole, _, torn = data.rpartition(b"\n")
         lines = whole.decode("utf-8", "replace").splitlines() if whole else []
@@ -182,7 +185,6 @@ class ResultFile:
             from smolcli.util.atomic_file import write_atomically
 
             write_atomically(self.path, "".join(f"{text}\n" for text in kept).encode("utf-8"))
-        return kept
 
     def write(self, line: dict) -> None:
         os.write(self._fd, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -220,11 +220,12 @@ class Model:
 
     def memory_budget(self, vision: GGUFSummary | None, images: list[RGBImage]) -> MemoryBudget | None:
         """With max_memory: what plans this run's peak (None without a limit)."""
-        engine_options = self.options.engine_options()
-        if self._engine is not None:
-            engine_options = self._engine.options
+        limit = self.options.memory_limit
+        if limit is None:
+            return None  # no options to build (an embedding cache, a GPU query) for a plan nobody asked for
+        engine_options = self._engine.options if self._engine is not None else self.options.engine_options()
         return MemoryBudget.for_run(
-            self.options.memory_limit,
+            limit,
             ModelFiles(self.files.model, vision),
             engine_options,
             images,

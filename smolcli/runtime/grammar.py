@@ -147,25 +147,16 @@ def _check_ref(ref, pointer: str, refs: dict) -> None:
 
 
 def _local_refs(schema: dict) -> dict[str, dict]:
-    """Every '#/...' reference in the schema, resolved to the sub-schema it names (None when it names nothing)."""
+    """Every '#/...' reference in the schema, resolved to the sub-schema it names (left out when it names nothing)."""
     found: dict[str, dict] = {}
-
-    def visit(node) -> None:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/") and ref not in found:
-                target = schema
-                for part in ref[2:].split("/"):
-                    target = target.get(part) if isinstance(target, dict) else None
-                if target is not None:
-                    found[ref] = target
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(schema)
+    for ref in _local_refs_inside(schema):
+        if not ref.startswith("#/") or ref in found:
+            continue
+        target = schema
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        if target is not None:
+            found[ref] = target
     return found
 
 
