@@ -189,3 +189,15 @@ def test_the_public_api_is_curated():
     for name in smolcli.__all__:
         assert getattr(smolcli, name) is not None
     assert smolcli.load.__doc__ and smolcli.Model.ask.__doc__ and smolcli.Model.chat.__doc__
+
+
+def test_clearing_a_chat_held_aside_starts_it_over(tiny_pair, images):
+    with smolcli.load(tiny_pair[0], threads=1) as model:
+        fresh = model.chat(max_tokens=N).send("Describe it.", images=[images["wide"]]).text
+        chat = model.chat(max_tokens=N)
+        chat.send("Something first.")
+        model.ask("Meanwhile, another question.", max_tokens=N)  # the chat's context is put aside
+        chat.clear()
+        assert chat.n_past == 0 and chat.messages == []
+        assert chat.send("Describe it.", images=[images["wide"]]).text == fresh
+        assert chat.n_past == sum(t.prompt_tokens + t.completion_tokens for t in chat.turns[-1:])

@@ -42,7 +42,6 @@ class Chat:
     ):
         self.model = model
         self._context: ContextState | None = None
-        self._dirty = False  # cleared while another held the engine: empty the KV cache when it comes back
         self._vision = None  # the mmproj this conversation's images are tiled by, fixed by its first images
         settings = GenerationSettings(**generation)
         settings.constraint()  # a schema given for every turn is checked now
@@ -109,9 +108,8 @@ class Chat:
         self._session.pending_images.clear()
         if self.model._holder is self and self.model._engine is not None and self.model._engine.ctx is not None:
             self.model._engine.clear()
-        elif self._context is not None:
-            self._context.n_past = 0
-            self._dirty = True
+        elif self._context is not None and self._context.ctx is not None:
+            self.model._engine.clear(self._context)  # held aside while another asks: emptied where it is
 
     def transcript(self) -> dict:
         files = self.model.files
@@ -148,9 +146,6 @@ class Chat:
             self._pin_vision(pictures)
         engine = self.model._hold(self)
         self._session.engine = engine
-        if self._dirty:
-            engine.clear()
-            self._dirty = False
         if pictures:
             engine.use_mmproj(self._vision)
         return self._session.replay(turns, reserve_tokens)
@@ -185,9 +180,6 @@ class Chat:
         was_loaded = self.model.loaded
         engine = self.model._hold(self)
         self._session.engine = engine
-        if self._dirty:
-            engine.clear()
-            self._dirty = False
         if self._session.pending_images:
             engine.use_mmproj(self._vision)
         load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds

@@ -262,9 +262,11 @@ class Engine:
             self._llama.llama_free(state.ctx)
             state.ctx = None
 
-    def clear(self) -> None:
-        self._llama.llama_memory_clear(self._llama.llama_get_memory(self.ctx), True)
-        self.n_past = 0
+    def clear(self, state: "ContextState | None" = None) -> None:
+        """Empty the KV cache: the engine's own context, or a detached one (a conversation not being served now)."""
+        target = state if state is not None else self
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(target.ctx), True)
+        target.n_past = 0
 
     def rewind(self, n_past: int) -> None:
         """Forget everything after position n_past (an interrupted or overflowing turn)."""
