@@ -23,7 +23,8 @@ RESAMPLE = Image.Resampling.LANCZOS
 MAX_IMAGE_SIZE = 4096  # transformers.models.idefics3: the largest side it resizes to
 
 
-def _longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+def even_longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+    """transformers' Idefics3 resize: the longest side to longest_edge, the other by the aspect, made even."""
     aspect = width / height
     if width >= height:
         width, height = longest_edge, int(longest_edge / aspect)
@@ -31,7 +32,12 @@ def _longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int,
     else:
         height, width = longest_edge, int(longest_edge * aspect)
         width += width % 2
-    width, height = max(width, 1), max(height, 1)
+    return max(width, 1), max(height, 1)
+
+
+def _longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+    # images: resized first, then scaled below transformers' upper bound (videos clamp the edge first)
+    width, height = even_longest_edge_size(width, height, longest_edge)
     aspect = width / height
     if width >= height and width > MAX_IMAGE_SIZE:
         width, height = MAX_IMAGE_SIZE, int(MAX_IMAGE_SIZE / aspect)

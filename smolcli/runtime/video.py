@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from smolcli.errors import BadInput
+from smolcli.runtime.image_preprocess import MAX_IMAGE_SIZE, even_longest_edge_size
 from smolcli.runtime.images import STDIN, RGBImage
 
-MAX_IMAGE_SIZE = 4096  # transformers' cap on a frame's longest edge
 SKIP_SECONDS = 1  # the first and last second are skipped when the clip is long enough
 SEEK_AHEAD_SECONDS = 10.0  # a sampled frame further ahead than this is reached by seeking, not decoding through
 
@@ -79,15 +79,7 @@ def sample_indices(total_frames: int, fps: float, duration: float, target_fps: f
 
 def resized_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
     """(width, height) after transformers' video resize to a longest edge (even short side)."""
-    longest_edge = min(MAX_IMAGE_SIZE, longest_edge)
-    aspect = width / height
-    if width >= height:
-        new_w, new_h = longest_edge, int(longest_edge / aspect)
-        new_h += new_h % 2
-    else:
-        new_h, new_w = longest_edge, int(longest_edge * aspect)
-        new_w += new_w % 2
-    return max(new_w, 1), max(new_h, 1)
+    return even_longest_edge_size(width, height, min(MAX_IMAGE_SIZE, longest_edge))
 
 
 def square_frame(image: Image.Image, sampling: VideoSampling) -> Image.Image:
