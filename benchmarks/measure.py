@@ -11,6 +11,9 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 # ru_maxrss survives fork and exec on Linux (a child would report its parent's peak); VmHWM belongs to this process
 # A step's own children count too: llama.cpp's quantizer runs in one (smolcli.convert.quantize_worker).
@@ -22,6 +25,20 @@ def peak_rss():
             own = int(line.split()[1]) * 1024
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 """
+
+# transformers imports the installed torchvision (the test extra's, for video), whose CPU-less wheel imports only once
+# two op schemas exist: the tests' shim defines them. A snippet that imports transformers starts with this line.
+TORCHVISION_SHIM = (
+    f"import sys; sys.path.insert(0, {str(TESTS)!r}); import torchvision_shim; torchvision_shim.install()\n"
+)
+
+
+def install_torchvision_shim() -> None:
+    """The same, in this process (a benchmark that imports transformers itself)."""
+    sys.path.insert(0, str(TESTS))
+    import torchvision_shim
+
+    torchvision_shim.install()
 
 
 def run_fresh(script: str, args: list[str], env: dict | None = None) -> dict:

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import run_fresh  # benchmarks/measure.py, beside this script
+from measure import TORCHVISION_SHIM, run_fresh  # benchmarks/measure.py, beside this script
 from PIL import Image
 
 from smolcli.synthetic.images import photo_like
@@ -171,7 +171,7 @@ def prepared(workdir: Path, shape: str, quant: str, mmproj_type: str) -> tuple[P
 
 
 def run_transformers(checkpoint: Path, image: Path, prompt: str, tokens: int, threads: int) -> dict:
-    return run_fresh(TRANSFORMERS, [str(checkpoint), str(image), prompt, str(tokens), str(threads)])
+    return run_fresh(TORCHVISION_SHIM + TRANSFORMERS, [str(checkpoint), str(image), prompt, str(tokens), str(threads)])
 
 
 def run_smolcli(model: Path, mmproj: Path, image: Path, tokens: int, threads: int, home: Path) -> dict:
