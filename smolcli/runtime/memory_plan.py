@@ -12,7 +12,9 @@ Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU
   text_compute      llama.cpp's compute buffer for one n_ubatch batch, and its logits output buffer
   vision_compute    the encoder's compute buffer
   images            the prompt's images: three RGB copies each (ours, the ctypes copy, mtmd's bitmap),
-                    mtmd's resized u8 images, every tile as f32, one tile's embeddings
+                    mtmd's resized u8 images, every tile as f32, one tile's embeddings; and a video's
+                    frames: each kept as one tile-size RGB picture and, tokenized all at once before the
+                    first is evaluated, mtmd's two f32 tiles of it (the 1x1 grid and the global view)
   runtime           Python, the libraries and llama.cpp's vocabulary; plus a GPU runtime when offloading
 
 On a unified-memory board (Jetson) CPU and GPU parts share one memory: `total` is what to compare.
@@ -141,6 +143,7 @@ class RunSettings:
     n_gpu_layers: int = 0  # as llama.cpp takes it (-1: all); 0 when the build cannot offload
     mmproj_offload: bool = True
     repack_weights: bool = False
+    frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video_prompt.py)
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,19 @@ def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
     return rgb + tiles + resized + embeddings
 
 
+def frames_bytes(dims: VisionDims, n_frames: int) -> int:
+    """A clip's frames while its prompt is tokenized: per frame our tile-size RGB copy and mtmd's two f32 tiles
+    (its 1x1 grid and its global view, the same pixels); one frame at a time: its ctypes and bitmap copies and
+    mtmd's u8 resizes."""
+    if n_frames <= 0:
+        return 0
+    rgb = dims.image_size**2 * 3
+    tile_floats = dims.image_size**2 * 3
+    per_frame = rgb + 2 * tile_floats * FLOAT
+    one_at_a_time = (RGB_COPIES - 1) * rgb + MTMD_U8_COPIES * rgb
+    return n_frames * per_frame + one_at_a_time
+
+
 def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSettings) -> MemoryPlan:
     dims = text.dims
     n_gpu = run.n_gpu_layers
@@ -283,7 +299,7 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("kv_cache", kv_cpu, kv_gpu),
         text_compute,
         Part("vision_compute", 0, vision_compute) if vision_on_gpu else Part("vision_compute", vision_compute),
-        Part("images", images_bytes(vision.dims, run.images) if vision else 0),
+        Part("images", images_bytes(vision.dims, run.images) + frames_bytes(vision.dims, run.frames) if vision else 0),
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
     )
     return MemoryPlan(parts, run.n_ctx, run.cache_type)
