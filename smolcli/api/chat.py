@@ -244,8 +244,9 @@ class Chat:
                 turn.completion_tokens,
                 0.0 if had_context else load_seconds,
             )
+            memory_plan = clip.memory_report if clip is not None and clip.memory_report else self.memory_plan
             answer = answer_from(
-                generation, engine, usage, timings, True, self.memory_plan, constraint, self._settings.max_tokens
+                generation, engine, usage, timings, True, memory_plan, constraint, self._settings.max_tokens
             )
             return dataclasses.replace(answer, video=clip.summary()) if clip is not None else answer
 
@@ -267,12 +268,22 @@ class Chat:
 
             n_ctx = engine.n_ctx if engine.ctx is not None else (session.requested_ctx or engine.n_ctx_train)
             room = n_ctx - (engine.n_past if engine.ctx is not None else 0)
-            fixed = FrameRoom(room, n_ctx, self._settings.max_tokens, self._budget, lambda _tokens: n_ctx)
+            fixed = FrameRoom(room, n_ctx, self._settings.max_tokens, self._frames_budget(), lambda _tokens: n_ctx)
             clip = read_clip(engine, frame_vision(model, engine), video, sampling, text_for, fixed, report)
         except SmolcliError as error:
             raise session._drop_images(error) from None
         session.pending_video = self._video_turn(engine, clip, video, report)
         return clip
+
+    def _frames_budget(self):
+        """With max_memory: the conversation's budget with the vision encoder in it (a chat that began without
+        images planned none) and its KV-cache type, which its context already has."""
+        if self._budget is None:
+            return None
+        budget = self._budget
+        if budget.vision is None:
+            budget = self.model.memory_budget(self.model.files.mmproj, [])
+        return dataclasses.replace(budget, requested_cache=self._memory_plan.cache_type)
 
     def _read_video(self, engine, video, fps, max_frames, report) -> VideoTurn:
         """A clip of an earlier turn (replay): sampled and decoded, no room check (the replay checks the whole)."""

@@ -75,6 +75,7 @@ class ClipFrames:
     plan: VideoPlan
     frames: list[VideoFrame]
     memory_plan: MemoryPlan | None = None  # with max_memory: the plan the frames were admitted under
+    memory_report: dict | None = None  # that plan as Answer.memory_plan reports it
 
     @property
     def timestamps(self) -> list[float]:
@@ -129,7 +130,7 @@ def read_clip(
 
             memory_plan = check_frames_fit_memory(room.budget, plan, n_ctx_for)
         frames = clip.frames(plan, sampling, frame_progress(report, "decoding frame"))
-    return ClipFrames(plan, frames, memory_plan)
+    return ClipFrames(plan, frames, memory_plan, room.budget.report(memory_plan) if memory_plan else None)
 
 
 def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, system, fps, max_frames, report):
@@ -177,7 +178,6 @@ def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, s
     finally:
         tokenized.free()
     sampler = Sampler(sampling, constraint.gbnf if constraint else None, engine.vocab)
-    memory_plan = budget.report(clip.memory_plan) if clip.memory_plan else None
 
     def finish(generation: Generation) -> Answer:
         sampler.close()
@@ -185,7 +185,9 @@ def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, s
         usage, timings = usage_and_timings(
             done, tokenized.n_tokens, tokenized.n_image_tokens, len(generation.tokens), load_seconds
         )
-        answer = answer_from(generation, engine, usage, timings, True, memory_plan, constraint, settings.max_tokens)
+        answer = answer_from(
+            generation, engine, usage, timings, True, clip.memory_report, constraint, settings.max_tokens
+        )
         return dataclasses.replace(answer, video=clip.summary(), mmproj=str(model.files.mmproj.path))
 
     answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs, None), finish)

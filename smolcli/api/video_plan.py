@@ -78,7 +78,7 @@ def check_frames_fit_memory(budget, plan: VideoPlan, n_ctx_for: Callable[[int], 
     raise MemoryPlanRefused(
         f"the clip's {plan.n_frames} frames need about {size_text(attempt.plan.total)} with the model "
         f"({size_text(frames)} for images and frames, a {attempt.plan.n_ctx}-token {attempt.plan.cache_type} KV cache) "
-        f"but {{max_memory}} {budget.limit.text} allows {size_text(budget.limit.size)}; {fix_for(fits, '')}",
+        f"but {{max_memory}} {budget.limit.text} allows {size_text(budget.limit.size)}; {fix_for(fits, 'raise {max_memory}')}",
         plan=attempt.plan,
         limit=budget.limit.size,
     )
