@@ -17,6 +17,7 @@ class ServeLimits:
 
     max_body_bytes: int = 32 * 1024 * 1024  # the whole request, base64 images included
     max_image_bytes: int = 16 * 1024 * 1024  # one image file, as sent (decoded from base64)
+    max_video_bytes: int = 24 * 1024 * 1024  # one video_url clip, as sent (a data: URI's share of the body)
     max_image_pixels: int = 25_000_000  # width x height, read from the header before anything is decoded
     max_images: int = 8  # in one request, the conversation's earlier messages included
     max_messages: int = 256
@@ -26,7 +27,14 @@ class ServeLimits:
     conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "conversations"):
+        for name in (
+            "max_body_bytes",
+            "max_image_bytes",
+            "max_video_bytes",
+            "max_image_pixels",
+            "max_tokens",
+            "conversations",
+        ):
             if getattr(self, name) < 1:
                 raise BadInput(f"serve limit {name} must be at least 1, not {getattr(self, name)}")
         for name in ("max_images", "max_messages", "queue_size"):

@@ -234,6 +234,7 @@ class ModelWorker:
             stream = chat.send(
                 request.last.text,
                 request.last.images,
+                video=request.last.video,
                 stream=True,
                 logprobs=request.logprobs,
                 json_schema=request.json_schema,
@@ -266,7 +267,8 @@ class ModelWorker:
                 # attached for the next message: only a turn without images, that did not end (a
                 # structured answer refused after the fact did), can go back as it is
                 unchanged = len(chat.messages) == turns_before
-                if request.history and chat.n_past > 0 and unchanged and not request.last.images:
+                new_media = request.last.images or request.last.video is not None
+                if request.history and chat.n_past > 0 and unchanged and not new_media:
                     self.conversations.put(key, chat)
                 else:
                     chat.close()
