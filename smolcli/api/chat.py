@@ -16,13 +16,13 @@ from smolcli.api.options import GenerationSettings
 from smolcli.api.video import (
     ClipFrames,
     FrameRoom,
+    clip_sampling,
     frame_progress,
     frame_vision,
     read_clip,
-    video_sampling,
     warn_if_not_trained_on_video,
 )
-from smolcli.errors import BadInput, ModelFileError, SmolcliError
+from smolcli.errors import BadInput, SmolcliError
 from smolcli.models.smolvlm_video import video_text
 from smolcli.runtime.context_size import chat_context_size
 from smolcli.runtime.engine import ContextState
@@ -259,7 +259,7 @@ class Chat:
         session = self._session
         try:
             model = self.model
-            sampling = self._sampling(fps, max_frames)
+            sampling = clip_sampling(self.model, fps, max_frames)
             warn_if_not_trained_on_video(model, report)
             n_images = len(session.pending_images)
 
@@ -288,17 +288,10 @@ class Chat:
     def _read_video(self, engine, video, fps, max_frames, report) -> VideoTurn:
         """A clip of an earlier turn (replay): sampled and decoded, no room check (the replay checks the whole)."""
         with open_clip(video) as opened:
-            sampling = self._sampling(fps, max_frames)
+            sampling = clip_sampling(self.model, fps, max_frames)
             plan = opened.plan(sampling)
             clip = ClipFrames(plan, opened.frames(plan, sampling))
         return self._video_turn(engine, clip, video, report)
-
-    def _sampling(self, fps, max_frames):
-        if self.model.files.mmproj is None:
-            raise ModelFileError(
-                f"{self.model.files.model.path}: no mmproj-*.gguf beside it; a video needs one: pass {{mmproj}}"
-            )
-        return video_sampling(self.model.files.mmproj, fps, max_frames)
 
     def _video_turn(self, engine, clip: ClipFrames, video, report) -> VideoTurn:
         source = video if isinstance(video, str) else (str(video) if isinstance(video, Path) else "video bytes")

@@ -55,6 +55,15 @@ def video_sampling(mmproj, fps: float | None, max_frames: int | None) -> VideoSa
     return VideoSampling(fps or RELEASE_FPS, max_frames or RELEASE_MAX_FRAMES, size.default_edge, size.tile)
 
 
+def clip_sampling(model, fps: float | None, max_frames: int | None) -> VideoSampling:
+    """The model's sampling rule for a clip; a model without an mmproj cannot take one."""
+    if model.files.mmproj is None:
+        raise ModelFileError(
+            f"{model.files.model.path}: no mmproj-*.gguf beside it; a video needs one: pass {{mmproj}}"
+        )
+    return video_sampling(model.files.mmproj, fps, max_frames)
+
+
 def progress_after_seconds() -> float:
     """How long frames go by before progress lines start: SMOLCLI_PROGRESS_AFTER_S, else a second."""
     value = os.environ.get(PROGRESS_AFTER_VARIABLE, "")
@@ -135,13 +144,9 @@ def read_clip(
 
 def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, system, fps, max_frames, report):
     """Model.ask's path when a video is given; `pictures` are the question's images, already read."""
-    if model.files.mmproj is None:
-        raise ModelFileError(
-            f"{model.files.model.path}: no mmproj-*.gguf beside it; a video needs one: pass {{mmproj}}"
-        )
+    sampling_rule = clip_sampling(model, fps, max_frames)
     warn_if_not_trained_on_video(model, report)
     limits, sampling, constraint = settings.limits(), settings.sampling(), settings.constraint()
-    sampling_rule = video_sampling(model.files.mmproj, fps, max_frames)
     content = place_video(place_images(prompt, len(pictures)))
     vision_images = model.vision_for(pictures) if pictures else None
     budget = model.memory_budget(vision_images or model.files.mmproj, pictures)
