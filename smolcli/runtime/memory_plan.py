@@ -40,6 +40,8 @@ as the figures below show the reserved rest is never touched):
   256M `ask` with the same photo (13 chunks, n_ctx 1024): 405 MiB measured, 451 planned (537 with the
     whole buffer: llama.cpp reserves n_ubatch x vocab logits, ask and chat write one row per batch)
   tiny `ask`, text only: 70.4 MiB measured, 85.2 planned; with three 1024x768 images: 96.2, 106.4.
+  256M `ask --video` of a 640x360 clip at --fps 2 (n_ctx 512 / 1536): 2 frames 387 MiB measured, 399
+    planned; 16 frames 505 measured, 517 planned (the frames' part grew by 118 MiB in both).
 The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
 """
 
@@ -75,6 +77,9 @@ RUNTIME_PER_VOCAB_ENTRY = 512  # llama.cpp's token and merge tables: ~24 MiB for
 GPU_RUNTIME = 384 * MiB
 RGB_COPIES = 3
 MTMD_U8_COPIES = 3  # the resized image, the one cut to whole tiles, and the tiles
+# PyAV's FFmpeg libraries and the decoder's frame pool, with a margin: a 256M `ask --video` of a 640x360
+# clip peaked 4 MiB above the plan without it (2 and 16 frames alike; the frames' own part was exact)
+VIDEO_DECODING = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -252,14 +257,14 @@ def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
 def frames_bytes(dims: VisionDims, n_frames: int) -> int:
     """A clip's frames while its prompt is tokenized: per frame our tile-size RGB copy and mtmd's two f32 tiles
     (its 1x1 grid and its global view, the same pixels); one frame at a time: its ctypes and bitmap copies and
-    mtmd's u8 resizes."""
+    mtmd's u8 resizes; and the decoder (VIDEO_DECODING)."""
     if n_frames <= 0:
         return 0
     rgb = dims.image_size**2 * 3
     tile_floats = dims.image_size**2 * 3
     per_frame = rgb + 2 * tile_floats * FLOAT
     one_at_a_time = (RGB_COPIES - 1) * rgb + MTMD_U8_COPIES * rgb
-    return n_frames * per_frame + one_at_a_time
+    return n_frames * per_frame + one_at_a_time + VIDEO_DECODING
 
 
 def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSettings) -> MemoryPlan:
