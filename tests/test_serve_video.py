@@ -141,8 +141,37 @@ def test_a_bad_clip_is_a_4xx_and_the_server_goes_on(case, video_server, clips, a
     error = assert_error(status, answer, expected, code, param)
     assert "Traceback" not in error["message"] and "\n" not in error["message"]
     if case == "too-long":
-        assert "frames" in error["message"]
+        assert "frames" in error["message"] and "--max-frames" in error["message"]  # the server's own option
     good = video_server.client().chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Hello?"}], max_tokens=2
     )
     assert good.choices[0].finish_reason in ("stop", "length")
+
+
+def test_the_servers_max_frames_and_fps_sample_every_clip(video_pair, clips):
+    """--max-frames / --fps hold for live turns and for replayed histories alike."""
+    limits = ServeLimits(max_tokens=8, max_frames=2, video_fps=2.0)
+    started = ThreadServer(
+        Model.open(video_pair, LoadOptions(threads=2)), ServeSettings(limits=limits, log_requests=False)
+    )
+    try:
+        started.wait_ready()
+        client = started.running.client()
+        first = client.chat.completions.create(
+            model="tiny", messages=[video_message(video_uri(clips["mp4"]))], max_tokens=2
+        )
+        replayed = client.chat.completions.create(
+            model="tiny",
+            messages=[
+                video_message(video_uri(clips["mp4"])),
+                {"role": "assistant", "content": "Shapes move."},
+                {"role": "user", "content": "And then?"},
+            ],
+            max_tokens=2,
+        )
+    finally:
+        started.stop()
+    for answer in (first, replayed):
+        details = answer.model_extra["smolcli"]
+        assert details["images_encoded"] + details["image_cache_hits"] == 2, details
+    assert replayed.model_extra["smolcli"]["conversation"] == "replayed"

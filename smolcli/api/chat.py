@@ -152,13 +152,20 @@ class Chat:
         self._settings, self._sampler = settings, sampler
         self._session.sampler, self._session.limits = sampler, limits
 
-    def replay(self, exchanges: Sequence[tuple], reserve_tokens: int = 0) -> int:
+    def replay(
+        self,
+        exchanges: Sequence[tuple],
+        reserve_tokens: int = 0,
+        *,
+        fps: float | None = None,
+        max_frames: int | None = None,
+    ) -> int:
         """Earlier turns, each (user text, its images, the answer it got[, its video]), into the KV cache without generating.
 
         For a client that sends the whole conversation (OpenAI's API) when this Chat has not seen
         it: the next send() goes on from there. The context gets room for `reserve_tokens` more
         than the history (the next message, roughly). A video (path or bytes, or None) is sampled
-        as send() samples it, at the release's rate. Returns the tokens evaluated.
+        as send() samples it (`fps`, `max_frames`: as that turn had them). Returns the tokens evaluated.
         """
         turns = [
             (text, [image_from(item) for item in images], answer, *clip) for text, images, answer, *clip in exchanges
@@ -174,7 +181,7 @@ class Chat:
         for text, turn_images, answer, *clip in turns:
             video = clip[0] if clip else None
             replayed.append(
-                (text, turn_images, answer, self._read_video(engine, video, None, None, _quiet))
+                (text, turn_images, answer, self._read_video(engine, video, fps, max_frames, _quiet))
                 if video is not None
                 else (text, turn_images, answer)
             )

@@ -54,6 +54,14 @@ def serve(
     ] = 25_000_000,
     max_image_bytes: Annotated[int, typer.Option("--max-image-bytes", help="Bytes of one image file.")] = 16 << 20,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Bytes of one request body.")] = 32 << 20,
+    max_video_bytes: Annotated[int, typer.Option("--max-video-bytes", help="Bytes of one video_url clip.")] = 24 << 20,
+    max_frames: Annotated[
+        Optional[int],
+        typer.Option("--max-frames", help="At most this many frames of a video_url clip (default: the release's, 64)."),
+    ] = None,
+    fps: Annotated[
+        Optional[float], typer.Option("--fps", help="video_url frames sampled per second (default: the release's, 1).")
+    ] = None,
     conversations: Annotated[
         int,
         typer.Option("--conversations", help="Conversations kept with their KV cache, to continue without re-reading."),
@@ -78,6 +86,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
+        max_video_bytes=max_video_bytes,
+        max_frames=max_frames,
+        video_fps=fps,
         max_images=max_images,
         max_tokens=max_tokens_limit,
         timeout_s=timeout,

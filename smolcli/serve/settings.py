@@ -25,6 +25,8 @@ class ServeLimits:
     timeout_s: float = 300.0  # from arrival to the last token, queueing included
     queue_size: int = 8  # requests waiting behind the one being answered; one more is a 503
     conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
+    max_frames: int | None = None  # a video_url clip's frames at most (None: the release's 64)
+    video_fps: float | None = None  # frames sampled per second of a clip (None: the release's 1)
 
     def __post_init__(self) -> None:
         for name in (
@@ -40,6 +42,10 @@ class ServeLimits:
         for name in ("max_images", "max_messages", "queue_size"):
             if getattr(self, name) < 0:
                 raise BadInput(f"serve limit {name} must be 0 or more, not {getattr(self, name)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise BadInput(f"serve limit max_frames must be at least 1, not {self.max_frames}")
+        if self.video_fps is not None and not self.video_fps > 0:
+            raise BadInput(f"serve limit video_fps must be more than 0, not {self.video_fps}")
         if self.timeout_s <= 0:
             raise BadInput(f"serve limit timeout_s must be positive, not {self.timeout_s}")
 

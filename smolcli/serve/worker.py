@@ -226,7 +226,7 @@ class ModelWorker:
             if conversation == "new" and request.history:
                 conversation = "replayed"
                 reserve = len(request.last.text.encode()) + REPLAY_RESERVE_TOKENS
-                chat.replay(request.exchanges(), reserve_tokens=reserve)
+                chat.replay(request.exchanges(), reserve, fps=self.limits.video_fps, max_frames=self.limits.max_frames)
                 self.metrics.add(conversations_replayed=1)
             elif conversation == "continued":
                 self.metrics.add(conversations_continued=1)
@@ -235,6 +235,8 @@ class ModelWorker:
                 request.last.text,
                 request.last.images,
                 video=request.last.video,
+                fps=self.limits.video_fps,
+                max_frames=self.limits.max_frames,
                 stream=True,
                 logprobs=request.logprobs,
                 json_schema=request.json_schema,
