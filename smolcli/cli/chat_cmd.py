@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,13 +39,8 @@ def chat(
     stats: Annotated[
         bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")
     ] = False,
-    fps: Annotated[
-        Optional[float], typer.Option("--fps", help="/video frames sampled per second (default: the release's, 1).")
-    ] = None,
-    max_frames: Annotated[
-        Optional[int],
-        typer.Option("--max-frames", help="At most this many frames per /video (default: the release's, 64)."),
-    ] = None,
+    fps: opt.Fps = None,
+    max_frames: opt.MaxFrames = None,
     settings: LoadOptions = None,
     generation: GenerationSettings = None,
 ) -> None:

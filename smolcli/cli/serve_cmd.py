@@ -55,13 +55,8 @@ def serve(
     max_image_bytes: Annotated[int, typer.Option("--max-image-bytes", help="Bytes of one image file.")] = 16 << 20,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Bytes of one request body.")] = 32 << 20,
     max_video_bytes: Annotated[int, typer.Option("--max-video-bytes", help="Bytes of one video_url clip.")] = 24 << 20,
-    max_frames: Annotated[
-        Optional[int],
-        typer.Option("--max-frames", help="At most this many frames of a video_url clip (default: the release's, 64)."),
-    ] = None,
-    fps: Annotated[
-        Optional[float], typer.Option("--fps", help="video_url frames sampled per second (default: the release's, 1).")
-    ] = None,
+    max_frames: opt.MaxFrames = None,
+    fps: opt.Fps = None,
     conversations: Annotated[
         int,
         typer.Option("--conversations", help="Conversations kept with their KV cache, to continue without re-reading."),
