@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -194,3 +195,22 @@ def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home, monkeypatc
     assert all([d["name"] for d in row["devices"]] == [d.name for d in DEVICES] for row in plan)
     assert not (private_smolcli_home / "bench").exists()
     assert list(private_smolcli_home.iterdir()) == []  # nothing written anywhere under SMOLCLI_HOME
+
+
+def test_bench_video_measures_frames_per_second_for_each_engine(private_smolcli_home):
+    result = bench("--video", "--shape", "tiny", "--repeats", "2", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # stdout is the JSON alone; progress went to stderr
+    assert "pass 1/2 (mtmd)" in result.stderr
+    clip = report["clip"]
+    assert clip["frames_sampled"] == 8 and clip["frame_size"] == TILE  # 8 s at the release's 1 frame a second
+    assert (private_smolcli_home / "bench" / Path(clip["path"]).name).is_file()
+    engines = {row["engine"]: row for row in report["engines"]}
+    assert list(engines) == ["mtmd", "onnx-fp32", "onnx-int8"]
+    for name, row in engines.items():
+        assert row["frames"] == 8 and len(row["seconds"]) == 2, name
+        assert row["frames_per_s"] == pytest.approx(8 / row["median_s"]) and row["frames_per_s"] > 0, name
+    table = bench("--video", "--shape", "tiny", "--repeats", "1", "--threads", "1")
+    assert table.exit_code == 0, table.output
+    assert "| mtmd |" in table.stdout and "| onnx-int8 |" in table.stdout and "8 frames sampled" in table.stdout
+    assert "writing a" not in table.stderr  # the clip is made once

@@ -592,8 +592,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_pair, tmp_path)
         (["-m", "/nonexistent/model.gguf"], ["/nonexistent/model.gguf"]),
         (["--allow-files", "/nonexistent-folder"], ["--allow-files", "existing folder"]),
         (["--port", "70000"], ["port"]),
+        (["--max-frames", "0"], ["max_frames", "at least 1"]),
     ],
-    ids=["no-model", "no-folder", "bad-port"],
+    ids=["no-model", "no-folder", "bad-port", "no-frames"],
 )
 def test_serve_refuses_bad_options_in_one_line(tiny_pair, options, words):
     arguments = ["serve", "-m", str(tiny_pair[0]), *options]

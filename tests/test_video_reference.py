@@ -116,3 +116,32 @@ def test_a_frame_global_view_embeds_as_transformers_does(video_setup):
     assert ours.shape == theirs.shape
     # the same pixels: mtmd took the tile-size frame as it is (a resize would move these by far more)
     assert np.abs(ours - theirs).max() < 5e-3
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def test_a_chat_video_turn_and_its_follow_up_match_transformers(video_setup):
+    """Chat.send(video=) and a follow-up after it: each turn's next-token log-probabilities against transformers'
+    logits on the whole conversation so far (the clip's turn, an answer, the follow-up)."""
+    import smolcli
+
+    reference, engine, _, clips, _ = video_setup
+    clip = clips["mkv-5s"]
+    _, first_logits, _, _ = reference.run(clip, QUESTION)
+    with smolcli.load(engine.files.model.path, threads=2, embedding_cache=False) as model:
+        with model.chat(max_tokens=1) as chat:
+            first = chat.send(QUESTION, video=clip, logprobs=5)
+        with model.chat(max_tokens=1) as chat:
+            chat.replay([(QUESTION, [], "Shapes move.", clip)])
+            follow = chat.send("And then?", logprobs=5)
+    _, follow_logits, _, _ = reference.run(clip, QUESTION, later_turns=[("Shapes move.", "And then?")])
+    for answer, logits in ((first, first_logits), (follow, follow_logits)):
+        expected = _log_softmax(logits)
+        top = answer.logprobs[0].top_logprobs
+        assert [item.id for item in top][:1] == [int(np.argmax(logits))]
+        # log-softmax moves by at most twice the logits' largest difference
+        assert max(abs(item.logprob - expected[item.id]) for item in top) <= 2 * F32_BOUND
+    assert first.video["frames_used"] == 5

@@ -33,8 +33,11 @@ class VideoReference:
         self.sampling = json.loads((checkpoint / "preprocessor_config.json").read_text())["video_sampling"]
         self.image_token_id = self.processor.image_token_id
 
-    def run(self, path: Path, question: str, fps=None, max_frames=None):
-        """(input_ids, last logits, sampled timestamps) for a clip decoded with PyAV, sampled by transformers."""
+    def run(self, path: Path, question: str, fps=None, max_frames=None, later_turns=()):
+        """(input_ids, last logits, sampled timestamps) for a clip decoded with PyAV, sampled by transformers.
+
+        later_turns: (answer, next question) pairs after the clip's turn, for a conversation's logits.
+        """
         import torch
         from transformers.video_utils import VideoMetadata
 
@@ -42,6 +45,11 @@ class VideoReference:
         total = total or len(frames)  # WebM/MKV streams carry no count: every decoded frame
         metadata = VideoMetadata(total_num_frames=total, fps=rate, duration=total / rate, video_backend="pyav")
         conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        for answer, follow_up in later_turns:
+            conversation += [
+                {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+                {"role": "user", "content": [{"type": "text", "text": follow_up}]},
+            ]
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         kwargs = {}
         if fps is not None:

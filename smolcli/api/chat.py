@@ -8,21 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
 from smolcli.api.options import GenerationSettings
-from smolcli.errors import BadInput
+from smolcli.api.video import (
+    ClipFrames,
+    FrameRoom,
+    clip_sampling,
+    frame_progress,
+    frame_vision,
+    read_clip,
+    warn_if_not_trained_on_video,
+)
+from smolcli.errors import BadInput, SmolcliError
+from smolcli.models.smolvlm_video import video_text
 from smolcli.runtime.context_size import chat_context_size
 from smolcli.runtime.engine import ContextState
 from smolcli.runtime.generation import Generation
-from smolcli.runtime.images import RGBImage, image_from
+from smolcli.runtime.images import STDIN, RGBImage, image_from
 from smolcli.runtime.sampling import Sampler
 from smolcli.runtime.session import ChatSession, Message, TurnStats
 from smolcli.runtime.utf8_guard import Utf8Guard
+from smolcli.runtime.video import open_clip
+from smolcli.runtime.video_prompt import VideoTurn
 
 if TYPE_CHECKING:
     from smolcli.api.model import Model
+
+
+def _quiet(_message: str) -> None:
+    pass
+
 
 # with max_memory, chat sizes its context before the first message is typed: room for that message's text
 CHAT_FIRST_MESSAGE_TOKENS = 512
@@ -106,6 +124,7 @@ class Chat:
         """Start a new conversation (the context is kept, emptied)."""
         self._session.messages.clear()
         self._session.pending_images.clear()
+        self._session.pending_video = None
         if self.model._holder is self and self.model._engine is not None and self.model._engine.ctx is not None:
             self.model._engine.clear()
         elif self._context is not None and self._context.ctx is not None:
@@ -133,22 +152,40 @@ class Chat:
         self._settings, self._sampler = settings, sampler
         self._session.sampler, self._session.limits = sampler, limits
 
-    def replay(self, exchanges: Sequence[tuple[str, Sequence, str]], reserve_tokens: int = 0) -> int:
-        """Earlier turns, each (user text, its images, the answer it got), into the KV cache without generating.
+    def replay(
+        self,
+        exchanges: Sequence[tuple],
+        reserve_tokens: int = 0,
+        *,
+        fps: float | None = None,
+        max_frames: int | None = None,
+    ) -> int:
+        """Earlier turns, each (user text, its images, the answer it got[, its video]), into the KV cache without generating.
 
         For a client that sends the whole conversation (OpenAI's API) when this Chat has not seen
         it: the next send() goes on from there. The context gets room for `reserve_tokens` more
-        than the history (the next message, roughly). Returns the tokens evaluated.
+        than the history (the next message, roughly). A video (path or bytes, or None) is sampled
+        as send() samples it (`fps`, `max_frames`: as that turn had them). Returns the tokens evaluated.
         """
-        turns = [(text, [image_from(item) for item in images], answer) for text, images, answer in exchanges]
-        pictures = [picture for _, turn_images, _ in turns for picture in turn_images]
+        turns = [
+            (text, [image_from(item) for item in images], answer, *clip) for text, images, answer, *clip in exchanges
+        ]
+        pictures = [picture for _, turn_images, *_ in turns for picture in turn_images]
         if pictures:
             self._pin_vision(pictures)
         engine = self.model._hold(self)
         self._session.engine = engine
         if pictures:
             engine.use_mmproj(self._vision)
-        return self._session.replay(turns, reserve_tokens)
+        replayed = []
+        for text, turn_images, answer, *clip in turns:
+            video = clip[0] if clip else None
+            replayed.append(
+                (text, turn_images, answer, self._read_video(engine, video, fps, max_frames, _quiet))
+                if video is not None
+                else (text, turn_images, answer)
+            )
+        return self._session.replay(replayed, reserve_tokens)
 
     # --- turns ---------------------------------------------------------------------------
 
@@ -161,11 +198,17 @@ class Chat:
         logprobs: int | None = None,
         json_schema: dict | None = None,
         grammar: str | None = None,
+        video=None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        report: Callable[[str], None] = _quiet,
     ) -> Answer | AnswerStream:
         """One user turn: its answer, or with stream=True an AnswerStream of its text.
 
         A turn that fails or is interrupted leaves the conversation as it was before it. With
-        json_schema (or grammar) this turn's answer is held to it, as in Model.ask.
+        json_schema (or grammar) this turn's answer is held to it, as in Model.ask. `video` (a
+        path, '-' or the file's bytes) goes with this turn as in Model.ask(video=...): its frames
+        stay in the conversation for the turns after it; `report` gets the frames' progress lines.
         """
         constraint = self._settings.constraint()  # the chat's own, for every turn
         if json_schema is not None or grammar is not None:
@@ -174,7 +217,7 @@ class Chat:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
         for image in images or ():
             self.attach(image)
-        if not text.strip() and not self._session.pending_images:
+        if not text.strip() and not self._session.pending_images and video is None:
             raise BadInput("the message is empty")
         started = time.perf_counter()
         was_loaded = self.model.loaded
@@ -182,6 +225,9 @@ class Chat:
         self._session.engine = engine
         if self._session.pending_images:
             engine.use_mmproj(self._vision)
+        clip = None
+        if video is not None:
+            clip = self._attach_video(engine, text, video, fps, max_frames, report)
         load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
         before = engine.counters.snapshot()
         had_context = engine.ctx is not None
@@ -205,12 +251,65 @@ class Chat:
                 turn.completion_tokens,
                 0.0 if had_context else load_seconds,
             )
-            return answer_from(
-                generation, engine, usage, timings, True, self.memory_plan, constraint, self._settings.max_tokens
+            memory_plan = clip.memory_report if clip is not None and clip.memory_report else self.memory_plan
+            answer = answer_from(
+                generation, engine, usage, timings, True, memory_plan, constraint, self._settings.max_tokens
             )
+            return dataclasses.replace(answer, video=clip.summary()) if clip is not None else answer
 
         answer = AnswerStream(pieces, finish)
         return answer if stream else answer.read()
+
+    def _attach_video(self, engine, text: str, video, fps, max_frames, report) -> ClipFrames:
+        """The clip's frames for this turn, refused before decoding when they cannot fit what is left of the
+        context (or, with max_memory, the memory limit), saying how many frames would."""
+        session = self._session
+        try:
+            model = self.model
+            sampling = clip_sampling(self.model, fps, max_frames)
+            warn_if_not_trained_on_video(model, report)
+            n_images = len(session.pending_images)
+
+            def text_for(stamps: list[float], duration: float) -> str:
+                return session.render(text, n_images, video_text(stamps, duration))
+
+            n_ctx = engine.n_ctx if engine.ctx is not None else (session.requested_ctx or engine.n_ctx_train)
+            room = n_ctx - (engine.n_past if engine.ctx is not None else 0)
+            fixed = FrameRoom(room, n_ctx, self._settings.max_tokens, self._frames_budget(), lambda _tokens: n_ctx)
+            clip = read_clip(engine, frame_vision(model, engine), video, sampling, text_for, fixed, report)
+        except SmolcliError as error:
+            raise session._drop_images(error) from None
+        session.pending_video = self._video_turn(engine, clip, video, report)
+        return clip
+
+    def _frames_budget(self):
+        """With max_memory: the conversation's budget with the vision encoder in it (a chat that began without
+        images planned none) and its KV-cache type, which its context already has."""
+        if self._budget is None:
+            return None
+        budget = self._budget
+        if budget.vision is None:
+            budget = self.model.memory_budget(self.model.files.mmproj, [])
+        return dataclasses.replace(budget, requested_cache=self._memory_plan.cache_type)
+
+    def _read_video(self, engine, video, fps, max_frames, report) -> VideoTurn:
+        """A clip of an earlier turn (replay): sampled and decoded, no room check (the replay checks the whole)."""
+        with open_clip(video) as opened:
+            sampling = clip_sampling(self.model, fps, max_frames)
+            plan = opened.plan(sampling)
+            clip = ClipFrames(plan, opened.frames(plan, sampling))
+        return self._video_turn(engine, clip, video, report)
+
+    def _video_turn(self, engine, clip: ClipFrames, video, report) -> VideoTurn:
+        source = video if isinstance(video, str) else (str(video) if isinstance(video, Path) else "video bytes")
+        vision = frame_vision(self.model, engine)
+        return VideoTurn(
+            vision,
+            clip.images,
+            clip.text(),
+            "stdin" if source == STDIN else source,
+            frame_progress(report, "encoding frame"),
+        )
 
     def _pin_vision(self, images: list[RGBImage]) -> None:
         if self._vision is None:

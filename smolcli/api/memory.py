@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.engine import EngineOptions
@@ -71,6 +72,11 @@ def parse_size(text: str) -> int:
     return size
 
 
+class FramesPlan(NamedTuple):
+    plan: MemoryPlan
+    fits: bool
+
+
 @dataclass(frozen=True)
 class MemoryBudget:
     limit: MemoryLimit
@@ -120,6 +126,12 @@ class MemoryBudget:
         if not fits:
             raise MemoryPlanRefused(self._refusal(plan), plan=plan, limit=self.limit.size)
         return plan
+
+    def plan_frames(self, n_ctx: int, n_frames: int) -> FramesPlan:
+        """The plan for an n_ctx-token context with a video's n_frames frames besides the images, and whether
+        it fits (api/video_plan.py names how many frames would)."""
+        run = dataclasses.replace(self.run, n_ctx=n_ctx, frames=n_frames)
+        return FramesPlan(*plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache))
 
     def report(self, plan: MemoryPlan) -> dict:
         return {**plan.as_dict(), "limit": self.limit.size}

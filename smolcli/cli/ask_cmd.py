@@ -38,12 +38,8 @@ def ask(
         Optional[str],
         typer.Option("--video", help="A clip (MP4, WebM, MOV, MKV, animated GIF/WebP) to ask about; - reads stdin."),
     ] = None,
-    fps: Annotated[
-        Optional[float], typer.Option("--fps", help="Video frames sampled per second (default: the release's, 1).")
-    ] = None,
-    max_frames: Annotated[
-        Optional[int], typer.Option("--max-frames", help="At most this many video frames (default: the release's, 64).")
-    ] = None,
+    fps: opt.Fps = None,
+    max_frames: opt.MaxFrames = None,
     settings: LoadOptions = None,
     generation: GenerationSettings = None,
 ) -> None:

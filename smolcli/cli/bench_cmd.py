@@ -42,6 +42,12 @@ def bench(
         bool, typer.Option("--json", help="Print one JSON object (every run, medians, machine) instead of the table.")
     ] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Show the memory plan instead of measuring.")] = False,
+    video: Annotated[
+        bool,
+        typer.Option(
+            "--video", help="Measure video frames/s through each vision encoder (mtmd, ONNX Runtime) instead."
+        ),
+    ] = False,
 ) -> None:
     """Measure load, vision encoding, prefill, decoding and peak memory of `smolcli ask` here.
 
@@ -62,7 +68,16 @@ def bench(
       smolcli bench --max-tiles 6 --max-tiles 4 --image-size 1024 --threads 4
 
       smolcli bench --shape 500m --quant Q8_0 --json > bench.json
+
+      smolcli bench --video --repeats 3
     """
+    if video:
+        from smolcli.bench.video_frames import VideoBenchOptions, run_video_bench, video_table_lines
+
+        options = VideoBenchOptions(shape, quant, mmproj_type, threads, repeats)
+        result = run_video_bench(options, report=progress)
+        typer.echo(json.dumps(result, indent=2) if as_json else "\n".join(video_table_lines(result)))
+        return
     if plan:
         from smolcli.cli.bench_plan import show_plan
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from smolcli.runtime.images import STDIN, load_image
 
 HELP = """Type a message and press Enter. Commands:
   /image PATH   attach an image to your next message (<image> in the message places it)
+  /video PATH   attach a clip (MP4, WebM, MOV, MKV, GIF, WebP) to your next message; it stays in the conversation
   /clear        start a new conversation
   /save FILE    write the conversation as JSON
   /help         this list
@@ -37,10 +39,12 @@ def chat(
     stats: Annotated[
         bool, typer.Option("--stats", help="At exit, print the engine's counters as JSON on stderr.")
     ] = False,
+    fps: opt.Fps = None,
+    max_frames: opt.MaxFrames = None,
     settings: LoadOptions = None,
     generation: GenerationSettings = None,
 ) -> None:
-    """Talk about images, turn by turn; earlier turns stay in the cache and are never evaluated again.
+    """Talk about images and clips, turn by turn; earlier turns stay in the cache and are never evaluated again.
 
     Reads one message per line from the terminal or from a pipe. Answers go to stdout,
     prompts and notes to stderr. Images given with -i go with the first message. The image size
@@ -51,6 +55,8 @@ def chat(
       smolcli chat -m models/ -i photo.jpg
 
       printf 'Describe the image.\\nWhat colour is it?\\n' | smolcli chat -m models/ -i photo.jpg
+
+      printf '/video clip.mp4\\nWhat happens?\\nAnd at the end?\\n' | smolcli chat -m smolvlm2-256m
     """
     sources = image or []
     if STDIN in sources:
@@ -65,7 +71,7 @@ def chat(
         # with --max-memory the plan is made here, before the weights load
         conversation = loaded.chat(system, images, **dataclasses.asdict(generation))
         try:
-            failures = _converse(conversation, interactive=sys.stdin.isatty())
+            failures = _converse(conversation, interactive=sys.stdin.isatty(), clips=Clips(fps, max_frames))
         finally:
             if stats:
                 progress(json.dumps(_stats(conversation)))
@@ -73,7 +79,23 @@ def chat(
         raise typer.Exit(1)  # each failure already had its own line on stderr
 
 
-def _converse(session: Chat, interactive: bool) -> int:
+@dataclass
+class Clips:
+    """The clip /video attached for the next message, and how its frames are sampled."""
+
+    fps: float | None = None
+    max_frames: int | None = None
+    pending: str | None = None
+
+    def take(self) -> dict:
+        """Chat.send's video arguments for the next message (none without a clip), the clip then taken."""
+        if self.pending is None:
+            return {}
+        video, self.pending = self.pending, None
+        return {"video": video, "fps": self.fps, "max_frames": self.max_frames, "report": progress}
+
+
+def _converse(session: Chat, interactive: bool, clips: Clips) -> int:
     """The read-answer loop; a bad message or command is reported and the conversation goes on."""
     failures = 0
     if hasattr(sys.stdin, "reconfigure"):
@@ -96,23 +118,23 @@ def _converse(session: Chat, interactive: bool) -> int:
             continue
         try:
             if line.startswith("/"):
-                if not _command(session, line):
+                if not _command(session, line, clips):
                     break
             else:
-                _answer(session, line, interactive)
+                _answer(session, line, interactive, clips.take())
         except SmolcliError as error:
             progress(f"error: {error.text(cli_spelling)}")
             failures += 1
     return failures
 
 
-def _answer(session: Chat, text: str, interactive: bool) -> None:
+def _answer(session: Chat, text: str, interactive: bool, video: dict) -> None:
     try:
         if session.settings.json_schema is not None:
-            answer = session.send(text)  # printed once it parsed and validated: never half a JSON value
+            answer = session.send(text, **video)  # printed once it parsed and validated: never half a JSON value
             write_answer(answer.text)
         else:
-            stream = session.send(text, stream=True)
+            stream = session.send(text, stream=True, **video)
             for piece in stream:
                 write_answer(piece)
             answer = stream.answer
@@ -127,7 +149,7 @@ def _answer(session: Chat, text: str, interactive: bool) -> None:
         progress("(the context is full, so the answer was cut off: /clear to start over)")
 
 
-def _command(session: Chat, line: str) -> bool:
+def _command(session: Chat, line: str, clips: Clips) -> bool:
     """Run one /command; False means leave."""
     name, _, argument = line.partition(" ")
     argument = argument.strip().strip("'\"")
@@ -137,9 +159,12 @@ def _command(session: Chat, line: str) -> bool:
         progress(HELP)
     elif name == "/clear":
         session.clear()
+        clips.pending = None
         progress("(cleared: a new conversation)")
     elif name == "/image":
         _attach(session, argument)
+    elif name == "/video":
+        _attach_video(session, argument, clips)
     elif name == "/save":
         if not argument:
             raise SmolcliError("/save needs a file name: /save chat.json")
@@ -159,6 +184,20 @@ def _attach(session: Chat, source: str) -> None:
         raise SmolcliError("this model has no vision encoder beside it: restart chat with --mmproj PATH")
     session.attach(load_image(source))
     progress(f"(image attached to your next message: {source})")
+
+
+def _attach_video(session: Chat, source: str, clips: Clips) -> None:
+    if not source:
+        raise SmolcliError("/video needs a path: /video clip.mp4")
+    if source == STDIN:
+        raise SmolcliError("stdin carries the messages: give the clip as a file")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SmolcliError(f"{source}: {'is a folder, not a video file' if path.is_dir() else 'no such video file'}")
+    if session.model.files.mmproj is None:
+        raise SmolcliError("this model has no vision encoder beside it: restart chat with --mmproj PATH")
+    clips.pending = str(path)
+    progress(f"(video attached to your next message: {source})")
 
 
 def _stats(session: Chat) -> dict:

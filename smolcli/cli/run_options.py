@@ -43,6 +43,13 @@ Images = Annotated[
     typer.Option("--image", "-i", help="Image file, or - for image bytes on stdin; repeat for several."),
 ]
 System = Annotated[Optional[str], typer.Option("--system", help="System prompt.")]
+# how a video clip's frames are sampled: ask --video, chat's /video, serve's video_url parts
+Fps = Annotated[
+    Optional[float], typer.Option("--fps", help="Video frames sampled per second (default: the release's, 1).")
+]
+MaxFrames = Annotated[
+    Optional[int], typer.Option("--max-frames", help="At most this many frames of a clip (default: the release's, 64).")
+]
 Temperature = Annotated[
     float, typer.Option("--temperature", help="0 (default): greedy, the same input gives the same answer.")
 ]

@@ -12,7 +12,9 @@ Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU
   text_compute      llama.cpp's compute buffer for one n_ubatch batch, and its logits output buffer
   vision_compute    the encoder's compute buffer
   images            the prompt's images: three RGB copies each (ours, the ctypes copy, mtmd's bitmap),
-                    mtmd's resized u8 images, every tile as f32, one tile's embeddings
+                    mtmd's resized u8 images, every tile as f32, one tile's embeddings; and a video's
+                    frames: each kept as one tile-size RGB picture and, tokenized all at once before the
+                    first is evaluated, mtmd's two f32 tiles of it (the 1x1 grid and the global view)
   runtime           Python, the libraries and llama.cpp's vocabulary; plus a GPU runtime when offloading
 
 On a unified-memory board (Jetson) CPU and GPU parts share one memory: `total` is what to compare.
@@ -38,6 +40,8 @@ as the figures below show the reserved rest is never touched):
   256M `ask` with the same photo (13 chunks, n_ctx 1024): 405 MiB measured, 451 planned (537 with the
     whole buffer: llama.cpp reserves n_ubatch x vocab logits, ask and chat write one row per batch)
   tiny `ask`, text only: 70.4 MiB measured, 85.2 planned; with three 1024x768 images: 96.2, 106.4.
+  256M `ask --video` of a 640x360 clip at --fps 2 (n_ctx 512 / 1536): 2 frames 387 MiB measured, 399
+    planned; 16 frames 505 measured, 517 planned (the frames' part grew by 118 MiB in both).
 The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
 """
 
@@ -73,6 +77,9 @@ RUNTIME_PER_VOCAB_ENTRY = 512  # llama.cpp's token and merge tables: ~24 MiB for
 GPU_RUNTIME = 384 * MiB
 RGB_COPIES = 3
 MTMD_U8_COPIES = 3  # the resized image, the one cut to whole tiles, and the tiles
+# PyAV's FFmpeg libraries and the decoder's frame pool, with a margin: a 256M `ask --video` of a 640x360
+# clip peaked 4 MiB above the plan without it (2 and 16 frames alike; the frames' own part was exact)
+VIDEO_DECODING = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,7 @@ class RunSettings:
     n_gpu_layers: int = 0  # as llama.cpp takes it (-1: all); 0 when the build cannot offload
     mmproj_offload: bool = True
     repack_weights: bool = False
+    frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video_prompt.py)
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,19 @@ def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
     return rgb + tiles + resized + embeddings
 
 
+def frames_bytes(dims: VisionDims, n_frames: int) -> int:
+    """A clip's frames while its prompt is tokenized: per frame our tile-size RGB copy and mtmd's two f32 tiles
+    (its 1x1 grid and its global view, the same pixels); one frame at a time: its ctypes and bitmap copies and
+    mtmd's u8 resizes; and the decoder (VIDEO_DECODING)."""
+    if n_frames <= 0:
+        return 0
+    rgb = dims.image_size**2 * 3
+    tile_floats = dims.image_size**2 * 3
+    per_frame = rgb + 2 * tile_floats * FLOAT
+    one_at_a_time = (RGB_COPIES - 1) * rgb + MTMD_U8_COPIES * rgb
+    return n_frames * per_frame + one_at_a_time + VIDEO_DECODING
+
+
 def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSettings) -> MemoryPlan:
     dims = text.dims
     n_gpu = run.n_gpu_layers
@@ -283,7 +304,7 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("kv_cache", kv_cpu, kv_gpu),
         text_compute,
         Part("vision_compute", 0, vision_compute) if vision_on_gpu else Part("vision_compute", vision_compute),
-        Part("images", images_bytes(vision.dims, run.images) if vision else 0),
+        Part("images", images_bytes(vision.dims, run.images) + frames_bytes(vision.dims, run.frames) if vision else 0),
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
     )
     return MemoryPlan(parts, run.n_ctx, run.cache_type)

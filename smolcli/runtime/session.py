@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Generator
 
 from smolcli.errors import ContextFull, SmolcliError
+from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video
 from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
 from smolcli.runtime.engine import Engine
 from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.prompting import first_turn, next_turn, place_images
 from smolcli.runtime.utf8_guard import Utf8Guard
+from smolcli.runtime.video_prompt import VideoTurn, evaluate_video_prompt, tokenize_video_prompt
 
 CLEAR_HINT = "start over (/clear in chat), or a new conversation with a larger {ctx}"
 
@@ -22,6 +24,7 @@ class Message:
     content: str
     images: list[str] = field(default_factory=list)  # where each image came from
     finish_reason: str | None = None
+    video: str | None = None  # where the turn's clip came from
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ChatSession:
         self.before_context = before_context
         self.messages: list[Message] = []
         self.pending_images: list[RGBImage] = []
+        self.pending_video: VideoTurn | None = None  # a clip for the next message, its frames decoded
         self.turns: list[TurnStats] = []  # every answered turn since start, /clear included
 
     def attach(self, image: RGBImage) -> None:
@@ -58,6 +62,7 @@ class ChatSession:
     def clear(self) -> None:
         self.messages.clear()
         self.pending_images.clear()
+        self.pending_video = None
         if self.engine.ctx is not None:
             self.engine.clear()
 
@@ -69,11 +74,10 @@ class ChatSession:
         self, text: str, logprobs: int | None = None, guard: Utf8Guard | None = None
     ) -> Generator[str, None, Generation]:
         """send() as a generator of the answer's text; a turn abandoned before its end leaves no trace."""
-        images = list(self.pending_images)
-        content = place_images(text, len(images))
-        rendered = next_turn(content) if self.messages else first_turn(content, self.system)
+        images, video = list(self.pending_images), self.pending_video
+        rendered = self.render(text, len(images), video.text if video else None)
         try:
-            prompt = self.engine.tokenize(rendered, images)
+            prompt = self._tokenize(rendered, images, video)
         except SmolcliError as error:
             raise self._drop_images(error) from None
         try:
@@ -81,7 +85,7 @@ class ChatSession:
             start = self.engine.n_past
             try:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
-                self.engine.evaluate(prompt)
+                self._evaluate(prompt, video)
                 prompt.free()
                 answer = yield from generate_pieces(self.engine, self.sampler, self.limits, logprobs, guard)
             except BaseException:
@@ -93,43 +97,78 @@ class ChatSession:
         finally:
             prompt.free()
         self.turns.append(TurnStats(prompt.n_tokens, prompt.n_image_tokens, len(answer.tokens)))
-        self.messages.append(Message("user", text, [image.source for image in images]))
+        self.messages.append(Message("user", text, [image.source for image in images], video=_source(video)))
         self.messages.append(Message("assistant", answer.text, finish_reason=answer.finish_reason))
         self.pending_images.clear()
+        self.pending_video = None
         return answer
 
-    def replay(self, exchanges: list[tuple[str, list[RGBImage], str]], reserve_tokens: int = 0) -> int:
-        """Earlier turns (user text, its images, the answer given) into the cache without generating.
+    def render(self, text: str, n_images: int, clip_text: str | None = None, earlier: bool | None = None) -> str:
+        """The user turn as the model reads it: images placed, the clip's text (FRAME_SLOTs) where it goes,
+        and the first turn's system prompt or a later turn's closing of the answer before it."""
+        content = place_images(text, n_images)
+        if clip_text is not None:
+            content = place_video(content)
+        later = bool(self.messages) if earlier is None else earlier
+        rendered = next_turn(content) if later else first_turn(content, self.system)
+        return rendered.replace(VIDEO_MARKER, clip_text, 1) if clip_text is not None else rendered
+
+    def _tokenize(self, text: str, images: list[RGBImage], video: VideoTurn | None, frames=None):
+        """A Prompt, or with a clip a VideoPrompt (frames' global views in their slots); both have the same counts."""
+        if video is None:
+            return self.engine.tokenize(text, images)
+        return tokenize_video_prompt(
+            self.engine, video.vision, text, images, video.frames if frames is None else frames
+        )
+
+    def _evaluate(self, prompt, video: VideoTurn | None) -> None:
+        if video is None:
+            self.engine.evaluate(prompt)
+        else:
+            evaluate_video_prompt(self.engine, video.vision, prompt, video.progress)
+
+    def replay(self, exchanges: list[tuple], reserve_tokens: int = 0) -> int:
+        """Earlier turns (user text, its images, the answer given[, a VideoTurn]) into the cache without generating.
 
         For a client that sends the whole conversation each time (OpenAI's API): the history is
         evaluated once, as the turns would have left it, and the next turn goes on from there.
         The context is sized for the history plus `reserve_tokens`. Returns the tokens evaluated;
         on failure the cache and history are as before.
         """
-        text, images = "", []
-        for user, user_images, answer in exchanges:
-            content = place_images(user, len(user_images))
-            text += (next_turn(content) if (self.messages or text) else first_turn(content, self.system)) + " " + answer
+        text, images, frames, video = "", [], [], None
+        for user, user_images, answer, *clip in exchanges:
+            clip_turn = clip[0] if clip else None
+            text += self.render(
+                user, len(user_images), clip_turn.text if clip_turn else None, bool(self.messages or text)
+            )
+            text += " " + answer
             images += user_images
-        prompt = self.engine.tokenize(text, images)
+            if clip_turn is not None:
+                frames += clip_turn.frames
+                video = clip_turn  # every clip of a model has the same frame vision context
+        prompt = self._tokenize(text, images, video, frames)
         try:
             self._ensure_context(prompt.n_tokens + reserve_tokens)
             start = self.engine.n_past
             try:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
-                self.engine.evaluate(prompt)
+                self._evaluate(prompt, video)
             except BaseException:
                 self.engine.rewind(start)
                 raise
         finally:
             prompt.free()
-        for user, user_images, answer in exchanges:
-            self.messages.append(Message("user", user, [image.source for image in user_images]))
+        for user, user_images, answer, *clip in exchanges:
+            source = _source(clip[0]) if clip else None
+            self.messages.append(Message("user", user, [image.source for image in user_images], video=source))
             self.messages.append(Message("assistant", answer))
         return prompt.n_tokens
 
     def _drop_images(self, error: SmolcliError) -> SmolcliError:
-        """A refused turn's images go with it: kept attached, they would fail every later message too."""
+        """A refused turn's images and clip go with it: kept attached, they would fail every later message too."""
+        if self.pending_video is not None:
+            self.pending_video = None
+            error.message += " (the video attached to it was dropped)"
         if self.pending_images:
             count = len(self.pending_images)
             self.pending_images.clear()
@@ -172,3 +211,7 @@ class ChatSession:
                 {key: value for key, value in vars(m).items() if value not in (None, [])} for m in self.messages
             ],
         }
+
+
+def _source(video: VideoTurn | None) -> str | None:
+    return video.source if video is not None else None

@@ -98,6 +98,17 @@ class VideoPrompt:
             (part.prompt if isinstance(part, FramePart) else part).free()
 
 
+@dataclass
+class VideoTurn:
+    """A clip for a chat turn: its decoded frames and its text (one FRAME_SLOT per frame), laid out by the caller."""
+
+    vision: FrameVision
+    frames: list[RGBImage]
+    text: str  # models.smolvlm_video.video_text: what stands for the turn's VIDEO_MARKER
+    source: str  # where the clip came from, for the transcript
+    progress: object = None  # called (frames encoded, frames) while its frames are encoded
+
+
 def tokenize_video_prompt(
     engine: Engine, vision: FrameVision, text: str, images: list[RGBImage], frames: list[RGBImage]
 ) -> VideoPrompt:

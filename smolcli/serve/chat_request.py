@@ -7,17 +7,20 @@ implement (n > 1, tools, penalties) are refused rather than ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from smolcli.models.smolvlm import IMAGE_MARKER
+from smolcli.models.smolvlm_video import VIDEO_MARKER
 from smolcli.runtime.embedding_cache import image_digest
 from smolcli.runtime.images import RGBImage
 from smolcli.serve.api_errors import bad_request
 from smolcli.serve.image_input import image_from_url
 from smolcli.serve.settings import ServeSettings
+from smolcli.serve.video_input import video_from_url
 
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
@@ -26,12 +29,14 @@ MAX_TOP_LOGPROBS = 20
 @dataclass
 class Turn:
     role: str  # "user" or "assistant"
-    text: str  # user turns: one <image> marker where each image stands
+    text: str  # user turns: one <image> marker where each image stands, a <video> marker where the clip does
     images: list[RGBImage] = field(default_factory=list)
+    video: bytes | None = None  # a video_url part's clip, as sent
 
     def identity(self) -> tuple:
-        """What a conversation's history is compared by: the words and the images' pixels."""
-        return (self.role, self.text, tuple(image_digest(i.width, i.height, i.pixels) for i in self.images))
+        """What a conversation's history is compared by: the words, the images' pixels and the clip's bytes."""
+        clip = hashlib.sha256(self.video).hexdigest() if self.video is not None else None
+        return (self.role, self.text, tuple(image_digest(i.width, i.height, i.pixels) for i in self.images), clip)
 
 
 @dataclass
@@ -66,9 +71,9 @@ class ChatRequest:
             "ignore_eos": self.ignore_eos,
         }
 
-    def exchanges(self) -> list[tuple[str, list[RGBImage], str]]:
-        """The history as the library's (user text, images, answer) triples."""
-        return [(u.text, u.images, a.text) for u, a in zip(self.history[::2], self.history[1::2], strict=True)]
+    def exchanges(self) -> list[tuple]:
+        """The history as Chat.replay's (user text, images, answer, video) entries."""
+        return [(u.text, u.images, a.text, u.video) for u, a in zip(self.history[::2], self.history[1::2], strict=True)]
 
 
 def parse_body(raw: bytes) -> dict:
@@ -258,25 +263,30 @@ def _messages(messages, settings: ServeSettings) -> tuple[str | None, list[Turn]
         if role in ("system", "developer"):
             if turns:
                 raise bad_request(f"{param}: a system message must come before the conversation", param)
-            text, images = _content(message.get("content"), param, settings, allow_images=False)
+            text, images, _ = _content(message.get("content"), param, settings, allow_images=False)
             system_parts.append(text)
             continue
         if role not in ("user", "assistant"):
             raise bad_request(
                 f"{param}.role must be system, user or assistant, not {role!r}", f"{param}.role", "invalid_value"
             )
-        text, images = _content(message.get("content"), param, settings, allow_images=role == "user")
+        text, images, video = _content(message.get("content"), param, settings, allow_images=role == "user")
         if turns and turns[-1].role == role:
             # two user (or assistant) messages in a row read as one
+            if video is not None and turns[-1].video is not None:
+                raise bad_request(
+                    f"{param}: one video per user turn; ask about the next clip in a turn of its own", param
+                )
             turns[-1].text += "\n" + text
             turns[-1].images += images
+            turns[-1].video = turns[-1].video if video is None else video
         elif not turns and role == "assistant":
             raise bad_request(f"{param}: the conversation must start with a user message", param)
         else:
-            turns.append(Turn(role, text, images))
+            turns.append(Turn(role, text, images, video))
     if not turns or turns[-1].role != "user":
         raise bad_request("the last message must be the user's: it is what gets answered", "messages")
-    if not turns[-1].text.strip() and not turns[-1].images:
+    if not turns[-1].text.strip() and not turns[-1].images and turns[-1].video is None:
         raise bad_request("the last user message is empty", "messages")
     return ("\n".join(system_parts) or None), turns
 
@@ -288,22 +298,26 @@ def _count_images(message) -> int:
     return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
 
 
-def _content(content, param: str, settings: ServeSettings, allow_images: bool) -> tuple[str, list[RGBImage]]:
-    """Text with one <image> marker where each image part stands, and the images."""
+def _content(
+    content, param: str, settings: ServeSettings, allow_images: bool
+) -> tuple[str, list[RGBImage], bytes | None]:
+    """Text with one <image> marker where each image part stands and a <video> marker where the clip does,
+    the images, and the clip."""
     if isinstance(content, str):
-        return _plain(content, param), []
+        return _plain(content, param), [], None
     if content is None:
-        return "", []
+        return "", [], None
     if not isinstance(content, list):
         raise bad_request(f"{param}.content must be a string or an array of parts", f"{param}.content", "invalid_type")
-    text, images = "", []
+    text, images, video = "", [], None
     for index, part in enumerate(content):
         part_param = f"{param}.content[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise bad_request(f"{part_param}.text must be a string", f"{part_param}.text", "invalid_type")
-            text += ("\n" if text and not text.endswith(IMAGE_MARKER) else "") + _plain(part["text"], part_param)
+            joined = text and not text.endswith((IMAGE_MARKER, VIDEO_MARKER))
+            text += ("\n" if joined else "") + _plain(part["text"], part_param)
         elif kind == "image_url":
             if not allow_images:
                 raise bad_request(f"{part_param}: only user messages may carry images", part_param)
@@ -311,15 +325,28 @@ def _content(content, param: str, settings: ServeSettings, allow_images: bool) -
             url = spec.get("url") if isinstance(spec, dict) else spec
             images.append(image_from_url(url, settings, f"{part_param}.image_url"))
             text += IMAGE_MARKER
+        elif kind == "video_url":
+            if not allow_images:
+                raise bad_request(f"{part_param}: only user messages may carry videos", part_param)
+            if video is not None:
+                raise bad_request(f"{part_param}: one video per message", part_param, "too_many_videos")
+            spec = part.get("video_url")
+            url = spec.get("url") if isinstance(spec, dict) else spec
+            video, _ = video_from_url(url, settings, f"{part_param}.video_url")
+            text += VIDEO_MARKER
         else:
             raise bad_request(
-                f"{part_param} must be a text or image_url part, not {kind!r}", f"{part_param}.type", "invalid_value"
+                f"{part_param} must be a text, image_url or video_url part, not {kind!r}",
+                f"{part_param}.type",
+                "invalid_value",
             )
-    return text, images
+    return text, images, video
 
 
 def _plain(text: str, param: str) -> str:
     if IMAGE_MARKER in text:
         # the marker is how images are placed in the prompt: a literal one would misplace them
         raise bad_request(f"{param}: the text may not contain {IMAGE_MARKER}; send images as image_url parts", param)
+    if VIDEO_MARKER in text:
+        raise bad_request(f"{param}: the text may not contain {VIDEO_MARKER}; send a clip as a video_url part", param)
     return text

@@ -52,12 +52,12 @@ def _image_bytes(url: str, settings: ServeSettings, param: str) -> tuple[bytes, 
     if not isinstance(url, str) or not url:
         raise bad_request("image_url.url must be a non-empty string", param, "invalid_type")
     if url.startswith("data:"):
-        return _data_uri(url, settings, param), "data: URI"
+        return data_uri_bytes(url, settings.limits.max_image_bytes, param), "data: URI"
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return _remote(url, settings, param), url
     if scheme == "file" or url.startswith("/"):
-        return _local_file(url, settings, param)
+        return local_file_bytes(url, settings, param)
     raise bad_request(
         "image_url.url must be a data: URI (base64), a file:// path under --allow-files, or an http(s) URL",
         param,
@@ -65,46 +65,46 @@ def _image_bytes(url: str, settings: ServeSettings, param: str) -> tuple[bytes, 
     )
 
 
-def _data_uri(url: str, settings: ServeSettings, param: str) -> bytes:
+def data_uri_bytes(url: str, limit: int, param: str, kind: str = "image") -> bytes:
+    """A base64 data: URI's bytes, refused (413) before decoding when they would be over `limit`."""
     header, comma, payload = url.partition(",")
     if not comma or not header.endswith(";base64"):
-        raise bad_request("a data: image URI must be base64: data:image/png;base64,...", param, "invalid_image_url")
-    # base64 is 4 characters for 3 bytes: refuse an oversized image before decoding it
-    if len(payload) * 3 // 4 > settings.limits.max_image_bytes + 3:
-        raise too_large(
-            f"the data: URI holds about {len(payload) * 3 // 4} bytes; the image limit is "
-            f"{settings.limits.max_image_bytes}",
-            param,
-        )
+        example = "data:image/png;base64,..." if kind == "image" else "data:video/mp4;base64,..."
+        raise bad_request(f"a data: {kind} URI must be base64: {example}", param, f"invalid_{kind}_url")
+    # base64 is 4 characters for 3 bytes: refuse an oversized file before decoding it
+    if len(payload) * 3 // 4 > limit + 3:
+        raise too_large(f"the data: URI holds about {len(payload) * 3 // 4} bytes; the {kind} limit is {limit}", param)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise bad_request("the data: URI is not valid base64", param, "invalid_image_url") from None
+        raise bad_request("the data: URI is not valid base64", param, f"invalid_{kind}_url") from None
 
 
-def _local_file(url: str, settings: ServeSettings, param: str) -> tuple[bytes, str]:
+def local_file_bytes(url: str, settings: ServeSettings, param: str, kind: str = "image") -> tuple[bytes, str]:
+    """A file:// path's bytes, only from under --allow-files (403 otherwise), and within the kind's size limit."""
+    limit = settings.limits.max_image_bytes if kind == "image" else settings.limits.max_video_bytes
     if settings.allow_files is None:
         raise APIError(
             403,
-            "local image files are off: start the server with --allow-files DIR to read images from DIR",
+            f"local {kind} files are off: start the server with --allow-files DIR to read {kind}s from DIR",
             type="permission_error",
             param=param,
-            code="image_path_not_allowed",
+            code=f"{kind}_path_not_allowed",
         )
     path_text = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
     path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
     if not path.is_relative_to(settings.allow_files):
         raise APIError(
             403,
-            f"{path_text}: outside the folder the server may read images from ({settings.allow_files})",
+            f"{path_text}: outside the folder the server may read {kind}s from ({settings.allow_files})",
             type="permission_error",
             param=param,
-            code="image_path_not_allowed",
+            code=f"{kind}_path_not_allowed",
         )
     if not path.is_file():
-        raise bad_request(f"{path_text}: no such image file", param, "image_not_found")
-    if path.stat().st_size > settings.limits.max_image_bytes:
-        raise too_large(f"{path_text}: the file is larger than the image limit ({settings.limits.max_image_bytes})")
+        raise bad_request(f"{path_text}: no such {kind} file", param, f"{kind}_not_found")
+    if path.stat().st_size > limit:
+        raise too_large(f"{path_text}: the file is larger than the {kind} limit ({limit})", param)
     return path.read_bytes(), str(path)
 
 

@@ -17,6 +17,7 @@ class ServeLimits:
 
     max_body_bytes: int = 32 * 1024 * 1024  # the whole request, base64 images included
     max_image_bytes: int = 16 * 1024 * 1024  # one image file, as sent (decoded from base64)
+    max_video_bytes: int = 24 * 1024 * 1024  # one video_url clip, as sent (a data: URI's share of the body)
     max_image_pixels: int = 25_000_000  # width x height, read from the header before anything is decoded
     max_images: int = 8  # in one request, the conversation's earlier messages included
     max_messages: int = 256
@@ -24,14 +25,27 @@ class ServeLimits:
     timeout_s: float = 300.0  # from arrival to the last token, queueing included
     queue_size: int = 8  # requests waiting behind the one being answered; one more is a 503
     conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
+    max_frames: int | None = None  # a video_url clip's frames at most (None: the release's 64)
+    video_fps: float | None = None  # frames sampled per second of a clip (None: the release's 1)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "conversations"):
+        for name in (
+            "max_body_bytes",
+            "max_image_bytes",
+            "max_video_bytes",
+            "max_image_pixels",
+            "max_tokens",
+            "conversations",
+        ):
             if getattr(self, name) < 1:
                 raise BadInput(f"serve limit {name} must be at least 1, not {getattr(self, name)}")
         for name in ("max_images", "max_messages", "queue_size"):
             if getattr(self, name) < 0:
                 raise BadInput(f"serve limit {name} must be 0 or more, not {getattr(self, name)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise BadInput(f"serve limit max_frames must be at least 1, not {self.max_frames}")
+        if self.video_fps is not None and not self.video_fps > 0:
+            raise BadInput(f"serve limit video_fps must be more than 0, not {self.video_fps}")
         if self.timeout_s <= 0:
             raise BadInput(f"serve limit timeout_s must be positive, not {self.timeout_s}")
 

@@ -226,7 +226,7 @@ class ModelWorker:
             if conversation == "new" and request.history:
                 conversation = "replayed"
                 reserve = len(request.last.text.encode()) + REPLAY_RESERVE_TOKENS
-                chat.replay(request.exchanges(), reserve_tokens=reserve)
+                chat.replay(request.exchanges(), reserve, fps=self.limits.video_fps, max_frames=self.limits.max_frames)
                 self.metrics.add(conversations_replayed=1)
             elif conversation == "continued":
                 self.metrics.add(conversations_continued=1)
@@ -234,6 +234,9 @@ class ModelWorker:
             stream = chat.send(
                 request.last.text,
                 request.last.images,
+                video=request.last.video,
+                fps=self.limits.video_fps,
+                max_frames=self.limits.max_frames,
                 stream=True,
                 logprobs=request.logprobs,
                 json_schema=request.json_schema,
@@ -266,7 +269,8 @@ class ModelWorker:
                 # attached for the next message: only a turn without images, that did not end (a
                 # structured answer refused after the fact did), can go back as it is
                 unchanged = len(chat.messages) == turns_before
-                if request.history and chat.n_past > 0 and unchanged and not request.last.images:
+                new_media = request.last.images or request.last.video is not None
+                if request.history and chat.n_past > 0 and unchanged and not new_media:
                     self.conversations.put(key, chat)
                 else:
                     chat.close()
