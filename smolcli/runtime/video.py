@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from smolcli.errors import BadInput
+from smolcli.runtime.frame_resize import resize_planes, to_rgb
 from smolcli.runtime.image_preprocess import MAX_IMAGE_SIZE, even_longest_edge_size
 from smolcli.runtime.images import STDIN, RGBImage
 
@@ -82,11 +83,21 @@ def resized_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
     return even_longest_edge_size(width, height, min(MAX_IMAGE_SIZE, longest_edge))
 
 
-def square_frame(image: Image.Image, sampling: VideoSampling) -> Image.Image:
-    """Longest edge to video_size, then the square of one tile: both Lanczos, as transformers resizes frames."""
-    rgb = image.convert("RGB")
-    first = rgb.resize(resized_size(rgb.width, rgb.height, sampling.video_size), Image.Resampling.LANCZOS)
-    return first.resize((sampling.frame_size, sampling.frame_size), Image.Resampling.LANCZOS)
+def square_frame(pixels: np.ndarray, sampling: VideoSampling) -> np.ndarray:
+    """uint8 [H, W, 3]: longest edge to video_size, then the square of one tile, as transformers resizes frames.
+
+    Both resizes are torchvision's uint8 Lanczos (runtime.frame_resize), not Pillow's: transformers'
+    video processor resizes tensors, where its image processor for SmolVLM resizes with Pillow.
+    """
+    height, width = pixels.shape[:2]
+    first = resize_planes(pixels.transpose(2, 0, 1), *resized_size(width, height, sampling.video_size))
+    # the first resize's uint8 values go on as they are: the same numbers as a uint8 frame in between
+    return to_rgb(resize_planes(first, sampling.frame_size, sampling.frame_size))
+
+
+def frame_image(pixels: np.ndarray, sampling: VideoSampling, label: str) -> RGBImage:
+    square = np.ascontiguousarray(square_frame(pixels, sampling))
+    return RGBImage(label, square.shape[1], square.shape[0], square.tobytes())
 
 
 def _open(source, label: str):
@@ -184,9 +195,7 @@ class VideoClip:
                 seconds = self._seconds(frame, start)
                 number = number + 1 if number is not None else int(round(seconds * plan.fps))
                 while position < len(wanted) and number >= wanted[position]:
-                    image = Image.fromarray(frame.to_ndarray(format="rgb24"))
-                    square = square_frame(image, sampling)
-                    picture = RGBImage(f"{self.label}@{seconds:.3f}s", square.width, square.height, square.tobytes())
+                    picture = frame_image(frame.to_ndarray(format="rgb24"), sampling, f"{self.label}@{seconds:.3f}s")
                     kept.append(VideoFrame(wanted[position], seconds, picture))
                     position += 1
                     if progress is not None:
@@ -267,9 +276,9 @@ class AnimatedImageClip:
         kept = []
         for number in plan.indices:
             self.image.seek(number)
-            square = square_frame(self.image, sampling)
             seconds = self.starts[number]
-            picture = RGBImage(f"{self.label}@{seconds:.3f}s", square.width, square.height, square.tobytes())
+            pixels = np.asarray(self.image.convert("RGB"))
+            picture = frame_image(pixels, sampling, f"{self.label}@{seconds:.3f}s")
             kept.append(VideoFrame(number, seconds, picture))
             if progress is not None:
                 progress(len(kept), plan.n_frames)
