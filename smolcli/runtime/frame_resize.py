@@ -17,9 +17,9 @@ reproduces PyTorch's kernel step for step:
 - the horizontal pass first, then the vertical, each only where that side changes size, the
   horizontal result stored as uint8 in between.
 
-The sums are integers below 2^31 (PyTorch sums in int32), exact in float64 (and in float32 where
-they stay below 2^24), so each pass is a BLAS matrix product over the band of inputs that a block
-of outputs reads; tests/test_frame_resize.py holds it to torchvision's pixels, every one equal.
+The sums are integers below 2^31 (PyTorch sums in int32); kept below 2^24 (Pass), they are exact in
+float32, so each pass is a BLAS matrix product over the band of inputs that a block of outputs
+reads, written in place; tests/test_frame_resize.py holds the result to torchvision's pixels, every one equal.
 """
 
 from __future__ import annotations
@@ -96,71 +96,118 @@ def _precision(largest: float) -> int:
 
 @dataclass(frozen=True)
 class Band:
-    """A block of outputs [start, end) and the inputs [low, high) they read, with their weights [outs, inputs]."""
+    """A block of outputs [start, end) and the inputs [low, high) they read, with their weights [outs, inputs].
+
+    parts holds the weights, scaled by 2^-precision; a split pass holds two: the high parts, the low.
+    """
 
     start: int
     end: int
     low: int
     high: int
-    weights: np.ndarray
+    parts: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass as float32 matrix products over bands, exact: every partial sum a float32 without rounding.
+
+    The weights are the kernel's integers times 2^-precision, so the products sum to the kernel's
+    sum already shifted; that is exact while the integer sum (plus the half added to round) stays
+    below 2^24. Where 255 times a row's sum of |weights| could pass it (downscaling: the weights'
+    precision grows with the scale), each weight is split as high * 2^shift + low: both products
+    stay exact, and are joined in float64 on the (smaller) output. Hundredfold downscales, whose
+    many taps no split keeps exact, run in float64 (sums below 2^31, exact there).
+    """
+
+    blocks: tuple[Band, ...]
+    precision: int
+    dtype: type  # np.float32, or np.float64 where no split is exact
+
+
+FLOAT32_EXACT = 1 << 24  # float32 holds every integer below it
 
 
 @lru_cache(maxsize=64)
-def bands(n_in: int, n_out: int) -> tuple[tuple[Band, ...], np.dtype]:
-    """One pass as matrix products over bands, and the float type that computes its sums exactly.
-
-    A block of b outputs reads about b * scale + the kernel's width inputs: blocks of about the
-    kernel's width in inputs keep the zeros multiplied in a band to about as many as the taps.
-    float32 holds every integer below 2^24: when no partial sum can reach it (255 times the
-    largest sum of |weights|: upscaling), float32 is exact and twice as fast as float64.
-    """
+def plan_pass(n_in: int, n_out: int) -> Pass:
+    """The bands of one pass: blocks of about the kernel's width in outputs (as many zeros multiplied as taps)."""
     pass_taps = taps(n_in, n_out)
-    largest = 255 * int(np.abs(pass_taps.weights).sum(axis=1).max()) + (1 << pass_taps.precision)
-    dtype = np.dtype(np.float32 if largest < (1 << 24) else np.float64)
-    dense = pass_taps.dense.astype(dtype)
+    weights = pass_taps.dense  # float64 [out, in] of integers
+    half = 1 << (pass_taps.precision - 1)
+    shift = _split_shift(weights, half)
+    dtype = np.float32 if shift is not None else np.float64
+    if shift is None or shift == 0:
+        parts = [weights]
+    else:
+        high = np.floor(weights / (1 << shift))
+        parts = [high * (1 << shift), weights - high * (1 << shift)]
+    scale = 1.0 / (1 << pass_taps.precision)  # a power of two: scaled weights are exact, so are their sums
     size = max(4, math.ceil(pass_taps.weights.shape[1] * n_out / n_in))
     blocks = []
     for start in range(0, n_out, size):
         end = min(start + size, n_out)
         low = int(pass_taps.first[start:end].min())
-        high = int((pass_taps.first[start:end] + pass_taps.count[start:end]).max())
-        blocks.append(Band(start, end, low, high, np.ascontiguousarray(dense[start:end, low:high])))
-    return tuple(blocks), dtype
+        top = int((pass_taps.first[start:end] + pass_taps.count[start:end]).max())
+        scaled = tuple(np.ascontiguousarray(part[start:end, low:top] * scale, dtype=dtype) for part in parts)
+        blocks.append(Band(start, end, low, top, scaled))
+    return Pass(tuple(blocks), pass_taps.precision, dtype)
 
 
-def _round(sums: np.ndarray, precision: int) -> np.ndarray:
-    """The kernel's (sum + half) >> precision, clipped to 0..255, in place."""
-    sums += sums.dtype.type(1 << (precision - 1))
-    sums *= sums.dtype.type(1.0 / (1 << precision))  # a power of two: exact, so floor() is the shift
+def _split_shift(weights: np.ndarray, half: int) -> int | None:
+    """0 when the sums over uint8 values are float32-exact as they are, else the smallest exact split; None: none."""
+    if 255 * np.abs(weights).sum(axis=1).max() + half < FLOAT32_EXACT:
+        return 0
+    for shift in range(1, 16):
+        high = np.floor(weights / (1 << shift))
+        low = weights - high * (1 << shift)
+        if max(np.abs(high).sum(axis=1).max(), low.sum(axis=1).max()) * 255 < FLOAT32_EXACT:
+            return shift
+    return None  # so many taps that the low parts alone pass 2^24
+
+
+def _joined(out: np.ndarray, plan: Pass) -> np.ndarray:
+    """The parts' sums (float [parts, ...]) -> the kernel's rounded uint8 values, as plan.dtype floats."""
+    if len(out) == 1:
+        sums = out[0]
+    else:  # the two exact halves joined where their sum is exact too
+        sums = out[0].astype(np.float64)
+        sums += out[1]
+    sums += 0.5  # the kernel's added half, then its shift: floor
     np.floor(sums, out=sums)
-    return np.clip(sums, 0, 255, out=sums)
+    np.clip(sums, 0, 255, out=sums)
+    return sums.astype(plan.dtype, copy=False)
 
 
 def _horizontal(planes: np.ndarray, n_out: int) -> np.ndarray:
-    """[3, H, W] of uint8 values -> [3, H, n_out]: each output column a weighted sum of a band of columns."""
-    blocks, dtype = bands(planes.shape[2], n_out)
-    rows = planes.astype(dtype, copy=False).reshape(-1, planes.shape[2])
-    out = np.empty((rows.shape[0], n_out), dtype)
-    for band in blocks:
-        out[:, band.start : band.end] = rows[:, band.low : band.high] @ band.weights.T
-    return _round(out, taps(planes.shape[2], n_out).precision).reshape(planes.shape[:2] + (n_out,))
+    """C-order [3, H, W] of uint8 values -> C-order [3, H, n_out]: rows times each band's weights, in place."""
+    plan = plan_pass(planes.shape[2], n_out)
+    rows = planes.astype(plan.dtype, copy=False).reshape(-1, planes.shape[2])
+    out = np.empty((len(plan.blocks[0].parts), rows.shape[0], n_out), plan.dtype)
+    for band in plan.blocks:
+        source = rows[:, band.low : band.high]
+        for index, weights in enumerate(band.parts):
+            np.matmul(source, weights.T, out=out[index, :, band.start : band.end])
+    return _joined(out, plan).reshape(planes.shape[:2] + (n_out,))
 
 
 def _vertical(planes: np.ndarray, n_out: int) -> np.ndarray:
-    """[3, H, W] of uint8 values -> [3, n_out, W]: each output row a weighted sum of a band of rows."""
-    blocks, dtype = bands(planes.shape[1], n_out)
-    planes = planes.astype(dtype, copy=False)
-    out = np.empty((planes.shape[0], n_out, planes.shape[2]), dtype)
-    for band in blocks:
-        np.matmul(band.weights, planes[:, band.low : band.high], out=out[:, band.start : band.end])
-    return _round(out, taps(planes.shape[1], n_out).precision)
+    """C-order [3, H, W] of uint8 values -> C-order [3, n_out, W]: each band's weights times its rows, in place."""
+    plan = plan_pass(planes.shape[1], n_out)
+    planes = planes.astype(plan.dtype, copy=False)
+    out = np.empty((len(plan.blocks[0].parts), planes.shape[0], n_out, planes.shape[2]), plan.dtype)
+    for band in plan.blocks:
+        source = planes[:, band.low : band.high]
+        for index, weights in enumerate(band.parts):
+            np.matmul(weights, source, out=out[index, :, band.start : band.end])
+    return _joined(out, plan)
 
 
 def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """[3, H, W] of uint8 values (any float or integer type) -> [3, height, width] of uint8 values, as floats.
+    """[3, H, W] of uint8 values -> C-order [3, height, width] of uint8 values, as floats.
 
     Sizes equal to the input's are left as they are, as torchvision leaves them.
     """
+    planes = np.ascontiguousarray(planes)  # each channel a contiguous plane: what BLAS reads in place
     if planes.shape[2] != width:  # the horizontal pass first, as PyTorch's kernel runs them
         planes = _horizontal(planes, width)
     if planes.shape[1] != height:
