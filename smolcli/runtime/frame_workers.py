@@ -17,6 +17,9 @@ from smolcli.util.threads import usable_cores
 
 Result = TypeVar("Result")
 IN_FLIGHT_PER_WORKER = 2  # decoded frames waiting per worker, at most: memory stays a few frames
+# each worker holds a frame's intermediates (SmolVLM2-256M's 2048x1152 first resize: 64 MB at its peak, measured),
+# so many cores do not multiply memory without bound
+MAX_WORKERS = 4
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +38,7 @@ class FrameWorkers:
     """submit() work, get back what has finished, in submission order; finish() waits for the rest."""
 
     def __init__(self, workers: int | None = None):
-        self.workers = workers or usable_cores()
+        self.workers = workers or min(usable_cores(), MAX_WORKERS)
         self._limit = None
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="frame-resize")
         self._pending: deque[Future] = deque()
