@@ -116,8 +116,8 @@ class Pass:
     sum already shifted; that is exact while the integer sum (plus the half added to round) stays
     below 2^24. Where 255 times a row's sum of |weights| could pass it (downscaling: the weights'
     precision grows with the scale), each weight is split as high * 2^shift + low: both products
-    stay exact, and are joined in float64 on the (smaller) output. Hundredfold downscales, whose
-    many taps no split keeps exact, run in float64 (sums below 2^31, exact there).
+    stay exact, and are joined in float64 on the (smaller) output. Downscales so large (hundredfold) that
+    no split keeps their many taps exact run in float64 (sums below 2^31, exact there).
     """
 
     blocks: tuple[Band, ...]
