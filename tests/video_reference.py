@@ -91,10 +91,12 @@ class _ExactAttention:
 def exact_attention(engine) -> None:
     """Contexts this engine creates from now on attend without flash attention.
 
-    llama.cpp's CPU flash attention keeps K and V as F16 (an F32 cache is cast) and sums the
-    attention-weighted V rows in F16: over a 64-frame clip's 2031 tokens that alone moves the
-    F32 pair's last logits by 0.012 from transformers' (with transformers' own pixels and image
-    features fed in: 0.0123); without it, with the same F16 cache, 0.0003. The engine has no
-    setting for it, so the reference tests reach it here.
+    llama.cpp's CPU flash attention loses precision when a small batch attends over a long cache:
+    a clip's frames (9 tokens each here) and the question after them are such batches. Over a
+    64-frame clip's 2031 tokens that alone moves the F32 pair's last logits by 0.012 from
+    transformers' (with transformers' own pixels and image features fed in: 0.0123); without it,
+    with the same F16 cache, 0.0003. Text alone shows it too, once its last tokens come on their
+    own, as generated tokens do (benchmarks/flash_attention_logits.py: 2000 tokens, 0.007-0.020;
+    in one piece 0.0003). The engine has no setting for it, so the reference tests reach it here.
     """
     engine._llama = _ExactAttention(engine._llama)
