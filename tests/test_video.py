@@ -6,7 +6,6 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 from video_clips import frame_pixels, make_audio_only, make_clip
@@ -207,14 +206,3 @@ def test_library_rejects_a_bad_clip_as_bad_input(video_pair, tmp_path):
     with smolcli.load(video_pair, threads=2) as model:
         with pytest.raises(BadInput):
             model.ask("What happens?", video=b"not a video at all")
-
-
-def test_frames_resize_like_transformers_lanczos():
-    from PIL import Image
-
-    from smolcli.runtime.video import square_frame
-
-    wide = Image.fromarray(frame_pixels(3, 64, 48))
-    square = square_frame(wide, SAMPLING)
-    manual = wide.resize((96, 72), Image.Resampling.LANCZOS).resize((48, 48), Image.Resampling.LANCZOS)
-    assert np.array_equal(np.asarray(square), np.asarray(manual))

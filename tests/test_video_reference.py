@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from video_clips import make_clip
-from video_reference import VideoReference
+from video_reference import VideoReference, exact_attention
 
 from smolcli.api.video import video_sampling
 from smolcli.convert import convert_checkpoint
@@ -23,18 +23,17 @@ from smolcli.runtime.video_prompt import FrameVision, evaluate_video_prompt, tok
 
 pytestmark = pytest.mark.reference
 
-F32_BOUND = 1e-2
-# Pillow's and torchvision's uint8 Lanczos differ by up to 2 levels a pixel (both resizes, measured); over the
-# 64 frames of the long clip that comes to |dlogit| 0.013-0.015, over the issue's 1e-2 target: a known miss
-LONG_CLIP_BOUND = 2e-2
+F32_BOUND = 1e-2  # every clip, the 64-frame one included (measured: 0.0002-0.0004 with exact attention)
+# llama.cpp's CPU flash attention (the engine's default) loses precision when a few tokens attend over a long
+# cache (video_reference.exact_attention): 0.0125 on the 64-frame clip's 2031 tokens
+FLASH_ATTENTION_LONG_BOUND = 2e-2
 QUESTION = "What happens in the video?"
 CLIPS = {  # name: (file, seconds, frame rate, width, height)
     "mp4-3s": ("a.mp4", 3, 10, 64, 48),
     "webm-tall": ("b.webm", 2.5, 8, 40, 60),
     "gif-short": ("c.gif", 1.5, 10, 32, 32),  # under 2 s
     "mkv-5s": ("d.mkv", 5, 6, 50, 40),
-    # longer than max_frames seconds: first and last second skipped. Larger than the 96 px first resize: Pillow's
-    # and torchvision's Lanczos agree exactly going down, up to 2 levels going up (0.015 over 64 upscaled frames)
+    # longer than max_frames seconds: first and last second skipped; larger than the 96 px first resize
     "mov-70s": ("e.mov", 70, 2, 160, 120),
 }
 OVERRIDES = {"default": (None, None), "fps2-max5": (2, 5)}
@@ -46,33 +45,20 @@ def video_setup(workdir, numpy_checkpoint):
     reference = VideoReference(checkpoint)
     pair = convert_checkpoint(checkpoint, workdir / "video-parity", "F32", "F32", name="tiny-SmolVLM2")
     engine = Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2))
+    exact_attention(engine)  # what is compared is the video's preparation, not llama.cpp's F16 attention sums
     engine.create_context(4096)
     vision = FrameVision(engine, read_gguf(pair.mmproj))
     folder = workdir / "video-parity-clips"
     folder.mkdir(exist_ok=True)
     clips = {name: make_clip(folder / spec[0], *spec[1:]) for name, spec in CLIPS.items()}
-    yield reference, engine, vision, clips, read_gguf(pair.mmproj)
+    yield reference, engine, vision, clips, read_gguf(pair.mmproj), pair
     vision.close()
     engine.close()
 
 
-@pytest.mark.parametrize("override", list(OVERRIDES))
-@pytest.mark.parametrize("clip", list(CLIPS))
-def test_video_prompt_matches_transformers(clip, override, video_setup):
-    reference, engine, vision, clips, mmproj = video_setup
-    fps, max_frames = OVERRIDES[override]
-    expected_ids, expected_logits, expected_times, _ = reference.run(clips[clip], QUESTION, fps, max_frames)
-
-    sampling = video_sampling(mmproj, fps, max_frames)
-    assert sampling.fps == (fps or reference.sampling["fps"])
-    assert sampling.max_frames == (max_frames or reference.sampling["max_frames"])
-    with open_clip(clips[clip]) as opened:
-        plan = opened.plan(sampling)
-        frames = opened.frames(plan, sampling)
+def _our_logits(engine, vision, reference, frames, duration):
     timestamps = [frame.timestamp for frame in frames]
-    assert timestamps == pytest.approx(expected_times, abs=5e-4)
-
-    text = first_turn(place_video(QUESTION)).replace(VIDEO_MARKER, video_text(timestamps, plan.duration))
+    text = first_turn(place_video(QUESTION)).replace(VIDEO_MARKER, video_text(timestamps, duration))
     engine.clear()
     prompt = tokenize_video_prompt(engine, vision, text, [], [frame.image for frame in frames])
     try:
@@ -80,18 +66,63 @@ def test_video_prompt_matches_transformers(clip, override, video_setup):
         ids = prompt.token_ids(reference.image_token_id)
     finally:
         prompt.free()
+    return ids, engine.last_logits()
+
+
+@pytest.mark.parametrize("override", list(OVERRIDES))
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_video_prompt_matches_transformers(clip, override, video_setup):
+    reference, engine, vision, clips, mmproj, _ = video_setup
+    fps, max_frames = OVERRIDES[override]
+    expected_ids, expected_logits, expected_times, _, expected_pixels = reference.run_with_pixels(
+        clips[clip], QUESTION, fps, max_frames
+    )
+
+    sampling = video_sampling(mmproj, fps, max_frames)
+    assert sampling.fps == (fps or reference.sampling["fps"])
+    assert sampling.max_frames == (max_frames or reference.sampling["max_frames"])
+    with open_clip(clips[clip]) as opened:
+        plan = opened.plan(sampling)
+        frames = opened.frames(plan, sampling)
+    assert [frame.timestamp for frame in frames] == pytest.approx(expected_times, abs=5e-4)
+    # the very pixels transformers' video processor gave its model, frame for frame
+    ours = np.stack([np.frombuffer(f.image.pixels, np.uint8).reshape(f.image.height, f.image.width, 3) for f in frames])
+    assert ours.shape == expected_pixels.shape
+    assert np.array_equal(ours, expected_pixels)
+
+    ids, logits = _our_logits(engine, vision, reference, frames, plan.duration)
     assert ids == expected_ids
-    logits = engine.last_logits()[: expected_logits.shape[0]]
-    bound = LONG_CLIP_BOUND if len(frames) > 32 else F32_BOUND
-    assert np.abs(logits - expected_logits).max() <= bound
+    assert np.abs(logits[: expected_logits.shape[0]] - expected_logits).max() <= F32_BOUND
     assert np.abs(expected_logits).max() > 0.5  # logits of order one, so the bound means something
+
+
+def test_long_clip_with_flash_attention_stays_near_transformers(video_setup):
+    """The engine as ask runs it (llama.cpp's flash attention): the long clip within 2e-2, not 1e-2."""
+    reference, _, _, clips, mmproj, pair = video_setup
+    _, expected_logits, _, _ = reference.run(clips["mov-70s"], QUESTION)
+    sampling = video_sampling(mmproj, None, None)
+    with open_clip(clips["mov-70s"]) as opened:
+        plan = opened.plan(sampling)
+        frames = opened.frames(plan, sampling)
+    engine = Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2))
+    try:
+        engine.create_context(4096)
+        vision = FrameVision(engine, read_gguf(pair.mmproj))
+        try:
+            _, logits = _our_logits(engine, vision, reference, frames, plan.duration)
+        finally:
+            vision.close()
+    finally:
+        engine.close()
+    assert len(frames) == 64
+    assert np.abs(logits[: expected_logits.shape[0]] - expected_logits).max() <= FLASH_ATTENTION_LONG_BOUND
 
 
 def test_a_frame_global_view_embeds_as_transformers_does(video_setup):
     """One frame's global-view embeddings (what the cache stores) against transformers' image features."""
     import torch
 
-    reference, engine, vision, clips, mmproj = video_setup
+    reference, engine, vision, clips, mmproj, _ = video_setup
     sampling = video_sampling(mmproj, None, None)
     with open_clip(clips["mp4-3s"]) as opened:
         plan = opened.plan(sampling)

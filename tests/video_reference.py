@@ -38,6 +38,11 @@ class VideoReference:
 
         later_turns: (answer, next question) pairs after the clip's turn, for a conversation's logits.
         """
+        ids, logits, timestamps, text, _ = self.run_with_pixels(path, question, fps, max_frames, later_turns)
+        return ids, logits, timestamps, text
+
+    def run_with_pixels(self, path: Path, question: str, fps=None, max_frames=None, later_turns=()):
+        """run()'s results and the frames transformers fed its model, back as uint8 [frames, H, W, 3]."""
         import torch
         from transformers.video_utils import VideoMetadata
 
@@ -70,4 +75,36 @@ class VideoReference:
         timestamps = [int(index) / rate for index in indices]
         with torch.no_grad():
             logits = self.model(**inputs).logits[0, -1].numpy()
-        return inputs["input_ids"][0].tolist(), logits, timestamps, text
+        # pixel_values are (x / 255 - mean) / std of uint8 x: undone and rounded, x comes back exactly
+        mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (sampler.image_mean, sampler.image_std))
+        values = inputs["pixel_values"][0].numpy() * std + mean
+        pixels = np.clip(np.round(values * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return inputs["input_ids"][0].tolist(), logits, timestamps, text, pixels
+
+
+class _ExactAttention:
+    """llama_cpp as an Engine calls it, with flash attention off in every context it creates."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def llama_init_from_model(self, model, params):
+        params.flash_attn_type = self._module.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        return self._module.llama_init_from_model(model, params)
+
+
+def exact_attention(engine) -> None:
+    """Contexts this engine creates from now on attend without flash attention.
+
+    llama.cpp's CPU flash attention loses precision when a small batch attends over a long cache:
+    a clip's frames (9 tokens each here) and the question after them are such batches. Over a
+    64-frame clip's 2031 tokens that alone moves the F32 pair's last logits by 0.012 from
+    transformers' (with transformers' own pixels and image features fed in: 0.0123); without it,
+    with the same F16 cache, 0.0003. Text alone shows it too, once its last tokens come on their
+    own, as generated tokens do (benchmarks/flash_attention_logits.py: 2000 tokens, 0.007-0.020;
+    in one piece 0.0003). The engine has no setting for it, so the reference tests reach it here.
+    """
+    engine._llama = _ExactAttention(engine._llama)

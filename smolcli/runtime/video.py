@@ -2,7 +2,9 @@
 
 Decoding goes through PyAV (its wheels bundle FFmpeg). The clip is planned from the container's
 metadata first, without decoding, so a ten-hour clip costs what its sampled frames cost: the
-frames are decoded one at a time, resized at once, and only the sampled ones are kept.
+frames are decoded one at a time, and only the sampled ones are kept, each resized on a worker
+thread (runtime.frame_workers) while decoding goes on, exactly as transformers' video processor
+resizes it (runtime.frame_resize: torchvision's uint8 Lanczos, not Pillow's).
 
 The sampling rule is transformers' SmolVLMVideoProcessor.sample_frames over the frame count
 and rate that its PyAV reader reports (stream.frames and average_rate, duration = frames / rate);
@@ -23,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from smolcli.errors import BadInput
+from smolcli.runtime.frame_resize import resize_planes, to_rgb
+from smolcli.runtime.frame_workers import FrameWorkers
 from smolcli.runtime.image_preprocess import MAX_IMAGE_SIZE, even_longest_edge_size
 from smolcli.runtime.images import STDIN, RGBImage
 
@@ -82,11 +86,31 @@ def resized_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
     return even_longest_edge_size(width, height, min(MAX_IMAGE_SIZE, longest_edge))
 
 
-def square_frame(image: Image.Image, sampling: VideoSampling) -> Image.Image:
-    """Longest edge to video_size, then the square of one tile: both Lanczos, as transformers resizes frames."""
-    rgb = image.convert("RGB")
-    first = rgb.resize(resized_size(rgb.width, rgb.height, sampling.video_size), Image.Resampling.LANCZOS)
-    return first.resize((sampling.frame_size, sampling.frame_size), Image.Resampling.LANCZOS)
+def square_frame(pixels: np.ndarray, sampling: VideoSampling) -> np.ndarray:
+    """uint8 [H, W, 3]: longest edge to video_size, then the square of one tile, as transformers resizes frames.
+
+    Both resizes are torchvision's uint8 Lanczos (runtime.frame_resize), not Pillow's: transformers'
+    video processor resizes tensors, where its image processor for SmolVLM resizes with Pillow.
+    """
+    height, width = pixels.shape[:2]
+    first = resize_planes(pixels.transpose(2, 0, 1), *resized_size(width, height, sampling.video_size))
+    # the first resize's uint8 values go on as they are: the same numbers as a uint8 frame in between
+    return to_rgb(resize_planes(first, sampling.frame_size, sampling.frame_size))
+
+
+def video_frame(pixels: np.ndarray, sampling: VideoSampling, index: int, seconds: float, label: str) -> VideoFrame:
+    """One decoded frame (uint8 [H, W, 3]) as the model's square; runs on a FrameWorkers thread."""
+    square = np.ascontiguousarray(square_frame(pixels, sampling))
+    return VideoFrame(
+        index, seconds, RGBImage(f"{label}@{seconds:.3f}s", square.shape[1], square.shape[0], square.tobytes())
+    )
+
+
+def _collect(kept: list[VideoFrame], done: list[VideoFrame], total: int, progress) -> None:
+    for frame in done:
+        kept.append(frame)
+        if progress is not None:
+            progress(len(kept), total)
 
 
 def _open(source, label: str):
@@ -162,7 +186,7 @@ class VideoClip:
     def frames(
         self, plan: VideoPlan, sampling: VideoSampling, progress: Callable[[int, int], None] | None = None
     ) -> list[VideoFrame]:
-        """The sampled frames, decoded in one pass (seeking over long gaps), each resized as it arrives."""
+        """The sampled frames, decoded in one pass (seeking over long gaps), resized on worker threads meanwhile."""
         import av
 
         wanted = list(plan.indices)
@@ -171,28 +195,27 @@ class VideoClip:
         number = -1  # frame number in decode order; after a seek, derived from the frame's time
         position = 0
         sought = None  # the target last sought: a seek lands on the keyframe before it, decoded through from there
-        try:
-            decoder = self.container.decode(self.stream)
-            while position < len(wanted):
-                target = wanted[position]
-                if target != sought and (target - max(number, 0)) / plan.fps > SEEK_AHEAD_SECONDS:
-                    decoder = self._seek(target / plan.fps + start)
-                    sought, number = target, None
-                frame = next(decoder, None)
-                if frame is None:
-                    break
-                seconds = self._seconds(frame, start)
-                number = number + 1 if number is not None else int(round(seconds * plan.fps))
-                while position < len(wanted) and number >= wanted[position]:
-                    image = Image.fromarray(frame.to_ndarray(format="rgb24"))
-                    square = square_frame(image, sampling)
-                    picture = RGBImage(f"{self.label}@{seconds:.3f}s", square.width, square.height, square.tobytes())
-                    kept.append(VideoFrame(wanted[position], seconds, picture))
-                    position += 1
-                    if progress is not None:
-                        progress(len(kept), len(wanted))
-        except av.error.FFmpegError as error:
-            raise BadInput(f"{self.label}: damaged or truncated video ({error.strerror or error})") from None
+        with FrameWorkers() as workers:
+            try:
+                decoder = self.container.decode(self.stream)
+                while position < len(wanted):
+                    target = wanted[position]
+                    if target != sought and (target - max(number, 0)) / plan.fps > SEEK_AHEAD_SECONDS:
+                        decoder = self._seek(target / plan.fps + start)
+                        sought, number = target, None
+                    frame = next(decoder, None)
+                    if frame is None:
+                        break
+                    seconds = self._seconds(frame, start)
+                    number = number + 1 if number is not None else int(round(seconds * plan.fps))
+                    while position < len(wanted) and number >= wanted[position]:
+                        pixels = frame.to_ndarray(format="rgb24")
+                        done = workers.submit(video_frame, pixels, sampling, wanted[position], seconds, self.label)
+                        _collect(kept, done, len(wanted), progress)
+                        position += 1
+            except av.error.FFmpegError as error:
+                raise BadInput(f"{self.label}: damaged or truncated video ({error.strerror or error})") from None
+            _collect(kept, workers.finish(), len(wanted), progress)
         if not kept:
             raise BadInput(f"{self.label}: no frame could be decoded (damaged or truncated video?)")
         return kept
@@ -264,15 +287,14 @@ class AnimatedImageClip:
         return VideoPlan(self.label, total, fps, duration, self.image.width, self.image.height, tuple(indices))
 
     def frames(self, plan: VideoPlan, sampling: VideoSampling, progress=None) -> list[VideoFrame]:
-        kept = []
-        for number in plan.indices:
-            self.image.seek(number)
-            square = square_frame(self.image, sampling)
-            seconds = self.starts[number]
-            picture = RGBImage(f"{self.label}@{seconds:.3f}s", square.width, square.height, square.tobytes())
-            kept.append(VideoFrame(number, seconds, picture))
-            if progress is not None:
-                progress(len(kept), plan.n_frames)
+        kept: list[VideoFrame] = []
+        with FrameWorkers() as workers:
+            for number in plan.indices:
+                self.image.seek(number)
+                pixels = np.asarray(self.image.convert("RGB"))
+                done = workers.submit(video_frame, pixels, sampling, number, self.starts[number], self.label)
+                _collect(kept, done, plan.n_frames, progress)
+            _collect(kept, workers.finish(), plan.n_frames, progress)
         return kept
 
     def close(self) -> None:
