@@ -38,6 +38,10 @@ class EngineOptions:
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
     # runtime.onnx_vision.OnnxVisionEncoder: image tiles encoded by ONNX Runtime, mtmd only tokenizes and decodes
     vision_encoder: object | None = None
+    # None: on for a quantized V cache (it needs it), else llama.cpp's choice (on, on the CPU). Off is exact over long
+    # caches (CPU flash attention moves the logits when a few tokens attend over many: benchmarks/flash_attention_logits.py)
+    # but costs memory: 2.2B's compute buffer at n_ctx 8192 is 556 MiB instead of 104 (llama.cpp's log), and 15% of prefill
+    flash_attention: bool | None = None
 
 
 @dataclass
@@ -222,10 +226,7 @@ class Engine:
         params.n_threads_batch = self.threads
         params.type_k = cache
         params.type_v = cache
-        # a quantized V cache needs flash attention; let llama.cpp decide otherwise
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if cache != 1 else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-        )
+        params.flash_attn_type = self._flash_attention_type(cache)
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             self.ctx = None
@@ -239,6 +240,15 @@ class Engine:
         self.n_batch = int(params.n_batch)
         self.n_past = 0
         self._set_adapters()
+
+    def _flash_attention_type(self, cache: int) -> int:
+        llama_cpp = self._llama
+        wanted = self.options.flash_attention
+        if wanted is None and cache != CACHE_TYPES["f16"]:  # a quantized V cache needs flash attention
+            wanted = True
+        if wanted is None:
+            return llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+        return llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if wanted else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
     def detach_context(self) -> "ContextState | None":
         """Take the context out of the engine, KV cache and all, so that another can be made or attached."""
