@@ -2,6 +2,11 @@
 
 Our own layer over llama-cpp-python's C bindings, so that the prompt, the image
 chunks and the cache stay under our control: a new turn evaluates only what is new.
+
+With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no mtmd context is made:
+the prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess)
+and the tiles' embeddings go into the cache through a llama_batch (embedding_batch), so the
+mmproj's weights are read only to build the ONNX file, never held in memory beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
+from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
+from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
+from smolcli.runtime.embedding_batch import decode_embeddings
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
@@ -120,6 +128,7 @@ class Engine:
         self.n_past = 0
         self.ctx = None
         self.mtmd_ctx = None
+        self.vision_outside_mtmd = False  # the mmproj's images go through options.vision_encoder, no mtmd context
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
         self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
@@ -160,13 +169,22 @@ class Engine:
 
         The library loads it on the first image, at the detail that image asks for.
         """
-        if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and self.mtmd_ctx is not None:
+        loaded = self.mtmd_ctx is not None or self.vision_outside_mtmd
+        if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and loaded:
             return
         mtmd = self._mtmd
         if self.mtmd_ctx is not None:
             mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None
         started = time.perf_counter()
+        encoder = self.options.vision_encoder
+        # the encoder's session is built now (or refused: mtmd after one stderr line, or an error under onnx)
+        self.vision_outside_mtmd = encoder is not None and encoder.engine_for(mmproj) != "mtmd"
+        if self.vision_outside_mtmd:
+            self.files = dataclasses.replace(self.files, mmproj=mmproj)
+            self._mmproj_digest = None
+            self.load_seconds += time.perf_counter() - started
+            return
         mparams = mtmd.mtmd_context_params_default()
         mparams.use_gpu = self.options.mmproj_offload and self.options.n_gpu_layers != 0
         mparams.n_threads = self.threads
@@ -280,9 +298,11 @@ class Engine:
         mtmd = self._mtmd
         if text.count(IMAGE_MARKER) != len(images):
             raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
-        if images and self.mtmd_ctx is None:
+        if images and self.mtmd_ctx is None and not self.vision_outside_mtmd:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
         images = [self._fit_for_tiling(img) for img in images]
+        if self.mtmd_ctx is None:  # text alone, or images through the ONNX encoder
+            return self._own_layout_prompt(text, images, add_special)
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
@@ -303,8 +323,6 @@ class Engine:
                     encoder.remember(digest, img)
         handle = mtmd.mtmd_input_chunks_init()
         try:
-            if self.mtmd_ctx is None:
-                return self._text_only_prompt(encoded, add_special, handle)
             inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
             array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
             status = mtmd.mtmd_tokenize(self.mtmd_ctx, handle, ctypes.byref(inp), array, len(bitmaps))
@@ -324,10 +342,32 @@ class Engine:
         target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
         return stretched(image, target) if target else image
 
-    def _text_only_prompt(self, encoded: bytes, add_special: bool, handle) -> Prompt:
-        self._mtmd.mtmd_input_chunks_free(handle)
-        n_tokens, tokens = self._text_tokens(encoded, add_special)
-        return Prompt(None, [Chunk("text", n_tokens, tokens)])
+    def _own_layout_prompt(self, text: str, images: list[RGBImage], add_special: bool) -> Prompt:
+        """Text runs and image tiles laid out as transformers' processor does, without mtmd (no handle).
+
+        A tile is keyed by its image's content and its index within that image, as mtmd's are.
+        """
+        encoder = self.options.vision_encoder
+        segments = text.split(IMAGE_MARKER)
+        pieces: list = [segments[0]]
+        for image, segment in zip(images, segments[1:], strict=True):
+            digest = image_digest(image.width, image.height, image.pixels)
+            encoder.remember(digest, image)
+            rows, columns = encoder.tile_grid(self.files.mmproj, image)
+            pieces += [(digest, p) if isinstance(p, TileSlot) else p for p in image_prompt(rows, columns)]
+            pieces.append(segment)
+        pieces = merged(pieces)
+        if add_special and (not pieces or not isinstance(pieces[0], str)):
+            pieces.insert(0, "")  # BOS (where the vocabulary has one) before an image that opens the prompt
+        tile_tokens = VisionDims.from_gguf(self.files.mmproj.metadata).tokens_per_tile if images else 0
+        chunks = []
+        for index, piece in enumerate(pieces):
+            if isinstance(piece, str):
+                chunks.append(Chunk("text", *self._text_tokens(piece.encode("utf-8"), add_special and index == 0)))
+            else:
+                digest, slot = piece
+                chunks.append(Chunk("image", tile_tokens, image=digest, tile=slot.tile))
+        return Prompt(None, chunks)
 
     def _text_tokens(self, encoded: bytes, add_special: bool) -> tuple[int, list[int]]:
         llama_cpp = self._llama
@@ -379,9 +419,12 @@ class Engine:
     def evaluate(self, prompt: Prompt) -> None:
         """Run every chunk of the prompt through the model, appending to the cache."""
         self.check_fits(prompt.n_tokens)
-        if prompt.handle is None or self.mtmd_ctx is None:
+        if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
-                self._decode_text(chunk.tokens)
+                if chunk.kind == "text":
+                    self._decode_text(chunk.tokens)
+                else:
+                    self._decode_tile_outside_mtmd(chunk)
             return
         mtmd = self._mtmd
         for index, described in enumerate(prompt.chunks):
@@ -437,6 +480,29 @@ class Engine:
         if status != 0:
             raise SmolcliError(f"llama.cpp failed to evaluate an image (status {status})")
         self.n_past = int(new_n_past.value)
+        self.counters.image_tokens += described.n_tokens
+        self.counters.encode_seconds += encoded - started
+        self.counters.prefill_seconds += time.perf_counter() - encoded
+
+    def _decode_tile_outside_mtmd(self, described: Chunk) -> None:
+        """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache."""
+        started = time.perf_counter()
+        key = self._embedding_key(described)
+        embeddings = self.options.embedding_cache.get(key) if key is not None else None
+        if key is not None:
+            if embeddings is None:
+                self.counters.cache_misses += 1
+            else:
+                self.counters.cache_hits += 1
+        if embeddings is None and self._encode_outside_mtmd(described, key) is None:
+            raise SmolcliError("the ONNX vision encoder gave up on an mmproj it had taken; use {vision_engine=mtmd}")
+        if embeddings is None:
+            embeddings = self._encoder_output
+        self.vision_engine = self.options.vision_encoder.name
+        n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
+        encoded = time.perf_counter()
+        rows = np.asarray(embeddings, dtype=np.float32).reshape(described.n_tokens, n_embd)
+        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
         self.counters.image_tokens += described.n_tokens
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded

@@ -57,14 +57,22 @@ def _whole_tiles_size(width: int, height: int, tile: int) -> tuple[int, int]:
     return width, height
 
 
+def tile_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int]:
+    """(rows, columns) of tiles tile_images cuts, worked out without resizing; (0, 0): the global view alone."""
+    width, height = _whole_tiles_size(*_longest_edge_size(width, height, longest_edge), tile)
+    if width <= tile and height <= tile:
+        return 0, 0
+    return height // tile, width // tile
+
+
 def tile_images(image: RGBImage, longest_edge: int, tile: int) -> list[Image.Image]:
     """The tiles (row by row) and then the global view, as Pillow images; one image alone when it fits a tile."""
     pil = Image.frombytes("RGB", (image.width, image.height), image.pixels)
     pil = pil.resize(_longest_edge_size(pil.width, pil.height, longest_edge), RESAMPLE)
     pil = pil.resize(_whole_tiles_size(pil.width, pil.height, tile), RESAMPLE)
-    if pil.width <= tile and pil.height <= tile:
+    rows, columns = tile_grid(image.width, image.height, longest_edge, tile)
+    if not rows:
         return [pil]
-    rows, columns = pil.height // tile, pil.width // tile
     tiles = [
         pil.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(columns)
     ]

@@ -22,8 +22,8 @@ import numpy as np
 from smolcli.errors import ModelFileError, SmolcliError
 from smolcli.runtime.file_identity import content_digest
 from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_preprocess import pixel_values
-from smolcli.runtime.image_tiles import PREPROC_KEY
+from smolcli.runtime.image_preprocess import pixel_values, tile_grid
+from smolcli.runtime.image_tiles import PREPROC_KEY, TILE_KEY
 from smolcli.runtime.images import RGBImage
 from smolcli.util.user_cache import cache_dir
 
@@ -189,13 +189,16 @@ class OnnxVisionEncoder:
         # the engine counts tiles per image over the whole prompt: the same image twice continues the count
         return np.ascontiguousarray(tiles[tile % len(tiles)])
 
+    def tile_grid(self, mmproj: GGUFSummary, image: RGBImage) -> tuple[int, int]:
+        """(rows, columns) of tiles _encode cuts this image into; (0, 0): the global view alone."""
+        return tile_grid(image.width, image.height, int(mmproj.metadata[PREPROC_KEY]), int(mmproj.metadata[TILE_KEY]))
+
     def _encode(self, session, mmproj: GGUFSummary, image: RGBImage) -> np.ndarray:
         meta = mmproj.metadata
-        tile = int(meta["clip.vision.image_size"])
         pixels = pixel_values(
             image,
             int(meta[PREPROC_KEY]),
-            tile,
+            int(meta[TILE_KEY]),
             list(meta["clip.vision.image_mean"]),
             list(meta["clip.vision.image_std"]),
         )
