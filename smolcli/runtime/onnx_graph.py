@@ -145,10 +145,26 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def split(self, x: str, parts: int, axis: int) -> list[str]:
+        from onnx import helper
+
+        base = self.name("split")
+        outs = [f"{base}_{i}" for i in range(parts)]
+        self.nodes.append(helper.make_node("Split", [x], outs, name=base, axis=axis, num_outputs=parts))
+        return outs
+
 
 def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
     y = g.op("MatMul", [x, g.const(f"{name}.wt", weight.T.astype(np.float32))], name)
     return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
+
+
+HEADS_PER_GROUP = 2  # attention scores held at once: 2 heads x tokens^2 floats (8 MiB on 256M's 1024 patches)
+
+
+def attention_groups(heads: int) -> int:
+    """How many groups the heads are split into: HEADS_PER_GROUP each, or all at once when they do not divide."""
+    return heads // HEADS_PER_GROUP if heads % HEADS_PER_GROUP == 0 and heads > HEADS_PER_GROUP else 1
 
 
 def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
@@ -187,10 +203,18 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
             y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
             return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
 
-        q, k, v = heads_of("attn_q"), heads_of("attn_k"), heads_of("attn_v")
-        k_t = g.op("Transpose", [k], perm=[0, 1, 3, 2])
-        scores = g.op("Mul", [g.op("MatMul", [q, k_t]), scale])
-        context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        q = g.op(
+            "Mul", [heads_of("attn_q"), scale]
+        )  # scaled before the product: on [tokens, head] not [tokens, tokens]
+        k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
+        v = heads_of("attn_v")
+        groups = attention_groups(heads)
+        # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
+        contexts = [
+            g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
+            for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
+        ]
+        context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
         attn = linear(g, context, t[p + "attn_out.weight"], t[p + "attn_out.bias"], p + "attn_out")
         x = g.op("Add", [x, attn], p + "res1")
