@@ -164,22 +164,24 @@ class Engine:
                 self.close()  # __exit__ never runs for a constructor that raised
                 raise
 
-    def use_mmproj(self, mmproj: GGUFSummary) -> None:
+    def use_mmproj(self, mmproj: GGUFSummary, mtmd_only: bool = False) -> None:
         """Load the vision encoder from this mmproj, in place of the one loaded (a no-op when it is the same file).
 
-        The library loads it on the first image, at the detail that image asks for.
+        The library loads it on the first image, at the detail that image asks for. With an ONNX encoder in
+        the options, that encoder takes it unless mtmd_only (a memory plan that only mtmd fits) or it refuses.
         """
-        loaded = self.mtmd_ctx is not None or self.vision_outside_mtmd
+        started = time.perf_counter()
+        encoder = None if mtmd_only else self.options.vision_encoder
+        # the encoder's session is built now (or refused: mtmd after one stderr line, or an error under onnx)
+        outside = encoder is not None and encoder.engine_for(mmproj) != "mtmd"
+        loaded = self.vision_outside_mtmd if outside else self.mtmd_ctx is not None
         if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and loaded:
             return
         mtmd = self._mtmd
         if self.mtmd_ctx is not None:
             mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None
-        started = time.perf_counter()
-        encoder = self.options.vision_encoder
-        # the encoder's session is built now (or refused: mtmd after one stderr line, or an error under onnx)
-        self.vision_outside_mtmd = encoder is not None and encoder.engine_for(mmproj) != "mtmd"
+        self.vision_outside_mtmd = outside
         if self.vision_outside_mtmd:
             self.files = dataclasses.replace(self.files, mmproj=mmproj)
             self._mmproj_digest = None
@@ -448,21 +450,18 @@ class Engine:
         self.counters.prefill_seconds += time.perf_counter() - started
 
     def _decode_image(self, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None) -> None:
-        """One image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames)."""
+        """One mtmd image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames).
+
+        mtmd's chunks are mtmd's to encode: the ONNX encoder's tiles come through our own layout instead.
+        """
         mtmd = self._mtmd
-        # another vision context's chunks (video frames) are mtmd's; the ONNX encoder is for the pair's own images
-        encoder = self.options.vision_encoder if mtmd_ctx is None else None
         mtmd_ctx = mtmd_ctx or self.mtmd_ctx
         started = time.perf_counter()
         key = self._embedding_key(described, mmproj_path)
         embeddings = self._cached_embeddings(key) if key is not None else None
-        if embeddings is not None and encoder is not None:
-            self.vision_engine = encoder.engine_for(self.files.mmproj)
-        if embeddings is None and encoder is not None:
-            embeddings = self._encode_outside_mtmd(described, key)
         if embeddings is None:
             embeddings = self._encode(chunk, key, mtmd_ctx)
-            self.vision_engine = "mtmd"
+        self.vision_engine = "mtmd"
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
@@ -488,20 +487,11 @@ class Engine:
         """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache."""
         started = time.perf_counter()
         key = self._embedding_key(described)
-        embeddings = self.options.embedding_cache.get(key) if key is not None else None
-        if key is not None:
-            if embeddings is None:
-                self.counters.cache_misses += 1
-            else:
-                self.counters.cache_hits += 1
-        if embeddings is None and self._encode_outside_mtmd(described, key) is None:
-            raise SmolcliError("the ONNX vision encoder gave up on an mmproj it had taken; use {vision_engine=mtmd}")
-        if embeddings is None:
-            embeddings = self._encoder_output
+        stored = self._cached_embeddings(key) if key is not None else None
+        embeddings = np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key)
         self.vision_engine = self.options.vision_encoder.name
-        n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
         encoded = time.perf_counter()
-        rows = np.asarray(embeddings, dtype=np.float32).reshape(described.n_tokens, n_embd)
+        rows = embeddings.reshape(described.n_tokens, -1)
         self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
         self.counters.image_tokens += described.n_tokens
         self.counters.encode_seconds += encoded - started
@@ -519,25 +509,20 @@ class Engine:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
         return embeddings
 
-    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None):
-        """The tile's embeddings from options.vision_encoder, or None when it leaves this mmproj to mtmd."""
-        encoder = self.options.vision_encoder
-        tile = encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
-        if tile is None:
-            return None
+    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None) -> np.ndarray:
+        """The tile's float32 embeddings (flat) from options.vision_encoder; with a key, stored for next time."""
+        tile = self.options.vision_encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
-        if tile.shape != (described.n_tokens, n_embd):
+        if tile is None or tile.shape != (described.n_tokens, n_embd):
             raise SmolcliError(
-                f"the ONNX vision encoder gave {tile.shape} embeddings where mtmd expects "
-                f"{(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
+                f"the ONNX vision encoder gave {None if tile is None else tile.shape} embeddings where the model "
+                f"expects {(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
             )
         tile = np.ascontiguousarray(tile, dtype=np.float32).reshape(-1)
         self.counters.images_encoded += 1
-        self.vision_engine = encoder.name
         if key is not None:
             self.options.embedding_cache.put(key, tile)
-        self._encoder_output = tile  # kept alive until mtmd has decoded it
-        return (ctypes.c_float * tile.size).from_buffer(tile)
+        return tile
 
     def _cached_embeddings(self, key: EmbeddingKey):
         stored = self.options.embedding_cache.get(key)
@@ -556,8 +541,8 @@ class Engine:
         else:
             if self._mmproj_digest is None:
                 self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
-                if self.options.vision_encoder is not None:  # another encoder, other numbers: its own entries
-                    self._mmproj_digest += f"-{self.options.vision_encoder.engine_for(self.files.mmproj)}"
+                if self.vision_outside_mtmd:  # another encoder, other numbers: its own entries
+                    self._mmproj_digest += f"-{self.options.vision_encoder.name}"
             digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
