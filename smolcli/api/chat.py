@@ -59,6 +59,7 @@ class Chat:
             tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
             n_ctx = n_ctx or chat_context_size(tokens, settings.max_tokens, self._budget.n_ctx_train)
             self._memory_plan = self._budget.plan(n_ctx)
+        self._plan_engine = self._memory_plan.vision_engine if self._memory_plan else None
         self._session = ChatSession(None, self._sampler, limits, system, n_ctx, before_context=self._before_context)
         self._session.pending_images.extend(first_images)
 
@@ -147,7 +148,7 @@ class Chat:
         engine = self.model._hold(self)
         self._session.engine = engine
         if pictures:
-            engine.use_mmproj(self._vision)
+            engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
         return self._session.replay(turns, reserve_tokens)
 
     # --- turns ---------------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Chat:
         engine = self.model._hold(self)
         self._session.engine = engine
         if self._session.pending_images:
-            engine.use_mmproj(self._vision)
+            engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
         load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
         before = engine.counters.snapshot()
         had_context = engine.ctx is not None

@@ -41,12 +41,14 @@ def onnx_folder() -> Path:
 
 
 def onnxruntime_available() -> bool:
+    """onnxruntime and onnx are installed. Neither is imported here: onnxruntime (20 MB) only when an image
+    is encoded, onnx (17 MB) only to build a file, so that a run that stays on mtmd holds neither."""
+    import importlib.util
+
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+    except ValueError:  # a module set to None in sys.modules: its import is blocked
         return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ def _stage_and_save(model, target: Path) -> None:
         stage.unlink(missing_ok=True)
 
 
+def cached_path(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
+    """Where the ONNX file of this mmproj and precision is cached (whether or not it is built yet)."""
+    folder = folder or onnx_folder()
+    form = precision if precision == "fp32" else f"{precision}-{int8_kind}"
+    return folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}.onnx"
+
+
 def build_or_reuse(
     mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND
 ) -> Path | bytes:
@@ -82,9 +91,7 @@ def build_or_reuse(
     from smolcli.runtime.onnx_graph import build_model, read_vision_weights
     from smolcli.runtime.onnx_int8 import build_int8
 
-    folder = folder or onnx_folder()
-    form = precision if precision == "fp32" else f"{precision}-{int8_kind}"
-    target = folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}.onnx"
+    target = cached_path(mmproj, precision, folder, int8_kind)
     if target.is_file():
         return target
     weights = read_vision_weights(mmproj)
@@ -159,6 +166,10 @@ class OnnxVisionEncoder:
         self.build_seconds += time.perf_counter() - started
         return self._session
 
+    def is_built(self, mmproj: GGUFSummary) -> bool:
+        """Whether this mmproj's ONNX file is cached already (else the first image builds it)."""
+        return cached_path(mmproj.path, self.precision, self.folder, self.int8_kind).is_file()
+
     def engine_for(self, mmproj: GGUFSummary) -> str:
         """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
         if mmproj.path in self._refused:
@@ -170,7 +181,10 @@ class OnnxVisionEncoder:
         if mmproj.path in self._refused:
             return None
         try:
-            return self._session_for(mmproj)
+            try:
+                return self._session_for(mmproj)
+            except ImportError as missing:  # installed but broken: as good as missing
+                raise ModelFileError(f"onnxruntime could not be imported ({missing})", path=mmproj.path) from None
         except ModelFileError as error:
             if not self.fallback_to_mtmd:
                 raise ModelFileError(

@@ -166,8 +166,10 @@ def onnxruntime_version() -> str | None:
 
     if not onnxruntime_available():
         return None
-    import onnxruntime
-
+    try:
+        import onnxruntime
+    except ImportError:  # installed but broken: the engine falls back to mtmd as if it were missing
+        return None
     return str(onnxruntime.__version__)
 
 
