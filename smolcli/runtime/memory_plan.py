@@ -48,10 +48,10 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
   vision_compute  ORT's arena for one tile's run (the encoder runs a tile at a time): about four
                   [patches, ff] float buffers, two heads' [patches, patches] scores and softmax, eight
                   [patches, width] buffers; 256M: 92 MB by the formula, 90-95 MB measured
-  vision_build    only when the ONNX file is not cached yet: the first run builds it (the vision weights
-                  in float32, their int8 copies, the protobuf and its serialized bytes, the mmproj's mapped
-                  pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx package's import;
-                  256M: 770 MB measured over the imports, 86.3M parameters
+  vision_build    only when the ONNX file is not cached yet: the first run builds it (one tensor at a time
+                  in float32, the int8 initializers and the graph's copy of them, the serialized bytes, the
+                  mmproj's mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx
+                  package's import; 256M: 577 MB measured over the imports (641 MB peak), 87.6M parameters
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
   runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
@@ -267,7 +267,7 @@ def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
 
 
 ONNX_INT8_RESIDENT = 1.6  # resident bytes per int8 weight byte after the session loads (ORT's copy + MLAS's packed one)
-ONNX_BUILD_PER_PARAM = 9  # peak bytes per vision parameter while the ONNX file is built (measured 8.9 on 256M)
+ONNX_BUILD_PER_PARAM = 7  # peak bytes per vision parameter while the ONNX file is built (measured 6.6 on 256M)
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
 ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
 
