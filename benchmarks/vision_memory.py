@@ -39,7 +39,9 @@ def one_run(command: list[str], home: Path, tree: Path | None) -> dict:
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    # `python -m` puts the working folder first on sys.path: run an older tree from inside it, or its
+    # PYTHONPATH loses to this checkout's smolcli/
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
     if done.returncode != 0:
         sys.exit(f"ask failed: {done.stderr.strip().splitlines()[-1:]}")
     report = json.loads(done.stdout)

@@ -298,14 +298,15 @@ def onnx_build_bytes(dims: VisionDims) -> int:
 
 
 def onnx_images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
-    """Our RGB copies of every image; the largest one's Pillow images, float32 pixel values and embeddings."""
+    """Our RGB copies of every image; the largest one's Pillow images, one tile's pixels, the embeddings."""
     if not images:
         return 0
     tile_pixels = dims.image_size**2 * 3
     rgb = sum(2 * w * h * 3 for w, h in images)  # ours, and Pillow's frombytes copy
     tiles = max(tiles_per_image(dims, w, h) for w, h in images)
-    # the longest-edge resize and the whole-tile one (each about the tile grid), the crops; float32 pixels
-    per_image = 3 * tiles * tile_pixels + FLOAT * tiles * tile_pixels
+    # the longest-edge resize and the whole-tile one (each about the tile grid), the crops; one tile's
+    # pixels at a time: float64 rescaled, float32, normalized (image_preprocess.tile_pixels)
+    per_image = 3 * tiles * tile_pixels + 16 * tile_pixels
     embeddings = FLOAT * tiles * dims.tokens_per_tile * dims.projection_dim
     return rgb + per_image + embeddings
 
