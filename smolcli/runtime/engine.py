@@ -314,15 +314,12 @@ class Engine:
             for img in images
         ]
         copies: dict[str, int] = {}  # digest -> how many times that image is in the prompt
-        encoder = self.options.vision_encoder
-        if self.options.embedding_cache is not None or encoder is not None:
+        if self.options.embedding_cache is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
                 digest = image_digest(img.width, img.height, img.pixels)
                 copies[digest] = copies.get(digest, 0) + 1
                 mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
-                if encoder is not None:
-                    encoder.remember(digest, img)
         handle = mtmd.mtmd_input_chunks_init()
         try:
             inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
