@@ -12,11 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from smolcli.errors import BadInput
+from smolcli.models.smolvlm_image_layout import FAKE_TOKEN, GLOBAL_IMAGE
 
 VIDEO_MARKER = "<video>"  # where the clip stands in a user turn, as in transformers' chat template
 FRAME_SLOT = "\x00frame\x00"  # never in user text: one frame's image tokens go here
-FAKE_TOKEN = "<fake_token_around_image>"
-GLOBAL_IMAGE = "<global-img>"
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()  # noqa: E501
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()

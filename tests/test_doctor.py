@@ -304,3 +304,59 @@ def test_doctor_on_a_toolkit_without_a_gpu_says_the_cpu_build_is_right(toolkit_w
     assert "\nadvice: the CUDA toolkit is installed but there is no NVIDIA GPU or driver" in result.stdout
     assert "run in the environment" not in result.stdout  # no command to run
     assert re.search(r"^NVIDIA driver\s+not loaded$", result.stdout, flags=re.M)
+
+
+# --- the vision engine's lines ---------------------------------------------------------------
+
+X86_CPUINFO = """processor\t: 0
+model name\t: Some x86 CPU
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16
+"""
+ARM_CPUINFO = """processor\t: 0
+Features\t: fp asimd evtstrm aes crc32 atomics asimddp i8mm bf16
+"""
+
+
+def test_mlas_features_are_read_from_cpuinfo_flags():
+    from smolcli.runtime.cpu_features import features_from_cpuinfo
+
+    assert features_from_cpuinfo(X86_CPUINFO, "x86_64") == {
+        "AVX2": True,
+        "AVX-512": True,
+        "AVX-512 VNNI": True,
+        "AVX-VNNI": False,
+        "AMX": False,
+    }
+    assert features_from_cpuinfo(X86_CPUINFO.replace(" avx512bw", ""), "x86_64")["AVX-512"] is False
+    assert features_from_cpuinfo(ARM_CPUINFO, "aarch64") == {"dot product": True, "i8mm": True}
+    assert features_from_cpuinfo(ARM_CPUINFO.replace(" asimddp i8mm", ""), "arm64") == {
+        "dot product": False,
+        "i8mm": False,
+    }
+
+
+def test_doctor_names_onnxruntime_and_the_cpu_features_llama_cpp_also_sees():
+    import onnxruntime
+
+    report = json.loads(CliRunner().invoke(app, ["doctor", "--json"]).stdout)
+    assert report["onnxruntime"] == onnxruntime.__version__
+    features = report["cpu_features"]
+    if features is None or "AVX2" not in features:
+        pytest.skip("not an x86-64 Linux machine")
+    # llama.cpp's own CPU probe (ggml's feature detection) is an independent reading of the same CPU
+    ggml = report["llama_system_info"]
+    assert features["AVX2"] == ("AVX2 = 1" in ggml)
+    assert features["AVX-512 VNNI"] == ("AVX512_VNNI = 1" in ggml)
+    text = CliRunner().invoke(app, ["doctor"]).stdout
+    assert f"onnxruntime {onnxruntime.__version__}: auto encodes images" in text
+    assert re.search(r"ORT CPU features +AVX2 (yes|no), AVX-512 (yes|no), AVX-512 VNNI", text)
+
+
+def test_doctor_without_onnxruntime_says_auto_uses_mtmd():
+    """A real process where onnxruntime cannot be imported (None in sys.modules makes the import fail)."""
+    import subprocess
+
+    code = "import sys; sys.modules['onnxruntime'] = None; from smolcli.cli.app import app; app(['doctor'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "onnxruntime not installed: auto uses mtmd" in done.stdout

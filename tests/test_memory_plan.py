@@ -7,6 +7,7 @@ log lines (KV, compute and repack buffer sizes, printed in MiB), and the peak RS
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -177,38 +178,55 @@ def test_vision_compute_bounds_the_encoders_buffer(tiny_pair, images):
     assert vision_compute_bytes(footprints(model, mmproj)[1].dims) / MiB >= logged - LOGGED_MIB
 
 
-def test_a_real_run_stays_under_its_plan(tiny_pair, images):
-    model, _ = tiny_pair
-    # a process of its own: this one holds pytest, torch and transformers
-    run = subprocess.run(
-        [
-            str(SMOLCLI),
-            "ask",
-            "-m",
-            str(model),
-            "-i",
-            str(images["photo"]),
-            "-i",
-            str(images["wide"]),
-            "--json",
-            "--threads",
-            "1",
-            "-ngl",
-            "0",
-            "-n",
-            "4",
-            "--no-cache",
-            "--max-memory",
-            "4G",
-            "Compare them.",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def ask_process(model: Path, images: list[Path], home: Path, *flags: str) -> subprocess.CompletedProcess:
+    """A real `smolcli ask --json` process of its own (this one holds pytest, torch and transformers)."""
+    command = [str(SMOLCLI), "ask", "-m", str(model), "--json", "--threads", "1", "-ngl", "0", "-n", "4"]
+    command += [arg for image in images for arg in ("-i", str(image))] + ["--no-cache", *flags, "Compare them."]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, "SMOLCLI_HOME": str(home)}
     )
+
+
+def planned_run(model: Path, images: list[Path], home: Path, *flags: str) -> dict:
+    run = ask_process(model, images, home, *flags)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
-    assert 0 < report["peak_memory_bytes"] <= report["memory_plan"]["total"]
+    assert 0 < report["peak_memory_bytes"] <= report["memory_plan"]["total"], report["memory_plan"]
+    return report
+
+
+def test_a_real_run_stays_under_its_plan(tiny_pair, images, tmp_path):
+    """With ONNX Runtime (auto on the CPU): the first run, which builds the ONNX file and plans it, and the next."""
+    model, _ = tiny_pair
+    shown = [images["photo"], images["wide"]]
+    first = planned_run(model, shown, tmp_path, "--max-memory", "4G")
+    second = planned_run(model, shown, tmp_path, "--max-memory", "4G")
+    for report in (first, second):
+        assert (report["vision_engine"], report["memory_plan"]["vision_engine"]) == ("onnx-int8", "onnx")
+    assert first["memory_plan"]["parts"]["vision_build"]["cpu"] > 0
+    assert second["memory_plan"]["parts"]["vision_build"]["cpu"] == 0
+    mtmd = planned_run(model, shown, tmp_path, "--max-memory", "4G", "--vision-engine", "mtmd")
+    assert (mtmd["vision_engine"], mtmd["memory_plan"]["vision_engine"]) == ("mtmd", "mtmd")
+
+
+def test_auto_picks_onnx_when_its_plan_fits_and_mtmd_when_only_mtmds_does(tiny_pair, images, tmp_path):
+    model, _ = tiny_pair
+    shown = [images["photo"]]
+    planned_run(model, shown, tmp_path, "--max-memory", "4G")  # the ONNX file built: later plans leave the build out
+    sizes = {
+        engine: planned_run(model, shown, tmp_path, "--max-memory", "4G", "--vision-engine", engine)["memory_plan"]
+        for engine in ("onnx", "mtmd")
+    }
+    assert sizes["mtmd"]["total"] < sizes["onnx"]["total"]  # ONNX Runtime's libraries and session weigh more
+    between = (sizes["mtmd"]["total"] + sizes["onnx"]["total"]) // 2
+    roomy = planned_run(model, shown, tmp_path, "--max-memory", str(sizes["onnx"]["total"] + MiB))
+    tight = planned_run(model, shown, tmp_path, "--max-memory", str(between))
+    assert (roomy["vision_engine"], roomy["memory_plan"]["vision_engine"]) == ("onnx-int8", "onnx")
+    assert (tight["vision_engine"], tight["memory_plan"]["vision_engine"]) == ("mtmd", "mtmd")
+    assert tight["memory_plan"]["total"] == sizes["mtmd"]["total"]
+    refused = ask_process(model, shown, tmp_path, "--max-memory", str(between), "--vision-engine", "onnx")
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--vision-engine mtmd" in refused.stderr and "--max-memory" in refused.stderr
 
 
 def test_offloading_moves_blocks_and_their_cache_to_the_gpu(tiny_pair):

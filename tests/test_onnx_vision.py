@@ -146,6 +146,27 @@ def test_onnx_fp32_agrees_with_mtmd_f32(converted, images, tmp_path):
     assert int(np.argmax(logits_m)) == int(np.argmax(logits_o))
 
 
+def test_the_onnx_path_loads_no_mtmd_context(tiny_pair, images, tmp_path, capfd):
+    """The mmproj goes to ONNX Runtime alone: no mtmd context, and none of mtmd's loader lines in llama.cpp's
+    log, which the mtmd path does print (so the check can fail); the answer's layout is the same."""
+    model, mmproj = tiny_pair
+    files = resolve_model_files(model, mmproj)
+    layouts = {}
+    for label, encoder in (("onnx", OnnxVisionEncoder(2, "fp32", folder=tmp_path)), ("mtmd", None)):
+        capfd.readouterr()
+        with Engine(files, EngineOptions(threads=2, verbose=True, vision_encoder=encoder)) as engine:
+            engine.create_context(1024)
+            prompt = engine.tokenize(IMAGE_PROMPT, [load_image(images["photo"])])
+            engine.evaluate(prompt)
+            layouts[label] = [(c.kind, c.n_tokens) for c in prompt.chunks]
+            assert (engine.mtmd_ctx is None) == (label == "onnx") == engine.vision_outside_mtmd
+            assert prompt.handle is None if label == "onnx" else prompt.handle is not None
+            prompt.free()
+        log = capfd.readouterr().err
+        assert ("clip_model_loader" in log) == (label == "mtmd"), log[-2000:]
+    assert [n for kind, n in layouts["onnx"] if kind == "image"] == [n for k, n in layouts["mtmd"] if k == "image"]
+
+
 def test_the_same_image_twice_and_another_in_one_prompt(converted, images, tmp_path):
     """The engine numbers tiles per image over the whole prompt: a repeated image reuses its tiles."""
     pair = converted("F32", "F32", "SmolVLM")
@@ -189,8 +210,10 @@ def test_ask_json_reports_the_engine_and_auto_picks_onnx_on_the_cpu(tiny_pair, i
 def test_library_load_takes_vision_engine(tiny_pair, images):
     model, mmproj = tiny_pair
     with smolcli.load(model, mmproj=mmproj, vision_engine="onnx") as loaded:
+        assert loaded.engine.files.mmproj is None  # the vision encoder loads with the first image
         answer = loaded.ask("What is it?", images=[images["square"]], max_tokens=2)
         assert answer.as_dict()["vision_engine"] == "onnx-int8"
+        assert loaded.engine.vision_outside_mtmd and loaded.engine.mtmd_ctx is None
     with pytest.raises(smolcli.errors.BadInput, match="vision_engine="):
         smolcli.load(model, mmproj=mmproj, vision_engine="cuda")
 

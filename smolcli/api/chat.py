@@ -77,6 +77,7 @@ class Chat:
             tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
             n_ctx = n_ctx or chat_context_size(tokens, settings.max_tokens, self._budget.n_ctx_train)
             self._memory_plan = self._budget.plan(n_ctx)
+        self._plan_engine = self._memory_plan.vision_engine if self._memory_plan else None
         self._session = ChatSession(None, self._sampler, limits, system, n_ctx, before_context=self._before_context)
         self._session.pending_images.extend(first_images)
 
@@ -176,7 +177,7 @@ class Chat:
         engine = self.model._hold(self)
         self._session.engine = engine
         if pictures:
-            engine.use_mmproj(self._vision)
+            engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
         replayed = []
         for text, turn_images, answer, *clip in turns:
             video = clip[0] if clip else None
@@ -224,7 +225,7 @@ class Chat:
         engine = self.model._hold(self)
         self._session.engine = engine
         if self._session.pending_images:
-            engine.use_mmproj(self._vision)
+            engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
         clip = None
         if video is not None:
             clip = self._attach_video(engine, text, video, fps, max_frames, report)

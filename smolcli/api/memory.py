@@ -34,6 +34,7 @@ PART_LABELS = {
     "text_compute": "LM compute",
     "vision_compute": "vision compute",
     "images": "images",
+    "vision_build": "ONNX file build",
     "runtime": "runtime",
 }
 
@@ -82,8 +83,10 @@ class MemoryBudget:
     limit: MemoryLimit
     text: TextFootprint
     vision: VisionFootprint | None
-    run: RunSettings  # n_ctx is filled in by plan(), the cache type by plan_within
+    run: RunSettings  # n_ctx is filled in by plan(), the cache type by plan_within, the vision engine by plan()
     requested_cache: str | None
+    # the vision engines the run may use, tried in order: ("onnx", "mtmd") under auto with ONNX Runtime
+    vision_engines: tuple[str, ...] = ("mtmd",)
 
     @classmethod
     def for_run(
@@ -103,8 +106,15 @@ class MemoryBudget:
         n_gpu_layers = options.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
         vision = VisionFootprint.from_file(files.mmproj) if files.mmproj is not None else None
         sizes = tuple((image.width, image.height) for image in images) if vision else ()
-        run = RunSettings(0, "f16", sizes, n_gpu_layers, options.mmproj_offload, options.repack_weights)
-        return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache)
+        encoder = options.vision_encoder
+        engines = ("mtmd",)
+        if encoder is not None and vision is not None:
+            engines = ("onnx", "mtmd") if encoder.fallback_to_mtmd else ("onnx",)
+        built = encoder is None or vision is None or encoder.is_built(files.mmproj)
+        run = RunSettings(
+            0, "f16", sizes, n_gpu_layers, options.mmproj_offload, options.repack_weights, onnx_built=built
+        )
+        return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 
     @property
     def n_ctx_train(self) -> int:
@@ -119,13 +129,21 @@ class MemoryBudget:
         """A first message's worth of tokens: its images and room for its text."""
         return self.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
 
-    def plan(self, n_ctx: int) -> MemoryPlan:
-        """The plan for an n_ctx-token context under the limit; a one-line error when none fits."""
-        run = dataclasses.replace(self.run, n_ctx=n_ctx)
-        plan, fits = plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache)
-        if not fits:
-            raise MemoryPlanRefused(self._refusal(plan), plan=plan, limit=self.limit.size)
-        return plan
+    def plan(self, n_ctx: int, vision_engine: str | None = None) -> MemoryPlan:
+        """The plan for an n_ctx-token context under the limit; a one-line error when none fits.
+
+        Under auto the ONNX encoder is planned first and mtmd when only it fits; vision_engine keeps
+        a run to the engine an earlier plan chose.
+        """
+        plans = []
+        for engine in (vision_engine,) if vision_engine else self.vision_engines:
+            run = dataclasses.replace(self.run, n_ctx=n_ctx, vision_engine=engine)
+            plan, fits = plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache)
+            if fits:
+                return plan
+            plans.append(plan)
+        smallest = min(plans, key=lambda plan: plan.total)
+        raise MemoryPlanRefused(self._refusal(smallest), plan=smallest, limit=self.limit.size)
 
     def plan_frames(self, n_ctx: int, n_frames: int) -> FramesPlan:
         """The plan for an n_ctx-token context with a video's n_frames frames besides the images, and whether
@@ -151,6 +169,8 @@ class MemoryBudget:
             fixes.append("no {repack_weights}")
         if self.run.images:
             fixes.append("fewer image tiles ({max_tiles=N} or {image_size=PX})")
+        if self.run.images and self.vision_engines == ("onnx",):
+            fixes.append("{vision_engine=mtmd} (smaller than ONNX Runtime's encoder)")
         if self.requested_cache and self.requested_cache != "q4_0":
             fixes.append("a smaller {cache_type}")
         fixes.append("a smaller {ctx}")

@@ -290,22 +290,24 @@ class Model:
         text = first_turn(place_images(prompt, len(pictures)), system)
         vision = self.vision_for(pictures)
         budget = self.memory_budget(vision, pictures)
+        chosen = None  # under max_memory: the vision engine the plan fits with
         if budget:
             # before loading: the images' tokens alone give a context no larger than the real one
-            budget.plan(self.options.ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train))
+            n_ctx = self.options.ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train)
+            chosen = budget.plan(n_ctx).vision_engine
 
         started = time.perf_counter()
         was_loaded = self.loaded
         engine = self._hold(self)
         if vision is not None:
-            engine.use_mmproj(vision)
+            engine.use_mmproj(vision, mtmd_only=chosen == "mtmd")
         load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
         before = engine.counters.snapshot()
         tokenized = engine.tokenize(text, pictures)
         try:
             context_started = time.perf_counter()
             n_ctx = self.options.ctx or ask_context_size(tokenized.n_tokens, max_tokens, engine.n_ctx_train)
-            plan = budget.plan(n_ctx) if budget else None
+            plan = budget.plan(n_ctx, chosen) if budget else None
             self._fresh_context(engine, n_ctx, plan.cache_type if plan else (self.options.cache_type or "f16"))
             load_seconds += time.perf_counter() - context_started
             fix = (

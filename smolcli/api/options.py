@@ -103,10 +103,6 @@ class LoadOptions:
             embedding_cache=EmbeddingCache.default() if self.embedding_cache else None,
             repack_weights=self.repack_weights,
             lora=self.lora,
-            # the max_memory plan models mtmd's buffers, so under a limit auto keeps to mtmd
-            vision_encoder=vision_encoder_for(
-                "mtmd" if self.vision_engine == "auto" and self.max_memory is not None else self.vision_engine,
-                n_gpu_layers,
-                self.threads,
-            ),
+            # under max_memory the plan picks between them (api/memory.py): ONNX when it fits, else mtmd
+            vision_encoder=vision_encoder_for(self.vision_engine, n_gpu_layers, self.threads),
         )

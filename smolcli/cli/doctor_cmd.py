@@ -40,6 +40,7 @@ def report_lines(info: SystemInfo, advice: Advice) -> list[str]:
     lines.append(f"{'nvidia-smi':<{width}}{info.nvidia_smi or 'not found'}")
     lines.append(f"{'NVIDIA driver':<{width}}{info.nvidia_driver or 'not loaded'}")
     lines.append(f"{'llama.cpp features':<{width}}{info.llama_system_info}")
+    lines.extend(vision_engine_lines(info, width))
     lines.append("")
     lines.append(f"advice: {advice.summary}")
     if advice.command:
@@ -47,6 +48,19 @@ def report_lines(info: SystemInfo, advice: Advice) -> list[str]:
         lines.append(f"  {advice.command}")
     lines.extend(f"  note: {note}" for note in advice.notes)
     return lines
+
+
+def vision_engine_lines(info: SystemInfo, width: int) -> list[str]:
+    """Which encoder --vision-engine auto picks on the CPU, and the CPU features ONNX Runtime's kernels use."""
+    if info.onnxruntime:
+        engine = f"onnxruntime {info.onnxruntime}: auto encodes images with it when the encoder runs on the CPU"
+    else:
+        engine = "onnxruntime not installed: auto uses mtmd (pip install onnxruntime onnx)"
+    if info.cpu_features is None:
+        features = "could not be read on this system"
+    else:
+        features = ", ".join(f"{name} {_yes_no(present)}" for name, present in info.cpu_features.items())
+    return [f"{'vision engine':<{width}}{engine}", f"{'ORT CPU features':<{width}}{features}"]
 
 
 def doctor(

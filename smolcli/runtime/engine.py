@@ -2,6 +2,11 @@
 
 Our own layer over llama-cpp-python's C bindings, so that the prompt, the image
 chunks and the cache stay under our control: a new turn evaluates only what is new.
+
+With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no mtmd context is made:
+the prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess)
+and the tiles' embeddings go into the cache through a llama_batch (embedding_batch), so the
+mmproj's weights are read only to build the ONNX file, never held in memory beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
+from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
+from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
+from smolcli.runtime.embedding_batch import decode_embeddings
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
@@ -124,6 +132,7 @@ class Engine:
         self.n_past = 0
         self.ctx = None
         self.mtmd_ctx = None
+        self.vision_outside_mtmd = False  # the mmproj's images go through options.vision_encoder, no mtmd context
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
         self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
@@ -159,18 +168,29 @@ class Engine:
                 self.close()  # __exit__ never runs for a constructor that raised
                 raise
 
-    def use_mmproj(self, mmproj: GGUFSummary) -> None:
+    def use_mmproj(self, mmproj: GGUFSummary, mtmd_only: bool = False) -> None:
         """Load the vision encoder from this mmproj, in place of the one loaded (a no-op when it is the same file).
 
-        The library loads it on the first image, at the detail that image asks for.
+        The library loads it on the first image, at the detail that image asks for. With an ONNX encoder in
+        the options, that encoder takes it unless mtmd_only (a memory plan that only mtmd fits) or it refuses.
         """
-        if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and self.mtmd_ctx is not None:
+        started = time.perf_counter()
+        encoder = None if mtmd_only else self.options.vision_encoder
+        # the encoder's session is built now (or refused: mtmd after one stderr line, or an error under onnx)
+        outside = encoder is not None and encoder.engine_for(mmproj) != "mtmd"
+        loaded = self.vision_outside_mtmd if outside else self.mtmd_ctx is not None
+        if self.files.mmproj is not None and self.files.mmproj.path == mmproj.path and loaded:
             return
         mtmd = self._mtmd
         if self.mtmd_ctx is not None:
             mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None
-        started = time.perf_counter()
+        self.vision_outside_mtmd = outside
+        if self.vision_outside_mtmd:
+            self.files = dataclasses.replace(self.files, mmproj=mmproj)
+            self._mmproj_digest = None
+            self.load_seconds += time.perf_counter() - started
+            return
         mparams = mtmd.mtmd_context_params_default()
         mparams.use_gpu = self.options.mmproj_offload and self.options.n_gpu_layers != 0
         mparams.n_threads = self.threads
@@ -290,9 +310,11 @@ class Engine:
         mtmd = self._mtmd
         if text.count(IMAGE_MARKER) != len(images):
             raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
-        if images and self.mtmd_ctx is None:
+        if images and self.mtmd_ctx is None and not self.vision_outside_mtmd:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
         images = [self._fit_for_tiling(img) for img in images]
+        if self.mtmd_ctx is None:  # text alone, or images through the ONNX encoder
+            return self._own_layout_prompt(text, images, add_special)
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
         bitmaps = [
@@ -302,19 +324,14 @@ class Engine:
             for img in images
         ]
         copies: dict[str, int] = {}  # digest -> how many times that image is in the prompt
-        encoder = self.options.vision_encoder
-        if self.options.embedding_cache is not None or encoder is not None:
+        if self.options.embedding_cache is not None:
             for img, bitmap in zip(images, bitmaps, strict=True):
                 # mtmd copies a bitmap's id onto each of its chunks: how a tile finds its cache entry
                 digest = image_digest(img.width, img.height, img.pixels)
                 copies[digest] = copies.get(digest, 0) + 1
                 mtmd.mtmd_bitmap_set_id(bitmap, digest.encode())
-                if encoder is not None:
-                    encoder.remember(digest, img)
         handle = mtmd.mtmd_input_chunks_init()
         try:
-            if self.mtmd_ctx is None:
-                return self._text_only_prompt(encoded, add_special, handle)
             inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
             array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
             status = mtmd.mtmd_tokenize(self.mtmd_ctx, handle, ctypes.byref(inp), array, len(bitmaps))
@@ -334,10 +351,32 @@ class Engine:
         target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
         return stretched(image, target) if target else image
 
-    def _text_only_prompt(self, encoded: bytes, add_special: bool, handle) -> Prompt:
-        self._mtmd.mtmd_input_chunks_free(handle)
-        n_tokens, tokens = self._text_tokens(encoded, add_special)
-        return Prompt(None, [Chunk("text", n_tokens, tokens)])
+    def _own_layout_prompt(self, text: str, images: list[RGBImage], add_special: bool) -> Prompt:
+        """Text runs and image tiles laid out as transformers' processor does, without mtmd (no handle).
+
+        A tile is keyed by its image's content and its index within that image, as mtmd's are.
+        """
+        encoder = self.options.vision_encoder
+        segments = text.split(IMAGE_MARKER)
+        pieces: list = [segments[0]]
+        for image, segment in zip(images, segments[1:], strict=True):
+            digest = image_digest(image.width, image.height, image.pixels)
+            encoder.remember(digest, image)
+            rows, columns = encoder.tile_grid(self.files.mmproj, image)
+            pieces += [(digest, p) if isinstance(p, TileSlot) else p for p in image_prompt(rows, columns)]
+            pieces.append(segment)
+        pieces = merged(pieces)
+        if add_special and (not pieces or not isinstance(pieces[0], str)):
+            pieces.insert(0, "")  # BOS (where the vocabulary has one) before an image that opens the prompt
+        tile_tokens = VisionDims.from_gguf(self.files.mmproj.metadata).tokens_per_tile if images else 0
+        chunks = []
+        for index, piece in enumerate(pieces):
+            if isinstance(piece, str):
+                chunks.append(Chunk("text", *self._text_tokens(piece.encode("utf-8"), add_special and index == 0)))
+            else:
+                digest, slot = piece
+                chunks.append(Chunk("image", tile_tokens, image=digest, tile=slot.tile))
+        return Prompt(None, chunks)
 
     def _text_tokens(self, encoded: bytes, add_special: bool) -> tuple[int, list[int]]:
         llama_cpp = self._llama
@@ -389,9 +428,12 @@ class Engine:
     def evaluate(self, prompt: Prompt) -> None:
         """Run every chunk of the prompt through the model, appending to the cache."""
         self.check_fits(prompt.n_tokens)
-        if prompt.handle is None or self.mtmd_ctx is None:
+        if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
-                self._decode_text(chunk.tokens)
+                if chunk.kind == "text":
+                    self._decode_text(chunk.tokens)
+                else:
+                    self._decode_tile_outside_mtmd(chunk)
             return
         mtmd = self._mtmd
         for index, described in enumerate(prompt.chunks):
@@ -415,21 +457,18 @@ class Engine:
         self.counters.prefill_seconds += time.perf_counter() - started
 
     def _decode_image(self, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None) -> None:
-        """One image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames)."""
+        """One mtmd image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames).
+
+        mtmd's chunks are mtmd's to encode: the ONNX encoder's tiles come through our own layout instead.
+        """
         mtmd = self._mtmd
-        # another vision context's chunks (video frames) are mtmd's; the ONNX encoder is for the pair's own images
-        encoder = self.options.vision_encoder if mtmd_ctx is None else None
         mtmd_ctx = mtmd_ctx or self.mtmd_ctx
         started = time.perf_counter()
         key = self._embedding_key(described, mmproj_path)
         embeddings = self._cached_embeddings(key) if key is not None else None
-        if embeddings is not None and encoder is not None:
-            self.vision_engine = encoder.engine_for(self.files.mmproj)
-        if embeddings is None and encoder is not None:
-            embeddings = self._encode_outside_mtmd(described, key)
         if embeddings is None:
             embeddings = self._encode(chunk, key, mtmd_ctx)
-            self.vision_engine = "mtmd"
+        self.vision_engine = "mtmd"
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
@@ -451,6 +490,20 @@ class Engine:
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
 
+    def _decode_tile_outside_mtmd(self, described: Chunk) -> None:
+        """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache."""
+        started = time.perf_counter()
+        key = self._embedding_key(described)
+        stored = self._cached_embeddings(key) if key is not None else None
+        embeddings = np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key)
+        self.vision_engine = self.options.vision_encoder.name
+        encoded = time.perf_counter()
+        rows = embeddings.reshape(described.n_tokens, -1)
+        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
+        self.counters.image_tokens += described.n_tokens
+        self.counters.encode_seconds += encoded - started
+        self.counters.prefill_seconds += time.perf_counter() - encoded
+
     def _encode(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
         """Run the vision encoder on one chunk; with a key, store its output for next time."""
         mtmd = self._mtmd
@@ -463,25 +516,20 @@ class Engine:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
         return embeddings
 
-    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None):
-        """The tile's embeddings from options.vision_encoder, or None when it leaves this mmproj to mtmd."""
-        encoder = self.options.vision_encoder
-        tile = encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
-        if tile is None:
-            return None
+    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None) -> np.ndarray:
+        """The tile's float32 embeddings (flat) from options.vision_encoder; with a key, stored for next time."""
+        tile = self.options.vision_encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
-        if tile.shape != (described.n_tokens, n_embd):
+        if tile is None or tile.shape != (described.n_tokens, n_embd):
             raise SmolcliError(
-                f"the ONNX vision encoder gave {tile.shape} embeddings where mtmd expects "
-                f"{(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
+                f"the ONNX vision encoder gave {None if tile is None else tile.shape} embeddings where the model "
+                f"expects {(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
             )
         tile = np.ascontiguousarray(tile, dtype=np.float32).reshape(-1)
         self.counters.images_encoded += 1
-        self.vision_engine = encoder.name
         if key is not None:
             self.options.embedding_cache.put(key, tile)
-        self._encoder_output = tile  # kept alive until mtmd has decoded it
-        return (ctypes.c_float * tile.size).from_buffer(tile)
+        return tile
 
     def _cached_embeddings(self, key: EmbeddingKey):
         stored = self.options.embedding_cache.get(key)
@@ -500,8 +548,8 @@ class Engine:
         else:
             if self._mmproj_digest is None:
                 self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
-                if self.options.vision_encoder is not None:  # another encoder, other numbers: its own entries
-                    self._mmproj_digest += f"-{self.options.vision_encoder.engine_for(self.files.mmproj)}"
+                if self.vision_outside_mtmd:  # another encoder, other numbers: its own entries
+                    self._mmproj_digest += f"-{self.options.vision_encoder.name}"
             digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))

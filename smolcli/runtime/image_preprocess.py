@@ -57,23 +57,35 @@ def _whole_tiles_size(width: int, height: int, tile: int) -> tuple[int, int]:
     return width, height
 
 
+def tile_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int]:
+    """(rows, columns) of tiles tile_images cuts, worked out without resizing; (0, 0): the global view alone."""
+    width, height = _whole_tiles_size(*_longest_edge_size(width, height, longest_edge), tile)
+    if width <= tile and height <= tile:
+        return 0, 0
+    return height // tile, width // tile
+
+
 def tile_images(image: RGBImage, longest_edge: int, tile: int) -> list[Image.Image]:
     """The tiles (row by row) and then the global view, as Pillow images; one image alone when it fits a tile."""
     pil = Image.frombytes("RGB", (image.width, image.height), image.pixels)
     pil = pil.resize(_longest_edge_size(pil.width, pil.height, longest_edge), RESAMPLE)
     pil = pil.resize(_whole_tiles_size(pil.width, pil.height, tile), RESAMPLE)
-    if pil.width <= tile and pil.height <= tile:
+    rows, columns = tile_grid(image.width, image.height, longest_edge, tile)
+    if not rows:
         return [pil]
-    rows, columns = pil.height // tile, pil.width // tile
     tiles = [
         pil.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(columns)
     ]
     return tiles + [pil.resize((tile, tile), RESAMPLE)]
 
 
+def tile_pixels(piece: Image.Image, mean: list[float], std: list[float]) -> np.ndarray:
+    """float32 [3, tile, tile] of one tile: rescaled in float64 as transformers does, then normalized."""
+    scaled = (np.asarray(piece, dtype=np.uint8).astype(np.float64) * (1 / 255)).astype(np.float32)
+    normalized = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1))
+
+
 def pixel_values(image: RGBImage, longest_edge: int, tile: int, mean: list[float], std: list[float]) -> np.ndarray:
     """float32 [tiles, 3, tile, tile], rescaled and normalized, in prompt order."""
-    stacked = np.stack([np.asarray(t, dtype=np.uint8) for t in tile_images(image, longest_edge, tile)])
-    scaled = (stacked.astype(np.float64) * (1 / 255)).astype(np.float32)
-    normalized = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32)
+    return np.stack([tile_pixels(piece, mean, std) for piece in tile_images(image, longest_edge, tile)])

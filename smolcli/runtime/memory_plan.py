@@ -43,6 +43,22 @@ as the figures below show the reserved rest is never touched):
   256M `ask --video` of a 640x360 clip at --fps 2 (n_ctx 512 / 1536): 2 frames 387 MiB measured, 399
     planned; 16 frames 505 measured, 517 planned (the frames' part grew by 118 MiB in both).
 The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
+
+With the ONNX Runtime vision engine (RunSettings.vision_engine "onnx": no mtmd context, runtime/onnx_vision.py)
+the vision parts are the ONNX session's instead (calibrated on 256M's shapes, ORT 1.32, 2 threads):
+  vision_weights  the int8 weights x ONNX_INT8_RESIDENT (MLAS packs each int8 matrix beside ORT's own
+                  copy: a 98.4 MB file held 151 MB after load, the import alone not counted) plus the
+                  float32 rest (patch convolution, positions, biases, norms, scales)
+  vision_compute  ORT's arena for one tile's run (the encoder runs a tile at a time): about four
+                  [patches, ff] float buffers, two heads' [patches, patches] scores and softmax, eight
+                  [patches, width] buffers; 256M: 92 MB by the formula, 90-95 MB measured
+  vision_build    only when the ONNX file is not cached yet: the first run builds it (one tensor at a time
+                  in float32, the int8 initializers and the graph's copy of them, the serialized bytes, the
+                  mmproj's mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx
+                  package's import; 256M: 577 MB measured over the imports (641 MB peak), 87.6M parameters
+  images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
+                  float32 pixel values of one image, its embeddings
+  runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
 """
 
 from __future__ import annotations
@@ -149,6 +165,8 @@ class RunSettings:
     mmproj_offload: bool = True
     repack_weights: bool = False
     frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video_prompt.py)
+    vision_engine: str = "mtmd"  # or "onnx": ONNX Runtime encodes the tiles and no mtmd context is made
+    onnx_built: bool = True  # False: this run builds the ONNX file first (vision_build)
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,7 @@ class MemoryPlan:
     parts: tuple[Part, ...]
     n_ctx: int
     cache_type: str
+    vision_engine: str = "mtmd"
 
     @property
     def cpu(self) -> int:
@@ -187,6 +206,7 @@ class MemoryPlan:
         return {
             "n_ctx": self.n_ctx,
             "cache_type": self.cache_type,
+            "vision_engine": self.vision_engine,
             "parts": {p.name: {"cpu": p.cpu, "gpu": p.gpu} for p in self.parts},
             "cpu": self.cpu,
             "gpu": self.gpu,
@@ -267,6 +287,51 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
     return n_frames * per_frame + one_at_a_time + VIDEO_DECODING
 
 
+ONNX_INT8_RESIDENT = 1.6  # resident bytes per int8 weight byte after the session loads (ORT's copy + MLAS's packed one)
+ONNX_BUILD_PER_PARAM = 7  # peak bytes per vision parameter while the ONNX file is built (measured 6.6 on 256M)
+ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
+ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
+
+
+def vision_parameters(dims: VisionDims) -> tuple[int, int]:
+    """(weights the int8 graph stores as int8, the rest in float32) of the encoder + connector."""
+    w, ff = dims.n_embd, dims.n_ff
+    int8 = dims.n_layer * (4 * w * w + 2 * w * ff) + dims.projection_dim * w * dims.scale_factor**2
+    # patch convolution, positions; per layer 4 + 2 biases, 2 layernorms, and a scale per output channel
+    per_layer = 2 * (4 * w + w + ff) + 4 * w
+    fp32 = w * 3 * dims.patch_size**2 + dims.patches_per_tile * w + dims.n_layer * per_layer + 3 * w
+    return int8, fp32 + dims.projection_dim
+
+
+def onnx_weights_bytes(dims: VisionDims) -> int:
+    int8, fp32 = vision_parameters(dims)
+    return round(ONNX_INT8_RESIDENT * int8) + FLOAT * fp32
+
+
+def onnx_compute_bytes(dims: VisionDims) -> int:
+    """ORT's buffers for one tile's run (onnx_graph: attention two heads at a time)."""
+    patches, heads_at_once = dims.patches_per_tile, 2
+    return FLOAT * patches * (4 * dims.n_ff + 2 * heads_at_once * patches + 8 * dims.n_embd)
+
+
+def onnx_build_bytes(dims: VisionDims) -> int:
+    return ONNX_BUILD_FIXED + ONNX_BUILD_PER_PARAM * sum(vision_parameters(dims))
+
+
+def onnx_images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
+    """Our RGB copies of every image; the largest one's Pillow images, one tile's pixels, the embeddings."""
+    if not images:
+        return 0
+    tile_pixels = dims.image_size**2 * 3
+    rgb = sum(2 * w * h * 3 for w, h in images)  # ours, and Pillow's frombytes copy
+    tiles = max(tiles_per_image(dims, w, h) for w, h in images)
+    # the longest-edge resize and the whole-tile one (each about the tile grid), the crops; one tile's
+    # pixels at a time: float64 rescaled, float32, normalized (image_preprocess.tile_pixels)
+    per_image = 3 * tiles * tile_pixels + 16 * tile_pixels
+    embeddings = FLOAT * tiles * dims.tokens_per_tile * dims.projection_dim
+    return rgb + per_image + embeddings
+
+
 def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSettings) -> MemoryPlan:
     dims = text.dims
     n_gpu = run.n_gpu_layers
@@ -296,7 +361,19 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
     vision_on_gpu = vision is not None and run.mmproj_offload and n_gpu != 0
     vision_weights = vision.total if vision else 0
     vision_compute = vision_compute_bytes(vision.dims) if vision else 0
+    images = images_bytes(vision.dims, run.images) if vision else 0
+    frames = frames_bytes(vision.dims, run.frames) if vision else 0
     runtime = RUNTIME_BASELINE + RUNTIME_PER_VOCAB_ENTRY * dims.n_vocab
+    onnx = vision is not None and run.vision_engine == "onnx"
+    if onnx:  # the ONNX session on the CPU in place of mtmd's buffers
+        vision_on_gpu = False
+        vision_weights, vision_compute = onnx_weights_bytes(vision.dims), onnx_compute_bytes(vision.dims)
+        images = onnx_images_bytes(vision.dims, run.images)
+        runtime += ORT_RUNTIME
+        if run.frames:  # video frames go through their own one-tile mtmd context: its weights and buffer as well
+            vision_weights += vision.total
+            vision_compute += vision_compute_bytes(vision.dims)
+    build = onnx_build_bytes(vision.dims) if onnx and not run.onnx_built else 0
     parts = (
         Part("text_weights", text.total - gpu_weights, gpu_weights),
         Part("repacked_weights", repacked),
@@ -304,10 +381,11 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("kv_cache", kv_cpu, kv_gpu),
         text_compute,
         Part("vision_compute", 0, vision_compute) if vision_on_gpu else Part("vision_compute", vision_compute),
-        Part("images", images_bytes(vision.dims, run.images) + frames_bytes(vision.dims, run.frames) if vision else 0),
+        Part("images", images + frames),
+        Part("vision_build", build),
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
     )
-    return MemoryPlan(parts, run.n_ctx, run.cache_type)
+    return MemoryPlan(parts, run.n_ctx, run.cache_type, run.vision_engine if vision else "mtmd")
 
 
 def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, ...]:

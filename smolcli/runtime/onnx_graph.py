@@ -11,6 +11,7 @@ Linear layers go through `linear()`, so that onnx_int8 can write the same graph 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,7 +41,7 @@ class VisionWeights:
     mean: list[float]
     std: list[float]
     longest_edge: int
-    tensors: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    tensors: "DequantizedTensors" = field(repr=False, default=None)
 
     @property
     def grid(self) -> int:
@@ -54,6 +55,31 @@ class VisionWeights:
 def _field(reader: gguf.GGUFReader, key: str):
     found = reader.fields.get(key)
     return None if found is None else found.contents()
+
+
+class DequantizedTensors(Mapping):
+    """The mmproj's tensors by name, each dequantized to float32 when it is read and not kept.
+
+    The graph reads every tensor once and keeps only its own (int8 or float32) copy: holding all of
+    them in float32 at once would be 4 bytes per vision parameter (1.7 GB for 2.2B) on top of it.
+    """
+
+    def __init__(self, reader: gguf.GGUFReader):
+        self._tensors = {t.name: t for t in reader.tensors}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        t = self._tensors[name]
+        return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        t = self._tensors.get(name)
+        return None if t is None else tuple(int(n) for n in reversed(t.shape))  # GGUF lists ne, innermost first
 
 
 def read_vision_weights(path: Path) -> VisionWeights:
@@ -80,7 +106,7 @@ def read_vision_weights(path: Path) -> VisionWeights:
     missing = [numbers[name] for name, value in values.items() if value is None]
     if missing:
         raise ModelFileError(f"{path}: lacks {', '.join(missing)}", path=path)
-    tensors = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
+    tensors = DequantizedTensors(reader)
     weights = VisionWeights(
         **{name: int(value) for name, value in values.items()},
         eps=float(_field(reader, KEY.Attention.LAYERNORM_EPS) or 1e-6),
@@ -94,8 +120,8 @@ def read_vision_weights(path: Path) -> VisionWeights:
 
 def expected_shapes(w: VisionWeights) -> dict[str, tuple[int, ...]]:
     """The family's own vision shapes (models/smolvlm.py), under the mmproj's tensor names."""
-    ffn = w.tensors.get("v.blk.0.ffn_up.weight", np.zeros((0, 0))).shape[0]
-    text_hidden = w.tensors.get("mm.model.fc.weight", np.zeros((0, 0))).shape[0]
+    ffn = (w.tensors.shape("v.blk.0.ffn_up.weight") or (0,))[0]
+    text_hidden = (w.tensors.shape("mm.model.fc.weight") or (0,))[0]
     vision = {"hidden_size": w.width, "intermediate_size": ffn, "patch_size": w.patch, "image_size": w.tile}
     shapes = vision_shapes(vision | {"num_channels": 3}, w.scale_factor, text_hidden)
     expected = {}
@@ -110,9 +136,9 @@ def check_shapes(path: Path, w: VisionWeights) -> None:
     if w.tile % w.patch or w.grid % w.scale_factor or w.width % w.heads:
         raise ModelFileError(f"{path}: odd vision shapes (tile {w.tile}, patch {w.patch}, width {w.width})", path=path)
     for name, shape in expected_shapes(w).items():
-        found = w.tensors.get(name)
-        if found is None or tuple(found.shape) != shape:
-            got = "missing" if found is None else tuple(found.shape)
+        found = w.tensors.shape(name)
+        if found != shape:
+            got = "missing" if found is None else found
             raise ModelFileError(f"{path}: tensor {name} is {got}, expected {shape}", path=path)
 
 
@@ -145,10 +171,26 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def split(self, x: str, parts: int, axis: int) -> list[str]:
+        from onnx import helper
+
+        base = self.name("split")
+        outs = [f"{base}_{i}" for i in range(parts)]
+        self.nodes.append(helper.make_node("Split", [x], outs, name=base, axis=axis, num_outputs=parts))
+        return outs
+
 
 def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
     y = g.op("MatMul", [x, g.const(f"{name}.wt", weight.T.astype(np.float32))], name)
     return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
+
+
+HEADS_PER_GROUP = 2  # attention scores held at once: 2 heads x tokens^2 floats (8 MiB on 256M's 1024 patches)
+
+
+def attention_groups(heads: int) -> int:
+    """How many groups the heads are split into: HEADS_PER_GROUP each, or all at once when they do not divide."""
+    return heads // HEADS_PER_GROUP if heads % HEADS_PER_GROUP == 0 and heads > HEADS_PER_GROUP else 1
 
 
 def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
@@ -187,10 +229,18 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
             y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
             return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
 
-        q, k, v = heads_of("attn_q"), heads_of("attn_k"), heads_of("attn_v")
-        k_t = g.op("Transpose", [k], perm=[0, 1, 3, 2])
-        scores = g.op("Mul", [g.op("MatMul", [q, k_t]), scale])
-        context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        q = g.op(
+            "Mul", [heads_of("attn_q"), scale]
+        )  # scaled before the product: on [tokens, head] not [tokens, tokens]
+        k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
+        v = heads_of("attn_v")
+        groups = attention_groups(heads)
+        # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
+        contexts = [
+            g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
+            for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
+        ]
+        context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
         attn = linear(g, context, t[p + "attn_out.weight"], t[p + "attn_out.bias"], p + "attn_out")
         x = g.op("Add", [x, attn], p + "res1")
@@ -208,7 +258,7 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
     x = g.op("Reshape", [x, shape(0, grid * grid // (s * s), width * s * s)])
     out = linear(g, x, t["mm.model.fc.weight"], None, "mm.model.fc")
     g.nodes.append(helper.make_node("Identity", [out], ["embeddings"], name="embeddings"))
-    n_embd = t["mm.model.fc.weight"].shape[0]
+    n_embd = t.shape("mm.model.fc.weight")[0]
     graph = helper.make_graph(
         g.nodes,
         "smolvlm_vision",

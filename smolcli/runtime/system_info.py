@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from smolcli.runtime.cpu_features import cpu_features
 from smolcli.runtime.install_commands import DEFAULT_NVCC, PlatformFacts
 
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}  # enum ggml_backend_dev_type
@@ -45,6 +46,8 @@ class SystemInfo:
     cuda_home: str | None
     nvidia_smi: str | None
     nvidia_driver: str | None  # the loaded kernel driver's version line, from /proc/driver/nvidia/version
+    onnxruntime: str | None = None  # its version where it and onnx import (the ONNX vision engine), else None
+    cpu_features: dict[str, bool] | None = None  # what ONNX Runtime's MLAS kernels use (cpu_features.py)
 
     def facts(self) -> PlatformFacts:
         return PlatformFacts(
@@ -154,6 +157,22 @@ def llama_build() -> tuple[bool, list[str], list[Device], str]:
     return offload, backends, devices, text
 
 
+# --- the ONNX vision engine ----------------------------------------------------------------
+
+
+def onnxruntime_version() -> str | None:
+    """ONNX Runtime's version where it and onnx import (what --vision-engine auto needs), else None."""
+    from smolcli.runtime.onnx_vision import onnxruntime_available
+
+    if not onnxruntime_available():
+        return None
+    try:
+        import onnxruntime
+    except ImportError:  # installed but broken: the engine falls back to mtmd as if it were missing
+        return None
+    return str(onnxruntime.__version__)
+
+
 # --- the machine ---------------------------------------------------------------------------
 
 
@@ -246,4 +265,6 @@ def collect() -> SystemInfo:
         cuda_home=cuda_home,
         nvidia_smi=find_nvidia_smi(),
         nvidia_driver=nvidia_driver(),
+        onnxruntime=onnxruntime_version(),
+        cpu_features=cpu_features(),
     )
