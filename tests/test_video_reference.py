@@ -159,7 +159,7 @@ def test_a_chat_video_turn_and_its_follow_up_match_transformers(video_setup):
     logits on the whole conversation so far (the clip's turn, an answer, the follow-up)."""
     import smolcli
 
-    reference, engine, _, clips, _ = video_setup
+    reference, engine, _, clips, _, _ = video_setup
     clip = clips["mkv-5s"]
     _, first_logits, _, _ = reference.run(clip, QUESTION)
     with smolcli.load(engine.files.model.path, threads=2, embedding_cache=False) as model:

@@ -82,20 +82,6 @@ class VideoReference:
         return inputs["input_ids"][0].tolist(), logits, timestamps, text, pixels
 
 
-class _ExactAttention:
-    """llama_cpp as an Engine calls it, with flash attention off in every context it creates."""
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
-
-    def llama_init_from_model(self, model, params):
-        params.flash_attn_type = self._module.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        return self._module.llama_init_from_model(model, params)
-
-
 def exact_attention(engine) -> None:
     """Contexts this engine creates from now on attend without flash attention.
 
@@ -105,6 +91,6 @@ def exact_attention(engine) -> None:
     transformers' (with transformers' own pixels and image features fed in: 0.0123); without it,
     with the same F16 cache, 0.0003. Text alone shows it too, once its last tokens come on their
     own, as generated tokens do (benchmarks/flash_attention_logits.py: 2000 tokens, 0.007-0.020;
-    in one piece 0.0003). The engine has no setting for it, so the reference tests reach it here.
+    in one piece 0.0003). It stays on by default for its memory and prefill speed (engine.EngineOptions).
     """
-    engine._llama = _ExactAttention(engine._llama)
+    engine.options.flash_attention = False
