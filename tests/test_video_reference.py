@@ -92,7 +92,9 @@ def test_video_prompt_matches_transformers(clip, override, video_setup):
 
     ids, logits = _our_logits(engine, vision, reference, frames, plan.duration)
     assert ids == expected_ids
-    assert np.abs(logits[: expected_logits.shape[0]] - expected_logits).max() <= F32_BOUND
+    error = np.abs(logits[: expected_logits.shape[0]] - expected_logits).max()
+    print(clip, "ONNX fp32 frames max |dlogit|", round(float(error), 5))  # shown with -s
+    assert error <= F32_BOUND
     assert np.abs(expected_logits).max() > 0.5  # logits of order one, so the bound means something
 
 
@@ -176,3 +178,29 @@ def test_a_chat_video_turn_and_its_follow_up_match_transformers(video_setup):
         # log-softmax moves by at most twice the logits' largest difference
         assert max(abs(item.logprob - expected[item.id]) for item in top) <= 2 * F32_BOUND
     assert first.video["frames_used"] == 5
+
+
+@pytest.mark.parametrize("clip", ["mp4-3s", "mov-70s"])
+def test_frames_through_onnx_fp32_match_transformers(clip, video_setup, tmp_path):
+    """With the ONNX encoder a frame is our own one-chunk image (no mtmd context), and the logits stay within
+    the F32 bound of transformers', the 64-frame clip included."""
+    from smolcli.runtime.onnx_vision import OnnxVisionEncoder
+
+    reference, _, _, clips, mmproj, pair = video_setup
+    expected_ids, expected_logits, _, _ = reference.run(clips[clip], QUESTION)
+    sampling = video_sampling(mmproj, None, None)
+    with open_clip(clips[clip]) as opened:
+        plan = opened.plan(sampling)
+        frames = opened.frames(plan, sampling)
+    encoder = OnnxVisionEncoder(2, "fp32", folder=tmp_path)
+    with Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2, vision_encoder=encoder)) as engine:
+        exact_attention(engine)
+        engine.create_context(4096)
+        vision = FrameVision(engine, mmproj)
+        assert vision.onnx and vision.ctx is None and engine.mtmd_ctx is None
+        ids, logits = _our_logits(engine, vision, reference, frames, plan.duration)
+        assert engine.vision_engine == "onnx-fp32" and engine.counters.images_encoded == len(frames)
+    assert ids == expected_ids
+    error = np.abs(logits[: expected_logits.shape[0]] - expected_logits).max()
+    print(clip, "ONNX fp32 frames max |dlogit|", round(float(error), 5))  # shown with -s
+    assert error <= F32_BOUND

@@ -212,7 +212,7 @@ def warn_if_not_trained_on_video(model, report) -> None:
 def frame_vision(model, engine) -> FrameVision:
     """One frame context per model, freed with it."""
     vision = getattr(model, "_frame_vision", None)
-    if vision is None or vision.ctx is None:
+    if vision is None or vision.closed:
         vision = FrameVision(engine, model.files.mmproj)
         model._frame_vision = vision
     return vision

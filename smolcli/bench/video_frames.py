@@ -3,12 +3,12 @@
 The clip (an 8 s 640x360 H.264 MP4, made once under $SMOLCLI_HOME/bench) is planned and decoded
 as `ask --video` does (the release's 1 frame a second, each frame resized to one tile's square).
 Then every frame's global view is encoded:
-- mtmd: the way `ask --video` encodes frames today, the frame's global-view chunk through the
+- mtmd: the way `ask --video --vision-engine mtmd` encodes frames, the frame's global-view chunk through the
   one-tile mtmd context (runtime.video_prompt.FrameVision), the embedding cache off;
 - ONNX Runtime: the same frame's pixel values (one tile, rescaled and normalized as
   image_preprocess does) run directly through OnnxVisionEncoder's session, fp32 and int8, built from
-  the same mmproj outside the timing (kept in $SMOLCLI_HOME/bench/onnx-vision). Video frames do not go through ONNX in `ask` yet: this
-  measures what they would cost there.
+  the same mmproj outside the timing (kept in $SMOLCLI_HOME/bench/onnx-vision): the session run that
+  `ask --video` makes per frame on the ONNX engine (OnnxVisionEncoder.frame_embeddings), without the decode into llama.cpp.
 Engines are interleaved, `repeats` passes each; the figure is the median pass's frames per second.
 """
 

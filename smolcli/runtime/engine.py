@@ -490,12 +490,21 @@ class Engine:
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
 
-    def _decode_tile_outside_mtmd(self, described: Chunk) -> None:
-        """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache."""
+    def decode_frame(self, described: Chunk, frame: RGBImage) -> None:
+        """A video frame (one tile's square, untiled) through the ONNX encoder or the cache, into the KV cache."""
+        encoder = self.options.vision_encoder
+        self._decode_tile_outside_mtmd(described, lambda: encoder.frame_embeddings(self.files.mmproj, frame))
+
+    def _decode_tile_outside_mtmd(self, described: Chunk, encode=None) -> None:
+        """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache.
+
+        encode: what makes the embeddings instead of the encoder's tile of a remembered image (video frames)."""
         started = time.perf_counter()
         key = self._embedding_key(described)
         stored = self._cached_embeddings(key) if key is not None else None
-        embeddings = np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key)
+        embeddings = (
+            np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key, encode)
+        )
         self.vision_engine = self.options.vision_encoder.name
         encoded = time.perf_counter()
         rows = embeddings.reshape(described.n_tokens, -1)
@@ -516,9 +525,12 @@ class Engine:
             self.options.embedding_cache.put(key, np.ctypeslib.as_array(embeddings, shape=(key.n_tokens * key.n_embd,)))
         return embeddings
 
-    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None) -> np.ndarray:
+    def _encode_outside_mtmd(self, described: Chunk, key: EmbeddingKey | None, encode=None) -> np.ndarray:
         """The tile's float32 embeddings (flat) from options.vision_encoder; with a key, stored for next time."""
-        tile = self.options.vision_encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
+        if encode is None:
+            tile = self.options.vision_encoder.tile_embeddings(self.files.mmproj, described.image, described.tile)
+        else:
+            tile = encode()
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
         if tile is None or tile.shape != (described.n_tokens, n_embd):
             raise SmolcliError(

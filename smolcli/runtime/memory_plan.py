@@ -276,7 +276,7 @@ def images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:
 
 def frames_bytes(dims: VisionDims, n_frames: int) -> int:
     """A clip's frames while its prompt is tokenized: per frame our tile-size RGB copy and mtmd's two f32 tiles
-    (its 1x1 grid and its global view, the same pixels); one frame at a time: its ctypes and bitmap copies and
+    (its 1x1 grid and its global view, the same pixels; the ONNX engine holds only the copy, so it plans above); one frame at a time: its ctypes and bitmap copies and
     mtmd's u8 resizes; and the decoder (VIDEO_DECODING)."""
     if n_frames <= 0:
         return 0
@@ -370,9 +370,6 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         vision_weights, vision_compute = onnx_weights_bytes(vision.dims), onnx_compute_bytes(vision.dims)
         images = onnx_images_bytes(vision.dims, run.images)
         runtime += ORT_RUNTIME
-        if run.frames:  # video frames go through their own one-tile mtmd context: its weights and buffer as well
-            vision_weights += vision.total
-            vision_compute += vision_compute_bytes(vision.dims)
     build = onnx_build_bytes(vision.dims) if onnx and not run.onnx_built else 0
     parts = (
         Part("text_weights", text.total - gpu_weights, gpu_weights),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from smolcli.errors import ModelFileError, SmolcliError
 from smolcli.runtime.file_identity import content_digest
@@ -207,6 +208,16 @@ class OnnxVisionEncoder:
         tiles = self._tiles[digest]
         # the engine counts tiles per image over the whole prompt: the same image twice continues the count
         return np.ascontiguousarray(tiles[tile % len(tiles)])
+
+    def frame_embeddings(self, mmproj: GGUFSummary, frame: RGBImage) -> np.ndarray | None:
+        """float32 [tokens, n_embd] of a video frame already cut to one tile's square: encoded as it is, untiled."""
+        session = self._prepare(mmproj)
+        if session is None:
+            return None
+        meta = mmproj.metadata
+        piece = Image.frombytes("RGB", (frame.width, frame.height), frame.pixels)
+        pixels = tile_pixels(piece, list(meta["clip.vision.image_mean"]), list(meta["clip.vision.image_std"]))
+        return session.run(None, {"pixel_values": pixels[None]})[0][0]
 
     def tile_grid(self, mmproj: GGUFSummary, image: RGBImage) -> tuple[int, int]:
         """(rows, columns) of tiles _encode cuts this image into; (0, 0): the global view alone."""

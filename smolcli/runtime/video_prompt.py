@@ -5,6 +5,10 @@ mmproj whose preprocessing longest edge is that tile, comes out as a 1x1 grid pl
 both the very same pixels; only the global view's image chunk is evaluated, at the place the
 prompt text leaves for it (models.smolvlm_video.FRAME_SLOT). Its embeddings go through the
 engine's embedding cache like any image's, keyed by the frame's pixels.
+
+With the ONNX Runtime encoder (the engine's images outside mtmd) no mtmd context is made: a frame is
+one image chunk of a tile's tokens that the encoder runs on the frame as it is (Engine.decode_frame),
+cached under "frame-" and the frame's digest (an image of the same pixels would be tiled, not the same).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smolcli.errors import ModelFileError, SmolcliError
+from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import FRAME_SLOT
-from smolcli.runtime.engine import Engine, Prompt
+from smolcli.runtime.embedding_cache import image_digest
+from smolcli.runtime.engine import Chunk, Engine, Prompt
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_tiles import tile_size_of
 from smolcli.runtime.images import RGBImage
@@ -22,10 +28,20 @@ from smolcli.runtime.mmproj_variant import with_longest_edge
 
 
 class FrameVision:
-    """A second mtmd context over the engine's model, from the mmproj copy that cuts a tile-size frame once."""
+    """A second mtmd context over the engine's model, from the mmproj copy that cuts a tile-size frame once;
+    or, with the ONNX encoder taking this mmproj (unless mtmd_only), that encoder and no mtmd context."""
 
-    def __init__(self, engine: Engine, mmproj: GGUFSummary):
+    def __init__(self, engine: Engine, mmproj: GGUFSummary, mtmd_only: bool = False):
         self.tile = tile_size_of(mmproj).tile
+        self.ctx = None
+        encoder = engine.options.vision_encoder
+        self.onnx = not mtmd_only and encoder is not None and encoder.engine_for(mmproj) != "mtmd"
+        if self.onnx:
+            if not engine.vision_outside_mtmd:
+                engine.use_mmproj(mmproj)  # the encoder's session (frames are encoded at the engine's mmproj)
+            self.mmproj = mmproj
+            self.tokens = VisionDims.from_gguf(mmproj.metadata).tokens_per_tile
+            return
         self.mmproj = with_longest_edge(mmproj, self.tile)
         mtmd = engine._mtmd
         params = mtmd.mtmd_context_params_default()
@@ -39,10 +55,21 @@ class FrameVision:
             self.ctx = None
             raise ModelFileError(f"{mmproj.path}: mtmd could not load this mmproj for video frames", path=mmproj.path)
 
+    @property
+    def closed(self) -> bool:
+        return not self.onnx and self.ctx is None
+
+    def frame_part(self, engine: Engine, frame: RGBImage) -> "FramePart":
+        prompt = self.tokenize(engine, frame)
+        return FramePart(prompt, 0, frame) if self.onnx else FramePart(prompt, _global_view(prompt))
+
     def tokenize(self, engine: Engine, frame: RGBImage) -> Prompt:
-        """The frame's chunks (tile, then global view); frames must be tile x tile already."""
+        """The frame's chunks (mtmd: tile, then global view; ONNX: the one frame); frames must be tile x tile already."""
         if (frame.width, frame.height) != (self.tile, self.tile):
             raise SmolcliError(f"a video frame must be {self.tile}x{self.tile}, not {frame.width}x{frame.height}")
+        if self.onnx:
+            digest = "frame-" + image_digest(frame.width, frame.height, frame.pixels)
+            return Prompt(None, [Chunk("image", self.tokens, image=digest)])
         # the engine's tokenizer with this context in place of its own: the digest id and chunk list are its own
         own, engine.mtmd_ctx = engine.mtmd_ctx, self.ctx
         try:
@@ -58,8 +85,9 @@ class FrameVision:
 
 @dataclass
 class FramePart:
-    prompt: Prompt  # the frame's own mtmd chunks
-    index: int  # which of them is the global view (the last image chunk)
+    prompt: Prompt  # the frame's own chunks (mtmd's, or our one image chunk)
+    index: int  # which of them is the global view (mtmd: the last image chunk)
+    frame: RGBImage | None = None  # the frame itself, for the ONNX encoder
 
     @property
     def n_tokens(self) -> int:
@@ -125,8 +153,7 @@ def tokenize_video_prompt(
                 parts.append(engine.tokenize(piece, remaining[:count]))
                 remaining = remaining[count:]
             if position < len(frames):
-                prompt = vision.tokenize(engine, frames[position])
-                parts.append(FramePart(prompt, _global_view(prompt)))
+                parts.append(vision.frame_part(engine, frames[position]))
     except BaseException:
         VideoPrompt(parts).free()
         raise
@@ -142,6 +169,8 @@ def _global_view(prompt: Prompt) -> int:
 
 def frame_tokens_each(engine: Engine, vision: FrameVision) -> int:
     """Image tokens one frame takes (tokenizing a blank frame: nothing is encoded)."""
+    if vision.onnx:
+        return vision.tokens
     blank = RGBImage("blank", vision.tile, vision.tile, bytes(vision.tile * vision.tile * 3))
     prompt = vision.tokenize(engine, blank)
     try:
@@ -158,8 +187,11 @@ def evaluate_video_prompt(engine: Engine, vision: FrameVision, prompt: VideoProm
     done = 0
     for part in prompt.parts:
         if isinstance(part, FramePart):
-            chunk = mtmd.mtmd_input_chunks_get(part.prompt.handle, part.index)
-            engine._decode_image(chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path)
+            if part.frame is not None:
+                engine.decode_frame(part.prompt.chunks[part.index], part.frame)
+            else:
+                chunk = mtmd.mtmd_input_chunks_get(part.prompt.handle, part.index)
+                engine._decode_image(chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path)
             done += 1
             if progress is not None:
                 progress(done, n_frames)
