@@ -30,8 +30,8 @@ from smolcli.util.user_cache import cache_dir
 VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
-INT8_KIND = "per-row"  # see onnx_int8: the int8 form that keeps Q8_0's accuracy
-FORMAT_VERSION = 2  # bump when the graph changes: old cached files are then rebuilt under a new name
+INT8_KIND = "asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
+FORMAT_VERSION = 3  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
@@ -132,6 +132,11 @@ class OnnxVisionEncoder:
         """Drop the images and embeddings held (benchmarks: encode again)."""
         self.images.clear()
         self._tiles.clear()
+
+    def release(self) -> None:
+        """Drop the session too, and its memory (benchmarks hold several encoders at once)."""
+        self.forget()
+        self._session, self._session_mmproj = None, None
 
     def remember(self, digest: str, image: RGBImage) -> None:
         _keep(self.images, digest, image)
