@@ -90,7 +90,11 @@ def transformers_embeddings(checkpoint: Path, pixels: np.ndarray, threads: int) 
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    hf = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    try:
+        hf = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    except (ImportError, RuntimeError) as error:  # a torch / torchvision mismatch
+        print(f"(transformers cannot load the model: {error})")
+        return None
     with torch.no_grad():
         ref = hf.model.connector(hf.model.vision_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state)
     return ref.numpy()
@@ -162,6 +166,8 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
             per_tile, tiles = one_answer(q8.model, mmproj, image, args.threads, encoder)
             best[label] = min(best[label], per_tile)
     print(f"after: {load_average()}")
+    for label, _, _ in runs:  # printed before the reference, which may fail to load
+        print(f"{label:32s} {best[label]:.3f} s/tile  {best[label] / best[runs[0][0]]:.2f}x mtmd", flush=True)
 
     pixels = pixels_of(f16.mmproj, image)
     ref = transformers_embeddings(f16.checkpoint, pixels, args.threads)
