@@ -1,14 +1,22 @@
-"""Seconds per image tile: mtmd (Q8_0 mmproj, today's default) against ONNX Runtime fp32 and int8, side by side.
+"""Seconds per image tile: mtmd (Q8_0 mmproj, today's default) against ONNX Runtime fp32 and each int8 form, side by side.
 
-    python benchmarks/vision_engines.py --threads 2 [--layers 6] [--repeats 2]
+    python benchmarks/vision_engines.py --threads 2 [--repeats 2] [--kinds asym-fp32-vo,per-row,nbits]
+    python benchmarks/vision_engines.py --threads 2 --profile [--kinds asym-fp32-vo]
 
 Random weights in SmolVLM-256M's real shapes (smolcli.bench.files.prepare_files: a Q8_0 model with a
 Q8_0 mmproj for mtmd, an F16 mmproj that the ONNX forms are built from), and the bench's 1024x768
 photo (13 tiles with the global view). Each engine answers the same prompt through the engine
 (preprocessing, encoder, connector); the figure is the encoder time over the tiles encoded, the
-best of --repeats (the first also loads the ONNX session). With transformers installed it also prints each path's max |d embedding| and
-worst tile cosine against transformers' fp32 vision model + connector on the same pixels.
-Ratios mean more than the seconds: the machine may be shared with other processes.
+best of --repeats rounds, the engines interleaved within each round (sessions are loaded before).
+With transformers installed it also prints each path's embedding error against transformers' fp32
+vision model + connector on the same pixels, and its ratio to the "nbits" form's (blocks of 32 for
+weights and activations: Q8_0's arithmetic). Ratios mean more than the seconds: the machine may be
+shared, so the load average is printed with the figures.
+
+--profile: the int8 form (the default kind, or the first of --kinds) under ORT's profiler, kernel time
+by op type, its int8 multiply-adds per tile, and their rate against a large square u8 x s8
+MatMulInteger through ORT on the same threads (the practical int8 peak) and AVX-512 VNNI's
+theoretical one from the clock.
 """
 
 from __future__ import annotations
@@ -37,73 +45,87 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(features) or 'no AVX2'})"
 
 
-def seconds_per_tile(model: Path, mmproj: Path, image, threads: int, encoder, repeats: int) -> tuple[float, int]:
+def load_average() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple[float, int]:
+    """(encoder seconds per tile, tiles) of one prompt with the image, the ONNX session's loading left out."""
     from smolcli.runtime.engine import Engine, EngineOptions
     from smolcli.runtime.model_files import resolve_model_files
 
-    best, tiles = float("inf"), 0
+    loading = encoder.build_seconds if encoder is not None else 0.0
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=threads, vision_encoder=encoder)) as engine:
         engine.create_context(2048)
-        for _ in range(repeats):
-            engine.clear()
-            if encoder is not None:
-                encoder.forget()  # it holds the last images' embeddings: encode them again
-            before = engine.counters.snapshot()
-            prompt = engine.tokenize(PROMPT, [image])
-            try:
-                engine.evaluate(prompt)
-            finally:
-                prompt.free()
-            tiles = engine.counters.images_encoded - before.images_encoded
-            best = min(best, (engine.counters.encode_seconds - before.encode_seconds) / tiles)
-    return best, tiles
+        prompt = engine.tokenize(PROMPT, [image])
+        try:
+            engine.evaluate(prompt)
+        finally:
+            prompt.free()
+        if encoder is not None:
+            loading = encoder.build_seconds - loading  # the session was loaded inside the first tile's encode
+            encoder.release()  # an ORT session holds its arena (GBs for 13 tiles): one at a time
+        tiles = engine.counters.images_encoded
+        return (engine.counters.encode_seconds - loading) / tiles, tiles
 
 
-def reference_diffs(checkpoint: Path, mmproj: Path, image, threads: int, folder: Path) -> None:
-    try:
-        import torch
-        from transformers import AutoModelForImageTextToText
-    except ImportError:
-        print("(transformers not installed: no embedding differences)")
-        return
-    import onnxruntime as ort
-
+def pixels_of(mmproj: Path, image) -> np.ndarray:
     from smolcli.runtime.gguf_file import read_gguf
     from smolcli.runtime.image_preprocess import pixel_values
-    from smolcli.runtime.onnx_vision import build_or_reuse
 
     meta = read_gguf(mmproj).metadata
-    pixels = pixel_values(
+    return pixel_values(
         image,
         int(meta["clip.vision.preproc_image_size"]),
         int(meta["clip.vision.image_size"]),
         list(meta["clip.vision.image_mean"]),
         list(meta["clip.vision.image_std"]),
     )
+
+
+def transformers_embeddings(checkpoint: Path, pixels: np.ndarray, threads: int) -> np.ndarray | None:
+    try:
+        import torch
+        from transformers import AutoModelForImageTextToText
+    except ImportError:
+        return None
     torch.set_num_threads(threads)
-    hf = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    try:
+        hf = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    except (ImportError, RuntimeError) as error:  # a torch / torchvision mismatch
+        print(f"(transformers cannot load the model: {error})")
+        return None
     with torch.no_grad():
         ref = hf.model.connector(hf.model.vision_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state)
-    ref = ref.numpy()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    for label, precision, kind in (
-        ("fp32", "fp32", ""),
-        ("int8 dynamic", "int8", "dynamic"),
-        ("int8 per-row", "int8", "per-row"),
-    ):
-        path = build_or_reuse(mmproj, precision, folder, kind or "per-row")
-        ours = ort.InferenceSession(str(path), options).run(None, {"pixel_values": pixels})[0]
-        a, b = ref.reshape(len(ref), -1), ours.reshape(len(ours), -1)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        print(f"  ONNX {label:13s} max |d embedding| {np.abs(ref - ours).max():.4f}  worst tile cosine {cos.min():.5f}")
+    return ref.numpy()
+
+
+def embedding_errors(ref: np.ndarray, ours: np.ndarray) -> dict[str, float]:
+    a, b = ref.reshape(len(ref), -1), ours.reshape(len(ours), -1)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {
+        "relative": float(np.linalg.norm(ours - ref) / np.linalg.norm(ref)),
+        "max": float(np.abs(ours - ref).max()),
+        "cosine": float(cos.min()),
+    }
 
 
 def main() -> None:
+    from smolcli.runtime.onnx_int8 import INT8_KINDS
+    from smolcli.runtime.onnx_vision import INT8_KIND
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="rounds; the best of them is reported")
+    parser.add_argument(
+        "--kinds", help=f"int8 forms, of {', '.join(INT8_KINDS)} (default: all; --profile: {INT8_KIND})"
+    )
+    parser.add_argument("--profile", action="store_true", help="time by op type and the int8 peak fraction")
     args = parser.parse_args()
+    kinds = [k for k in (args.kinds or "").split(",") if k] or ([INT8_KIND] if args.profile else list(INT8_KINDS))
+    unknown = [k for k in kinds if k not in INT8_KINDS]
+    if unknown:
+        parser.error(f"unknown --kinds {', '.join(unknown)}; choose from {', '.join(INT8_KINDS)}")
 
     from smolcli.bench.files import prepare_files
     from smolcli.runtime.images import load_image
@@ -111,34 +133,105 @@ def main() -> None:
     q8, _ = prepare_files("256m", "Q8_0", "Q8_0", report=print)
     f16, _ = prepare_files("256m", "Q8_0", "F16", report=print)
     image = load_image(q8.image)
+    print(f"CPU: {cpu_name()}, {args.threads} threads, {os.cpu_count()} cores (shared machine: compare ratios)")
     folder = Path(tempfile.mkdtemp(prefix="smolcli-onnx-bench-"))  # the ONNX files: hundreds of MB, removed at the end
     try:
-        measure(args, q8, f16, image, folder)
+        if args.profile:
+            profile(args.threads, f16.mmproj, pixels_of(f16.mmproj, image), folder, kinds[0])
+        else:
+            measure(args, kinds, q8, f16, image, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def measure(args, q8, f16, image, folder: Path) -> None:
-    from smolcli.runtime.onnx_vision import OnnxVisionEncoder, build_or_reuse
+def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.onnx_vision import INT8_KIND, OnnxVisionEncoder, build_or_reuse
 
-    print(f"CPU: {cpu_name()}, {args.threads} threads, {os.cpu_count()} cores (shared machine: compare ratios)")
     runs = [
         ("mtmd, Q8_0 mmproj", q8.mmproj, None),
         ("ONNX fp32", f16.mmproj, OnnxVisionEncoder(args.threads, "fp32", folder=folder)),
-        ("ONNX int8 dynamic", f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind="dynamic")),
-        ("ONNX int8 per-row", f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind="per-row")),
     ]
-    baseline = None
-    for label, mmproj, encoder in runs:
-        if encoder is not None:  # build (and cache) outside the timing, as a second run would find it
+    for kind in kinds:
+        label = f"ONNX int8 {kind}" + (" (default)" if kind == INT8_KIND else "")
+        runs.append((label, f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=kind)))
+    for _, mmproj, encoder in runs:  # built outside the timing, as a second answer finds them
+        if encoder is not None:
             build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)
-        per_tile, tiles = seconds_per_tile(q8.model, mmproj, image, args.threads, encoder, args.repeats)
-        baseline = baseline or per_tile
-        print(
-            f"{label:20s} {per_tile:.3f} s/tile  {per_tile * tiles:6.2f} s for {tiles} tiles  {per_tile / baseline:.2f}x mtmd"
-        )
-    print("against transformers fp32 (F16 mmproj weights, same pixels):")
-    reference_diffs(f16.checkpoint, f16.mmproj, image, args.threads, folder)
+    print(f"timing {len(runs)} engines, {args.repeats} interleaved rounds; before: {load_average()}")
+    best = {label: float("inf") for label, _, _ in runs}
+    tiles = 0
+    for _ in range(args.repeats):
+        for label, mmproj, encoder in runs:
+            per_tile, tiles = one_answer(q8.model, mmproj, image, args.threads, encoder)
+            best[label] = min(best[label], per_tile)
+    print(f"after: {load_average()}")
+    for label, _, _ in runs:  # printed before the reference, which may fail to load
+        print(f"{label:32s} {best[label]:.3f} s/tile  {best[label] / best[runs[0][0]]:.2f}x mtmd", flush=True)
+
+    pixels = pixels_of(f16.mmproj, image)
+    ref = transformers_embeddings(f16.checkpoint, pixels, args.threads)
+    errors = {}
+    if ref is None:
+        print("(transformers not installed: no embedding errors)")
+    else:
+        for label, _, encoder in runs[1:]:
+            path = build_or_reuse(f16.mmproj, encoder.precision, folder, encoder.int8_kind)
+            errors[label] = embedding_errors(ref, session(path, args.threads).run(None, {"pixel_values": pixels})[0])
+    nbits = next((e["relative"] for label, e in errors.items() if label.startswith("ONNX int8 nbits")), None)
+    baseline = best[runs[0][0]]
+    print(f"\n{tiles} tiles; embedding errors against transformers fp32 (F16 mmproj weights, same pixels)")
+    print(
+        "| engine | s/tile | vs mtmd Q8_0 | relative error | vs nbits (Q8_0's blocks) | max abs | worst tile cosine |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, _, _ in runs:
+        e = errors.get(label)
+        cells = [label, f"{best[label]:.3f}", f"{best[label] / baseline:.2f}x"]
+        if e:
+            versus = f"{e['relative'] / nbits:.2f}x" if nbits else ""
+            cells += [f"{e['relative']:.4f}", versus, f"{e['max']:.4f}", f"{e['cosine']:.5f}"]
+        else:
+            cells += [""] * 4
+        print("| " + " | ".join(cells) + " |")
+
+
+def profile(threads: int, mmproj: Path, pixels: np.ndarray, folder: Path, kind: str) -> None:
+    import onnx
+
+    from smolcli.bench.onnx_profile import INT8_OPS, encoder_macs, matmul_peak, time_by_op, vnni_peak
+    from smolcli.runtime.onnx_graph import read_vision_weights
+    from smolcli.runtime.onnx_vision import build_or_reuse
+
+    path = build_or_reuse(mmproj, "int8", folder, kind)
+    tiles = pixels[:1]  # one tile: the figures are per tile
+    print(f"profiling int8 {kind}, one tile, {threads} threads; {load_average()}")
+    by_op, wall = time_by_op(str(path), tiles, threads)
+    w = read_vision_weights(mmproj)
+    macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
+    total = sum(by_op.values())
+    print(f"run {wall:.3f} s, kernels {total:.3f} s")
+    print("| op type | seconds | share |")
+    print("| --- | --- | --- |")
+    for op, seconds in sorted(by_op.items(), key=lambda item: -item[1]):
+        print(f"| {op} | {seconds:.3f} | {seconds / total:.1%} |")
+    int8_seconds = sum(by_op.get(op, 0.0) for op in INT8_OPS)
+    float_seconds = by_op.get("MatMul", 0.0) + by_op.get("Conv", 0.0)
+    practical, float_peak, theoretical = matmul_peak(threads), matmul_peak(threads, "MatMul"), vnni_peak(threads)
+    int8_rate = macs["int8"] / int8_seconds / 1e9 if int8_seconds else 0.0
+    whole = (macs["int8"] + macs["float"]) / wall / 1e9
+    print(f"multiply-adds per tile: int8 {macs['int8'] / 1e9:.1f} G, float {macs['float'] / 1e9:.1f} G")
+    print(
+        f"int8 kernels: {int8_rate:.0f} GMAC/s; float MatMul + Conv: {macs['float'] / max(float_seconds, 1e-9) / 1e9:.0f} GMAC/s"
+    )
+    print(
+        f"ORT {2048}^3 MatMulInteger u8s8: {practical:.0f} GMAC/s (practical int8 peak); float32 MatMul {float_peak:.0f} GMAC/s"
+    )
+    line = f"int8 kernels at {int8_rate / practical:.0%} of the practical peak; whole encoder {whole:.0f} GMAC/s = {whole / practical:.0%}"
+    if theoretical:
+        line += f"; theoretical VNNI peak {theoretical:.0f} GMAC/s (int8 kernels {int8_rate / theoretical:.0%}, whole {whole / theoretical:.0%})"
+    print(line)
+    print(load_average())
 
 
 if __name__ == "__main__":

@@ -83,8 +83,8 @@ def onnx_reference(hf_checkpoint):
 @pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
 @pytest.mark.parametrize("case", CASES)
 def test_onnx_paths_match_transformers(generation, case, onnx_reference, converted, images, tmp_path):
-    """fp32 ONNX: max |dlogit| <= 5e-3; int8 (per-row): at most 1.5x the Q8_0 mmproj's error through mtmd
-    on the same case, and the same top token; the token layout identical on every path."""
+    """fp32 ONNX: max |dlogit| <= 5e-3; int8 (the default form): no worse than the Q8_0 mmproj through mtmd
+    on the same case (issue 10's target), and the same top token; the token layout identical on every path."""
     reference = onnx_reference(generation).run(IMAGE_PROMPT, [images[case]])
     f32, q8 = converted("F32", "F32", generation), converted("F32", "Q8_0", generation)
     n = len(reference.logits)
@@ -103,7 +103,7 @@ def test_onnx_paths_match_transformers(generation, case, onnx_reference, convert
     assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bounds mean something
     print(generation, case, {k: round(v, 4) for k, v in errors.items()})  # shown with -s
     assert errors["fp32"] <= FP32_BOUND, errors
-    assert errors["int8"] <= 1.5 * errors["mtmd-q8"], errors
+    assert errors["int8"] <= errors["mtmd-q8"], errors
 
 
 @pytest.mark.reference
@@ -233,3 +233,48 @@ def test_an_mmproj_onnx_cannot_express_falls_back_under_auto_and_fails_under_onn
     one_line_error(runner.invoke(app, base + ["--vision-engine", "onnx", "What?"]), "GELU", "--vision-engine mtmd")
     one_line_error(runner.invoke(app, base + ["--vision-engine", "tpu", "What?"]), "--vision-engine")
     assert not os.environ.get("SMOLCLI_HOME") or not list(Path(os.environ["SMOLCLI_HOME"]).rglob(".building-*"))
+
+
+def test_every_int8_form_builds_and_stays_near_fp32(tiny_pair, images):
+    """Each selectable int8 form (the benchmark compares them) runs and keeps the fp32 graph's embeddings."""
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.onnx_int8 import INT8_KINDS, build_int8
+
+    weights = read_vision_weights(tiny_pair[1])
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+
+    def run(model) -> np.ndarray:
+        return session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+
+    ref = run(build_model(weights))
+    errors = {}
+    for kind in INT8_KINDS:
+        ours = run(build_int8(weights, kind))
+        errors[kind] = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+    assert all(0 < e < 0.03 for e in errors.values()), errors
+    # the default keeps the connector and attn_out in fp32: closer than the all-int8 per-row form
+    assert errors["asym-fp32-o"] < errors["per-row"], errors
+
+
+def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
+    """--profile's figures: kernel time by op type of a real run, and the graph's multiply-adds by kind."""
+    import onnx
+
+    from smolcli.bench.encoder_throughput import encoder_flops_per_tile
+    from smolcli.bench.onnx_profile import encoder_macs, time_by_op
+    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.onnx_graph import read_vision_weights
+    from smolcli.runtime.onnx_vision import build_or_reuse
+
+    _, mmproj = tiny_pair
+    w = read_vision_weights(mmproj)
+    path = build_or_reuse(mmproj, "int8", onnx_folder(), "asym-fp32-o")
+    pixels = pixel_values(load_image(images["square"]), w.longest_edge, w.tile, w.mean, w.std)[:1]
+    by_op, wall = time_by_op(str(path), pixels, 2)
+    assert by_op["MatMulInteger"] > 0 and "LayerNormalization" in by_op and 0 < sum(by_op.values()) <= wall * 1.05
+    macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
+    ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
+    assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2
+    assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2  # the bench's own count

@@ -560,8 +560,8 @@ class Engine:
         else:
             if self._mmproj_digest is None:
                 self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
-                if self.vision_outside_mtmd:  # another encoder, other numbers: its own entries
-                    self._mmproj_digest += f"-{self.options.vision_encoder.name}"
+                if self.vision_outside_mtmd:  # another encoder, form or graph version, other numbers: their own entries
+                    self._mmproj_digest += f"-{self.options.vision_encoder.cache_tag}"
             digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))

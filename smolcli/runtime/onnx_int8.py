@@ -1,22 +1,36 @@
 """int8 forms of the vision graph (onnx_graph): how each linear layer is quantized.
 
-- "dynamic": onnxruntime's quantize_dynamic, QInt8 per-channel weights. One activation scale per
-  tensor: fast, but on SigLIP's activations (a few large outliers per token) about twice as far
-  from the reference as llama.cpp's Q8_0 (one scale per 32 values).
-- "per-row": int8 per-channel weights written directly, activations quantized per token (one
-  scale per row, symmetric, stored as uint8 with zero point 128 so MatMulInteger runs MLAS's
-  u8s8 kernel), the int32 product rescaled by row x column scales. A token's outliers no longer
-  flatten every other token's values.
+Where the error comes from (benchmarks/int8_error_sources.py): on SmolVLM-256M's shapes the
+connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry most of it, weights
+and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
+llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
+
+- "asym-fp32-o" (the default): per-row-asym, with the connector projection (0.5% of the
+  multiply-adds, the largest single error) and attn_out (1/12 of the linear ones) in fp32.
+- "asym-fp32-vo": the same with attn_v in fp32 too: closer still, slower.
+- "asym-fp32-c": per-row-asym with only the connector in fp32.
+- "asym-nbits-vo": per-row-asym, the connector in fp32, attn_out and attn_v as MatMulNBits.
+- "per-row-asym": int8 per-channel weights, activations quantized per token with each row's own
+  min and max (GELU's mostly positive outputs use all 256 levels); MatMulInteger takes only a scalar
+  zero point, so the rows' zero points are taken out after the product (zero point x the weight's
+  column sums).
+- "per-row": the same with symmetric activations (one absmax scale per row, zero point 128).
+- "nbits": every linear layer as com.microsoft MatMulNBits 8-bit, one scale per 32 weights,
+  activations quantized per 32 (accuracy level 4): Q8_0's arithmetic, but in ORT 1.32's MLAS on
+  these shapes about as slow as fp32.
+- "dynamic": onnxruntime's quantize_dynamic, QInt8 per-channel weights, one activation scale per
+  tensor: fast, but as far from the reference as per-row.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from smolcli.runtime.onnx_graph import Graph, VisionWeights, build_model
+from smolcli.runtime.onnx_graph import Graph, Linear, VisionWeights, build_model, float_linear
 
-INT8_KINDS = ("per-row", "dynamic")
 PER_ROW_OPSET = 21  # blocked QuantizeLinear
+NBITS_BLOCK = 32  # Q8_0's block
+CONNECTOR, ATTN_OUT, ATTN_V = "mm.model.fc", "attn_out", "attn_v"  # layer name endings
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,20 +41,81 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(q.T), scale
 
 
+def _add_bias(g: Graph, y: str, bias: np.ndarray | None, name: str) -> str:
+    return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))]) if bias is not None else y
+
+
+def _f32(g: Graph, base: str, value: float) -> str:
+    return g.const(g.name(base), np.array(value, np.float32))
+
+
 def per_row_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
     wq, w_scale = quantize_weight(weight)
     axes = g.const(g.name("axes"), np.array([-1], np.int64))
     absmax = g.op("ReduceMax", [g.op("Abs", [x]), axes], keepdims=1)  # [..., tokens, 1]
-    tiny, q127 = g.const(g.name("tiny"), np.array(1e-12, np.float32)), g.const(g.name("q127"), np.float32(127))
-    row_scale = g.op("Div", [g.op("Max", [absmax, tiny]), q127])
+    row_scale = g.op("Div", [g.op("Max", [absmax, _f32(g, "tiny", 1e-12)]), _f32(g, "q127", 127)])
     zero_points = g.op("ConstantOfShape", [g.op("Shape", [row_scale])], value=_uint8(128))
     # blocked QuantizeLinear (opset 21), one block per row: one fused pass instead of Div, Round, Add, Cast
     q = g.op("QuantizeLinear", [x, row_scale, zero_points], axis=-1, block_size=weight.shape[1])
     zero_point = g.const(g.name("zp"), np.array(128, np.uint8))
     product = g.op("MatMulInteger", [q, g.const(f"{name}.wq", wq), zero_point], name)
     y = g.op("Mul", [g.op("Cast", [product], to=1), row_scale])
-    y = g.op("Mul", [y, g.const(f"{name}.ws", w_scale)])
-    return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))]) if bias is not None else y
+    return _add_bias(g, g.op("Mul", [y, g.const(f"{name}.ws", w_scale)]), bias, name)
+
+
+def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    wq, w_scale = quantize_weight(weight)
+    column_sums = wq.astype(np.int64).sum(axis=0).astype(np.float32)
+    axes = g.const(g.name("axes"), np.array([-1], np.int64))
+    zero = _f32(g, "zero", 0.0)
+    low = g.op("Min", [g.op("ReduceMin", [x, axes], keepdims=1), zero])  # the range holds 0: zero is exact
+    high = g.op("Max", [g.op("ReduceMax", [x, axes], keepdims=1), zero])
+    row_scale = g.op("Max", [g.op("Div", [g.op("Sub", [high, low]), _f32(g, "q255", 255)]), _f32(g, "tiny", 1e-12)])
+    zero_point = g.op("Round", [g.op("Div", [g.op("Neg", [low]), row_scale])])  # [..., tokens, 1], 0..255
+    q = g.op("QuantizeLinear", [x, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=weight.shape[1])
+    no_zero_point = g.const(g.name("zp"), np.array(0, np.uint8))
+    product = g.op("MatMulInteger", [q, g.const(f"{name}.wq", wq), no_zero_point], name)
+    # (q - zp) . w = q . w - zp * (column sums of w)
+    shift = g.op("Mul", [zero_point, g.const(f"{name}.cs", column_sums)])
+    y = g.op("Mul", [g.op("Sub", [g.op("Cast", [product], to=1), shift]), row_scale])
+    return _add_bias(g, g.op("Mul", [y, g.const(f"{name}.ws", w_scale)]), bias, name)
+
+
+def nbits_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """com.microsoft MatMulNBits, 8 bits, one scale per NBITS_BLOCK weights, zero point 128 (symmetric)."""
+    n, k = weight.shape
+    if k % NBITS_BLOCK:  # no whole blocks: the per-token form instead
+        return per_row_asym_linear(g, x, weight, bias, name)
+    blocks = weight.reshape(n, k // NBITS_BLOCK, NBITS_BLOCK)
+    absmax = np.abs(blocks).max(axis=2)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    q = (np.clip(np.rint(blocks / scale[:, :, None]), -127, 127) + 128).astype(np.uint8)  # [N, blocks, 32]
+    inputs = [x, g.const(f"{name}.qb", q), g.const(f"{name}.sc", scale.reshape(-1))]
+    attrs = {"K": k, "N": n, "bits": 8, "block_size": NBITS_BLOCK, "accuracy_level": 4}  # 4: int8 activations
+    return _add_bias(g, g.op("MatMulNBits", inputs, name, domain="com.microsoft", **attrs), bias, name)
+
+
+def by_layer(default: Linear, chosen: dict[str, Linear]) -> Linear:
+    """A linear writer that picks by the layer's name ending (CONNECTOR, ATTN_OUT, ...), else `default`."""
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        writer = next((w for end, w in chosen.items() if name.endswith(end)), default)
+        return writer(g, x, weight, bias, name)
+
+    return linear
+
+
+_ASYM = per_row_asym_linear
+LINEARS: dict[str, Linear] = {
+    "asym-fp32-o": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear}),
+    "asym-fp32-vo": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear, ATTN_V: float_linear}),
+    "asym-fp32-c": by_layer(_ASYM, {CONNECTOR: float_linear}),
+    "asym-nbits-vo": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: nbits_linear, ATTN_V: nbits_linear}),
+    "per-row-asym": per_row_asym_linear,
+    "per-row": per_row_linear,
+    "nbits": nbits_linear,
+}
+INT8_KINDS = (*LINEARS, "dynamic")
 
 
 def _uint8(value: int):
@@ -51,11 +126,16 @@ def _uint8(value: int):
 
 def build_int8(weights: VisionWeights, kind: str):
     """The int8 ModelProto of this kind (see INT8_KINDS)."""
-    if kind == "per-row":
-        return build_model(weights, per_row_linear, opset=PER_ROW_OPSET)
     if kind == "dynamic":
         return quantize_dynamic_model(build_model(weights))
-    raise ValueError(f"unknown int8 kind {kind!r}")
+    if kind not in LINEARS:
+        raise ValueError(f"unknown int8 kind {kind!r}")
+    model = build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET)
+    if any(node.domain == "com.microsoft" for node in model.graph.node):
+        from onnx import helper
+
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
 
 
 def quantize_dynamic_model(model):

@@ -33,8 +33,8 @@ from smolcli.util.user_cache import cache_dir
 VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
-INT8_KIND = "per-row"  # see onnx_int8: the int8 form that keeps Q8_0's accuracy
-FORMAT_VERSION = 3  # bump when the graph changes: old cached files are then rebuilt under a new name
+INT8_KIND = "asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
+FORMAT_VERSION = 4  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
@@ -74,10 +74,14 @@ def _stage_and_save(model, target: Path) -> None:
         stage.unlink(missing_ok=True)
 
 
+def _form(precision: str, int8_kind: str) -> str:
+    return precision if precision == "fp32" else f"{precision}-{int8_kind}"
+
+
 def cached_path(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
     """Where the ONNX file of this mmproj and precision is cached (whether or not it is built yet)."""
     folder = folder or onnx_folder()
-    form = precision if precision == "fp32" else f"{precision}-{int8_kind}"
+    form = _form(precision, int8_kind)
     return folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}.onnx"
 
 
@@ -138,10 +142,20 @@ class OnnxVisionEncoder:
     def name(self) -> str:
         return f"onnx-{self.precision}"
 
+    @property
+    def cache_tag(self) -> str:
+        """What the embedding cache keys carry: the ONNX file's form and graph version, not only the precision."""
+        return f"onnx-{_form(self.precision, self.int8_kind)}-v{FORMAT_VERSION}"
+
     def forget(self) -> None:
         """Drop the images and embeddings held (benchmarks: encode again)."""
         self.images.clear()
         self._tiles.clear()
+
+    def release(self) -> None:
+        """Drop the session too, and its memory (benchmarks hold several encoders at once)."""
+        self.forget()
+        self._session, self._session_mmproj = None, None
 
     def remember(self, digest: str, image: RGBImage) -> None:
         _keep(self.images, digest, image)
