@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from measure import install_torchvision_shim  # benchmarks/, beside this script
 
 PROMPT = "<|im_start|>User:<image>What is in this image?<end_of_utterance>\nAssistant:"
 
@@ -85,6 +86,7 @@ def pixels_of(mmproj: Path, image) -> np.ndarray:
 
 def transformers_embeddings(checkpoint: Path, pixels: np.ndarray, threads: int) -> np.ndarray | None:
     try:
+        install_torchvision_shim()  # transformers imports the test extra's torchvision, which needs two schemas first
         import torch
         from transformers import AutoModelForImageTextToText
     except ImportError:
