@@ -278,3 +278,18 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
     ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
     assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2
     assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2  # the bench's own count
+
+
+def test_a_build_is_one_folder_with_its_weights_beside_the_graph_and_cache_clear_removes_it(
+    tiny_pair, images, private_smolcli_home
+):
+    model, mmproj = tiny_pair
+    asked = CliRunner().invoke(app, ["ask", "-m", str(model), "-i", str(images["square"]), "-n", "1", "hi"])
+    assert asked.exit_code == 0, asked.output
+    (built,) = [p for p in onnx_folder().iterdir() if p.name != "file-digests"]
+    assert sorted(p.name for p in built.iterdir()) == ["model.onnx", "weights.data"]
+    assert (built / "weights.data").stat().st_size > (built / "model.onnx").stat().st_size  # the graph holds no weights
+    assert "ONNX vision encoders: 1 in" in CliRunner().invoke(app, ["cache", "info"]).stdout
+    cleared = CliRunner().invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and "removed 1 ONNX vision encoders" in cleared.stdout
+    assert not built.exists()

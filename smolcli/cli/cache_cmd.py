@@ -6,11 +6,12 @@ import typer
 
 from smolcli.runtime.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
 from smolcli.runtime.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
+from smolcli.runtime.onnx_vision import built_bytes, built_forms, clear_built, onnx_folder
 from smolcli.util.units import size_text
 
 app = typer.Typer(
     name="cache",
-    help="The stored image embeddings that let ask and chat skip the vision encoder for a known image, and the mmproj copies that --image-size and --max-tiles use.",
+    help="The stored image embeddings that let ask and chat skip the vision encoder for a known image, the mmproj copies that --image-size and --max-tiles use, and the ONNX vision encoders built from mmprojs.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -31,13 +32,19 @@ def info() -> None:
         f"mmproj copies for other image sizes: {len(copies)} in {variants_folder()}, "
         f"{copy_bytes} bytes ({size_text(copy_bytes)}; the {KEPT} used last are kept)"
     )
+    onnx_bytes = built_bytes()
+    typer.echo(
+        f"ONNX vision encoders: {len(built_forms())} in {onnx_folder()}, {onnx_bytes} bytes ({size_text(onnx_bytes)})"
+    )
 
 
 @app.command("clear")
 def clear() -> None:
-    """Remove every stored image embedding and mmproj copy; the next ask or chat encodes its images again."""
+    """Remove every stored image embedding, mmproj copy and ONNX vision encoder; the next ask or chat rebuilds what it needs."""
     cache = EmbeddingCache.default()
     removed = cache.clear()
     typer.echo(f"removed {removed} entries from {cache.folder}")
     copies, freed = clear_variants()
     typer.echo(f"removed {copies} mmproj copies ({size_text(freed)}) from {variants_folder()}")
+    forms, freed = clear_built()
+    typer.echo(f"removed {forms} ONNX vision encoders ({size_text(freed)}) from {onnx_folder()}")
