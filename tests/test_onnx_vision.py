@@ -293,3 +293,31 @@ def test_a_build_is_one_folder_with_its_weights_beside_the_graph_and_cache_clear
     cleared = CliRunner().invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0 and "removed 1 ONNX vision encoders" in cleared.stdout
     assert not built.exists()
+
+
+@pytest.mark.reference
+def test_a_tile_that_is_not_whole_patches_matches_transformers(workdir, tmp_path):
+    """2.2B's geometry (384 px tiles in 14 px patches: 27 x 27, the last 6 px unused) in a tiny model: 52 px tiles
+    in 8 px patches (6 x 6). The ONNX fp32 encoder + connector against transformers' on the same pixels."""
+    import copy
+
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from smolcli.convert import convert_checkpoint
+    from smolcli.models.smolvlm_shapes import SHAPES
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+    shape = copy.deepcopy(SHAPES["tiny"])
+    shape["vision"]["image_size"] = 52
+    checkpoint = write_random_checkpoint(tmp_path / "ckpt", shape, "SmolVLM", "F32", seed=3)
+    pair = convert_checkpoint(checkpoint, tmp_path / "pair", "F32", "F32", name="odd-tile")
+    path = build_or_reuse(pair.mmproj, "fp32", tmp_path / "onnx")
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 52, 52)).astype(np.float32)
+    ours = ort.InferenceSession(str(path)).run(None, {"pixel_values": pixels})[0]
+    hf = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf.model.connector(hf.model.vision_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state)
+    assert ours.shape == tuple(theirs.shape) == (2, 9, 256)  # (52 // 8)^2 / 2^2 tokens per tile
+    assert np.abs(ours - theirs.numpy()).max() < 1e-4

@@ -133,7 +133,9 @@ def expected_shapes(w: VisionWeights) -> dict[str, tuple[int, ...]]:
 
 
 def check_shapes(path: Path, w: VisionWeights) -> None:
-    if w.tile % w.patch or w.grid % w.scale_factor or w.width % w.heads:
+    # a tile need not be a whole number of patches: 2.2B's 384 px in 14 px patches gives 27 x 27, as the
+    # patch convolution (no padding, stride = patch) leaves the last 6 px out in transformers too
+    if w.grid % w.scale_factor or w.width % w.heads:
         raise ModelFileError(f"{path}: odd vision shapes (tile {w.tile}, patch {w.patch}, width {w.width})", path=path)
     for name, shape in expected_shapes(w).items():
         found = w.tensors.shape(name)
