@@ -200,7 +200,7 @@ def test_ask_json_reports_the_engine_and_auto_picks_onnx_on_the_cpu(tiny_pair, i
     auto = runner.invoke(app, base + ["-ngl", "0"])
     assert auto.exit_code == 0, auto.output
     assert json.loads(auto.stdout)["vision_engine"] == "onnx-int8"
-    assert any(onnx_folder().glob("*-int8-*.onnx"))  # built into the user cache
+    assert any(onnx_folder().glob("*-int8-*/model.onnx"))  # built into the user cache
     mtmd = runner.invoke(app, base + ["--vision-engine", "mtmd"])
     assert json.loads(mtmd.stdout)["vision_engine"] == "mtmd"
     text = runner.invoke(app, ["ask", "-m", str(model), "--mmproj", str(mmproj), "--max-tokens", "2", "--json", "Hi"])
@@ -321,3 +321,36 @@ def test_a_tile_that_is_not_whole_patches_matches_transformers(workdir, tmp_path
         theirs = hf.model.connector(hf.model.vision_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state)
     assert ours.shape == tuple(theirs.shape) == (2, 9, 256)  # (52 // 8)^2 / 2^2 tokens per tile
     assert np.abs(ours - theirs.numpy()).max() < 1e-4
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
+def test_every_tile_embedding_has_cosine_0_999_to_transformers(generation, onnx_reference, converted, images, tmp_path):
+    """The default int8 form and fp32, tile by tile (the photo's tiles and its global view) against
+    transformers' vision model + connector on the same pixel values."""
+    import onnxruntime as ort
+    import torch
+
+    from smolcli.runtime.image_preprocess import pixel_values
+
+    mmproj = converted("F32", "F32", generation).mmproj
+    meta = read_gguf(mmproj).metadata
+    pixels = pixel_values(
+        load_image(images["photo"]),
+        meta["clip.vision.preproc_image_size"],
+        meta["clip.vision.image_size"],
+        meta["clip.vision.image_mean"],
+        meta["clip.vision.image_std"],
+    )
+    hf = onnx_reference(generation).model
+    with torch.no_grad():
+        theirs = hf.model.connector(hf.model.vision_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state)
+    theirs = theirs.numpy().reshape(len(pixels), -1)
+    assert len(pixels) > 1  # tiles and the global view
+    for precision in ("int8", "fp32"):
+        session = ort.InferenceSession(str(build_or_reuse(mmproj, precision, tmp_path)))
+        ours = np.concatenate([session.run(None, {"pixel_values": tile[None]})[0] for tile in pixels])
+        ours = ours.reshape(len(pixels), -1)
+        cosines = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+        print(generation, precision, "worst tile cosine", round(float(cosines.min()), 6))  # shown with -s
+        assert cosines.min() >= 0.999, (precision, cosines)
