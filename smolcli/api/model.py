@@ -109,6 +109,40 @@ def _close_open_models() -> None:
         model.close()
 
 
+def answer_after_prompt(
+    engine: Engine,
+    settings: GenerationSettings,
+    constraint,
+    prompt,
+    before,
+    load_seconds: float,
+    with_images: bool,
+    memory_report,
+    logprobs: int | None,
+    stream: bool,
+    amend: Callable[[Answer], Answer] | None = None,
+) -> Answer | AnswerStream:
+    """The answer to a prompt already evaluated (`prompt`: its n_tokens and n_image_tokens; `before`: the
+    engine's counters before it; `constraint`: settings.constraint(), checked before anything loaded): one
+    sampler, the UTF-8 guard under a grammar, the Answer or its stream.
+    `amend` adds what one kind of question knows to the Answer (a video's summary)."""
+    sampler = Sampler(settings.sampling(), constraint.gbnf if constraint else None, engine.vocab)
+    n_tokens, n_image_tokens = prompt.n_tokens, prompt.n_image_tokens
+
+    def finish(generation: Generation) -> Answer:
+        sampler.close()
+        done = counters_since(before, engine.counters)
+        usage, timings = usage_and_timings(done, n_tokens, n_image_tokens, len(generation.tokens), load_seconds)
+        answer = answer_from(
+            generation, engine, usage, timings, with_images, memory_report, constraint, settings.max_tokens
+        )
+        return amend(answer) if amend else answer
+
+    guard = Utf8Guard(engine.utf8_vocabulary()) if constraint else None
+    answer = AnswerStream(generate_pieces(engine, sampler, settings.limits(), logprobs, guard), finish)
+    return answer if stream else answer.read()
+
+
 class Model:
     """A SmolVLM pair, loaded on first use; close it (or use `with`) to free llama.cpp's and mtmd's memory.
 
@@ -277,7 +311,7 @@ class Model:
         settings = GenerationSettings(
             max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos, json_schema, grammar
         )
-        limits, sampling, constraint = settings.limits(), settings.sampling(), settings.constraint()
+        constraint = settings.constraint()  # a schema the grammar cannot enforce is refused before anything runs
         if logprobs is not None and logprobs < 0:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
         pictures = [image_from(item) for item in images or ()]
@@ -321,20 +355,19 @@ class Model:
             engine.evaluate(tokenized)
         finally:
             tokenized.free()
-        sampler = Sampler(sampling, constraint.gbnf if constraint else None, engine.vocab)
-
-        def finish(generation: Generation) -> Answer:
-            sampler.close()
-            done = counters_since(before, engine.counters)
-            usage, timings = usage_and_timings(
-                done, tokenized.n_tokens, tokenized.n_image_tokens, len(generation.tokens), load_seconds
-            )
-            memory_plan = budget.report(plan) if plan else None
-            return answer_from(generation, engine, usage, timings, bool(pictures), memory_plan, constraint, max_tokens)
-
-        guard = Utf8Guard(engine.utf8_vocabulary()) if constraint else None
-        answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs, guard), finish)
-        return answer if stream else answer.read()
+        memory_report = budget.report(plan) if plan else None
+        return answer_after_prompt(
+            engine,
+            settings,
+            constraint,
+            tokenized,
+            before,
+            load_seconds,
+            bool(pictures),
+            memory_report,
+            logprobs,
+            stream,
+        )
 
     def _fresh_context(self, engine: Engine, n_ctx: int, cache_type: str) -> None:
         """An empty context of at least n_ctx tokens: the last question's, cleared, when it is large enough."""

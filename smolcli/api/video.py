@@ -14,17 +14,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
+from smolcli.api.answer import Answer
 from smolcli.api.video_plan import check_frames_fit_context, check_frames_fit_memory, planned_tokens
 from smolcli.errors import BadInput, ModelFileError
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
 from smolcli.runtime.context_size import ask_context_size
-from smolcli.runtime.generation import Generation, generate_pieces
 from smolcli.runtime.image_tiles import tile_size_of
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.memory_plan import MemoryPlan
 from smolcli.runtime.prompting import first_turn, place_images
-from smolcli.runtime.sampling import Sampler
 from smolcli.runtime.video import FrameProgress, VideoFrame, VideoPlan, VideoSampling, open_clip
 from smolcli.runtime.video_prompt import (
     FrameVision,
@@ -146,7 +144,7 @@ def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, s
     """Model.ask's path when a video is given; `pictures` are the question's images, already read."""
     sampling_rule = clip_sampling(model, fps, max_frames)
     warn_if_not_trained_on_video(model, report)
-    limits, sampling, constraint = settings.limits(), settings.sampling(), settings.constraint()
+    constraint = settings.constraint()  # refused before anything runs
     content = place_video(place_images(prompt, len(pictures)))
     vision_images = model.vision_for(pictures) if pictures else None
     budget = model.memory_budget(vision_images or model.files.mmproj, pictures)
@@ -182,21 +180,24 @@ def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, s
         evaluate_video_prompt(engine, frames_vision, tokenized, frame_progress(report, "encoding frame"))
     finally:
         tokenized.free()
-    sampler = Sampler(sampling, constraint.gbnf if constraint else None, engine.vocab)
+    from smolcli.api.model import answer_after_prompt
 
-    def finish(generation: Generation) -> Answer:
-        sampler.close()
-        done = counters_since(before, engine.counters)
-        usage, timings = usage_and_timings(
-            done, tokenized.n_tokens, tokenized.n_image_tokens, len(generation.tokens), load_seconds
-        )
-        answer = answer_from(
-            generation, engine, usage, timings, True, clip.memory_report, constraint, settings.max_tokens
-        )
+    def with_the_clip(answer: Answer) -> Answer:
         return dataclasses.replace(answer, video=clip.summary(), mmproj=str(model.files.mmproj.path))
 
-    answer = AnswerStream(generate_pieces(engine, sampler, limits, logprobs, None), finish)
-    return answer if stream else answer.read()
+    return answer_after_prompt(
+        engine,
+        settings,
+        constraint,
+        tokenized,
+        before,
+        load_seconds,
+        True,
+        clip.memory_report,
+        logprobs,
+        stream,
+        with_the_clip,
+    )
 
 
 def warn_if_not_trained_on_video(model, report) -> None:
