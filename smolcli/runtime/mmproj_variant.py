@@ -16,7 +16,7 @@ from pathlib import Path
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.image_tiles import PREPROC_KEY
-from smolcli.util.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir, remove_all
 
 U32 = struct.Struct("<I")
 KEPT = 3  # copies kept: a few image sizes in turn, without filling a small board's disk
@@ -116,13 +116,4 @@ def variant_files(folder: Path | None = None) -> list[Path]:
 
 def clear_variants(folder: Path | None = None) -> tuple[int, int]:
     """Remove every stored copy: (files, bytes) removed."""
-    removed = freed = 0
-    for path in variant_files(folder):
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except OSError:
-            continue
-        removed += 1
-        freed += size
-    return removed, freed
+    return remove_all(variant_files(folder))

@@ -28,7 +28,7 @@ from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_preprocess import tile_grid, tile_images, tile_pixels
 from smolcli.runtime.image_tiles import PREPROC_KEY, TILE_KEY
 from smolcli.runtime.images import RGBImage
-from smolcli.util.user_cache import cache_dir
+from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
 VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
@@ -107,32 +107,14 @@ def built_forms() -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "file-digests")
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def built_bytes() -> int:
-    return sum(_size(path) for path in built_forms())
+    return sum(size_on_disk(path) for path in built_forms())
 
 
 def clear_built() -> tuple[int, int]:
     """Remove every ONNX build: (how many, bytes freed); one that cannot be removed is left. The next image on
     the CPU builds its encoder again."""
-    import shutil
-
-    removed = freed = 0
-    for path in built_forms():
-        try:
-            size = _size(path)
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError:
-            continue
-        removed += 1
-        freed += size
-    return removed, freed
+    return remove_all(built_forms())
 
 
 def build_or_reuse(
