@@ -77,6 +77,12 @@ class EmbeddingCache:
         """The content digest of a vision-encoder file, hashed once per version of the file."""
         return content_digest(path, self.folder / "file-digests")
 
+    def encoder_digest(self, path: Path, encoder_tag: str | None = None) -> str:
+        """What a tile's key holds of its encoder: the vision file's digest, and for an encoder other than mtmd
+        its tag (another encoder, form or graph version gives other numbers: their own entries)."""
+        digest = self.file_digest(path)
+        return digest if encoder_tag is None else f"{digest}-{encoder_tag}"
+
     def get(self, key: EmbeddingKey) -> np.ndarray | None:
         """The stored float32 embeddings (n_tokens * n_embd, writable), or None."""
         path = self.folder / key.file_name()

@@ -25,8 +25,8 @@ from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
 from smolcli.runtime.embedding_batch import decode_embeddings
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
-from smolcli.runtime.images import RGBImage, stretched
+from smolcli.runtime.image_tiles import fit_for_tiling
+from smolcli.runtime.images import RGBImage
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 from smolcli.util.threads import usable_cores
@@ -344,12 +344,7 @@ class Engine:
         return Prompt(handle, self._describe(handle, copies))
 
     def _fit_for_tiling(self, image: RGBImage) -> RGBImage:
-        """A very thin image stretched as transformers would (image_tiles.thin_side_target): mtmd refuses it."""
-        if self.files.mmproj is None:
-            return image
-        size = tile_size_of(self.files.mmproj)
-        target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
-        return stretched(image, target) if target else image
+        return image if self.files.mmproj is None else fit_for_tiling(self.files.mmproj, image)
 
     def _own_layout_prompt(self, text: str, images: list[RGBImage], add_special: bool) -> Prompt:
         """Text runs and image tiles laid out as transformers' processor does, without mtmd (no handle).
@@ -559,9 +554,8 @@ class Engine:
             digest = cache.file_digest(mmproj_path)  # another vision context's chunk: mtmd's numbers
         else:
             if self._mmproj_digest is None:
-                self._mmproj_digest = cache.file_digest(self.files.mmproj.path)
-                if self.vision_outside_mtmd:  # another encoder, form or graph version, other numbers: their own entries
-                    self._mmproj_digest += f"-{self.options.vision_encoder.cache_tag}"
+                tag = self.options.vision_encoder.cache_tag if self.vision_outside_mtmd else None
+                self._mmproj_digest = cache.encoder_digest(self.files.mmproj.path, tag)
             digest = self._mmproj_digest
         # mtmd_get_output_embd holds n_tokens rows of the language model's input width
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))

@@ -8,11 +8,15 @@ Every image also gets one global view (the whole image at one tile's size), not 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gguf
 
 from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary
+
+if TYPE_CHECKING:
+    from smolcli.runtime.images import RGBImage
 
 TILE_KEY = gguf.Keys.ClipVision.IMAGE_SIZE  # pixels per tile side
 PREPROC_KEY = gguf.Keys.ClipVision.PREPROC_IMAGE_SIZE  # the longest side before cutting
@@ -98,6 +102,16 @@ def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size:
         f"{{max_tiles={max_tiles}}} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
         f"tiles plus the global view; use {{max_tiles={fewest}}} or more"
     )
+
+
+def fit_for_tiling(mmproj: GGUFSummary, image: "RGBImage") -> "RGBImage":
+    """A very thin image stretched as transformers would (thin_side_target): mtmd refuses it, and the ONNX
+    path cuts the same tiles from the same stretched picture."""
+    from smolcli.runtime.images import stretched
+
+    size = tile_size_of(mmproj)
+    target = thin_side_target(image.width, image.height, size.default_edge, size.tile)
+    return stretched(image, target) if target else image
 
 
 def thin_side_target(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int] | None:
