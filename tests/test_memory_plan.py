@@ -6,6 +6,7 @@ log lines (KV, compute and repack buffer sizes, printed in MiB), and the peak RS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,6 +33,8 @@ from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.runtime.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.gguf_file import read_gguf
 from smolcli.runtime.memory_plan import (
+    TEXT_PHASE,
+    VISION_PHASE,
     RunSettings,
     TextFootprint,
     VisionFootprint,
@@ -203,6 +206,8 @@ def test_a_real_run_stays_under_its_plan(tiny_pair, images, tmp_path):
     second = planned_run(model, shown, tmp_path, "--max-memory", "4G")
     for report in (first, second):
         assert (report["vision_engine"], report["memory_plan"]["vision_engine"]) == ("onnx-int8", "onnx")
+        # a first question: its images are encoded before the model loads, the two phases planned apart
+        assert report["memory_plan"]["apart"] == [list(VISION_PHASE), list(TEXT_PHASE)]
     assert first["memory_plan"]["parts"]["vision_build"]["cpu"] > 0
     assert second["memory_plan"]["parts"]["vision_build"]["cpu"] == 0
     mtmd = planned_run(model, shown, tmp_path, "--max-memory", "4G", "--vision-engine", "mtmd")
@@ -227,6 +232,23 @@ def test_auto_picks_onnx_when_its_plan_fits_and_mtmd_when_only_mtmds_does(tiny_p
     refused = ask_process(model, shown, tmp_path, "--max-memory", str(between), "--vision-engine", "onnx")
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
     assert "--vision-engine mtmd" in refused.stderr and "--max-memory" in refused.stderr
+
+
+def test_encoding_first_plans_the_larger_phase_beside_the_shared_parts(tiny_pair):
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    run = RunSettings(1024, images=((1024, 768),), vision_engine="onnx")
+    together = plan_memory(text, vision, run)
+    apart = plan_memory(text, vision, dataclasses.replace(run, vision_first=True))
+    assert together.parts == apart.parts and together.apart == ()
+
+    def phase(plan, names):
+        return sum(p.total for p in plan.parts if p.name in names)
+
+    shared = together.total - phase(together, VISION_PHASE) - phase(together, TEXT_PHASE)
+    assert apart.total == shared + max(phase(apart, VISION_PHASE), phase(apart, TEXT_PHASE)) < together.total
+    mtmd = plan_memory(text, vision, dataclasses.replace(run, vision_engine="mtmd", vision_first=True))
+    assert mtmd.apart == ()  # mtmd's encoder lives in the model's context: nothing to free before it loads
 
 
 def test_offloading_moves_blocks_and_their_cache_to_the_gpu(tiny_pair):

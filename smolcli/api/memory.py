@@ -19,6 +19,7 @@ from smolcli.runtime.memory_plan import (
     plan_within,
 )
 from smolcli.runtime.model_files import ModelFiles
+from smolcli.runtime.onnx_vision import KEPT_IMAGES
 from smolcli.util.units import size_text
 
 ACCEPTED_FORMS = "2G, 1.5GB, 800M, 512MiB or plain bytes"
@@ -96,8 +97,12 @@ class MemoryBudget:
         options: EngineOptions,
         images: list[RGBImage],
         requested_cache: str | None,
+        vision_first: bool = False,
     ) -> "MemoryBudget | None":
-        """None without max_memory: the run goes on as it always has."""
+        """None without max_memory: the run goes on as it always has.
+
+        vision_first: the images are encoded before the language model loads (a first question through the
+        ONNX encoder, OnnxVisionEncoder.encode_ahead), so the session and the model are planned apart."""
         if limit is None:
             return None
         import llama_cpp
@@ -112,7 +117,14 @@ class MemoryBudget:
             engines = ("onnx", "mtmd") if encoder.fallback_to_mtmd else ("onnx",)
         built = encoder is None or vision is None or encoder.is_built(files.mmproj)
         run = RunSettings(
-            0, "f16", sizes, n_gpu_layers, options.mmproj_offload, options.repack_weights, onnx_built=built
+            0,
+            "f16",
+            sizes,
+            n_gpu_layers,
+            options.mmproj_offload,
+            options.repack_weights,
+            onnx_built=built,
+            vision_first=vision_first and len(images) <= KEPT_IMAGES,
         )
         return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 
@@ -174,8 +186,9 @@ class MemoryBudget:
         if self.requested_cache and self.requested_cache != "q4_0":
             fixes.append("a smaller {cache_type}")
         fixes.append("a smaller {ctx}")
+        apart = " (the vision encoder's parts are freed before the language model loads)" if plan.apart else ""
         return (
             f"this run needs about {size_text(plan.total)} but {{max_memory}} {self.limit.text} allows "
             f"{size_text(self.limit.size)}, {cache}: "
-            f"{parts}; try {', '.join(fixes[:-1])} or {fixes[-1]}"
+            f"{parts}{apart}; try {', '.join(fixes[:-1])} or {fixes[-1]}"
         )

@@ -8,6 +8,7 @@ and its context, and hands back an Answer. The CLI's `ask`, `chat` and `demo` ar
 from __future__ import annotations
 
 import atexit
+import functools
 import time
 import weakref
 from pathlib import Path
@@ -21,11 +22,12 @@ from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.api.resolve import model_files
 from smolcli.errors import BadInput, ModelFileError
 from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
-from smolcli.runtime.engine import ContextState, Engine
+from smolcli.runtime.engine import ContextState, Engine, EngineOptions
 from smolcli.runtime.generation import Generation, generate_pieces
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.images import RGBImage, image_from
 from smolcli.runtime.model_files import ModelFiles
+from smolcli.runtime.onnx_vision import EncodedAhead
 from smolcli.runtime.prompting import first_turn, place_images
 from smolcli.runtime.sampling import Sampler
 from smolcli.runtime.utf8_guard import Utf8Guard
@@ -174,8 +176,13 @@ class Model:
         """The loaded engine (loaded now if it was not): the runtime layer, for tests and benchmarks."""
         if self._engine is None:
             text_only = ModelFiles(self.files.model, None)  # the vision encoder loads with the first image
-            self._engine = Engine(text_only, self.options.engine_options())
+            self._engine = Engine(text_only, self._engine_options)
         return self._engine
+
+    @functools.cached_property
+    def _engine_options(self) -> EngineOptions:
+        """Made once: the ONNX encoder that encodes a first question's images ahead is the engine's."""
+        return self.options.engine_options()
 
     @property
     def loaded(self) -> bool:
@@ -252,19 +259,30 @@ class Model:
         max_tiles = max_tiles if max_tiles is not None else self.options.max_tiles
         return mmproj_for_detail(self.files.mmproj, images, image_size, max_tiles)
 
-    def memory_budget(self, vision: GGUFSummary | None, images: list[RGBImage]) -> MemoryBudget | None:
-        """With max_memory: what plans this run's peak (None without a limit)."""
+    def memory_budget(
+        self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False
+    ) -> MemoryBudget | None:
+        """With max_memory: what plans this run's peak (None without a limit); vision_first: see _encode_ahead."""
         limit = self.options.memory_limit
         if limit is None:
             return None  # no options to build (an embedding cache, a GPU query) for a plan nobody asked for
-        engine_options = self._engine.options if self._engine is not None else self.options.engine_options()
         return MemoryBudget.for_run(
             limit,
             ModelFiles(self.files.model, vision),
-            engine_options,
+            self._engine_options,
             images,
             self.options.cache_type,
+            vision_first,
         )
+
+    def _encode_ahead(self, vision: GGUFSummary, images: list[RGBImage]) -> EncodedAhead | None:
+        """A first question's images through the ONNX encoder before the language model loads, its session freed
+        after: the run's peak is then the larger of the two, not their sum. That is a model opened but not
+        loaded (Model.open: `smolcli ask`); smolcli.load() loads at once. None when nothing was encoded."""
+        options = self._engine_options
+        if options.vision_encoder is None:
+            return None
+        return options.vision_encoder.encode_ahead(vision, images, options.embedding_cache)
 
     # --- asking --------------------------------------------------------------------------
 
@@ -323,7 +341,8 @@ class Model:
             return ask_video(self, prompt, video, pictures, settings, logprobs, stream, system, fps, max_frames, report)
         text = first_turn(place_images(prompt, len(pictures)), system)
         vision = self.vision_for(pictures)
-        budget = self.memory_budget(vision, pictures)
+        cold = not self.loaded
+        budget = self.memory_budget(vision, pictures, vision_first=cold)
         chosen = None  # under max_memory: the vision engine the plan fits with
         if budget:
             # before loading: the images' tokens alone give a context no larger than the real one
@@ -331,12 +350,15 @@ class Model:
             chosen = budget.plan(n_ctx).vision_engine
 
         started = time.perf_counter()
-        was_loaded = self.loaded
+        ahead = self._encode_ahead(vision, pictures) if cold and vision is not None and chosen != "mtmd" else None
         engine = self._hold(self)
         if vision is not None:
             engine.use_mmproj(vision, mtmd_only=chosen == "mtmd")
-        load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
+        load_seconds = engine.load_seconds if cold else (time.perf_counter() - started)
         before = engine.counters.snapshot()
+        if ahead is not None:  # this question's encoding, done before the weights loaded
+            load_seconds += ahead.session_seconds
+            engine.counters.encode_seconds += ahead.encode_seconds
         tokenized = engine.tokenize(text, pictures)
         try:
             context_started = time.perf_counter()

@@ -167,6 +167,14 @@ class RunSettings:
     frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video_prompt.py)
     vision_engine: str = "mtmd"  # or "onnx": ONNX Runtime encodes the tiles and no mtmd context is made
     onnx_built: bool = True  # False: this run builds the ONNX file first (vision_build)
+    # with "onnx": the images are encoded before the language model loads and the session is freed after
+    # (a first question: OnnxVisionEncoder.encode_ahead), so the two phases' parts are never resident together
+    vision_first: bool = False
+
+
+# What encode_ahead keeps apart: the ONNX session's phase, then the language model's
+VISION_PHASE = ("vision_weights", "vision_compute", "vision_build")
+TEXT_PHASE = ("text_weights", "repacked_weights", "kv_cache", "text_compute")
 
 
 @dataclass(frozen=True)
@@ -186,14 +194,23 @@ class MemoryPlan:
     n_ctx: int
     cache_type: str
     vision_engine: str = "mtmd"
+    # groups of parts never resident at once (VISION_PHASE, TEXT_PHASE): the peak counts the larger group
+    # beside every part in none; () adds every part up
+    apart: tuple[tuple[str, ...], ...] = ()
+
+    def _peak(self, side) -> int:
+        grouped = {name for group in self.apart for name in group}
+        shared = sum(side(p) for p in self.parts if p.name not in grouped)
+        groups = (sum(side(p) for p in self.parts if p.name in group) for group in self.apart)
+        return shared + max(groups, default=0)
 
     @property
     def cpu(self) -> int:
-        return sum(p.cpu for p in self.parts)
+        return self._peak(lambda p: p.cpu)
 
     @property
     def gpu(self) -> int:
-        return sum(p.gpu for p in self.parts)
+        return self._peak(lambda p: p.gpu)
 
     @property
     def total(self) -> int:
@@ -208,6 +225,7 @@ class MemoryPlan:
             "cache_type": self.cache_type,
             "vision_engine": self.vision_engine,
             "parts": {p.name: {"cpu": p.cpu, "gpu": p.gpu} for p in self.parts},
+            "apart": [list(group) for group in self.apart],
             "cpu": self.cpu,
             "gpu": self.gpu,
             "total": self.total,
@@ -384,7 +402,8 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("vision_build", build),
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
     )
-    return MemoryPlan(parts, run.n_ctx, run.cache_type, run.vision_engine if vision else "mtmd")
+    apart = (VISION_PHASE, TEXT_PHASE) if onnx and run.vision_first else ()
+    return MemoryPlan(parts, run.n_ctx, run.cache_type, run.vision_engine if vision else "mtmd", apart)
 
 
 def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, ...]:

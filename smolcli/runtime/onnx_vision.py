@@ -23,11 +23,15 @@ import numpy as np
 from PIL import Image
 
 from smolcli.errors import ModelFileError, SmolcliError
+from smolcli.models.dims import VisionDims
+from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt
+from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.file_identity import content_digest
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.image_preprocess import tile_grid, tile_images, tile_pixels
-from smolcli.runtime.image_tiles import PREPROC_KEY, TILE_KEY
+from smolcli.runtime.image_tiles import PREPROC_KEY, TILE_KEY, fit_for_tiling
 from smolcli.runtime.images import RGBImage
+from smolcli.util.heap import return_freed_memory
 from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
 VISION_ENGINES = ("auto", "onnx", "mtmd")
@@ -152,6 +156,15 @@ def _keep(kept: OrderedDict, key: str, value) -> None:
         kept.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class EncodedAhead:
+    """What OnnxVisionEncoder.encode_ahead did: tiles encoded, seconds loading the session and encoding."""
+
+    tiles: int
+    session_seconds: float
+    encode_seconds: float
+
+
 @dataclass
 class OnnxVisionEncoder:
     """Given the engine's current mmproj, an image digest and a tile index: that tile's embeddings.
@@ -194,6 +207,56 @@ class OnnxVisionEncoder:
     def remember(self, digest: str, image: RGBImage) -> None:
         _keep(self.images, digest, image)
 
+    def drop_session(self) -> None:
+        """Free the session (weights and arena), keeping the tiles held: the next image not held loads it again."""
+        self._session = None
+        return_freed_memory()
+
+    def encode_ahead(
+        self, mmproj: GGUFSummary, images: list[RGBImage], cache: EmbeddingCache | None = None
+    ) -> EncodedAhead | None:
+        """Encode every tile of these images now, before the language model loads, then free the session.
+
+        A first question's peak is then the larger of the encoder's and the language model's instead of
+        their sum (256M, a 13-tile photo: the session holds about 140 MB of weights and 100 MB of arena).
+        The tiles stay held for the engine (the last KEPT_IMAGES images). None when nothing needed it: every
+        tile in the embedding cache, more images than are held, or an mmproj that falls back to mtmd.
+        """
+        fitted = [fit_for_tiling(mmproj, image) for image in images]
+        digests = [image_digest(image.width, image.height, image.pixels) for image in fitted]
+        missing = [
+            (d, image) for d, image in zip(digests, fitted, strict=True) if not self._cached(mmproj, d, image, cache)
+        ]
+        if not missing or len(set(digests)) > KEPT_IMAGES:
+            return None
+        started = time.perf_counter()
+        session = self._prepare(mmproj)
+        if session is None:
+            return None
+        encoding = time.perf_counter()
+        for digest, image in missing:
+            self.remember(digest, image)
+            if digest not in self._tiles:
+                _keep(self._tiles, digest, self._encode(session, mmproj, image))
+        encoded = time.perf_counter() - encoding
+        del session  # the last reference but the encoder's own: drop_session frees it
+        self.drop_session()
+        tiles = sum(len(self._tiles[d]) for d, _ in dict(missing).items())
+        return EncodedAhead(tiles, encoding - started, encoded)
+
+    def _cached(self, mmproj: GGUFSummary, digest: str, image: RGBImage, cache: EmbeddingCache | None) -> bool:
+        """Whether the embedding cache holds every tile of this image, under the keys the engine will ask for."""
+        if cache is None:
+            return False
+        dims = VisionDims.from_gguf(mmproj.metadata)
+        encoder = cache.encoder_digest(mmproj.path, self.cache_tag)
+        rows, columns = self.tile_grid(mmproj, image)
+        slots = [p for p in image_prompt(rows, columns) if isinstance(p, TileSlot)]
+        return all(
+            cache.get(EmbeddingKey(digest, encoder, slot.tile, dims.tokens_per_tile, dims.projection_dim)) is not None
+            for slot in slots
+        )
+
     def _session_for(self, mmproj: GGUFSummary):
         if self._session is not None and self._session_mmproj == mmproj.path:
             return self._session
@@ -210,8 +273,9 @@ class OnnxVisionEncoder:
         options.enable_mem_pattern = False
         source = path if isinstance(path, bytes) else str(path)  # bytes: built in memory, the cache unwritable
         self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        if self._session_mmproj != mmproj.path:
+            self._tiles.clear()
         self._session_mmproj = mmproj.path
-        self._tiles.clear()
         self.build_seconds += time.perf_counter() - started
         return self._session
 
@@ -223,6 +287,10 @@ class OnnxVisionEncoder:
         """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
         if mmproj.path in self._refused:
             return "mtmd"
+        # a session made for it (and maybe dropped since), or its build cached: the session waits for a tile
+        # that needs encoding (every tile in the embedding cache: none at all)
+        if mmproj.path == self._session_mmproj or self.is_built(mmproj):
+            return self.name
         return self.name if self._prepare(mmproj) is not None else "mtmd"
 
     def _prepare(self, mmproj: GGUFSummary):
@@ -245,6 +313,9 @@ class OnnxVisionEncoder:
 
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
         """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        if digest in self._tiles and self._session_mmproj == mmproj.path:
+            tiles = self._tiles[digest]
+            return np.ascontiguousarray(tiles[tile % len(tiles)])
         session = self._prepare(mmproj)
         if session is None:
             return None
