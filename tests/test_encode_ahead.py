@@ -85,3 +85,18 @@ def test_cached_tiles_make_no_session_at_all(tiny_pair, images, monkeypatch):
     assert events == ["model"]
     assert report["usage"]["image_cache_hits"] == 8 and report["usage"]["images_encoded"] == 0
     assert (again_text, again_logprobs) == (text, logprobs)
+
+
+def test_a_chats_first_images_are_encoded_ahead_too(tiny_pair, images, monkeypatch):
+    model, mmproj = tiny_pair
+    events = recorded(monkeypatch)
+    replies = []
+    for load_first in (False, True):
+        with opened(model, mmproj, embedding_cache=False) as chatting:
+            if load_first:
+                chatting.engine  # noqa: B018 - a loaded model: its images are encoded with the model beside them
+            chat = chatting.chat(images=[images["photo"]], max_tokens=4)
+            replies.append([chat.send("What is it?").text, chat.send("And then?").text])
+            assert (chatting.engine.options.vision_encoder._session is None) == (not load_first)
+    assert events == ["image", "model", "model", "image"]
+    assert replies[0] == replies[1]

@@ -71,7 +71,7 @@ class Chat:
         n_ctx = ctx or model.options.ctx
         if first_images:
             self._vision = model.vision_for(first_images)
-        self._budget = model.memory_budget(self._vision, first_images)
+        self._budget = model.memory_budget(self._vision, first_images, vision_first=not model.loaded)
         if self._budget:
             # planned before anything loads: the context is fixed now, from the first message's images
             tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
@@ -220,17 +220,19 @@ class Chat:
             self.attach(image)
         if not text.strip() and not self._session.pending_images and video is None:
             raise BadInput("the message is empty")
-        started = time.perf_counter()
         was_loaded = self.model.loaded
-        engine = self.model._hold(self)
+        pending = list(self._session.pending_images)
+        vision = self._vision if pending else None
+        engine, load_seconds, ahead = self.model._engine_with_vision(self, vision, pending, self._plan_engine == "mtmd")
         self._session.engine = engine
-        if self._session.pending_images:
-            engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
         clip = None
         if video is not None:
+            attaching = time.perf_counter()
             clip = self._attach_video(engine, text, video, fps, max_frames, report)
-        load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
+            if was_loaded:  # a loaded model's load time is this turn's setup: the clip's vision context too
+                load_seconds += time.perf_counter() - attaching
         before = engine.counters.snapshot()
+        ahead.count(engine)
         had_context = engine.ctx is not None
         turn_sampler = None
         if constraint is not None:

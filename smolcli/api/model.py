@@ -11,6 +11,7 @@ import atexit
 import functools
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
@@ -109,6 +110,18 @@ _OPEN: "weakref.WeakSet[Model]" = weakref.WeakSet()
 def _close_open_models() -> None:
     for model in list(_OPEN):
         model.close()
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What Model._engine_with_vision encoded before the model loaded (None: nothing)."""
+
+    encoded: EncodedAhead | None
+
+    def count(self, engine: Engine) -> None:
+        """Add that encoding to the engine's counters, after the question's snapshot: its time is this question's."""
+        if self.encoded is not None:
+            engine.counters.encode_seconds += self.encoded.encode_seconds
 
 
 def answer_after_prompt(
@@ -275,14 +288,29 @@ class Model:
             vision_first,
         )
 
-    def _encode_ahead(self, vision: GGUFSummary, images: list[RGBImage]) -> EncodedAhead | None:
-        """A first question's images through the ONNX encoder before the language model loads, its session freed
-        after: the run's peak is then the larger of the two, not their sum. That is a model opened but not
-        loaded (Model.open: `smolcli ask`); smolcli.load() loads at once. None when nothing was encoded."""
-        options = self._engine_options
-        if options.vision_encoder is None:
-            return None
-        return options.vision_encoder.encode_ahead(vision, images, options.embedding_cache)
+    def _engine_with_vision(
+        self, holder: object, vision: GGUFSummary | None, images: list[RGBImage], mtmd_only: bool
+    ) -> tuple[Engine, float, "Ahead"]:
+        """The engine held for `holder` with this vision file in use: (engine, seconds it took to load, what was
+        encoded ahead).
+
+        A first question on a model opened but not loaded (Model.open, as `smolcli ask` opens it;
+        smolcli.load() loads at once) sends its images through the ONNX encoder before the language model
+        loads, and frees the session after: the run's peak is then the larger of the two, not their sum.
+        """
+        started = time.perf_counter()
+        cold = not self.loaded
+        encoder, cache = self._engine_options.vision_encoder, self._engine_options.embedding_cache
+        ahead = None
+        if cold and vision is not None and images and encoder is not None and not mtmd_only:
+            ahead = encoder.encode_ahead(vision, images, cache)
+        engine = self._hold(holder)
+        if vision is not None:
+            engine.use_mmproj(vision, mtmd_only=mtmd_only)
+        load_seconds = engine.load_seconds if cold else (time.perf_counter() - started)
+        if ahead is not None:
+            load_seconds += ahead.session_seconds
+        return engine, load_seconds, Ahead(ahead)
 
     # --- asking --------------------------------------------------------------------------
 
@@ -349,16 +377,9 @@ class Model:
             n_ctx = self.options.ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train)
             chosen = budget.plan(n_ctx).vision_engine
 
-        started = time.perf_counter()
-        ahead = self._encode_ahead(vision, pictures) if cold and vision is not None and chosen != "mtmd" else None
-        engine = self._hold(self)
-        if vision is not None:
-            engine.use_mmproj(vision, mtmd_only=chosen == "mtmd")
-        load_seconds = engine.load_seconds if cold else (time.perf_counter() - started)
+        engine, load_seconds, ahead = self._engine_with_vision(self, vision, pictures, chosen == "mtmd")
         before = engine.counters.snapshot()
-        if ahead is not None:  # this question's encoding, done before the weights loaded
-            load_seconds += ahead.session_seconds
-            engine.counters.encode_seconds += ahead.encode_seconds
+        ahead.count(engine)
         tokenized = engine.tokenize(text, pictures)
         try:
             context_started = time.perf_counter()
