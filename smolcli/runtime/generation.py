@@ -129,7 +129,7 @@ def generate_pieces(
         raw = engine.last_logits() if guard is not None and choices is not None else None
         if guard is not None:
             guard.mask(engine.logits_view())
-        token = engine.sample(sampler.handle)
+        token = sampler.sample(engine.logits_view())
         if engine.is_end(token) and not limits.ignore_eos:
             finish_reason = "stop"
             break
