@@ -255,3 +255,17 @@ def test_a_grammar_asking_for_what_utf8_cannot_hold_is_an_error_not_a_crash(tiny
     path.write_text(surrogates)
     one_line_error(run("ask", "-m", str(tiny_pair[0]), "-t", "1", "--grammar", str(path), "hi"), "--grammar", "UTF-8")
 
+
+def test_a_structured_answer_that_does_not_parse_blames_only_what_cut_it(model):
+    from smolcli.runtime.grammar import parsed_answer, schema_constraint
+
+    with pytest.raises(smolcli.AnswerTruncated, match=r"a stop string cut .* remove stop=") as cut:
+        model.ask("Describe it.", json_schema=SCHEMAS["object"], stop=['"'], max_tokens=300)
+    assert cut.value.partial_text.startswith("{") and '"' not in cut.value.partial_text
+    constraint = schema_constraint(SCHEMAS["object"])
+    with pytest.raises(smolcli.AnswerTruncated, match=r"context filled up .* raise ctx="):
+        parsed_answer('{"name": "ab', constraint, "ctx", 300)
+    # the model ended it and it still does not parse: nothing the user set is to blame
+    with pytest.raises(smolcli.SmolcliError, match=r"ended but is not valid JSON \(Invalid control character") as bad:
+        parsed_answer('{"name": "a\x1bb"}', constraint, None, 300)
+    assert not isinstance(bad.value, smolcli.AnswerTruncated) and "stop" not in str(bad.value)
