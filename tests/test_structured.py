@@ -223,6 +223,25 @@ def test_the_utf8_guard_never_lets_a_character_start_that_cannot_be_finished():
     assert guard.allows(3) and not guard.allows(1)
 
 
+def test_the_guards_mask_inside_a_character_is_the_byte_by_byte_rule():
+    import numpy as np
+
+    from smolcli.runtime.utf8_guard import Utf8Vocabulary, unfinished_character
+
+    # the mask is computed from per-token tables; it must allow exactly what checking the bytes allows
+    rng = np.random.default_rng(0)
+    pieces = [bytes([b]) for b in range(256)] + [b""]
+    pieces += [bytes(rng.integers(0x80, 0xC0, 1)) + bytes(rng.integers(0, 256, n)) for n in rng.integers(1, 5, 3000)]
+    pieces += [b"\x80\x80" + "é中😀".encode()[:n] for n in range(10)]
+    vocabulary = Utf8Vocabulary(pieces)
+    pendings = [bytes([lead]) for lead in range(0xC2, 0xF5)]
+    pendings += [b"\xe0\xa0", b"\xe0\xbf", b"\xed\x80", b"\xed\x9f", b"\xef\xbf", b"\xf0\x90", b"\xf4\x8f"]
+    pendings += [b"\xf0\x90\x80", b"\xf4\x8f\xbf", b"\xf3\xbf\xbf"]
+    for pending in pendings:
+        expected = [t for t, piece in enumerate(pieces) if piece and unfinished_character(pending + piece) is not None]
+        assert list(vocabulary.continuing(pending)) == expected, pending
+
+
 @pytest.mark.parametrize("weights_seed", [1, 2])
 def test_structured_answers_are_whole_utf8_for_any_weights_and_draw(seeded_pair, weights_seed):
     # On these weights answers once reached a truncated surrogate (ED A7): the guard took it for an

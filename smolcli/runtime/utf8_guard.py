@@ -61,15 +61,43 @@ def unfinished_character(data: bytes) -> bytes | None:
 
 
 class Utf8Vocabulary:
-    """Each token's bytes, and which tokens can follow a character boundary: computed once per model."""
+    """Each token's bytes, classified once per model for the guard's masks."""
 
     def __init__(self, pieces: list[bytes]):
         self.pieces = pieces
         # at a character boundary: no token that is not the start of valid text (a last character left open is fine)
         self.blocked_at_boundary = np.array([unfinished_character(piece) is None for piece in pieces], dtype=bool)
-        self.continuation_tokens = np.array(
-            [token for token, piece in enumerate(pieces) if piece and 0x80 <= piece[0] <= 0xBF], dtype=np.int64
-        )
+        # inside a character: only tokens that begin with continuation bytes can come, described by
+        # their first byte, length, leading continuation bytes (up to 3, all a character can still
+        # need), and whether what follows the first 1, 2 or 3 bytes is valid on its own
+        tokens = [token for token, piece in enumerate(pieces) if piece and 0x80 <= piece[0] <= 0xBF]
+        self.continuation_tokens = np.array(tokens, dtype=np.int64)
+        self.first_byte = np.array([pieces[t][0] for t in tokens], dtype=np.int64)
+        self.length = np.array([len(pieces[t]) for t in tokens], dtype=np.int64)
+        self.continuations = np.array([_leading_continuations(pieces[t]) for t in tokens], dtype=np.int64)
+        self.valid_after = {
+            need: np.array([unfinished_character(pieces[t][need:]) is not None for t in tokens], dtype=bool)
+            for need in (1, 2, 3)
+        }
+
+    def continuing(self, pending: bytes) -> np.ndarray:
+        """The tokens that can follow `pending`, an unfinished character: they finish it, or go on with it."""
+        length, low, high = _SEQUENCES[pending[0]]
+        need = length - len(pending)
+        if len(pending) > 1:
+            low, high = 0x80, 0xBF  # the second byte, the only one with narrower bounds, is in
+        fits = (self.first_byte >= low) & (self.first_byte <= high)
+        short = self.length <= need  # all continuation bytes, the character still unfinished after it
+        fits &= np.where(short, self.continuations == self.length, self.continuations >= need)
+        fits &= short | self.valid_after[need]
+        return self.continuation_tokens[fits]
+
+
+def _leading_continuations(piece: bytes) -> int:
+    count = 0
+    while count < min(len(piece), 3) and 0x80 <= piece[count] <= 0xBF:
+        count += 1
+    return count
 
 
 class Utf8Guard:
@@ -86,11 +114,8 @@ class Utf8Guard:
         if not self.pending:
             self.blocked = vocabulary.blocked_at_boundary
         else:
-            # inside a character: only tokens that continue it exactly (checked one by one: few tokens do)
             self.blocked = np.ones(len(logits), dtype=bool)
-            for token in vocabulary.continuation_tokens:
-                if unfinished_character(self.pending + vocabulary.pieces[token]) is not None:
-                    self.blocked[token] = False
+            self.blocked[vocabulary.continuing(self.pending)] = False
         logits[self.blocked] = -np.inf
 
     def allows(self, token: int) -> bool:
