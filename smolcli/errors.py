@@ -127,4 +127,4 @@ class DiskFull(SmolcliError):
 
 
 class AnswerTruncated(SmolcliError):
-    """A structured answer that ended before its JSON did (max_tokens, a stop string); `partial_text` holds what came."""
+    """A structured answer cut before its JSON ended (max_tokens, a full context, a stop string); `partial_text` holds what came."""

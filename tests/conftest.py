@@ -169,6 +169,25 @@ def tiny_pair(converted):
 
 
 @pytest.fixture(scope="session")
+def seeded_pair(workdir):
+    """make(seed) -> (model path, mmproj path) of a tiny SmolVLM written with this seed.
+
+    numpy_checkpoint seeds by creation order, so the shared pair's weights depend on which test ran
+    first; a test that needs particular random weights names their seed here instead.
+    """
+    made: dict[int, tuple[Path, Path]] = {}
+
+    def make(seed: int) -> tuple[Path, Path]:
+        if seed not in made:
+            source = write_random_checkpoint(workdir / f"np-seed{seed}", "tiny", "SmolVLM", "BF16", seed=seed)
+            result = convert_checkpoint(source, workdir / f"gguf-seed{seed}", "F16", "F16", name=f"tiny-seed{seed}")
+            made[seed] = (result.model, result.mmproj)
+        return made[seed]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def images(workdir) -> dict[str, Path]:
     """Real image files of several shapes and formats."""
     folder = workdir / "images"

@@ -300,6 +300,12 @@ def test_response_format_json_schema_and_json_object_validate(server):
     )
     assert_error(status, body, 400)
     assert "json_schema" in body["error"]["message"]
+    # a structured answer cut short names the request parameter that really cut it
+    structured = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema}}
+    for cut, param in (({"max_tokens": 3}, "max_tokens"), ({"stop": ['"'], "max_tokens": 200}, "stop")):
+        request = {"messages": messages, "response_format": structured, **cut}
+        status, _, body = server.request("POST", "/v1/chat/completions", request)
+        assert param in assert_error(status, body, 400, "answer_truncated", param)["message"], body
 
 
 def test_second_turn_encodes_no_image_and_evaluates_only_its_own_tokens(server, tiny_pair, images):

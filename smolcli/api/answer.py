@@ -119,7 +119,7 @@ def answer_from(
 ) -> Answer:
     """The Answer of a finished generation on this engine; a structured one parsed and validated."""
     mmproj = engine.files.mmproj if with_images else None
-    value = parsed_answer(generation.text, constraint, generation.finish_reason, max_tokens) if constraint else None
+    value = parsed_answer(generation.text, constraint, generation.cut_by, max_tokens) if constraint else None
     return Answer(
         text=generation.text,
         finish_reason=generation.finish_reason,

@@ -33,6 +33,16 @@ class Generation:
     tokens: list[int] = field(default_factory=list)
     context_full: bool = False
     logprobs: list[TokenChoice] | None = None  # one per token, when asked for
+    stop_string_cut: bool = False  # a stop string ended it (finish_reason "stop" says only that it stopped)
+
+    @property
+    def cut_by(self) -> str | None:
+        """What ended the answer before the model did: "stop", "ctx" or "max_tokens" (the settings); None if nothing."""
+        if self.stop_string_cut:
+            return "stop"
+        if self.finish_reason == "length":
+            return "ctx" if self.context_full else "max_tokens"
+        return None
 
 
 class AnswerText:
@@ -129,7 +139,7 @@ def generate_pieces(
         raw = engine.last_logits() if guard is not None and choices is not None else None
         if guard is not None:
             guard.mask(engine.logits_view())
-        token = engine.sample(sampler.handle)
+        token = sampler.sample(engine.logits_view())
         if engine.is_end(token) and not limits.ignore_eos:
             finish_reason = "stop"
             break
@@ -153,7 +163,7 @@ def generate_pieces(
     tail = answer.finish()
     if tail:
         yield tail
-    return Generation(answer.text, finish_reason, tokens, context_full, choices)
+    return Generation(answer.text, finish_reason, tokens, context_full, choices, answer.stopped)
 
 
 def generate(

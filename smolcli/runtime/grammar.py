@@ -35,6 +35,12 @@ JSON_CHAR_RULE = (
     r'char ::= [^"\\\x00-\x1F\x7F] | "\\" (["\\/bfnrt] | "u" '
     + f"([0-9a-cA-Ce-fE-F] {HEX} {HEX} {HEX} | [dD] [0-7] {HEX} {HEX}))"
 )
+# why a structured answer ended before its JSON did, by what cut it ({{...}}: a setting, kept for the error)
+TRUNCATED = {
+    "max_tokens": "the answer reached {{max_tokens}} ({max_tokens}) before its JSON ended; raise {{max_tokens}}",
+    "ctx": "the context filled up before the answer's JSON ended; raise {{ctx}} or ask a shorter question",
+    "stop": "a stop string cut the answer before its JSON ended; remove {{stop}}",
+}
 HINTS = {
     "oneOf": "use anyOf (the grammar cannot enforce that exactly one alternative matches)",
     "allOf": "merge the parts into one schema",
@@ -235,20 +241,25 @@ def read_grammar(path: str) -> Constraint:
     return grammar_constraint(file.read_text(encoding="utf-8"), str(file))
 
 
-def parsed_answer(text: str, constraint: Constraint, finish_reason: str, max_tokens: int):
-    """The answer's JSON value, checked against the schema; truncation is said as such, never passed on."""
+def parsed_answer(text: str, constraint: Constraint, cut_by: str | None, max_tokens: int):
+    """The answer's JSON value, checked against the schema; truncation is said as such, never passed on.
+
+    `cut_by` names the setting that ended the answer before the model did ("max_tokens", "ctx",
+    "stop"), or is None when the model ended it: the error blames only what really cut it.
+    """
     if constraint.schema is None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
-        if finish_reason == "length":
-            raise AnswerTruncated(
-                f"the answer reached {{max_tokens}} ({max_tokens}) before its JSON ended; raise {{max_tokens}}",
-                partial_text=text,
+    except json.JSONDecodeError as error:
+        if cut_by is None:
+            # the grammar ends only on a whole JSON value: a sampler or grammar fault, not the user's settings
+            raise SmolcliError(
+                f"the answer ended but is not valid JSON ({error.msg} at character {error.pos}) though the grammar"
+                " should make that impossible; please report this schema"
             ) from None
         raise AnswerTruncated(
-            "a stop string cut the answer before its JSON ended; remove {stop}", partial_text=text
+            TRUNCATED[cut_by].format(max_tokens=max_tokens), partial_text=text, setting=cut_by
         ) from None
     import jsonschema
 

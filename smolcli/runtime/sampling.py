@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 
-from smolcli.errors import BadInput
+import numpy as np
+
+from smolcli.errors import BadInput, SmolcliError
 
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a seed itself
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Sampler:
 
         self._llama = llama_cpp
         self.handle = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        self._candidates: np.ndarray | None = None  # sample()'s llama_token_data array, reused
         if grammar is not None:
             stage = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
             if not stage:
@@ -68,6 +73,34 @@ class Sampler:
             self._add(llama_cpp.llama_sampler_init_top_p(options.top_p, 1))
         self._add(llama_cpp.llama_sampler_init_temp(options.temperature))
         self._add(llama_cpp.llama_sampler_init_dist(RANDOM_SEED if options.seed is None else options.seed))
+
+    def sample(self, logits: np.ndarray) -> int:
+        """The chain's choice from these logits (llama.cpp's own buffer), accepted into its state.
+
+        What llama_sampler_sample does, with one check between choosing and accepting: when the
+        grammar (with the UTF-8 guard's mask) leaves no token possible, the last stage draws one
+        anyway, and accepting a token the grammar does not allow aborts the whole process inside
+        llama.cpp. Such a choice is refused here instead, before the grammar sees it.
+        """
+        llama_cpp = self._llama
+        if self._candidates is None or len(self._candidates) != len(logits):
+            self._candidates = np.zeros(len(logits), dtype=TOKEN_DATA)
+        candidates = self._candidates
+        candidates["id"] = np.arange(len(logits))  # the stages reorder the array: filled again each time
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        data = candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        array = llama_cpp.llama_token_data_array(data, len(candidates), -1, False)
+        llama_cpp.llama_sampler_apply(self.handle, ctypes.byref(array))
+        chosen = array.data[array.selected]  # read through the array: a stage may point it elsewhere
+        if not math.isfinite(chosen.logit):
+            raise SmolcliError(
+                "the grammar allows no token here that keeps the answer valid UTF-8 (it asks for a character"
+                " UTF-8 cannot hold: a surrogate or one past U+10FFFF); change the {grammar}"
+            )
+        token = int(chosen.id)
+        llama_cpp.llama_sampler_accept(self.handle, token)
+        return token
 
     def _add(self, stage) -> None:
         self._llama.llama_sampler_chain_add(self.handle, stage)

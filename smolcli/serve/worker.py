@@ -262,7 +262,9 @@ class ModelWorker:
                 conversation=conversation,
             )
         except AnswerTruncated as error:
-            raise bad_request(error.text(http_spelling), "max_tokens", "answer_truncated") from None
+            # the request's parameter that cut it (a full context is the server's setting, no parameter)
+            param = error.facts.get("setting") if error.facts.get("setting") in ("max_tokens", "stop") else None
+            raise bad_request(error.text(http_spelling), param, "answer_truncated") from None
         finally:
             if not kept:
                 # a failed or stopped turn leaves the Chat's history as it was, but its images stay
