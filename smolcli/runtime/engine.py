@@ -579,9 +579,6 @@ class Engine:
 
     # --- generation ----------------------------------------------------------------------
 
-    def sample(self, sampler) -> int:
-        return int(self._llama.llama_sampler_sample(sampler, self.ctx, -1))
-
     def accept(self, token: int) -> None:
         """Feed a generated token back so the next one can be sampled."""
         llama_cpp = self._llama
