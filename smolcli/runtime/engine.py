@@ -7,6 +7,8 @@ With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no m
 the prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess)
 and the tiles' embeddings go into the cache through a llama_batch (embedding_batch), so the
 mmproj's weights are read only to build the ONNX file, never held in memory beside it.
+Such a prompt decodes as one run of rows, its text as token_embd's rows (token_embeddings), in
+n_batch batches: one llama_decode per text run and per tile cost 25% more prefill on 256M.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ctypes
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,13 +25,14 @@ from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
-from smolcli.runtime.embedding_batch import decode_embeddings
+from smolcli.runtime.embedding_batch import EmbeddingStream, decode_embeddings
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
-from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.image_tiles import thin_side_target, tile_size_of
 from smolcli.runtime.images import RGBImage, stretched
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
+from smolcli.runtime.token_embeddings import TokenEmbeddings, plain_lookup_refusal
 from smolcli.util.threads import usable_cores
 
 
@@ -50,6 +54,9 @@ class EngineOptions:
     # caches (CPU flash attention moves the logits when a few tokens attend over many: benchmarks/flash_attention_logits.py)
     # but costs memory: 2.2B's compute buffer at n_ctx 8192 is 556 MiB instead of 104 (llama.cpp's log), and 15% of prefill
     flash_attention: bool | None = None
+    # our own layout's prompts as one run of embedding rows (text as token_embd's rows): None when they hold
+    # images, True for every prompt, False never (one decode per text run and per tile; tests and benchmarks)
+    prefill_as_rows: bool | None = None
 
 
 @dataclass
@@ -136,6 +143,7 @@ class Engine:
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
         self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
+        self._token_embeddings: TokenEmbeddings | None = None  # mapped on the first prompt fed as rows
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
         llama_cpp.llama_backend_init()
@@ -428,6 +436,9 @@ class Engine:
     def evaluate(self, prompt: Prompt) -> None:
         """Run every chunk of the prompt through the model, appending to the cache."""
         self.check_fits(prompt.n_tokens)
+        if prompt.handle is None and self._as_rows(prompt):
+            self._evaluate_as_rows(prompt)
+            return
         if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
                 if chunk.kind == "text":
@@ -442,6 +453,48 @@ class Engine:
                 self._decode_text(described.tokens)
             else:
                 self._decode_image(chunk, described)
+
+    def _as_rows(self, prompt: Prompt) -> bool:
+        wanted = self.options.prefill_as_rows
+        if wanted is None:
+            wanted = any(chunk.kind == "image" for chunk in prompt.chunks)
+        return wanted and self.token_embeddings() is not None
+
+    def token_embeddings(self) -> TokenEmbeddings | None:
+        """The model's token_embd rows, where feeding them equals feeding the tokens (else None)."""
+        if self._token_embeddings is None:
+            llama_cpp = self._llama
+            adapters = [read_gguf(Path(path)) for path, _ in self.options.lora]  # headers only
+            n_embd_inp = int(llama_cpp.llama_model_n_embd_inp(self.model))
+            refusal = plain_lookup_refusal(self.files.model, n_embd_inp, self.n_vocab, adapters)
+            self._token_embeddings = TokenEmbeddings(self.files.model) if refusal is None else False
+        return self._token_embeddings or None
+
+    def _evaluate_as_rows(self, prompt: Prompt) -> None:
+        """The whole prompt as embedding rows, n_batch at a time: text runs looked up, tiles from the cache or
+        the ONNX encoder. The counters split as the per-chunk path's do: getting a tile's embeddings is
+        encode_seconds, the lookups and the decodes prefill_seconds."""
+        lookup = self.token_embeddings()
+        stream = EmbeddingStream(self._llama, self.ctx, lookup.n_embd, self.n_batch, self.n_past, prompt.n_tokens)
+        try:
+            for chunk in prompt.chunks:
+                started = time.perf_counter()
+                if chunk.kind == "text":
+                    rows = lookup.rows(chunk.tokens)
+                    self.counters.text_tokens += chunk.n_tokens
+                else:
+                    rows = self._tile_rows(chunk)
+                    self.counters.image_tokens += chunk.n_tokens
+                    encoded = time.perf_counter()
+                    self.counters.encode_seconds += encoded - started
+                    started = encoded
+                stream.append(rows)
+                self.counters.prefill_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            stream.finish()
+            self.counters.prefill_seconds += time.perf_counter() - started
+        finally:
+            self.n_past = stream.n_past  # what reached the cache, so a failed prompt can be rewound
 
     def _decode_text(self, tokens: list[int]) -> None:
         llama_cpp = self._llama
@@ -500,18 +553,22 @@ class Engine:
 
         encode: what makes the embeddings instead of the encoder's tile of a remembered image (video frames)."""
         started = time.perf_counter()
+        rows = self._tile_rows(described, encode)
+        encoded = time.perf_counter()
+        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
+        self.counters.image_tokens += described.n_tokens
+        self.counters.encode_seconds += encoded - started
+        self.counters.prefill_seconds += time.perf_counter() - encoded
+
+    def _tile_rows(self, described: Chunk, encode=None) -> np.ndarray:
+        """A tile's float32 [n_tokens, n_embd] embeddings: from the cache, or the ONNX encoder (stored for next time)."""
         key = self._embedding_key(described)
         stored = self._cached_embeddings(key) if key is not None else None
         embeddings = (
             np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key, encode)
         )
         self.vision_engine = self.options.vision_encoder.name
-        encoded = time.perf_counter()
-        rows = embeddings.reshape(described.n_tokens, -1)
-        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
-        self.counters.image_tokens += described.n_tokens
-        self.counters.encode_seconds += encoded - started
-        self.counters.prefill_seconds += time.perf_counter() - encoded
+        return embeddings.reshape(described.n_tokens, -1)
 
     def _encode(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
         """Run the vision encoder on one chunk; with a key, store its output for next time."""
