@@ -2,10 +2,14 @@
 as token_embd's rows: in n_batch batches instead of one llama_decode per text run and per tile.
 
 Text fed as rows gives the tokens' logits bit for bit (every quant type's lookup is exact). Without
-flash attention a whole image prompt as rows gives the per-chunk path's logits bit for bit too, however
-n_batch cuts it. With it (llama.cpp's default on the CPU) the logits move with how the batches are cut,
-whatever is in them: the same text as tokens in 9-token batches against one batch moves them 3e-3 on
-the F32 pair (5e-2 on Q4_K_M); rows against per-chunk measured 6e-4 .. 3.8e-3 here.
+flash attention a whole image prompt as rows gives the per-chunk path's logits bit for bit too on the
+F32 pair, however n_batch cuts it. Elsewhere llama.cpp's own numbers move with how batches are cut,
+whatever is in them: with flash attention (its default on the CPU) the same text as tokens in 9-token
+batches against one batch moves the F32 pair's logits 3e-3 (rows against per-chunk here: 6e-4 .. 3.8e-3);
+on quantized weights its kernels for batches under ~32 rows differ from its larger-batch ones (256M
+Q4_K_M, flash attention off, tokens alone: 2-, 5- and 16-token batches against one batch move the logits
+7e-2 .. 8.5e-2, 64- and 300-token ones not at all), so the per-chunk path's 2-token text runs between
+tiles are what differs there, by the same 8.3e-2 (benchmarks/prefill_rows.py).
 """
 
 from __future__ import annotations
