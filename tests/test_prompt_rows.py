@@ -20,15 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smolcli.models.smolvlm_video import FRAME_SLOT
 from smolcli.runtime.engine import Engine, EngineOptions
 from smolcli.runtime.generation import GenerationLimits
 from smolcli.runtime.gguf_file import TensorEntry, read_gguf
-from smolcli.runtime.images import load_image
+from smolcli.runtime.images import RGBImage, load_image
 from smolcli.runtime.model_files import resolve_model_files
 from smolcli.runtime.onnx_vision import OnnxVisionEncoder
 from smolcli.runtime.sampling import Sampler, SamplingOptions
 from smolcli.runtime.session import ChatSession
 from smolcli.runtime.token_embeddings import TOKEN_EMBD, plain_lookup_refusal
+from smolcli.runtime.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.synthetic.images import photo_like
 
 TEXT = (
     "<|im_start|>User: Tell me about the weather in the hills, the rivers and the towns.<end_of_utterance>\nAssistant:"
@@ -150,6 +153,34 @@ def test_a_chat_follow_up_with_and_without_an_image_matches_the_per_chunk_path(c
     (chunk_answers, chunk_logits, chunk_past), (row_answers, row_logits, row_past) = results[False], results[True]
     assert row_past == chunk_past
     assert row_answers == chunk_answers
+    assert np.array_equal(row_logits, chunk_logits), float(np.abs(row_logits - chunk_logits).max())
+
+
+def test_a_video_prompt_goes_in_as_one_run_of_rows_too(converted, images, tmp_path, decodes):
+    """Frames, an image and the text between them: one decode, the per-frame path's logits, progress per frame."""
+    pair = converted("F16", "F16", "SmolVLM2")
+    text = f"<|im_start|>User: Frame from 00:00:{FRAME_SLOT}\nFrame from 00:01:{FRAME_SLOT}\n<image>Same?<end_of_utterance>"
+    results = {}
+    for as_rows in (False, True):
+        del decodes[:]
+        encoder = OnnxVisionEncoder(2, "fp32", folder=tmp_path)
+        rows = None if as_rows else False
+        options = EngineOptions(threads=2, vision_encoder=encoder, prefill_as_rows=rows, flash_attention=False)
+        with Engine(resolve_model_files(pair.model, pair.mmproj), options) as engine:
+            engine.create_context(2048)
+            vision = FrameVision(engine, engine.files.mmproj)
+            assert vision.onnx
+            frames = [
+                RGBImage(f"f{i}", vision.tile, vision.tile, photo_like(vision.tile, vision.tile, i).tobytes())
+                for i in (1, 2)
+            ]
+            prompt = tokenize_video_prompt(engine, vision, text, [load_image(images["square"])], frames)
+            seen: list = []
+            evaluate_video_prompt(engine, vision, prompt, lambda done, total, seen=seen: seen.append((done, total)))
+            assert seen == [(1, 2), (2, 2)] and engine.n_past == prompt.n_tokens
+            results[as_rows] = (engine.last_logits(), len(decodes), engine.counters.images_encoded)
+    (chunk_logits, chunk_decodes, chunk_tiles), (row_logits, row_decodes, row_tiles) = results[False], results[True]
+    assert row_decodes == 1 and chunk_decodes > 5 and row_tiles == chunk_tiles
     assert np.array_equal(row_logits, chunk_logits), float(np.abs(row_logits - chunk_logits).max())
 
 

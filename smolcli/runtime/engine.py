@@ -18,6 +18,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -460,6 +461,10 @@ class Engine:
             wanted = any(chunk.kind == "image" for chunk in prompt.chunks)
         return wanted and self.token_embeddings() is not None
 
+    def can_prefill_as_rows(self) -> bool:
+        """Whether a prompt with images on our own layout goes in as one run of rows (video_prompt asks)."""
+        return self.options.prefill_as_rows is not False and self.token_embeddings() is not None
+
     def token_embeddings(self) -> TokenEmbeddings | None:
         """The model's token_embd rows, where feeding them equals feeding the tokens (else None)."""
         if self._token_embeddings is None:
@@ -471,25 +476,32 @@ class Engine:
         return self._token_embeddings or None
 
     def _evaluate_as_rows(self, prompt: Prompt) -> None:
-        """The whole prompt as embedding rows, n_batch at a time: text runs looked up, tiles from the cache or
-        the ONNX encoder. The counters split as the per-chunk path's do: getting a tile's embeddings is
-        encode_seconds, the lookups and the decodes prefill_seconds."""
+        self.evaluate_rows([(chunk, None) for chunk in prompt.chunks])
+
+    def evaluate_rows(self, pieces: list[tuple[Chunk, Callable | None]], after: Callable | None = None) -> None:
+        """Chunks in prompt order as one run of embedding rows, n_batch at a time: text runs looked up, tiles
+        from the cache or the ONNX encoder (with an encode, what makes them: a video frame's frame_encoder).
+        after(chunk, encode): called once each piece's rows are in. The counters split as the per-chunk path's
+        do: getting a tile's embeddings is encode_seconds, the lookups and the decodes prefill_seconds."""
         lookup = self.token_embeddings()
-        stream = EmbeddingStream(self._llama, self.ctx, lookup.n_embd, self.n_batch, self.n_past, prompt.n_tokens)
+        n_tokens = sum(chunk.n_tokens for chunk, _ in pieces)
+        stream = EmbeddingStream(self._llama, self.ctx, lookup.n_embd, self.n_batch, self.n_past, n_tokens)
         try:
-            for chunk in prompt.chunks:
+            for chunk, encode in pieces:
                 started = time.perf_counter()
                 if chunk.kind == "text":
                     rows = lookup.rows(chunk.tokens)
                     self.counters.text_tokens += chunk.n_tokens
                 else:
-                    rows = self._tile_rows(chunk)
+                    rows = self._tile_rows(chunk, encode)
                     self.counters.image_tokens += chunk.n_tokens
                     encoded = time.perf_counter()
                     self.counters.encode_seconds += encoded - started
                     started = encoded
                 stream.append(rows)
                 self.counters.prefill_seconds += time.perf_counter() - started
+                if after is not None:
+                    after(chunk, encode)
             started = time.perf_counter()
             stream.finish()
             self.counters.prefill_seconds += time.perf_counter() - started
@@ -545,8 +557,12 @@ class Engine:
 
     def decode_frame(self, described: Chunk, frame: RGBImage) -> None:
         """A video frame (one tile's square, untiled) through the ONNX encoder or the cache, into the KV cache."""
+        self._decode_tile_outside_mtmd(described, self.frame_encoder(frame))
+
+    def frame_encoder(self, frame: RGBImage) -> Callable:
+        """What makes a video frame's embeddings: the ONNX encoder on the frame as it is (one tile's square)."""
         encoder = self.options.vision_encoder
-        self._decode_tile_outside_mtmd(described, lambda: encoder.frame_embeddings(self.files.mmproj, frame))
+        return lambda: encoder.frame_embeddings(self.files.mmproj, frame)
 
     def _decode_tile_outside_mtmd(self, described: Chunk, encode=None) -> None:
         """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache.
