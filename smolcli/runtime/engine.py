@@ -686,6 +686,7 @@ class Engine:
         return buffer.raw[:size]
 
     def close(self) -> None:
+        self._token_embeddings = None  # its map of the model file
         if self.mtmd_ctx:
             self._mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 
+from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf_file import GGUFSummary
 
 TOKEN_EMBD = "token_embd.weight"
@@ -42,7 +43,7 @@ class TokenEmbeddings:
     def rows(self, tokens: list[int]) -> np.ndarray:
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.n_vocab):
-            raise ValueError(f"token id out of range for a {self.n_vocab}-token vocabulary")
+            raise SmolcliError(f"a token id out of range for a {self.n_vocab}-token vocabulary")
         distinct, where = np.unique(ids, return_inverse=True)
         values = gguf.quants.dequantize(np.asarray(self._raw[distinct]), self.qtype)
         return np.ascontiguousarray(values.reshape(len(distinct), self.n_embd)[where], dtype=np.float32)
