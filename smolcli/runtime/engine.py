@@ -7,6 +7,8 @@ With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no m
 the prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess)
 and the tiles' embeddings go into the cache through a llama_batch (embedding_batch), so the
 mmproj's weights are read only to build the ONNX file, never held in memory beside it.
+Such a prompt decodes as one run of rows, its text as token_embd's rows (token_embeddings), in
+n_batch batches: one llama_decode per text run and per tile cost 25% more prefill on 256M.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import ctypes
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,13 +26,14 @@ from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
-from smolcli.runtime.embedding_batch import decode_embeddings
+from smolcli.runtime.embedding_batch import EmbeddingStream, decode_embeddings
 from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
-from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.image_tiles import fit_for_tiling
 from smolcli.runtime.images import RGBImage
 from smolcli.runtime.model_files import ModelFiles
 from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
+from smolcli.runtime.token_embeddings import TokenEmbeddings, plain_lookup_refusal
 from smolcli.util.threads import usable_cores
 
 
@@ -50,6 +55,9 @@ class EngineOptions:
     # caches (CPU flash attention moves the logits when a few tokens attend over many: benchmarks/flash_attention_logits.py)
     # but costs memory: 2.2B's compute buffer at n_ctx 8192 is 556 MiB instead of 104 (llama.cpp's log), and 15% of prefill
     flash_attention: bool | None = None
+    # our own layout's prompts as one run of embedding rows (text as token_embd's rows): None when they hold
+    # images, True for every prompt, False never (one decode per text run and per tile; tests and benchmarks)
+    prefill_as_rows: bool | None = None
 
 
 @dataclass
@@ -136,6 +144,7 @@ class Engine:
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
         self.vision_engine = "mtmd"  # which encoder made the last image's embeddings
         self._utf8_vocabulary = None
+        self._token_embeddings: TokenEmbeddings | None = None  # mapped on the first prompt fed as rows
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
         llama_cpp.llama_backend_init()
@@ -423,6 +432,9 @@ class Engine:
     def evaluate(self, prompt: Prompt) -> None:
         """Run every chunk of the prompt through the model, appending to the cache."""
         self.check_fits(prompt.n_tokens)
+        if prompt.handle is None and self._as_rows(prompt):
+            self._evaluate_as_rows(prompt)
+            return
         if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
                 if chunk.kind == "text":
@@ -437,6 +449,59 @@ class Engine:
                 self._decode_text(described.tokens)
             else:
                 self._decode_image(chunk, described)
+
+    def _as_rows(self, prompt: Prompt) -> bool:
+        wanted = self.options.prefill_as_rows
+        if wanted is None:
+            wanted = any(chunk.kind == "image" for chunk in prompt.chunks)
+        return wanted and self.token_embeddings() is not None
+
+    def can_prefill_as_rows(self) -> bool:
+        """Whether a prompt with images on our own layout goes in as one run of rows (video_prompt asks)."""
+        return self.options.prefill_as_rows is not False and self.token_embeddings() is not None
+
+    def token_embeddings(self) -> TokenEmbeddings | None:
+        """The model's token_embd rows, where feeding them equals feeding the tokens (else None)."""
+        if self._token_embeddings is None:
+            llama_cpp = self._llama
+            adapters = [read_gguf(Path(path)) for path, _ in self.options.lora]  # headers only
+            n_embd_inp = int(llama_cpp.llama_model_n_embd_inp(self.model))
+            refusal = plain_lookup_refusal(self.files.model, n_embd_inp, self.n_vocab, adapters)
+            self._token_embeddings = TokenEmbeddings(self.files.model) if refusal is None else False
+        return self._token_embeddings or None
+
+    def _evaluate_as_rows(self, prompt: Prompt) -> None:
+        self.evaluate_rows([(chunk, None) for chunk in prompt.chunks])
+
+    def evaluate_rows(self, pieces: list[tuple[Chunk, Callable | None]], after: Callable | None = None) -> None:
+        """Chunks in prompt order as one run of embedding rows, n_batch at a time: text runs looked up, tiles
+        from the cache or the ONNX encoder (with an encode, what makes them: a video frame's frame_encoder).
+        after(chunk, encode): called once each piece's rows are in. The counters split as the per-chunk path's
+        do: getting a tile's embeddings is encode_seconds, the lookups and the decodes prefill_seconds."""
+        lookup = self.token_embeddings()
+        n_tokens = sum(chunk.n_tokens for chunk, _ in pieces)
+        stream = EmbeddingStream(self._llama, self.ctx, lookup.n_embd, self.n_batch, self.n_past, n_tokens)
+        try:
+            for chunk, encode in pieces:
+                started = time.perf_counter()
+                if chunk.kind == "text":
+                    rows = lookup.rows(chunk.tokens)
+                    self.counters.text_tokens += chunk.n_tokens
+                else:
+                    rows = self._tile_rows(chunk, encode)
+                    self.counters.image_tokens += chunk.n_tokens
+                    encoded = time.perf_counter()
+                    self.counters.encode_seconds += encoded - started
+                    started = encoded
+                stream.append(rows)
+                self.counters.prefill_seconds += time.perf_counter() - started
+                if after is not None:
+                    after(chunk, encode)
+            started = time.perf_counter()
+            stream.finish()
+            self.counters.prefill_seconds += time.perf_counter() - started
+        finally:
+            self.n_past = stream.n_past  # what reached the cache, so a failed prompt can be rewound
 
     def _decode_text(self, tokens: list[int]) -> None:
         llama_cpp = self._llama
@@ -487,26 +552,34 @@ class Engine:
 
     def decode_frame(self, described: Chunk, frame: RGBImage) -> None:
         """A video frame (one tile's square, untiled) through the ONNX encoder or the cache, into the KV cache."""
+        self._decode_tile_outside_mtmd(described, self.frame_encoder(frame))
+
+    def frame_encoder(self, frame: RGBImage) -> Callable:
+        """What makes a video frame's embeddings: the ONNX encoder on the frame as it is (one tile's square)."""
         encoder = self.options.vision_encoder
-        self._decode_tile_outside_mtmd(described, lambda: encoder.frame_embeddings(self.files.mmproj, frame))
+        return lambda: encoder.frame_embeddings(self.files.mmproj, frame)
 
     def _decode_tile_outside_mtmd(self, described: Chunk, encode=None) -> None:
         """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache.
 
         encode: what makes the embeddings instead of the encoder's tile of a remembered image (video frames)."""
         started = time.perf_counter()
+        rows = self._tile_rows(described, encode)
+        encoded = time.perf_counter()
+        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
+        self.counters.image_tokens += described.n_tokens
+        self.counters.encode_seconds += encoded - started
+        self.counters.prefill_seconds += time.perf_counter() - encoded
+
+    def _tile_rows(self, described: Chunk, encode=None) -> np.ndarray:
+        """A tile's float32 [n_tokens, n_embd] embeddings: from the cache, or the ONNX encoder (stored for next time)."""
         key = self._embedding_key(described)
         stored = self._cached_embeddings(key) if key is not None else None
         embeddings = (
             np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside_mtmd(described, key, encode)
         )
         self.vision_engine = self.options.vision_encoder.name
-        encoded = time.perf_counter()
-        rows = embeddings.reshape(described.n_tokens, -1)
-        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
-        self.counters.image_tokens += described.n_tokens
-        self.counters.encode_seconds += encoded - started
-        self.counters.prefill_seconds += time.perf_counter() - encoded
+        return embeddings.reshape(described.n_tokens, -1)
 
     def _encode(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
         """Run the vision encoder on one chunk; with a key, store its output for next time."""
@@ -604,6 +677,7 @@ class Engine:
         return buffer.raw[:size]
 
     def close(self) -> None:
+        self._token_embeddings = None  # its map of the model file
         if self.mtmd_ctx:
             self._mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None

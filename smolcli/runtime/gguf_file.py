@@ -53,6 +53,7 @@ class GGUFSummary:
     size: int
     array_lengths: dict[str, int] = field(default_factory=dict)  # every array key, tokenizer ones included
     scalar_offsets: dict[str, int] = field(default_factory=dict)  # where each scalar value's bytes start in the file
+    tensors: dict[str, "TensorEntry"] = field(default_factory=dict)  # the tensor table, data offsets absolute
 
     @property
     def embedding_length(self) -> int | None:
@@ -61,6 +62,15 @@ class GGUFSummary:
     @property
     def projection_dim(self) -> int | None:
         return self.metadata.get(gguf.Keys.ClipVision.PROJECTION_DIM)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor's place in the file: enough to map its bytes (runtime.token_embeddings reads token_embd's rows)."""
+
+    ggml_type: int
+    dims: tuple[int, ...]  # GGUF order: dims[0] is the row width
+    offset: int  # from the start of the file
 
 
 class _Damaged(Exception):
@@ -155,6 +165,7 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
     alignment = int(metadata.get(gguf.Keys.General.ALIGNMENT, DEFAULT_ALIGNMENT))
     data_start = -(-header.pos // alignment) * alignment
     types: dict[str, int] = {}
+    entries: dict[str, TensorEntry] = {}
     parameters = 0
     for name, dims, kind, offset in tensors:
         if data_start + offset + _tensor_bytes(kind, dims) > size:
@@ -164,12 +175,13 @@ def _parse(path: Path, data: mmap.mmap, size: int) -> GGUFSummary:
         type_name = gguf.GGMLQuantizationType(kind).name
         types[type_name] = types.get(type_name, 0) + 1
         parameters += math.prod(dims)
+        entries[name] = TensorEntry(kind, tuple(dims), data_start + offset)
     architecture = str(metadata.get(gguf.Keys.General.ARCHITECTURE, "?"))
     is_mmproj = architecture == CLIP_ARCHITECTURE or metadata.get(gguf.Keys.General.TYPE) == gguf.GGUFType.MMPROJ
     kind = gguf.GGUFType.MMPROJ if is_mmproj else gguf.GGUFType.MODEL
     if metadata.get(gguf.Keys.General.TYPE) == gguf.GGUFType.ADAPTER:
         kind = gguf.GGUFType.ADAPTER  # a LoRA: applied to a base model, never loaded as one
-    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths, offsets)
+    return GGUFSummary(path, architecture, kind, metadata, types, parameters, size, lengths, offsets, entries)
 
 
 def read_gguf(path: Path) -> GGUFSummary:

@@ -184,6 +184,10 @@ def evaluate_video_prompt(engine: Engine, vision: FrameVision, prompt: VideoProm
     engine.check_fits(prompt.n_tokens)
     mtmd = engine._mtmd
     n_frames = sum(1 for part in prompt.parts if isinstance(part, FramePart))
+    own_layout = all(isinstance(part, FramePart) or part.handle is None for part in prompt.parts)
+    if vision.onnx and own_layout and engine.can_prefill_as_rows():
+        _evaluate_as_rows(engine, prompt, n_frames, progress)
+        return
     done = 0
     for part in prompt.parts:
         if isinstance(part, FramePart):
@@ -197,3 +201,23 @@ def evaluate_video_prompt(engine: Engine, vision: FrameVision, prompt: VideoProm
                 progress(done, n_frames)
         else:
             engine.evaluate(part)
+
+
+def _evaluate_as_rows(engine: Engine, prompt: VideoPrompt, n_frames: int, progress) -> None:
+    """On the ONNX path: text, images and frames as one run of rows (Engine.evaluate_rows), not a decode each."""
+    pieces: list = []
+    for part in prompt.parts:
+        if isinstance(part, FramePart):
+            pieces.append((part.prompt.chunks[part.index], engine.frame_encoder(part.frame)))
+        else:
+            pieces += [(chunk, None) for chunk in part.chunks]
+    done = 0
+
+    def after(chunk, encode) -> None:
+        nonlocal done
+        if encode is not None:  # a frame
+            done += 1
+            if progress is not None:
+                progress(done, n_frames)
+
+    engine.evaluate_rows(pieces, after)
