@@ -80,6 +80,7 @@ from smolcli.runtime.quant_types import KV_CACHE_TYPES, kv_block
 MiB = 1024 * 1024
 KV_GRANULE = 256  # llama.cpp pads n_ctx to this
 MAX_UBATCH = 512  # the engine's n_ubatch: min(512, n_ctx)
+MAX_BATCH = 2048  # its n_batch: min(EngineOptions.n_batch, n_ctx)
 FLOAT = 4
 QType = gguf.GGMLQuantizationType
 REPACKED_TYPES = (QType.Q4_0, QType.Q4_K, QType.IQ4_NL, QType.Q8_0)
@@ -388,7 +389,9 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
     if onnx:  # the ONNX session on the CPU in place of mtmd's buffers
         vision_on_gpu = False
         vision_weights, vision_compute = onnx_weights_bytes(vision.dims), onnx_compute_bytes(vision.dims)
-        images = onnx_images_bytes(vision.dims, run.images)
+        # and the prompt's rows on their way into llama.cpp (embedding_batch.EmbeddingStream): one batch, and
+        # llama_batch_init's copy of it
+        images = onnx_images_bytes(vision.dims, run.images) + 2 * FLOAT * min(MAX_BATCH, run.n_ctx) * dims.n_embd
         runtime += ORT_RUNTIME
     build = onnx_build_bytes(vision.dims) if onnx and not run.onnx_built else 0
     parts = (
