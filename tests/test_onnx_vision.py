@@ -273,7 +273,12 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
     path = build_or_reuse(mmproj, "int8", onnx_folder(), "asym-fp32-o")
     pixels = pixel_values(load_image(images["square"]), w.longest_edge, w.tile, w.mean, w.std)[:1]
     by_op, wall = time_by_op(str(path), pixels, 2)
-    assert by_op["MatMulInteger"] > 0 and "LayerNormalization" in by_op and 0 < sum(by_op.values()) <= wall * 1.05
+    assert (
+        by_op["MatMulIntegerToFloat"] > 0
+        and by_op["MultiHeadAttention"] > 0
+        and "LayerNormalization" in by_op
+        and 0 < sum(by_op.values()) <= wall * 1.05
+    )
     macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
     ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
     assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2

@@ -195,9 +195,49 @@ def attention_groups(heads: int) -> int:
     return heads // HEADS_PER_GROUP if heads % HEADS_PER_GROUP == 0 and heads > HEADS_PER_GROUP else 1
 
 
-def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
-    """The ONNX ModelProto of the encoder + connector."""
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (MultiHeadAttention, MatMulNBits)
+# "mha": com.microsoft MultiHeadAttention, q, k, v [tiles, patches, width] straight from the linears; ORT's CPU
+# kernel runs it as flash attention (blocks of keys, an online softmax), so no [patches, patches] scores are
+# held and it is faster than the matmul form. "matmul": plain ONNX ops (MatMul, Softmax, MatMul), a few heads
+# at a time.
+ATTENTIONS = ("mha", "matmul")
+ATTENTION = "mha"
+
+
+def grouped_attention(g: Graph, h: str, p: str, heads: int, head_dim: int, linear: Linear, t, shape) -> str:
+    """[tiles, patches, width] context of one layer, as MatMul / Softmax / MatMul over head groups."""
+
+    def heads_of(name: str) -> str:
+        y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
+        return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
+
+    scale = g.const(g.name("attn.scale"), np.array(head_dim**-0.5, dtype=np.float32))
+    q = g.op("Mul", [heads_of("attn_q"), scale])  # scaled before the product: on [tokens, head] not [tokens, tokens]
+    k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
+    v = heads_of("attn_v")
+    groups = attention_groups(heads)
+    # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
+    contexts = [
+        g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
+        for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
+    ]
+    context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
+    width = heads * head_dim
+    return g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
+
+
+def multi_head_attention(g: Graph, h: str, p: str, heads: int, linear: Linear, t) -> str:
+    """[tiles, patches, width] context of one layer through com.microsoft MultiHeadAttention (scale 1/sqrt(head))."""
+    q, k, v = (linear(g, h, t[f"{p}{n}.weight"], t[f"{p}{n}.bias"], p + n) for n in ("attn_q", "attn_k", "attn_v"))
+    return g.op("MultiHeadAttention", [q, k, v], p + "attn", domain=MS_DOMAIN, num_heads=heads)
+
+
+def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET, attention: str = ATTENTION):
+    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS."""
     from onnx import TensorProto, helper
+
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}, not one of {ATTENTIONS}")
 
     g = Graph()
     t = w.tensors
@@ -222,28 +262,13 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
     )
     x = g.op("Transpose", [g.op("Reshape", [conv, shape(0, width, grid * grid)])], perm=[0, 2, 1])
     x = g.op("Add", [x, g.const("positions", t["v.position_embd.weight"])], "embed")
-    scale = g.const("attn.scale", np.array(head_dim**-0.5, dtype=np.float32))
     for bid in range(w.layers):
         p = f"v.blk.{bid}."
         h = layer_norm(x, p + "ln1")
-
-        def heads_of(name: str, h: str = h, p: str = p) -> str:
-            y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
-            return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
-
-        q = g.op(
-            "Mul", [heads_of("attn_q"), scale]
-        )  # scaled before the product: on [tokens, head] not [tokens, tokens]
-        k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
-        v = heads_of("attn_v")
-        groups = attention_groups(heads)
-        # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
-        contexts = [
-            g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
-            for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
-        ]
-        context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
-        context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
+        if attention == "mha":
+            context = multi_head_attention(g, h, p, heads, linear, t)
+        else:
+            context = grouped_attention(g, h, p, heads, head_dim, linear, t, shape)
         attn = linear(g, context, t[p + "attn_out.weight"], t[p + "attn_out.bias"], p + "attn_out")
         x = g.op("Add", [x, attn], p + "res1")
         h = layer_norm(x, p + "ln2")
@@ -268,6 +293,9 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tiles", w.tokens, n_embd])],
         g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="smolcli")
+    opsets = [helper.make_opsetid("", opset)]
+    if any(node.domain == MS_DOMAIN for node in g.nodes):
+        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="smolcli")
     model.ir_version = 10
     return model
