@@ -6,7 +6,8 @@ pre-norm encoder layers (tanh GELU), post-layernorm, the connector's pixel shuff
 Idefics3Connector.pixel_shuffle reshapes it, and the bias-free projection. Input `pixel_values`
 [tiles, 3, S, S] (already rescaled and normalized), output `embeddings` [tiles, tokens, text width].
 
-Linear layers go through `linear()`, so that onnx_int8 can write the same graph with int8 weights.
+Linear layers go through `linear()`, so that onnx_int8 can write the same graph with int8 weights;
+attention is onnxruntime's MultiHeadAttention (or, for comparison, plain MatMul / Softmax / MatMul).
 """
 
 from __future__ import annotations
@@ -218,9 +219,9 @@ def attention_groups(heads: int) -> int:
 
 MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (MultiHeadAttention, MatMulNBits)
 # "mha": com.microsoft MultiHeadAttention, q, k, v [tiles, patches, width] straight from the linears; ORT's CPU
-# kernel runs it as flash attention (blocks of keys, an online softmax), so no [patches, patches] scores are
-# held and it is faster than the matmul form. "matmul": plain ONNX ops (MatMul, Softmax, MatMul), a few heads
-# at a time.
+# kernel runs it as flash attention (MLAS: blocks of keys, an online softmax), so no [patches, patches] scores
+# are held (256M: 19 MB less per run) and no transposes are written. "matmul": plain ONNX ops (MatMul, Softmax,
+# MatMul), a few heads at a time: FORMAT_VERSION 5's graph, and what onnxruntime's quantize_dynamic can read.
 ATTENTIONS = ("mha", "matmul")
 ATTENTION = "mha"
 
