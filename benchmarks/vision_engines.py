@@ -218,13 +218,13 @@ def profile(threads: int, mmproj: Path, pixels: np.ndarray, folder: Path, kind: 
     for op, seconds in sorted(by_op.items(), key=lambda item: -item[1]):
         print(f"| {op} | {seconds:.3f} | {seconds / total:.1%} |")
     int8_seconds = sum(by_op.get(op, 0.0) for op in INT8_OPS)
-    float_seconds = by_op.get("MatMul", 0.0) + by_op.get("Conv", 0.0)
+    float_seconds = sum(by_op.get(op, 0.0) for op in ("MatMul", "Conv", "MultiHeadAttention"))
     practical, float_peak, theoretical = matmul_peak(threads), matmul_peak(threads, "MatMul"), vnni_peak(threads)
     int8_rate = macs["int8"] / int8_seconds / 1e9 if int8_seconds else 0.0
     whole = (macs["int8"] + macs["float"]) / wall / 1e9
     print(f"multiply-adds per tile: int8 {macs['int8'] / 1e9:.1f} G, float {macs['float'] / 1e9:.1f} G")
     print(
-        f"int8 kernels: {int8_rate:.0f} GMAC/s; float MatMul + Conv: {macs['float'] / max(float_seconds, 1e-9) / 1e9:.0f} GMAC/s"
+        f"int8 kernels: {int8_rate:.0f} GMAC/s; float MatMul + Conv + attention: {macs['float'] / max(float_seconds, 1e-9) / 1e9:.0f} GMAC/s"
     )
     print(
         f"ORT {2048}^3 MatMulInteger u8s8: {practical:.0f} GMAC/s (practical int8 peak); float32 MatMul {float_peak:.0f} GMAC/s"

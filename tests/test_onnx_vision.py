@@ -273,7 +273,12 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
     path = build_or_reuse(mmproj, "int8", onnx_folder(), "asym-fp32-o")
     pixels = pixel_values(load_image(images["square"]), w.longest_edge, w.tile, w.mean, w.std)[:1]
     by_op, wall = time_by_op(str(path), pixels, 2)
-    assert by_op["MatMulInteger"] > 0 and "LayerNormalization" in by_op and 0 < sum(by_op.values()) <= wall * 1.05
+    assert (
+        by_op["MatMulIntegerToFloat"] > 0
+        and by_op["MultiHeadAttention"] > 0
+        and "LayerNormalization" in by_op
+        and 0 < sum(by_op.values()) <= wall * 1.05
+    )
     macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
     ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
     assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2
@@ -354,3 +359,24 @@ def test_every_tile_embedding_has_cosine_0_999_to_transformers(generation, onnx_
         cosines = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
         print(generation, precision, "worst tile cosine", round(float(cosines.min()), 6))  # shown with -s
         assert cosines.min() >= 0.999, (precision, cosines)
+
+
+def test_float_weights_in_pieces_along_k_give_the_same_embeddings(tiny_pair, images, monkeypatch):
+    """The connector's float32 weight is split along K (its load peak); the pieces' sum is the whole product."""
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime import onnx_graph
+    from smolcli.runtime.image_preprocess import pixel_values
+
+    weights = onnx_graph.read_vision_weights(tiny_pair[1])
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+
+    def run(model) -> np.ndarray:
+        return session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+
+    whole = run(onnx_graph.build_model(weights))
+    k, n = weights.tensors.shape("mm.model.fc.weight")[::-1]
+    monkeypatch.setattr(onnx_graph, "FLOAT_PIECE_BYTES", k * n)  # a quarter of the connector per piece
+    assert onnx_graph.float_pieces(k, n) == 4
+    model = onnx_graph.build_model(weights)
+    assert sum(node.op_type == "Sum" for node in model.graph.node) > 0
+    assert np.abs(run(model) - whole).max() < 1e-5 * np.abs(whole).max()

@@ -2,7 +2,7 @@
 
 `time_by_op` runs a built encoder with ONNX Runtime's profiler and sums the kernel time of the
 last run by op type; `encoder_macs` counts the multiply-adds per tile from the graph (int8 in
-MatMulInteger / MatMulNBits, float in MatMul and Conv); `int8_peak` measures a large square u8 x s8
+MatMulInteger[ToFloat] / MatMulNBits, float in MatMul, Conv and attention); `int8_peak` measures a large square u8 x s8
 MatMulInteger through ORT on the same threads (the practical peak), and `vnni_peak` gives the
 theoretical one from the clock.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-INT8_OPS = ("MatMulInteger", "MatMulNBits")
+INT8_OPS = ("MatMulInteger", "MatMulIntegerToFloat", "MatMulNBits")
 PEAK_SIZE = 2048  # M = K = N of the peak's MatMulInteger: large enough that packing is a small share
 PEAK_SECONDS = 1.5
 # one 512-bit VPDPBUSD (64 u8 x s8 multiply-adds) per cycle per core: AMD Zen 4's rate, and one port's on
@@ -57,17 +57,17 @@ def time_by_op(model: bytes | str, pixels: np.ndarray, threads: int) -> tuple[di
 
 
 def encoder_macs(model, grid_tokens: int, tokens: int, width: int, layers: int) -> dict[str, int]:
-    """Multiply-adds per tile by kind: "int8" (MatMulInteger, MatMulNBits), "float" (MatMul, Conv).
+    """Multiply-adds per tile by kind: "int8" (MatMulInteger[ToFloat], MatMulNBits), "float" (MatMul, Conv).
 
     Linear layers read their [K, N] (or MatMulNBits' K and N) from the graph; the connector's rows are
     the tile's tokens, every other layer's the patches. Attention's two float MatMuls per layer are
-    patches^2 x width each.
+    patches^2 x width each (in MultiHeadAttention or as MatMuls).
     """
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
     counts = {"int8": 0, "float": 0}
     for node in model.graph.node:
         rows = tokens if node.name.startswith("mm.") else grid_tokens
-        if node.op_type == "MatMulInteger":
+        if node.op_type in ("MatMulInteger", "MatMulIntegerToFloat"):
             k, n = shapes[node.input[1]]
             counts["int8"] += rows * k * n
         elif node.op_type == "MatMulNBits":

@@ -6,7 +6,8 @@ pre-norm encoder layers (tanh GELU), post-layernorm, the connector's pixel shuff
 Idefics3Connector.pixel_shuffle reshapes it, and the bias-free projection. Input `pixel_values`
 [tiles, 3, S, S] (already rescaled and normalized), output `embeddings` [tiles, tokens, text width].
 
-Linear layers go through `linear()`, so that onnx_int8 can write the same graph with int8 weights.
+Linear layers go through `linear()`, so that onnx_int8 can write the same graph with int8 weights;
+attention is onnxruntime's MultiHeadAttention (or, for comparison, plain MatMul / Softmax / MatMul).
 """
 
 from __future__ import annotations
@@ -182,8 +183,29 @@ class Graph:
         return outs
 
 
+# The largest float32 weight matrix one MatMul gets. ORT holds each initializer twice for a moment while it
+# packs it at load (the read copy and MLAS's packed one): the connector's projection, 28 MB on 256M and 85 MB
+# on 2.2B, set the session's load peak. In pieces along K, the pieces are packed one after another.
+FLOAT_PIECE_BYTES = 8 * 2**20
+
+
+def float_pieces(k: int, n: int) -> int:
+    """How many equal pieces along K a [K, N] float32 weight is split into: the fewest within FLOAT_PIECE_BYTES."""
+    return next((c for c in range(1, k + 1) if k % c == 0 and (k // c) * n * 4 <= FLOAT_PIECE_BYTES), k)
+
+
 def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-    y = g.op("MatMul", [x, g.const(f"{name}.wt", weight.T.astype(np.float32))], name)
+    w_t = weight.T.astype(np.float32)
+    pieces = float_pieces(*w_t.shape)
+    if pieces == 1:
+        y = g.op("MatMul", [x, g.const(f"{name}.wt", w_t)], name)
+    else:  # x's K split the same way: the sum of the pieces' products
+        rows = len(w_t) // pieces
+        products = [
+            g.op("MatMul", [part, g.const(f"{name}.wt{i}", w_t[i * rows : (i + 1) * rows])], name)
+            for i, part in enumerate(g.split(x, pieces, axis=-1))
+        ]
+        y = g.op("Sum", products, name)
     return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
 
 
@@ -195,9 +217,49 @@ def attention_groups(heads: int) -> int:
     return heads // HEADS_PER_GROUP if heads % HEADS_PER_GROUP == 0 and heads > HEADS_PER_GROUP else 1
 
 
-def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET):
-    """The ONNX ModelProto of the encoder + connector."""
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (MultiHeadAttention, MatMulNBits)
+# "mha": com.microsoft MultiHeadAttention, q, k, v [tiles, patches, width] straight from the linears; ORT's CPU
+# kernel runs it as flash attention (MLAS: blocks of keys, an online softmax), so no [patches, patches] scores
+# are held (256M: 19 MB less per run) and no transposes are written. "matmul": plain ONNX ops (MatMul, Softmax,
+# MatMul), a few heads at a time: FORMAT_VERSION 5's graph, and what onnxruntime's quantize_dynamic can read.
+ATTENTIONS = ("mha", "matmul")
+ATTENTION = "mha"
+
+
+def grouped_attention(g: Graph, h: str, p: str, heads: int, head_dim: int, linear: Linear, t, shape) -> str:
+    """[tiles, patches, width] context of one layer, as MatMul / Softmax / MatMul over head groups."""
+
+    def heads_of(name: str) -> str:
+        y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
+        return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
+
+    scale = g.const(g.name("attn.scale"), np.array(head_dim**-0.5, dtype=np.float32))
+    q = g.op("Mul", [heads_of("attn_q"), scale])  # scaled before the product: on [tokens, head] not [tokens, tokens]
+    k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
+    v = heads_of("attn_v")
+    groups = attention_groups(heads)
+    # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
+    contexts = [
+        g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
+        for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
+    ]
+    context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
+    width = heads * head_dim
+    return g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
+
+
+def multi_head_attention(g: Graph, h: str, p: str, heads: int, linear: Linear, t) -> str:
+    """[tiles, patches, width] context of one layer through com.microsoft MultiHeadAttention (scale 1/sqrt(head))."""
+    q, k, v = (linear(g, h, t[f"{p}{n}.weight"], t[f"{p}{n}.bias"], p + n) for n in ("attn_q", "attn_k", "attn_v"))
+    return g.op("MultiHeadAttention", [q, k, v], p + "attn", domain=MS_DOMAIN, num_heads=heads)
+
+
+def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET, attention: str = ATTENTION):
+    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS."""
     from onnx import TensorProto, helper
+
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}, not one of {ATTENTIONS}")
 
     g = Graph()
     t = w.tensors
@@ -222,28 +284,13 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
     )
     x = g.op("Transpose", [g.op("Reshape", [conv, shape(0, width, grid * grid)])], perm=[0, 2, 1])
     x = g.op("Add", [x, g.const("positions", t["v.position_embd.weight"])], "embed")
-    scale = g.const("attn.scale", np.array(head_dim**-0.5, dtype=np.float32))
     for bid in range(w.layers):
         p = f"v.blk.{bid}."
         h = layer_norm(x, p + "ln1")
-
-        def heads_of(name: str, h: str = h, p: str = p) -> str:
-            y = linear(g, h, t[f"{p}{name}.weight"], t[f"{p}{name}.bias"], p + name)
-            return g.op("Transpose", [g.op("Reshape", [y, shape(0, -1, heads, head_dim)])], perm=[0, 2, 1, 3])
-
-        q = g.op(
-            "Mul", [heads_of("attn_q"), scale]
-        )  # scaled before the product: on [tokens, head] not [tokens, tokens]
-        k_t = g.op("Transpose", [heads_of("attn_k")], perm=[0, 1, 3, 2])
-        v = heads_of("attn_v")
-        groups = attention_groups(heads)
-        # a few heads at a time, in node order: only one group's [tokens, tokens] scores are alive at once
-        contexts = [
-            g.op("MatMul", [g.op("Softmax", [g.op("MatMul", [q_g, k_g])], axis=-1), v_g])
-            for q_g, k_g, v_g in zip(g.split(q, groups, 1), g.split(k_t, groups, 1), g.split(v, groups, 1), strict=True)
-        ]
-        context = g.op("Concat", contexts, axis=1) if groups > 1 else contexts[0]
-        context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
+        if attention == "mha":
+            context = multi_head_attention(g, h, p, heads, linear, t)
+        else:
+            context = grouped_attention(g, h, p, heads, head_dim, linear, t, shape)
         attn = linear(g, context, t[p + "attn_out.weight"], t[p + "attn_out.bias"], p + "attn_out")
         x = g.op("Add", [x, attn], p + "res1")
         h = layer_norm(x, p + "ln2")
@@ -268,6 +315,9 @@ def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OP
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tiles", w.tokens, n_embd])],
         g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="smolcli")
+    opsets = [helper.make_opsetid("", opset)]
+    if any(node.domain == MS_DOMAIN for node in g.nodes):
+        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="smolcli")
     model.ir_version = 10
     return model

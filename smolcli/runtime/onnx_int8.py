@@ -10,10 +10,15 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
 - "asym-fp32-vo": the same with attn_v in fp32 too: closer still, slower.
 - "asym-fp32-c": per-row-asym with only the connector in fp32.
 - "asym-nbits-vo": per-row-asym, the connector in fp32, attn_out and attn_v as MatMulNBits.
+- "asym-nbits-o" / "asym-nbits1-o": the default with attn_out and the connector as 8-bit MatMulNBits
+  (accuracy level 4 / level 1, float arithmetic): 56 MB of fp32 weights become 15 MB on 256M, but
+  the error on the tiny test checkpoints rises past the Q8_0 mmproj's (1.25x / 1.18x), so not the default.
+- "asym-fp32-o-v5": the default as FORMAT_VERSION 5 wrote it (MatMul / Softmax attention, the rescale
+  step by step), kept for benchmarks' side-by-side figures.
 - "per-row-asym": int8 per-channel weights, activations quantized per token with each row's own
   min and max (GELU's mostly positive outputs use all 256 levels); MatMulInteger takes only a scalar
   zero point, so the rows' zero points are taken out after the product (zero point x the weight's
-  column sums).
+  column sums), fused into MatMulIntegerToFloat + Mul + one Gemm (per_row_asym_linear).
 - "per-row": the same with symmetric activations (one absmax scale per row, zero point 128).
 - "nbits": every linear layer as com.microsoft MatMulNBits 8-bit, one scale per 32 weights,
   activations quantized per 32 (accuracy level 4): Q8_0's arithmetic, but in ORT 1.32's MLAS on
@@ -26,11 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from smolcli.runtime.onnx_graph import Graph, Linear, VisionWeights, build_model, float_linear
+from smolcli.runtime.onnx_graph import ATTENTION, MS_DOMAIN, Graph, Linear, VisionWeights, build_model, float_linear
 
 PER_ROW_OPSET = 21  # blocked QuantizeLinear
 NBITS_BLOCK = 32  # Q8_0's block
 CONNECTOR, ATTN_OUT, ATTN_V = "mm.model.fc", "attn_out", "attn_v"  # layer name endings
+V5_DEFAULT = "asym-fp32-o-v5"  # the default form as FORMAT_VERSION 5 wrote it: benchmarks measure against it
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,16 +69,24 @@ def per_row_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None
     return _add_bias(g, g.op("Mul", [y, g.const(f"{name}.ws", w_scale)]), bias, name)
 
 
-def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-    wq, w_scale = quantize_weight(weight)
-    column_sums = wq.astype(np.int64).sum(axis=0).astype(np.float32)
+def _asym_rows(g: Graph, x: str, k: int) -> tuple[str, str, str]:
+    """x quantized per token to uint8 with each row's own min and max: (q, row scale, row zero point as float)."""
     axes = g.const(g.name("axes"), np.array([-1], np.int64))
     zero = _f32(g, "zero", 0.0)
     low = g.op("Min", [g.op("ReduceMin", [x, axes], keepdims=1), zero])  # the range holds 0: zero is exact
     high = g.op("Max", [g.op("ReduceMax", [x, axes], keepdims=1), zero])
     row_scale = g.op("Max", [g.op("Div", [g.op("Sub", [high, low]), _f32(g, "q255", 255)]), _f32(g, "tiny", 1e-12)])
     zero_point = g.op("Round", [g.op("Div", [g.op("Neg", [low]), row_scale])])  # [..., tokens, 1], 0..255
-    q = g.op("QuantizeLinear", [x, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=weight.shape[1])
+    q = g.op("QuantizeLinear", [x, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=k)
+    return q, row_scale, zero_point
+
+
+def per_row_asym_unfused_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """per_row_asym_linear's arithmetic step by step: the int32 product, its float copy and the zero points'
+    [tokens, out] correction are each a buffer of their own (FORMAT_VERSION 5's form)."""
+    wq, w_scale = quantize_weight(weight)
+    column_sums = wq.astype(np.int64).sum(axis=0).astype(np.float32)
+    q, row_scale, zero_point = _asym_rows(g, x, weight.shape[1])
     no_zero_point = g.const(g.name("zp"), np.array(0, np.uint8))
     product = g.op("MatMulInteger", [q, g.const(f"{name}.wq", wq), no_zero_point], name)
     # (q - zp) . w = q . w - zp * (column sums of w)
@@ -81,8 +95,36 @@ def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray |
     return _add_bias(g, g.op("Mul", [y, g.const(f"{name}.ws", w_scale)]), bias, name)
 
 
-def nbits_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-    """com.microsoft MatMulNBits, 8 bits, one scale per NBITS_BLOCK weights, zero point 128 (symmetric)."""
+def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """Per-token asymmetric activations x per-channel int8 weights, rescaled without a [tokens, out] temporary.
+
+    ((q - zp) . w) * rs * ws + b = (q . w * ws) * rs - (zp * rs) x (cs * ws) + b, cs the weight's column sums:
+    com.microsoft MatMulIntegerToFloat writes q . w * ws straight as float (no int32 buffer), Mul scales its
+    rows in place, and one Gemm of inner size 2 ([-zp * rs, 1] x [cs * ws; b]) adds the zero points' correction
+    and the bias into the same buffer (C is Gemm's in-place input).
+    """
+    wq, w_scale = quantize_weight(weight)
+    n = weight.shape[0]
+    column_sums = wq.astype(np.int64).sum(axis=0).astype(np.float32)
+    q, row_scale, zero_point = _asym_rows(g, x, weight.shape[1])
+    one, no_zero_point = _f32(g, "one", 1.0), g.const(g.name("zp"), np.array(0, np.uint8))
+    inputs = [q, g.const(f"{name}.wq", wq), one, g.const(f"{name}.ws", w_scale), no_zero_point]
+    y = g.op("Mul", [g.op("MatMulIntegerToFloat", inputs, name, domain=MS_DOMAIN), row_scale])
+    correction = g.op("Neg", [g.op("Mul", [zero_point, row_scale])])  # [..., tokens, 1]
+    rows = [column_sums * w_scale] + ([bias.astype(np.float32)] if bias is not None else [])
+    if bias is not None:  # [-zp * rs, 1]: the bias rides on the ones
+        correction = g.op("Concat", [correction, g.op("Expand", [one, g.op("Shape", [correction])])], axis=-1)
+    flat = g.const(g.name("flat"), np.array([-1, n], np.int64))
+    left = g.op("Reshape", [correction, g.const(g.name("flat"), np.array([-1, len(rows)], np.int64))])
+    summed = g.op("Gemm", [left, g.const(f"{name}.cb", np.stack(rows)), g.op("Reshape", [y, flat])], name)
+    return g.op("Reshape", [summed, g.op("Shape", [y])])
+
+
+def nbits_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str, level: int = 4) -> str:
+    """com.microsoft MatMulNBits, 8 bits, one scale per NBITS_BLOCK weights, zero point 128 (symmetric).
+
+    level: MatMulNBits' accuracy_level, 4 = activations quantized to int8 per block (Q8_0's arithmetic),
+    1 = float32 arithmetic on the dequantized weights."""
     n, k = weight.shape
     if k % NBITS_BLOCK:  # no whole blocks: the per-token form instead
         return per_row_asym_linear(g, x, weight, bias, name)
@@ -91,8 +133,12 @@ def nbits_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, 
     scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
     q = (np.clip(np.rint(blocks / scale[:, :, None]), -127, 127) + 128).astype(np.uint8)  # [N, blocks, 32]
     inputs = [x, g.const(f"{name}.qb", q), g.const(f"{name}.sc", scale.reshape(-1))]
-    attrs = {"K": k, "N": n, "bits": 8, "block_size": NBITS_BLOCK, "accuracy_level": 4}  # 4: int8 activations
-    return _add_bias(g, g.op("MatMulNBits", inputs, name, domain="com.microsoft", **attrs), bias, name)
+    attrs = {"K": k, "N": n, "bits": 8, "block_size": NBITS_BLOCK, "accuracy_level": level}
+    return _add_bias(g, g.op("MatMulNBits", inputs, name, domain=MS_DOMAIN, **attrs), bias, name)
+
+
+def nbits_fp32_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    return nbits_linear(g, x, weight, bias, name, level=1)
 
 
 def by_layer(default: Linear, chosen: dict[str, Linear]) -> Linear:
@@ -110,12 +156,16 @@ LINEARS: dict[str, Linear] = {
     "asym-fp32-o": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear}),
     "asym-fp32-vo": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear, ATTN_V: float_linear}),
     "asym-fp32-c": by_layer(_ASYM, {CONNECTOR: float_linear}),
+    "asym-nbits-o": by_layer(_ASYM, {CONNECTOR: nbits_linear, ATTN_OUT: nbits_linear}),
+    "asym-nbits1-o": by_layer(_ASYM, {CONNECTOR: nbits_fp32_linear, ATTN_OUT: nbits_fp32_linear}),
     "asym-nbits-vo": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: nbits_linear, ATTN_V: nbits_linear}),
     "per-row-asym": per_row_asym_linear,
+    V5_DEFAULT: by_layer(per_row_asym_unfused_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear}),
     "per-row": per_row_linear,
     "nbits": nbits_linear,
 }
 INT8_KINDS = (*LINEARS, "dynamic")
+ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 
 
 def _uint8(value: int):
@@ -124,18 +174,13 @@ def _uint8(value: int):
     return numpy_helper.from_array(np.array([value], np.uint8))
 
 
-def build_int8(weights: VisionWeights, kind: str):
-    """The int8 ModelProto of this kind (see INT8_KINDS)."""
-    if kind == "dynamic":
-        return quantize_dynamic_model(build_model(weights))
+def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION):
+    """The int8 ModelProto of this kind (see INT8_KINDS), attention as onnx_graph.ATTENTIONS."""
+    if kind == "dynamic":  # its quantizer's shape inference cannot see through MultiHeadAttention
+        return quantize_dynamic_model(build_model(weights, attention="matmul"))
     if kind not in LINEARS:
         raise ValueError(f"unknown int8 kind {kind!r}")
-    model = build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET)
-    if any(node.domain == "com.microsoft" for node in model.graph.node):
-        from onnx import helper
-
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return model
+    return build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET, attention=ATTENTION_OF.get(kind, attention))
 
 
 def quantize_dynamic_model(model):

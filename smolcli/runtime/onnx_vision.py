@@ -6,7 +6,7 @@ build is staged under a hidden name and renamed into place, so a killed build le
 
 An image is preprocessed (image_preprocess) and all its tiles are encoded on the first tile the engine
 asks for, one session run per tile; the rest are handed out from memory, then forgotten. One tile per
-run keeps ONNX Runtime's arena at one tile's activations (256M: about 90 MB; all 13 tiles of a photo
+run keeps ONNX Runtime's arena at one tile's activations (256M: about 45 MB; all 13 tiles of a photo
 in one run took 1.7 GB) at no cost in speed: a tile's 1024 rows already fill the int8 kernels.
 """
 
@@ -38,7 +38,7 @@ VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
-FORMAT_VERSION = 5  # bump when the graph changes: old cached files are then rebuilt under a new name
+FORMAT_VERSION = 6  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
