@@ -46,12 +46,12 @@ The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB 
 
 With the ONNX Runtime vision engine (RunSettings.vision_engine "onnx": no mtmd context, runtime/onnx_vision.py)
 the vision parts are the ONNX session's instead (calibrated on 256M's shapes, ORT 1.32, 2 threads):
-  vision_weights  the int8 weights x ONNX_INT8_RESIDENT (MLAS packs each int8 matrix beside ORT's own
-                  copy: a 98.4 MB file held 151 MB after load, the import alone not counted) plus the
-                  float32 rest (patch convolution, positions, biases, norms, scales)
-  vision_compute  ORT's arena for one tile's run (the encoder runs a tile at a time): about four
-                  [patches, ff] float buffers, two heads' [patches, patches] scores and softmax, eight
-                  [patches, width] buffers; 256M: 92 MB by the formula, 90-95 MB measured
+  vision_weights  the int8 weights x ONNX_INT8_RESIDENT (MLAS packs each int8 matrix while ORT's mapped
+                  copy is resident: 154 MB at the session's load peak for 256M) plus the float32 rest
+                  (attn_out, the connector, patch convolution, positions, biases, norms, scales)
+  vision_compute  ORT's arena for one tile's run (the encoder runs a tile at a time): about three
+                  [patches, ff] float buffers and four [patches, width] ones; 256M: 50 MB by the formula,
+                  44 MB measured (graph format 6; format 5's head-pair scores took 90-95 MB)
   vision_build    only when the ONNX file is not cached yet: the first run builds it (one tensor at a time
                   in float32, the int8 initializers and the graph's copy of them, the serialized bytes, the
                   mmproj's mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx
@@ -59,6 +59,9 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
   runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
+A first question on a model not loaded yet (RunSettings.vision_first) encodes its images before the
+language model loads and frees the session after: VISION_PHASE's parts and TEXT_PHASE's are then never
+resident together, and the plan's peak counts the larger group beside the shared parts (MemoryPlan.apart).
 """
 
 from __future__ import annotations
@@ -306,7 +309,9 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
     return n_frames * per_frame + one_at_a_time + VIDEO_DECODING
 
 
-ONNX_INT8_RESIDENT = 1.6  # resident bytes per int8 weight byte after the session loads (ORT's copy + MLAS's packed one)
+# resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
+# is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
+ONNX_INT8_RESIDENT = 1.3
 ONNX_BUILD_PER_PARAM = 7  # peak bytes per vision parameter while the ONNX file is built (measured 6.6 on 256M)
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
 ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
@@ -330,9 +335,9 @@ def onnx_weights_bytes(dims: VisionDims) -> int:
 
 
 def onnx_compute_bytes(dims: VisionDims) -> int:
-    """ORT's buffers for one tile's run (onnx_graph: attention two heads at a time)."""
-    patches, heads_at_once = dims.patches_per_tile, 2
-    return FLOAT * patches * (4 * dims.n_ff + 2 * heads_at_once * patches + 8 * dims.n_embd)
+    """ORT's buffers for one tile's run (graph format 6: MultiHeadAttention holds no [patches, patches] scores,
+    the int8 rescale is fused): about three [patches, ff] float buffers and a few [patches, width] ones."""
+    return FLOAT * dims.patches_per_tile * (3 * dims.n_ff + 4 * dims.n_embd)
 
 
 def onnx_build_bytes(dims: VisionDims) -> int:
