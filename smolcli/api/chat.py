@@ -223,7 +223,9 @@ class Chat:
         was_loaded = self.model.loaded
         pending = list(self._session.pending_images)
         vision = self._vision if pending else None
-        engine, load_seconds, ahead = self.model._engine_with_vision(self, vision, pending, self._plan_engine == "mtmd")
+        engine, load_seconds, encoded_ahead = self.model._engine_with_vision(
+            self, vision, pending, self._plan_engine == "mtmd"
+        )
         self._session.engine = engine
         clip = None
         if video is not None:
@@ -232,7 +234,7 @@ class Chat:
             if was_loaded:  # a loaded model's load time is this turn's setup: the clip's vision context too
                 load_seconds += time.perf_counter() - attaching
         before = engine.counters.snapshot()
-        ahead.count(engine)
+        engine.counters.encode_seconds += encoded_ahead
         had_context = engine.ctx is not None
         turn_sampler = None
         if constraint is not None:

@@ -11,7 +11,6 @@ import atexit
 import functools
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
@@ -28,7 +27,6 @@ from smolcli.runtime.generation import Generation, generate_pieces
 from smolcli.runtime.gguf_file import GGUFSummary
 from smolcli.runtime.images import RGBImage, image_from
 from smolcli.runtime.model_files import ModelFiles
-from smolcli.runtime.onnx_vision import EncodedAhead
 from smolcli.runtime.prompting import first_turn, place_images
 from smolcli.runtime.sampling import Sampler
 from smolcli.runtime.utf8_guard import Utf8Guard
@@ -110,18 +108,6 @@ _OPEN: "weakref.WeakSet[Model]" = weakref.WeakSet()
 def _close_open_models() -> None:
     for model in list(_OPEN):
         model.close()
-
-
-@dataclass(frozen=True)
-class Ahead:
-    """What Model._engine_with_vision encoded before the model loaded (None: nothing)."""
-
-    encoded: EncodedAhead | None
-
-    def count(self, engine: Engine) -> None:
-        """Add that encoding to the engine's counters, after the question's snapshot: its time is this question's."""
-        if self.encoded is not None:
-            engine.counters.encode_seconds += self.encoded.encode_seconds
 
 
 def answer_after_prompt(
@@ -290,9 +276,10 @@ class Model:
 
     def _engine_with_vision(
         self, holder: object, vision: GGUFSummary | None, images: list[RGBImage], mtmd_only: bool
-    ) -> tuple[Engine, float, "Ahead"]:
-        """The engine held for `holder` with this vision file in use: (engine, seconds it took to load, what was
-        encoded ahead).
+    ) -> tuple[Engine, float, float]:
+        """The engine held for `holder` with this vision file in use: (engine, seconds it took to load, seconds
+        spent encoding images ahead). The caller adds the last to the engine's counters after its snapshot, so
+        that they count as this question's encoding.
 
         A first question on a model opened but not loaded (Model.open, as `smolcli ask` opens it;
         smolcli.load() loads at once) sends its images through the ONNX encoder before the language model
@@ -308,9 +295,9 @@ class Model:
         if vision is not None:
             engine.use_mmproj(vision, mtmd_only=mtmd_only)
         load_seconds = engine.load_seconds if cold else (time.perf_counter() - started)
-        if ahead is not None:
-            load_seconds += ahead.session_seconds
-        return engine, load_seconds, Ahead(ahead)
+        if ahead is None:
+            return engine, load_seconds, 0.0
+        return engine, load_seconds + ahead.session_seconds, ahead.encode_seconds
 
     # --- asking --------------------------------------------------------------------------
 
@@ -377,9 +364,9 @@ class Model:
             n_ctx = self.options.ctx or ask_context_size(budget.image_tokens, max_tokens, budget.n_ctx_train)
             chosen = budget.plan(n_ctx).vision_engine
 
-        engine, load_seconds, ahead = self._engine_with_vision(self, vision, pictures, chosen == "mtmd")
+        engine, load_seconds, encoded_ahead = self._engine_with_vision(self, vision, pictures, chosen == "mtmd")
         before = engine.counters.snapshot()
-        ahead.count(engine)
+        engine.counters.encode_seconds += encoded_ahead
         tokenized = engine.tokenize(text, pictures)
         try:
             context_started = time.perf_counter()

@@ -158,9 +158,8 @@ def _keep(kept: OrderedDict, key: str, value) -> None:
 
 @dataclass(frozen=True)
 class EncodedAhead:
-    """What OnnxVisionEncoder.encode_ahead did: tiles encoded, seconds loading the session and encoding."""
+    """What OnnxVisionEncoder.encode_ahead took: seconds loading the session, and encoding."""
 
-    tiles: int
     session_seconds: float
     encode_seconds: float
 
@@ -241,8 +240,7 @@ class OnnxVisionEncoder:
         encoded = time.perf_counter() - encoding
         del session  # the last reference but the encoder's own: drop_session frees it
         self.drop_session()
-        tiles = sum(len(self._tiles[d]) for d, _ in dict(missing).items())
-        return EncodedAhead(tiles, encoding - started, encoded)
+        return EncodedAhead(encoding - started, encoded)
 
     def _cached(self, mmproj: GGUFSummary, digest: str, image: RGBImage, cache: EmbeddingCache | None) -> bool:
         """Whether the embedding cache holds every tile of this image, under the keys the engine will ask for."""
