@@ -433,7 +433,7 @@ class Engine:
         """Run every chunk of the prompt through the model, appending to the cache."""
         self.check_fits(prompt.n_tokens)
         if prompt.handle is None and self._as_rows(prompt):
-            self._evaluate_as_rows(prompt)
+            self.evaluate_rows([(chunk, None) for chunk in prompt.chunks])
             return
         if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
@@ -469,9 +469,6 @@ class Engine:
             refusal = plain_lookup_refusal(self.files.model, n_embd_inp, self.n_vocab, adapters)
             self._token_embeddings = TokenEmbeddings(self.files.model) if refusal is None else False
         return self._token_embeddings or None
-
-    def _evaluate_as_rows(self, prompt: Prompt) -> None:
-        self.evaluate_rows([(chunk, None) for chunk in prompt.chunks])
 
     def evaluate_rows(self, pieces: list[tuple[Chunk, Callable | None]], after: Callable | None = None) -> None:
         """Chunks in prompt order as one run of embedding rows, n_batch at a time: text runs looked up, tiles
