@@ -217,7 +217,7 @@ class OnnxVisionEncoder:
         """Encode every tile of these images now, before the language model loads, then free the session.
 
         A first question's peak is then the larger of the encoder's and the language model's instead of
-        their sum (256M, a 13-tile photo: the session holds about 140 MB of weights and 100 MB of arena).
+        their sum (256M, a 13-tile photo: the session holds about 150 MB of weights and 45 MB of arena).
         The tiles stay held for the engine (the last KEPT_IMAGES images). None when nothing needed it: every
         tile in the embedding cache, more images than are held, or an mmproj that falls back to mtmd.
         """
