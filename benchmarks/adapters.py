@@ -39,8 +39,8 @@ print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss": peak_rss
 
 DECODE = r"""
 import json, sys, time
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.gguf.model_files import resolve_model_files
 model, lora, n_new = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = resolve_model_files(model, need_mmproj=False)
 with Engine(type(files)(files.model, None), EngineOptions(threads=2, lora=((lora, 1.0),) if lora else ())) as engine:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from embedding_cache import converted_pair  # benchmarks/embedding_cache.py, beside this script
 
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.generation import GenerationLimits
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.sampling import Sampler, SamplingOptions
-from smolcli.runtime.session import ChatSession
+from smolcli.runtime.chat.session import ChatSession
+from smolcli.runtime.decoding.generation import GenerationLimits
+from smolcli.runtime.decoding.sampling import Sampler, SamplingOptions
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.images import load_image
 from smolcli.synthetic.images import photo_like
 
 

@@ -37,8 +37,8 @@ def main() -> None:
     from video_reference import exact_attention  # tests/: flash attention off in an engine's contexts
 
     from smolcli.convert import convert_checkpoint
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
+    from smolcli.runtime.llama.engine import Engine, EngineOptions
     from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:

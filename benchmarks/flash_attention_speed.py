@@ -22,8 +22,8 @@ def one_run(model_path, flash: bool, n_prompt: int, n_new: int, threads: int) ->
     """(prefill tokens/s, decode tokens/s)."""
     import numpy as np
 
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
+    from smolcli.runtime.llama.engine import Engine, EngineOptions
 
     files = resolve_model_files(model_path, None)
     with Engine(files, EngineOptions(threads=threads, flash_attention=flash)) as engine:

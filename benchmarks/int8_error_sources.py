@@ -80,7 +80,7 @@ def fake_activations(g, x: str, mode: str | None, k: int) -> str:
 
 
 def fake_linear(weight_mode, activation_mode, only: str | None = None):
-    from smolcli.runtime.onnx_graph import float_linear
+    from smolcli.runtime.vision.onnx_graph import float_linear
 
     def linear(g, x, weight, bias, name):
         if only is not None and not name.endswith(only):
@@ -98,8 +98,8 @@ def embeddings(model, pixels: np.ndarray) -> np.ndarray:
 
 
 def report(label: str, mmproj: Path, image, tiles: int) -> None:
-    from smolcli.runtime.image_preprocess import pixel_values
-    from smolcli.runtime.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
 
     w = read_vision_weights(mmproj)
     pixels = pixel_values(image, w.longest_edge, w.tile, w.mean, w.std)[-tiles:]
@@ -133,7 +133,7 @@ def main() -> None:
 
     from smolcli.bench.files import prepare_files
     from smolcli.convert import convert_checkpoint
-    from smolcli.runtime.images import load_image
+    from smolcli.runtime.vision.images import load_image
     from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
     f16, _ = prepare_files("256m", "Q8_0", "F16", report=print)

@@ -34,9 +34,9 @@ from smolcli.synthetic.images import photo_like
 def video_prompt(engine, n_frames: int):
     """(prompt, evaluate) for a question about n_frames synthetic frames, laid out as `ask --video` does."""
     from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
-    from smolcli.runtime.images import RGBImage
-    from smolcli.runtime.prompting import first_turn
-    from smolcli.runtime.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+    from smolcli.runtime.chat.prompting import first_turn
+    from smolcli.runtime.video.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+    from smolcli.runtime.vision.images import RGBImage
 
     vision = FrameVision(engine, engine.files.mmproj)
     side = vision.tile
@@ -48,11 +48,11 @@ def video_prompt(engine, n_frames: int):
 
 
 def main() -> None:
-    from smolcli.runtime.embedding_cache import EmbeddingCache
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.images import load_image
-    from smolcli.runtime.model_files import resolve_model_files
-    from smolcli.runtime.onnx_vision import OnnxVisionEncoder
+    from smolcli.runtime.gguf.model_files import resolve_model_files
+    from smolcli.runtime.llama.engine import Engine, EngineOptions
+    from smolcli.runtime.vision.embedding_cache import EmbeddingCache
+    from smolcli.runtime.vision.images import load_image
+    from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="256m")

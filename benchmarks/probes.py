@@ -96,7 +96,7 @@ def main() -> int:
         results.setdefault(klass, []).append((name, verdict))
 
     # --- wrong answers with exit 0 -----------------------------------------------------------------------
-    from smolcli.runtime.images import load_image
+    from smolcli.runtime.vision.images import load_image
 
     rgba = np.zeros((20, 20, 4), np.uint8)
     Image.fromarray(rgba, "RGBA").save(pictures / "clear.png")

@@ -141,7 +141,7 @@ def mmproj_at_detail(model: Path, detail: int, image: bytes) -> Path:
     """The mmproj variant smolcli reads images with at this detail: the peer gets the same tiles."""
     from smolcli.api.model import Model
     from smolcli.api.options import LoadOptions
-    from smolcli.runtime.images import image_from
+    from smolcli.runtime.vision.images import image_from
 
     return Model.open(model, LoadOptions(image_size=detail)).vision_for([image_from(image)]).path
 

@@ -102,7 +102,7 @@ n_tokens, threads = int(sys.argv[5]), int(sys.argv[6])
 import numpy as np
 import llama_cpp
 from llama_cpp import mtmd_cpp as mtmd
-from smolcli.runtime.context_size import ask_context_size  # arithmetic only: the context smolcli would ask for
+from smolcli.runtime.llama.context_size import ask_context_size  # arithmetic only: the context smolcli would ask for
 import logging
 from llama_cpp import _logger  # llama-cpp-python's own log route, silenced as smolcli silences it
 _logger.logger.setLevel(logging.CRITICAL + 1)
@@ -177,7 +177,7 @@ def run_transformers(checkpoint: Path, image: Path, prompt: str, tokens: int, th
 BUILD_ONNX = r"""
 import json, sys
 from pathlib import Path
-from smolcli.runtime.onnx_vision import build_or_reuse, onnxruntime_available
+from smolcli.runtime.vision.onnx_vision import build_or_reuse, onnxruntime_available
 if onnxruntime_available():
     build_or_reuse(Path(sys.argv[1]), "int8")
 print(json.dumps({}))
@@ -415,7 +415,7 @@ def main() -> None:
     if args.tokens < 2 or args.repeats < 1 or args.threads < 1:
         parser.error("--tokens must be at least 2, --repeats and --threads at least 1")
 
-    from smolcli.runtime.prompting import first_turn, place_images
+    from smolcli.runtime.chat.prompting import first_turn, place_images
 
     checkpoint, model, mmproj = prepared(args.workdir, args.shape, args.quant, args.mmproj_type)
     prompt = first_turn(place_images(QUESTION, 1))  # what smolcli ask builds from QUESTION and one image

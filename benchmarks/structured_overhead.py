@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from smolcli.runtime.sampling import Sampler, SamplingOptions
-from smolcli.runtime.utf8_guard import Utf8Guard, Utf8Vocabulary
+from smolcli.runtime.decoding.sampling import Sampler, SamplingOptions
+from smolcli.runtime.decoding.utf8_guard import Utf8Guard, Utf8Vocabulary
 
 N_VOCAB = 49152
 

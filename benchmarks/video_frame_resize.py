@@ -24,8 +24,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from smolcli.runtime.frame_workers import FrameWorkers, one_blas_thread
-from smolcli.runtime.video import VideoSampling, resized_size, square_frame
+from smolcli.runtime.video.clip import VideoSampling, resized_size, square_frame
+from smolcli.runtime.video.frame_workers import FrameWorkers, one_blas_thread
 from smolcli.synthetic.images import photo_like
 
 RELEASES = {

@@ -52,8 +52,8 @@ def load_average() -> str:
 
 def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple[float, int]:
     """(encoder seconds per tile, tiles) of one prompt with the image, the ONNX session's loading left out."""
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
+    from smolcli.runtime.llama.engine import Engine, EngineOptions
 
     loading = encoder.build_seconds if encoder is not None else 0.0
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=threads, vision_encoder=encoder)) as engine:
@@ -71,8 +71,8 @@ def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple
 
 
 def pixels_of(mmproj: Path, image) -> np.ndarray:
-    from smolcli.runtime.gguf_file import read_gguf
-    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.gguf.gguf_file import read_gguf
+    from smolcli.runtime.vision.image_preprocess import pixel_values
 
     meta = read_gguf(mmproj).metadata
     return pixel_values(
@@ -113,8 +113,8 @@ def embedding_errors(ref: np.ndarray, ours: np.ndarray) -> dict[str, float]:
 
 
 def main() -> None:
-    from smolcli.runtime.onnx_int8 import INT8_KINDS
-    from smolcli.runtime.onnx_vision import INT8_KIND
+    from smolcli.runtime.vision.onnx_int8 import INT8_KINDS
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -130,7 +130,7 @@ def main() -> None:
         parser.error(f"unknown --kinds {', '.join(unknown)}; choose from {', '.join(INT8_KINDS)}")
 
     from smolcli.bench.files import prepare_files
-    from smolcli.runtime.images import load_image
+    from smolcli.runtime.vision.images import load_image
 
     q8, _ = prepare_files("256m", "Q8_0", "Q8_0", report=print)
     f16, _ = prepare_files("256m", "Q8_0", "F16", report=print)
@@ -148,7 +148,7 @@ def main() -> None:
 
 def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
     from smolcli.bench.onnx_profile import session
-    from smolcli.runtime.onnx_vision import INT8_KIND, OnnxVisionEncoder, build_or_reuse
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND, OnnxVisionEncoder, build_or_reuse
 
     runs = [
         ("mtmd, Q8_0 mmproj", q8.mmproj, None),
@@ -202,8 +202,8 @@ def profile(threads: int, mmproj: Path, pixels: np.ndarray, folder: Path, kind: 
     import onnx
 
     from smolcli.bench.onnx_profile import INT8_OPS, encoder_macs, matmul_peak, time_by_op, vnni_peak
-    from smolcli.runtime.onnx_graph import read_vision_weights
-    from smolcli.runtime.onnx_vision import build_or_reuse
+    from smolcli.runtime.vision.onnx_graph import read_vision_weights
+    from smolcli.runtime.vision.onnx_vision import build_or_reuse
 
     path = build_or_reuse(mmproj, "int8", folder, kind)
     tiles = pixels[:1]  # one tile: the figures are per tile

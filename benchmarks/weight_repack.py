@@ -17,8 +17,8 @@ from measure import run_fresh
 
 STEP = r"""
 import json, sys, time
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.gguf.model_files import resolve_model_files
 path, repack, n_prompt, n_new, threads = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 files = resolve_model_files(path, need_mmproj=False)
 files = type(files)(files.model, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 def one_line_error(result, *words: str, after_progress: bool = False) -> str:
     """A failure the user can act on: exit 1, one 'error:' line naming the problem, nothing on stdout.
@@ -20,3 +22,10 @@ def one_line_error(result, *words: str, after_progress: bool = False) -> str:
     for word in words:
         assert word in lines[-1], (word, lines[-1])
     return lines[-1]
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with Ctrl-C. A non-interactive shell starts its background
+    jobs with SIGINT ignored, exec keeps an ignored signal ignored, and Python then installs no KeyboardInterrupt
+    handler: run from such a job, the child would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.images import load_image
 
 
 @dataclass

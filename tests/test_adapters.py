@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.text_model import rotary_interleave
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
 from smolcli.synthetic.random_adapter import PREFIX, write_adapter, write_safetensors
 
 from cli_checks import one_line_error

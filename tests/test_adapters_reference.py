@@ -16,8 +16,8 @@ from conftest import SOURCE_DTYPES
 import smolcli
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.lora_adapter import convert_adapter
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
 
 from reference import GGUFRun, TransformersReference, max_abs_diff
 

@@ -24,16 +24,16 @@ from typer.testing import CliRunner
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
-from smolcli.runtime.context_size import ask_context_size, chat_context_size
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.generation import AnswerText
-from smolcli.runtime.image_tiles import tile_count
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.prompting import first_turn, place_images
+from smolcli.runtime.chat.prompting import first_turn, place_images
+from smolcli.runtime.decoding.generation import AnswerText
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.context_size import ask_context_size, chat_context_size
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.image_tiles import tile_grid
+from smolcli.runtime.vision.images import load_image
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
-from cli_checks import one_line_error
+from cli_checks import default_sigint, one_line_error
 from raw_llama import RawMtmd
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"  # the entry point installed beside this interpreter
@@ -205,7 +205,7 @@ def test_every_image_format_is_accepted(tiny_pair, images, tmp_path):
     per_tile = image_seq_len(tiny)  # 9
     # one picture in every format: each gives exactly the PNG's prompt, its tiles and the global view
     picture = Image.open(images["wide"]).convert("RGB")  # 150x60: 2x1 tiles of 48 px at the 96-px edge
-    chunks = tile_count(*picture.size, tiny["longest_edge"], tiny["vision"]["image_size"]) + 1
+    chunks = tile_grid(*picture.size, tiny["longest_edge"], tiny["vision"]["image_size"]).encodes
     known = image_usage(model, images["wide"])
     assert known["image_tokens"] == chunks * per_tile == 27
     for suffix in ("jpg", "webp", "bmp", "gif", "tiff"):
@@ -548,6 +548,7 @@ def long_answer(model: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        preexec_fn=default_sigint,
     )
 
 

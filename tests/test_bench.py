@@ -17,7 +17,7 @@ from smolcli.bench.plan_table import DEVICES, QUANTS
 from smolcli.cli.app import app
 from smolcli.models.registry import MODELS
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
-from smolcli.runtime.image_tiles import tile_count
+from smolcli.runtime.vision.image_tiles import tile_grid
 
 from cli_checks import one_line_error
 
@@ -44,13 +44,13 @@ def test_each_setting_is_measured_and_the_pair_is_built_once(private_smolcli_hom
     assert list(rows) == ["default", "--max-tiles 4", "--image-size 144"]
 
     assert rows["default"]["longest_edge"] == EDGE
-    assert rows["default"]["tiles"] == tile_count(WIDTH, HEIGHT, EDGE, TILE) + 1  # + the global view
+    assert rows["default"]["tiles"] == tile_grid(WIDTH, HEIGHT, EDGE, TILE).encodes  # + the global view
     assert rows["--image-size 144"]["longest_edge"] == 144
-    assert rows["--image-size 144"]["tiles"] == tile_count(WIDTH, HEIGHT, 144, TILE) + 1
+    assert rows["--image-size 144"]["tiles"] == tile_grid(WIDTH, HEIGHT, 144, TILE).encodes
     assert rows["--image-size 144"]["tiles"] > rows["default"]["tiles"]
     assert rows["--max-tiles 4"]["tiles"] - 1 <= 4
     for name, row in rows.items():
-        assert row["tiles"] == tile_count(WIDTH, HEIGHT, row["longest_edge"], TILE) + 1, name
+        assert row["tiles"] == tile_grid(WIDTH, HEIGHT, row["longest_edge"], TILE).encodes, name
         assert row["image_tokens"] == row["tiles"] * image_seq_len(SHAPES["tiny"]), name
         assert row["completion_tokens"] == 4, name
         assert len(row["runs"]) == 1, name
@@ -87,7 +87,7 @@ def test_each_setting_is_measured_and_the_pair_is_built_once(private_smolcli_hom
     assert again.exit_code == 0, again.output
     assert "converting" not in again.stderr and "reusing" in again.stderr
     assert {path: path.stat().st_mtime_ns for path in (model, mmproj)} == stamps
-    assert f"| default | {EDGE} | {tile_count(WIDTH, HEIGHT, EDGE, TILE) + 1} | " in again.stdout
+    assert f"| default | {EDGE} | {tile_grid(WIDTH, HEIGHT, EDGE, TILE).encodes} | " in again.stdout
     assert "encoder throughput" in again.stdout and "reference:" in again.stdout
     assert not list(folder.parent.glob(".building-*"))
 
@@ -129,7 +129,7 @@ def test_a_failed_build_leaves_nothing_that_is_reused(private_smolcli_home, monk
         ([*TINY, "--quant", "Q5_X"], ["Q5_X", "Q4_K_M"]),
         (
             [*TINY, "--max-tiles", "3"],
-            ["--max-tiles 3", f"--max-tiles {tile_count(WIDTH, HEIGHT, 2 * TILE, TILE)} or more"],
+            ["--max-tiles 3", f"--max-tiles {tile_grid(WIDTH, HEIGHT, 2 * TILE, TILE).tiles} or more"],
         ),
     ],
 )

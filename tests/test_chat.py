@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from smolcli.cli.app import app
 from smolcli.errors import SmolcliError
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.generation import GenerationLimits
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.sampling import Sampler, SamplingOptions
-from smolcli.runtime.session import ChatSession
+from smolcli.runtime.chat.session import ChatSession
+from smolcli.runtime.decoding.generation import GenerationLimits
+from smolcli.runtime.decoding.sampling import Sampler, SamplingOptions
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.images import load_image
 
+from cli_checks import default_sigint
 from raw_llama import RawMtmd
 
 SMOLCLI = Path(sys.executable).parent / "smolcli"  # the entry point installed beside this interpreter
@@ -250,6 +251,7 @@ def test_ctrl_c_at_the_prompt_exits_130_without_a_traceback(tiny_pair):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     process.stdin.write(b"/help\n")
     process.stdin.flush()

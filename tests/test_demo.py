@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import smolcli
 from smolcli.cli.app import app
-from smolcli.runtime.gguf_file import read_gguf
+from smolcli.runtime.gguf.gguf_file import read_gguf
 from smolcli.synthetic.demo import MARKER, DemoFiles, demo_folder, is_complete
 from smolcli.util.user_cache import cache_dir
 

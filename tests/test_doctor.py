@@ -13,8 +13,8 @@ import tomllib
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.runtime import system_info
-from smolcli.runtime.install_commands import (
+from smolcli.doctor import system_info
+from smolcli.doctor.install_commands import (
     JETSON_ORIN_INSTALL_COMMAND,
     LLAMA_CPP_PYTHON_VERSION,
     SMALL_BOARD_ADVICE,
@@ -318,7 +318,7 @@ Features\t: fp asimd evtstrm aes crc32 atomics asimddp i8mm bf16
 
 
 def test_mlas_features_are_read_from_cpuinfo_flags():
-    from smolcli.runtime.cpu_features import features_from_cpuinfo
+    from smolcli.util.cpu_features import features_from_cpuinfo
 
     assert features_from_cpuinfo(X86_CPUINFO, "x86_64") == {
         "AVX2": True,

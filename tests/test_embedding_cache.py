@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.runtime.embedding_cache import HEADER, MAX_BYTES_ENV, EmbeddingCache, EmbeddingKey
+from smolcli.runtime.vision.embedding_cache import HEADER, MAX_BYTES_ENV, EmbeddingCache, EmbeddingKey
 
 QUESTION = "What is in the picture?"
 

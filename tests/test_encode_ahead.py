@@ -11,8 +11,8 @@ import numpy as np
 
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
-from smolcli.runtime.engine import Engine
-from smolcli.runtime.onnx_vision import OnnxVisionEncoder
+from smolcli.runtime.llama.engine import Engine
+from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder
 
 QUESTION = "Compare <image> with <image>."
 

@@ -7,7 +7,7 @@ from faults import error_line, in_process, smolcli
 
 import smolcli as library
 from smolcli.errors import BadInput
-from smolcli.runtime.sampling import SamplingOptions
+from smolcli.runtime.decoding.sampling import SamplingOptions
 from smolcli.util.threads import max_threads, usable_cores
 
 

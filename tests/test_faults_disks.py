@@ -10,7 +10,7 @@ import sys
 import pytest
 from faults import error_line, hidden_leftovers, read_only_folder, small_disk, smolcli
 
-from smolcli.runtime.mmproj_variant import variant_files
+from smolcli.runtime.vision.mmproj_variant import variant_files
 from smolcli.util.os_errors import os_error_text
 
 

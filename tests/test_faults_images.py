@@ -19,8 +19,8 @@ from PIL import Image
 
 import smolcli as library
 from smolcli.errors import BadInput
-from smolcli.runtime import images as image_module
-from smolcli.runtime.images import MAX_IMAGE_PIXELS, load_image
+from smolcli.runtime.vision import images as image_module
+from smolcli.runtime.vision.images import MAX_IMAGE_PIXELS, load_image
 
 
 def _pixels(rgb) -> Image.Image:

@@ -20,6 +20,8 @@ from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
+from cli_checks import default_sigint
+
 STOP_WITHIN_S = 2.0
 
 
@@ -55,6 +57,7 @@ def _convert_until_quantizing(checkpoint: Path, outdir: Path) -> subprocess.Pope
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     seen = []
     for line in child.stderr:
@@ -147,7 +150,8 @@ def test_when_the_second_rename_fails_the_old_pair_stays_whole(numpy_checkpoint,
 IN_PROCESS_QUANTIZE = r"""
 import signal, sys
 import llama_cpp
-from smolcli.runtime import llama_logging
+from smolcli.runtime.llama import llama_logging
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's children start with SIGINT ignored
 llama_logging.configure(verbose=False)
 params = llama_cpp.llama_model_quantize_default_params()
 params.ftype, params.nthread = 12, 1  # Q3_K_M: about a second for this model

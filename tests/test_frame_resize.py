@@ -11,8 +11,8 @@ import pytest
 from video_clips import frame_pixels
 from video_reference import import_torchvision
 
-from smolcli.runtime.frame_resize import resize_rgb
-from smolcli.runtime.video import VideoSampling, resized_size, square_frame
+from smolcli.runtime.video.clip import VideoSampling, resized_size, square_frame
+from smolcli.runtime.video.frame_resize import resize_rgb
 
 pytestmark = pytest.mark.reference
 

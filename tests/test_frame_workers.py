@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from smolcli.runtime.frame_workers import IN_FLIGHT_PER_WORKER, FrameWorkers
+from smolcli.runtime.video.frame_workers import IN_FLIGHT_PER_WORKER, FrameWorkers
 
 
 def _blas_threads() -> list[int]:

@@ -8,7 +8,7 @@ import gguf
 import pytest
 
 from smolcli.errors import SmolcliError
-from smolcli.runtime.gguf_file import read_gguf
+from smolcli.runtime.gguf.gguf_file import read_gguf
 
 
 @pytest.mark.parametrize("part", ["model", "mmproj"])

@@ -12,9 +12,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.image_tiles import PREPROC_KEY, TileSize, edge_for_image_size, edge_for_max_tiles, tile_grid
-from smolcli.runtime.mmproj_variant import KEPT, variant_files, with_longest_edge
+from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.vision.image_tiles import (
+    PREPROC_KEY,
+    TileGrid,
+    TileSize,
+    edge_for_image_size,
+    edge_for_max_tiles,
+    tile_grid,
+)
+from smolcli.runtime.vision.mmproj_variant import KEPT, variant_files, with_longest_edge
 
 from cli_checks import one_line_error
 from reference import GGUFRun, TransformersReference, max_abs_diff
@@ -32,7 +39,7 @@ def test_tile_grid_is_transformers_grid(tile, edge):
     for width, height in SHAPES:
         out = processor(Image.new("RGB", (width, height)), return_row_col_info=True)
         rows, cols = out["rows"][0][0], out["cols"][0][0]
-        assert tile_grid(width, height, edge, tile) == (cols, rows), (width, height)
+        assert tile_grid(width, height, edge, tile) == TileGrid(rows, cols), (width, height)
 
 
 def test_image_size_rounds_up_to_whole_tiles_and_refuses_one_tile():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import SOURCE_DTYPES
 
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.images import load_image
 
 from reference import Run, TransformersReference, cosine, max_abs_diff
 

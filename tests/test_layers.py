@@ -7,7 +7,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # lowest first; a package may import its own modules, smolcli's top level (errors, __version__) and lower packages
-LAYERS = ("util", "models", "convert", "runtime", "store", "api", "synthetic", "bench", "serve", "plugins", "cli")
+LAYERS = (
+    "util",
+    "models",
+    "convert",
+    "runtime",
+    "doctor",
+    "store",
+    "api",
+    "synthetic",
+    "bench",
+    "serve",
+    "plugins",
+    "cli",
+)
 FOLDERS = {"convert": REPO / "convert", "models": REPO / "models"} | {
     name: REPO / "smolcli" / name for name in LAYERS if name not in ("convert", "models")
 }

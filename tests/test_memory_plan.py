@@ -30,9 +30,10 @@ from smolcli.errors import SmolcliError
 from smolcli.models import registry
 from smolcli.models.dims import TextDims, VisionDims
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.runtime.context_size import ask_context_size, chat_context_size
-from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.memory_plan import (
+from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.llama.context_size import ask_context_size, chat_context_size
+from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
+from smolcli.runtime.planning.memory_plan import (
     TEXT_PHASE,
     VISION_PHASE,
     RunSettings,
@@ -44,7 +45,6 @@ from smolcli.runtime.memory_plan import (
     text_compute_bytes,
     vision_compute_bytes,
 )
-from smolcli.runtime.quant_types import KV_CACHE_TYPES
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 from smolcli.util.units import size_text
 

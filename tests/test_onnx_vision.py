@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 import smolcli
 from smolcli.cli.app import app
 from smolcli.errors import ModelFileError
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.images import load_image
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.onnx_vision import OnnxVisionEncoder, build_or_reuse, onnx_folder
+from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.vision.images import load_image
+from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder, build_or_reuse, onnx_folder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_checks import one_line_error  # noqa: E402
@@ -111,7 +111,7 @@ def test_onnx_paths_match_transformers(generation, case, onnx_reference, convert
 def test_preprocessing_equals_transformers(generation, onnx_reference, converted, images):
     from PIL import Image
 
-    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.vision.image_preprocess import pixel_values
 
     processor = onnx_reference(generation).processor
     meta = read_gguf(converted("F32", "F32", generation).mmproj).metadata
@@ -238,9 +238,9 @@ def test_an_mmproj_onnx_cannot_express_falls_back_under_auto_and_fails_under_onn
 def test_every_int8_form_builds_and_stays_near_fp32(tiny_pair, images):
     """Each selectable int8 form (the benchmark compares them) runs and keeps the fp32 graph's embeddings."""
     from smolcli.bench.onnx_profile import session
-    from smolcli.runtime.image_preprocess import pixel_values
-    from smolcli.runtime.onnx_graph import build_model, read_vision_weights
-    from smolcli.runtime.onnx_int8 import INT8_KINDS, build_int8
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import INT8_KINDS, build_int8
 
     weights = read_vision_weights(tiny_pair[1])
     pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
@@ -264,9 +264,9 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
 
     from smolcli.bench.encoder_throughput import encoder_flops_per_tile
     from smolcli.bench.onnx_profile import encoder_macs, time_by_op
-    from smolcli.runtime.image_preprocess import pixel_values
-    from smolcli.runtime.onnx_graph import read_vision_weights
-    from smolcli.runtime.onnx_vision import build_or_reuse
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import read_vision_weights
+    from smolcli.runtime.vision.onnx_vision import build_or_reuse
 
     _, mmproj = tiny_pair
     w = read_vision_weights(mmproj)
@@ -336,7 +336,7 @@ def test_every_tile_embedding_has_cosine_0_999_to_transformers(generation, onnx_
     import onnxruntime as ort
     import torch
 
-    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.vision.image_preprocess import pixel_values
 
     mmproj = converted("F32", "F32", generation).mmproj
     meta = read_gguf(mmproj).metadata
@@ -364,8 +364,8 @@ def test_every_tile_embedding_has_cosine_0_999_to_transformers(generation, onnx_
 def test_float_weights_in_pieces_along_k_give_the_same_embeddings(tiny_pair, images, monkeypatch):
     """The connector's float32 weight is split along K (its load peak); the pieces' sum is the whole product."""
     from smolcli.bench.onnx_profile import session
-    from smolcli.runtime import onnx_graph
-    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.vision import onnx_graph
+    from smolcli.runtime.vision.image_preprocess import pixel_values
 
     weights = onnx_graph.read_vision_weights(tiny_pair[1])
     pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)

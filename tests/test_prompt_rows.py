@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 
 from smolcli.models.smolvlm_video import FRAME_SLOT
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.generation import GenerationLimits
-from smolcli.runtime.gguf_file import TensorEntry, read_gguf
-from smolcli.runtime.images import RGBImage, load_image
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.onnx_vision import OnnxVisionEncoder
-from smolcli.runtime.sampling import Sampler, SamplingOptions
-from smolcli.runtime.session import ChatSession
-from smolcli.runtime.token_embeddings import TOKEN_EMBD, plain_lookup_refusal
-from smolcli.runtime.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.runtime.chat.session import ChatSession
+from smolcli.runtime.decoding.generation import GenerationLimits
+from smolcli.runtime.decoding.sampling import Sampler, SamplingOptions
+from smolcli.runtime.gguf.gguf_file import TensorEntry, read_gguf
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.gguf.token_embeddings import TOKEN_EMBD, plain_lookup_refusal
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.video.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.runtime.vision.images import RGBImage, load_image
+from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder
 from smolcli.synthetic.images import photo_like
 
 TEXT = (

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from smolcli.cli.app import app
 from smolcli.convert import convert_checkpoint
-from smolcli.runtime.model_files import resolve_model_files
+from smolcli.runtime.gguf.model_files import resolve_model_files
 from smolcli.store.model_store import ModelStore
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 

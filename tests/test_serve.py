@@ -28,7 +28,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
-from smolcli.runtime.prompting import next_turn
+from smolcli.runtime.chat.prompting import next_turn
 from smolcli.serve import ServeLimits, ServeSettings, create_app
 from smolcli.serve.metrics import parse_metrics
 

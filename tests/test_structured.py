@@ -164,7 +164,7 @@ def test_each_chat_turn_can_have_its_own_schema(model, images):
 def test_the_utf8_guard_lets_only_a_started_character_continue():
     import numpy as np
 
-    from smolcli.runtime.utf8_guard import Utf8Guard, Utf8Vocabulary
+    from smolcli.runtime.decoding.utf8_guard import Utf8Guard, Utf8Vocabulary
 
     pieces = [b"a", b"\xe4", b"\xb8\xad", b'"', b"\xb8", b"\xff", b"", b"\xe4\xb8"]
     guard = Utf8Guard(Utf8Vocabulary(pieces))
@@ -199,7 +199,7 @@ def test_string_lengths_hold_under_sampling(model):
 def test_the_utf8_guard_never_lets_a_character_start_that_cannot_be_finished():
     import numpy as np
 
-    from smolcli.runtime.utf8_guard import Utf8Guard, Utf8Vocabulary, unfinished_character
+    from smolcli.runtime.decoding.utf8_guard import Utf8Guard, Utf8Vocabulary, unfinished_character
 
     # every 1- and 2-byte string, against what Python's encoder writes for every code point UTF-8 can hold
     encodings = [chr(c).encode() for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
@@ -226,7 +226,7 @@ def test_the_utf8_guard_never_lets_a_character_start_that_cannot_be_finished():
 def test_the_guards_mask_inside_a_character_is_the_byte_by_byte_rule():
     import numpy as np
 
-    from smolcli.runtime.utf8_guard import Utf8Vocabulary, unfinished_character
+    from smolcli.runtime.decoding.utf8_guard import Utf8Vocabulary, unfinished_character
 
     # the mask is computed from per-token tables; it must allow exactly what checking the bytes allows
     rng = np.random.default_rng(0)
@@ -276,7 +276,7 @@ def test_a_grammar_asking_for_what_utf8_cannot_hold_is_an_error_not_a_crash(tiny
 
 
 def test_a_structured_answer_that_does_not_parse_blames_only_what_cut_it(model):
-    from smolcli.runtime.grammar import parsed_answer, schema_constraint
+    from smolcli.runtime.decoding.grammar import parsed_answer, schema_constraint
 
     with pytest.raises(smolcli.AnswerTruncated, match=r"a stop string cut .* remove stop=") as cut:
         model.ask("Describe it.", json_schema=SCHEMAS["object"], stop=['"'], max_tokens=300)

@@ -14,7 +14,7 @@ import smolcli
 from smolcli.cli.app import app
 from smolcli.errors import BadInput, ContextFull
 from smolcli.models.smolvlm_video import number_in_words, video_text
-from smolcli.runtime.video import VideoSampling, open_clip, sample_indices
+from smolcli.runtime.video.clip import VideoSampling, open_clip, sample_indices
 
 from cli_checks import one_line_error
 

@@ -13,7 +13,7 @@ import smolcli
 from smolcli.api.video import PROGRESS_AFTER_VARIABLE
 from smolcli.cli.app import app
 from smolcli.errors import MemoryPlanRefused
-from smolcli.runtime.video import VideoClip
+from smolcli.runtime.video.clip import VideoClip
 
 from cli_checks import one_line_error
 

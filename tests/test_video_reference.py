@@ -14,12 +14,12 @@ from video_reference import VideoReference, exact_attention
 from smolcli.api.video import video_sampling
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
-from smolcli.runtime.engine import Engine, EngineOptions
-from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.model_files import resolve_model_files
-from smolcli.runtime.prompting import first_turn
-from smolcli.runtime.video import open_clip
-from smolcli.runtime.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.runtime.chat.prompting import first_turn
+from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.gguf.model_files import resolve_model_files
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.video.clip import open_clip
+from smolcli.runtime.video.video_prompt import FrameVision, evaluate_video_prompt, tokenize_video_prompt
 
 pytestmark = pytest.mark.reference
 
@@ -184,7 +184,7 @@ def test_a_chat_video_turn_and_its_follow_up_match_transformers(video_setup):
 def test_frames_through_onnx_fp32_match_transformers(clip, video_setup, tmp_path):
     """With the ONNX encoder a frame is our own one-chunk image (no mtmd context), and the logits stay within
     the F32 bound of transformers', the 64-frame clip included."""
-    from smolcli.runtime.onnx_vision import OnnxVisionEncoder
+    from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder
 
     reference, _, _, clips, mmproj, pair = video_setup
     expected_ids, expected_logits, _, _ = reference.run(clips[clip], QUESTION)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from smolcli.convert.lora_adapter import KEY_MMPROJ
 from smolcli.errors import BadInput, ModelFileError
-from smolcli.runtime.gguf_file import read_gguf
+from smolcli.runtime.gguf.gguf_file import read_gguf
 
 LoraSpec = tuple[str, float]
 

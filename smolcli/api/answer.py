@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Generator, Iterator
 
-from smolcli.runtime.engine import Counters
-from smolcli.runtime.generation import Generation, TokenChoice
-from smolcli.runtime.grammar import Constraint, parsed_answer
-from smolcli.runtime.image_tiles import PREPROC_KEY
-from smolcli.runtime.peak_memory import peak_rss_bytes
+from smolcli.runtime.decoding.generation import Generation, TokenChoice
+from smolcli.runtime.decoding.grammar import Constraint, parsed_answer
+from smolcli.runtime.llama.engine import Counters
+from smolcli.runtime.planning.peak_memory import peak_rss_bytes
+from smolcli.runtime.vision.image_tiles import PREPROC_KEY
 
 
 @dataclass(frozen=True)

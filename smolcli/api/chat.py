@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
+from smolcli.api.memory import CHAT_FIRST_MESSAGE_TOKENS
 from smolcli.api.options import GenerationSettings
 from smolcli.api.video import (
     ClipFrames,
@@ -24,15 +25,15 @@ from smolcli.api.video import (
 )
 from smolcli.errors import BadInput, SmolcliError
 from smolcli.models.smolvlm_video import video_text
-from smolcli.runtime.context_size import chat_context_size
-from smolcli.runtime.engine import ContextState
-from smolcli.runtime.generation import Generation
-from smolcli.runtime.images import STDIN, RGBImage, image_from
-from smolcli.runtime.sampling import Sampler
-from smolcli.runtime.session import ChatSession, Message, TurnStats
-from smolcli.runtime.utf8_guard import Utf8Guard
-from smolcli.runtime.video import open_clip
-from smolcli.runtime.video_prompt import VideoTurn
+from smolcli.runtime.chat.session import ChatSession, Message, TurnStats
+from smolcli.runtime.decoding.generation import Generation
+from smolcli.runtime.decoding.sampling import Sampler
+from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.llama.context_size import chat_context_size
+from smolcli.runtime.llama.engine import ContextState
+from smolcli.runtime.video.clip import open_clip
+from smolcli.runtime.video.video_prompt import VideoTurn
+from smolcli.runtime.vision.images import STDIN, RGBImage, image_from
 
 if TYPE_CHECKING:
     from smolcli.api.model import Model
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
 
 def _quiet(_message: str) -> None:
     pass
-
-
-# with max_memory, chat sizes its context before the first message is typed: room for that message's text
-CHAT_FIRST_MESSAGE_TOKENS = 512
 
 
 class Chat:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from smolcli.convert.lora_adapter import KEY_BASE, KEY_MMPROJ, KEY_MODULES, KEY_RANK, KEY_RSLORA
 from smolcli.errors import ModelFileError
-from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
-from smolcli.runtime.model_files import fit_problem, mmproj_beside
+from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
+from smolcli.runtime.gguf.model_files import fit_problem, mmproj_beside
 
 
 def _vocab_size(summary: GGUFSummary) -> int | None:

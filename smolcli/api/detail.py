@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_tiles import edge_for_image_size, edge_for_max_tiles, tile_size_of
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.mmproj_variant import with_longest_edge
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.vision.image_tiles import edge_for_image_size, edge_for_max_tiles, tile_size_of
+from smolcli.runtime.vision.images import RGBImage
+from smolcli.runtime.vision.mmproj_variant import with_longest_edge
 
 
 def mmproj_for_detail(

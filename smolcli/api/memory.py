@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from smolcli.errors import BadInput, MemoryPlanRefused
-from smolcli.runtime.engine import EngineOptions
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.memory_plan import (
+from smolcli.runtime.gguf.model_files import ModelFiles
+from smolcli.runtime.llama.engine import EngineOptions
+from smolcli.runtime.planning.memory_plan import (
     MemoryPlan,
     RunSettings,
     TextFootprint,
@@ -18,8 +18,8 @@ from smolcli.runtime.memory_plan import (
     image_tokens,
     plan_within,
 )
-from smolcli.runtime.model_files import ModelFiles
-from smolcli.runtime.onnx_vision import KEPT_IMAGES
+from smolcli.runtime.vision.images import RGBImage
+from smolcli.runtime.vision.onnx_vision import KEPT_IMAGES
 from smolcli.util.units import size_text
 
 ACCEPTED_FORMS = "2G, 1.5GB, 800M, 512MiB or plain bytes"

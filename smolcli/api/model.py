@@ -21,15 +21,15 @@ from smolcli.api.memory import MemoryBudget
 from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.api.resolve import model_files
 from smolcli.errors import BadInput, ModelFileError
-from smolcli.runtime.context_size import ask_context_size, check_prompt_fits
-from smolcli.runtime.engine import ContextState, Engine, EngineOptions
-from smolcli.runtime.generation import Generation, generate_pieces
-from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.images import RGBImage, image_from
-from smolcli.runtime.model_files import ModelFiles
-from smolcli.runtime.prompting import first_turn, place_images
-from smolcli.runtime.sampling import Sampler
-from smolcli.runtime.utf8_guard import Utf8Guard
+from smolcli.runtime.chat.prompting import first_turn, place_images
+from smolcli.runtime.decoding.generation import Generation, generate_pieces
+from smolcli.runtime.decoding.sampling import Sampler
+from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.gguf.model_files import ModelFiles
+from smolcli.runtime.llama.context_size import ask_context_size, check_prompt_fits
+from smolcli.runtime.llama.engine import ContextState, Engine, EngineOptions
+from smolcli.runtime.vision.images import RGBImage, image_from
 
 if TYPE_CHECKING:
     from smolcli.api.chat import Chat

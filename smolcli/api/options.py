@@ -9,12 +9,12 @@ from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
 from smolcli.api.vision_engine import check_vision_engine, vision_encoder_for
 from smolcli.errors import BadInput
-from smolcli.runtime.embedding_cache import EmbeddingCache
-from smolcli.runtime.engine import EngineOptions
-from smolcli.runtime.generation import GenerationLimits
-from smolcli.runtime.grammar import Constraint, grammar_constraint, schema_constraint
-from smolcli.runtime.quant_types import KV_CACHE_TYPES
-from smolcli.runtime.sampling import SamplingOptions
+from smolcli.runtime.decoding.generation import GenerationLimits
+from smolcli.runtime.decoding.grammar import Constraint, grammar_constraint, schema_constraint
+from smolcli.runtime.decoding.sampling import SamplingOptions
+from smolcli.runtime.llama.engine import EngineOptions
+from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
+from smolcli.runtime.vision.embedding_cache import EmbeddingCache
 from smolcli.util.threads import check_threads
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from smolcli.runtime.model_files import ModelFiles, resolve_model_files
+from smolcli.runtime.gguf.model_files import ModelFiles, resolve_model_files
 
 Report = Callable[[str], None]
 

@@ -18,18 +18,18 @@ from smolcli.api.answer import Answer
 from smolcli.api.video_plan import check_frames_fit_context, check_frames_fit_memory, planned_tokens
 from smolcli.errors import BadInput, ModelFileError
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
-from smolcli.runtime.context_size import ask_context_size
-from smolcli.runtime.image_tiles import tile_size_of
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.memory_plan import MemoryPlan
-from smolcli.runtime.prompting import first_turn, place_images
-from smolcli.runtime.video import FrameProgress, VideoFrame, VideoPlan, VideoSampling, open_clip
-from smolcli.runtime.video_prompt import (
+from smolcli.runtime.chat.prompting import first_turn, place_images
+from smolcli.runtime.llama.context_size import ask_context_size
+from smolcli.runtime.planning.memory_plan import MemoryPlan
+from smolcli.runtime.video.clip import FrameProgress, VideoFrame, VideoPlan, VideoSampling, open_clip
+from smolcli.runtime.video.video_prompt import (
     FrameVision,
     evaluate_video_prompt,
     frame_tokens_each,
     tokenize_video_prompt,
 )
+from smolcli.runtime.vision.image_tiles import tile_size_of
+from smolcli.runtime.vision.images import RGBImage
 
 RELEASE_FPS = 1.0  # every SmolVLM2 release's preprocessor_config.json video_sampling
 RELEASE_MAX_FRAMES = 64

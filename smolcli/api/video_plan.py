@@ -11,8 +11,8 @@ from typing import Callable
 
 from smolcli.errors import ContextFull, MemoryPlanRefused
 from smolcli.models.smolvlm_video import FRAME_SLOT
-from smolcli.runtime.memory_plan import MemoryPlan
-from smolcli.runtime.video import VideoPlan
+from smolcli.runtime.planning.memory_plan import MemoryPlan
+from smolcli.runtime.video.clip import VideoPlan
 from smolcli.util.units import size_text
 
 TextFor = Callable[[list[float], float], str]  # the prompt text, one FRAME_SLOT per frame: timestamps, duration

@@ -8,7 +8,7 @@ with one stderr line. onnx: ONNX Runtime or a one-line error. mtmd: llama.cpp's 
 from __future__ import annotations
 
 from smolcli.errors import BadInput, SmolcliError
-from smolcli.runtime.onnx_vision import VISION_ENGINES, OnnxVisionEncoder, onnxruntime_available
+from smolcli.runtime.vision.onnx_vision import VISION_ENGINES, OnnxVisionEncoder, onnxruntime_available
 
 
 def check_vision_engine(name: str) -> None:
@@ -18,7 +18,7 @@ def check_vision_engine(name: str) -> None:
 
 def vision_encoder_for(name: str, n_gpu_layers: int, threads: int | None) -> OnnxVisionEncoder | None:
     """The ONNX encoder the engine should use, or None for mtmd."""
-    from smolcli.runtime.engine import default_threads
+    from smolcli.runtime.llama.engine import default_threads
 
     check_vision_engine(name)
     if name == "mtmd" or (name == "auto" and n_gpu_layers != 0):

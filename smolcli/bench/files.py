@@ -112,7 +112,7 @@ def prepare_files(
     shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = _quiet
 ) -> tuple[BenchFiles, bool]:
     """The random checkpoint, its converted pair and the photo, built unless already whole: (files, reused pair)."""
-    from smolcli.runtime import llama_logging
+    from smolcli.runtime.llama import llama_logging
 
     files = files_for(shape, quant, mmproj_type)
     shape_folder = files.checkpoint.parent

@@ -1,7 +1,7 @@
 """What each registry model takes, in disk and at its memory peak, and which machines it fits.
 
 Nothing is downloaded: file sizes are estimated from the release dimensions with llama.cpp's
-per-tensor quantization rules (convert/quant_layout.py), the peak by runtime/memory_plan.py.
+per-tensor quantization rules (convert/quant_layout.py), the peak by runtime/planning/memory_plan.py.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from smolcli.convert.quant_layout import mmproj_layout
 from smolcli.models.dims import VisionDims
 from smolcli.models.registry import MODELS, RegisteredModel
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.runtime.context_size import ask_context_size
-from smolcli.runtime.memory_plan import (
+from smolcli.runtime.llama.context_size import ask_context_size
+from smolcli.runtime.planning.memory_plan import (
     MemoryPlan,
     RunSettings,
     TextFootprint,

@@ -23,10 +23,10 @@ from typing import Iterator
 
 from smolcli.bench.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
 from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
+from smolcli.doctor.system_info import versions
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
-from smolcli.runtime.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
-from smolcli.runtime.system_info import versions
+from smolcli.runtime.vision.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
 from smolcli.util.user_cache import HOME_ENV
 
 QUESTION = "What is in this image?"
@@ -68,7 +68,7 @@ def shape_named(name: str) -> str:
 
 
 def default_threads() -> int:
-    from smolcli.runtime.engine import default_threads as engine_default
+    from smolcli.runtime.llama.engine import default_threads as engine_default
 
     return engine_default()  # what `smolcli ask` uses without --threads
 
@@ -148,8 +148,8 @@ def run_home(files: BenchFiles, setting: Setting) -> Path:
 
 def prewarm(files: BenchFiles, setting: Setting) -> None:
     """Make the mmproj copy a non-default setting uses now, so that no timed run pays for writing it."""
-    from smolcli.runtime.gguf_file import read_gguf
-    from smolcli.runtime.mmproj_variant import with_longest_edge
+    from smolcli.runtime.gguf.gguf_file import read_gguf
+    from smolcli.runtime.vision.mmproj_variant import with_longest_edge
 
     home = run_home(files, setting)
     home.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 from smolcli.api.video import video_sampling
 from smolcli.bench.files import Report, _quiet, bench_folder, prepare_files
 from smolcli.bench.runs import BenchOptions, check_options, machine
-from smolcli.runtime.gguf_file import read_gguf
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.system_info import versions
-from smolcli.runtime.video import open_clip
+from smolcli.doctor.system_info import versions
+from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.video.clip import open_clip
+from smolcli.runtime.vision.images import RGBImage
 from smolcli.synthetic.clips import write_clip
 
 CLIP_SECONDS, CLIP_FPS, CLIP_WIDTH, CLIP_HEIGHT = 8, 10, 640, 360
@@ -71,7 +71,7 @@ def _onnx_pass(session, pixels: list) -> float:
 
 def _frame_pixels(frames: list[RGBImage], mmproj) -> list:
     """Each frame as one normalized tile, float32 [1, 3, tile, tile]: the global view's pixel values."""
-    from smolcli.runtime.image_preprocess import pixel_values
+    from smolcli.runtime.vision.image_preprocess import pixel_values
 
     meta = mmproj.metadata
     tile = int(meta["clip.vision.image_size"])
@@ -80,10 +80,10 @@ def _frame_pixels(frames: list[RGBImage], mmproj) -> list:
 
 
 def run_video_bench(options: VideoBenchOptions, report: Report = _quiet) -> dict:
-    from smolcli.runtime.engine import Engine, EngineOptions
-    from smolcli.runtime.model_files import resolve_model_files
-    from smolcli.runtime.onnx_vision import OnnxVisionEncoder, onnxruntime_available
-    from smolcli.runtime.video_prompt import FrameVision
+    from smolcli.runtime.gguf.model_files import resolve_model_files
+    from smolcli.runtime.llama.engine import Engine, EngineOptions
+    from smolcli.runtime.video.video_prompt import FrameVision
+    from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder, onnxruntime_available
 
     checked = check_options(
         BenchOptions(

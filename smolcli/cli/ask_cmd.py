@@ -15,7 +15,7 @@ from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
 from smolcli.errors import SmolcliError
-from smolcli.runtime.images import STDIN
+from smolcli.runtime.vision.images import STDIN
 
 
 @opt.with_shared_options

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from smolcli.runtime.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
-from smolcli.runtime.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
-from smolcli.runtime.onnx_vision import built_bytes, built_forms, clear_built, onnx_folder
+from smolcli.runtime.vision.embedding_cache import MAX_BYTES_ENV, EmbeddingCache
+from smolcli.runtime.vision.mmproj_variant import KEPT, clear_variants, variant_files, variants_folder
+from smolcli.runtime.vision.onnx_vision import built_bytes, built_forms, clear_built, onnx_folder
 from smolcli.util.units import size_text
 
 app = typer.Typer(

@@ -19,8 +19,8 @@ from smolcli.cli.output import cli_spelling, progress
 from smolcli.cli.streaming import write_answer
 from smolcli.cli.transcript_file import save_transcript
 from smolcli.errors import SmolcliError
-from smolcli.runtime.engine import Counters
-from smolcli.runtime.images import STDIN, load_image
+from smolcli.runtime.llama.engine import Counters
+from smolcli.runtime.vision.images import STDIN, load_image
 
 HELP = """Type a message and press Enter. Commands:
   /image PATH   attach an image to your next message (<image> in the message places it)

@@ -55,7 +55,7 @@ def convert(
       smolcli convert ./SmolVLM-256M-Instruct --adapter ./my-finetune
     """
     from smolcli.convert import convert_checkpoint
-    from smolcli.runtime import llama_logging
+    from smolcli.runtime.llama import llama_logging
 
     llama_logging.configure(verbose)
     result = convert_checkpoint(

@@ -31,7 +31,7 @@ def demo(
 
       SMOLCLI_HOME=/tmp/smolcli smolcli demo --rebuild
     """
-    from smolcli.runtime import llama_logging
+    from smolcli.runtime.llama import llama_logging
     from smolcli.synthetic.demo import run_demo
 
     llama_logging.configure(verbose)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from smolcli.runtime.install_commands import Advice, advise
-from smolcli.runtime.system_info import SystemInfo, collect
+from smolcli.doctor.install_commands import Advice, advise
+from smolcli.doctor.system_info import SystemInfo, collect
 from smolcli.util.units import size_text
 
 
@@ -74,7 +74,7 @@ def doctor(
 
       smolcli doctor --json | jq .advice.command
     """
-    from smolcli.runtime import llama_logging
+    from smolcli.runtime.llama import llama_logging
 
     llama_logging.configure(False)
     info = collect()

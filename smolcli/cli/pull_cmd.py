@@ -57,7 +57,7 @@ def pull(
 
       smolcli pull smolvlm-500m --prebuilt
     """
-    from smolcli.runtime import llama_logging
+    from smolcli.runtime.llama import llama_logging
     from smolcli.store.model_ref import model_name
     from smolcli.store.model_store import ModelStore
     from smolcli.store.pull import PullOptions

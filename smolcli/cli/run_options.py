@@ -12,9 +12,9 @@ import typer
 
 from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.errors import SmolcliError
-from smolcli.runtime.grammar import read_grammar, read_schema
-from smolcli.runtime.images import STDIN, RGBImage, load_image
-from smolcli.runtime.quant_types import KV_CACHE_TYPES
+from smolcli.runtime.decoding.grammar import read_grammar, read_schema
+from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
+from smolcli.runtime.vision.images import STDIN, RGBImage, load_image
 
 # the KV-cache types llama.cpp takes, from the runtime's one table, as Typer's choices
 CacheType = enum.Enum("CacheType", {name: name for name in KV_CACHE_TYPES}, type=str)

@@ -15,8 +15,8 @@ from typing import Any
 
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import VIDEO_MARKER
-from smolcli.runtime.embedding_cache import image_digest
-from smolcli.runtime.images import RGBImage
+from smolcli.runtime.vision.embedding_cache import image_digest
+from smolcli.runtime.vision.images import RGBImage
 from smolcli.serve.api_errors import bad_request
 from smolcli.serve.image_input import image_from_url
 from smolcli.serve.settings import ServeSettings

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from smolcli.errors import BadInput
-from smolcli.runtime.images import RGBImage, image_from
+from smolcli.runtime.vision.images import RGBImage, image_from
 from smolcli.serve.api_errors import APIError, bad_request, too_large
 from smolcli.serve.settings import ServeSettings
 

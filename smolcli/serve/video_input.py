@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 
 from smolcli.errors import BadInput
-from smolcli.runtime.video import VideoSampling, open_clip
+from smolcli.runtime.video.clip import VideoSampling, open_clip
 from smolcli.serve.api_errors import bad_request
 from smolcli.serve.image_input import data_uri_bytes, local_file_bytes
 from smolcli.serve.settings import ServeSettings

@@ -21,7 +21,7 @@ from smolcli.api.answer import Answer
 from smolcli.api.chat import Chat
 from smolcli.api.model import Model
 from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
-from smolcli.runtime.context_size import GRANULE
+from smolcli.runtime.llama.context_size import GRANULE
 from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling
 from smolcli.serve.chat_request import ChatRequest, Turn
 from smolcli.serve.conversations import Conversations, history_key

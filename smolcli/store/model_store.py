@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from smolcli.errors import DiskFull, SmolcliError
-from smolcli.runtime.file_identity import hash_file
+from smolcli.runtime.gguf.file_identity import hash_file
 from smolcli.util.atomic_file import write_atomically
 from smolcli.util.disk_full import DISK_FULL
 from smolcli.util.staging import stage_beside, swap_in

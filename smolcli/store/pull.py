@@ -147,7 +147,7 @@ def _pull_and_convert(
     ref: ModelName, quant: str, mmproj_type: str, options: PullOptions, report: Report, store: ModelStore
 ) -> StoredModel:
     from smolcli.convert import convert_checkpoint
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
 
     snapshot = hub.resolve(ref.repo_id, options.revision)
     if "config.json" not in snapshot.sizes and ADAPTER_CONFIG in snapshot.sizes:
@@ -197,7 +197,7 @@ def _pull_adapter_and_merge(
 ) -> StoredModel:
     """An adapter repo: the adapter and the base its config names are fetched, merged and converted as one pair."""
     from smolcli.convert import convert_checkpoint
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
 
     if ADAPTER_WEIGHTS not in snapshot.sizes:
         raise HubError(
@@ -258,7 +258,7 @@ def _pull_prebuilt(  # only registry entries have a prebuilt pair
     report: Report,
     store: ModelStore,
 ) -> StoredModel:
-    from smolcli.runtime.model_files import resolve_model_files
+    from smolcli.runtime.gguf.model_files import resolve_model_files
 
     snapshot = hub.resolve(pair.repo_id, options.revision)
     wanted = [pair.models[quant], pair.mmprojs[mmproj_type]]

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from smolcli.errors import HubError
-from smolcli.runtime.file_identity import hash_file
+from smolcli.runtime.gguf.file_identity import hash_file
 
 PARTIAL_SUFFIX = ".smolcli-partial"
 SHA256 = re.compile(r"[0-9a-f]{64}")

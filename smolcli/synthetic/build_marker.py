@@ -18,7 +18,7 @@ def read_marker(path: Path) -> dict | None:
 
 
 def ggufs_readable(*paths: Path) -> bool:
-    from smolcli.runtime.gguf_file import read_gguf
+    from smolcli.runtime.gguf.gguf_file import read_gguf
 
     try:
         for path in paths:

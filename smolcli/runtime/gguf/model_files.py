@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolcli.errors import ModelFileError
-from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
+from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
 
 
 @dataclass(frozen=True)

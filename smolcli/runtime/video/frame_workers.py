@@ -1,6 +1,6 @@
 """Video frames resized on worker threads while the decoder goes on, handed back in order.
 
-The resize (runtime.frame_resize) is many small BLAS products: OpenBLAS's own threads wake for
+The resize (runtime.video.frame_resize) is many small BLAS products: OpenBLAS's own threads wake for
 each and, on a busy machine, spin against each other (measured: 3-10 times slower than one
 thread). So BLAS keeps to the calling thread while frames are resized, and the cores are used by
 resizing several frames at once instead (numpy lets go of the GIL inside its products).

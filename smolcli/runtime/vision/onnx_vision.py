@@ -25,12 +25,12 @@ from PIL import Image
 from smolcli.errors import ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt
-from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
-from smolcli.runtime.file_identity import content_digest
-from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_preprocess import tile_grid, tile_images, tile_pixels
-from smolcli.runtime.image_tiles import PREPROC_KEY, TILE_KEY, fit_for_tiling
-from smolcli.runtime.images import RGBImage
+from smolcli.runtime.gguf.file_identity import content_digest
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.vision.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
+from smolcli.runtime.vision.image_preprocess import tile_images, tile_pixels
+from smolcli.runtime.vision.image_tiles import PREPROC_KEY, TILE_KEY, TileGrid, fit_for_tiling, tile_grid
+from smolcli.runtime.vision.images import RGBImage
 from smolcli.util.heap import return_freed_memory
 from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
@@ -129,8 +129,8 @@ def build_or_reuse(
     Where the cache cannot be written (a read-only or full disk), the model is built in memory and its
     bytes returned instead: the answer does not need the cache, only the next run's speed does.
     """
-    from smolcli.runtime.onnx_graph import build_model, read_vision_weights
-    from smolcli.runtime.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import build_int8
 
     target = cached_path(mmproj, precision, folder, int8_kind)
     if target.is_file():
@@ -248,8 +248,8 @@ class OnnxVisionEncoder:
             return False
         dims = VisionDims.from_gguf(mmproj.metadata)
         encoder = cache.encoder_digest(mmproj.path, self.cache_tag)
-        rows, columns = self.tile_grid(mmproj, image)
-        slots = [p for p in image_prompt(rows, columns) if isinstance(p, TileSlot)]
+        grid = self.tile_grid(mmproj, image)
+        slots = [p for p in image_prompt(grid.rows, grid.columns) if isinstance(p, TileSlot)]
         return all(
             cache.get(EmbeddingKey(digest, encoder, slot.tile, dims.tokens_per_tile, dims.projection_dim)) is not None
             for slot in slots
@@ -336,8 +336,8 @@ class OnnxVisionEncoder:
         pixels = tile_pixels(piece, list(meta["clip.vision.image_mean"]), list(meta["clip.vision.image_std"]))
         return session.run(None, {"pixel_values": pixels[None]})[0][0]
 
-    def tile_grid(self, mmproj: GGUFSummary, image: RGBImage) -> tuple[int, int]:
-        """(rows, columns) of tiles _encode cuts this image into; (0, 0): the global view alone."""
+    def tile_grid(self, mmproj: GGUFSummary, image: RGBImage) -> TileGrid:
+        """The grid _encode cuts this image into."""
         return tile_grid(image.width, image.height, int(mmproj.metadata[PREPROC_KEY]), int(mmproj.metadata[TILE_KEY]))
 
     def _encode(self, session, mmproj: GGUFSummary, image: RGBImage) -> np.ndarray:

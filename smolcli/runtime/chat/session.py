@@ -7,13 +7,13 @@ from typing import Callable, Generator
 
 from smolcli.errors import ContextFull, SmolcliError
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video
-from smolcli.runtime.context_size import chat_context_size, check_prompt_fits
-from smolcli.runtime.engine import Engine
-from smolcli.runtime.generation import Generation, GenerationLimits, drain, generate_pieces
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.prompting import first_turn, next_turn, place_images
-from smolcli.runtime.utf8_guard import Utf8Guard
-from smolcli.runtime.video_prompt import VideoTurn, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.runtime.chat.prompting import first_turn, next_turn, place_images
+from smolcli.runtime.decoding.generation import Generation, GenerationLimits, drain, generate_pieces
+from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.llama.context_size import chat_context_size, check_prompt_fits
+from smolcli.runtime.llama.engine import Engine
+from smolcli.runtime.video.video_prompt import VideoTurn, evaluate_video_prompt, tokenize_video_prompt
+from smolcli.runtime.vision.images import RGBImage
 
 CLEAR_HINT = "start over (/clear in chat), or a new conversation with a larger {ctx}"
 

@@ -19,12 +19,12 @@ from smolcli.errors import ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import FRAME_SLOT
-from smolcli.runtime.embedding_cache import image_digest
-from smolcli.runtime.engine import Chunk, Engine, Prompt
-from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_tiles import tile_size_of
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.mmproj_variant import with_longest_edge
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.llama.engine import Chunk, Engine, Prompt
+from smolcli.runtime.vision.embedding_cache import image_digest
+from smolcli.runtime.vision.image_tiles import tile_size_of
+from smolcli.runtime.vision.images import RGBImage
+from smolcli.runtime.vision.mmproj_variant import with_longest_edge
 
 
 class FrameVision:

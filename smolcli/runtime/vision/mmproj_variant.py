@@ -14,8 +14,8 @@ import struct
 from pathlib import Path
 
 from smolcli.errors import SmolcliError
-from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
-from smolcli.runtime.image_tiles import PREPROC_KEY
+from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
+from smolcli.runtime.vision.image_tiles import PREPROC_KEY
 from smolcli.util.user_cache import cache_dir, remove_all
 
 U32 = struct.Struct("<I")

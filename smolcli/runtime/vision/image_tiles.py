@@ -1,22 +1,24 @@
 """How many tiles SmolVLM cuts an image into, and which longest edge keeps an image within a tile budget.
 
-The arithmetic is mtmd's idefics3 preprocessor, itself transformers' Idefics3ImageProcessor:
-resize so that the longest side is `longest_edge` pixels, then round each side up to whole tiles.
-Every image also gets one global view (the whole image at one tile's size), not counted here.
+The arithmetic is transformers' Idefics3ImageProcessor (mtmd's idefics3 preprocessor cuts the same grid at
+two tiles or more along the longest side): resize so that the longest side is `longest_edge` pixels (at most
+MAX_IMAGE_SIZE), then round each side up to whole tiles. Every image also gets one global view (the whole
+image at one tile's size). The one TileGrid the memory plan counts and the ONNX path cuts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import gguf
 
 from smolcli.errors import SmolcliError
-from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
 
 if TYPE_CHECKING:
-    from smolcli.runtime.images import RGBImage
+    from smolcli.runtime.vision.images import RGBImage
 
 TILE_KEY = gguf.Keys.ClipVision.IMAGE_SIZE  # pixels per tile side
 PREPROC_KEY = gguf.Keys.ClipVision.PREPROC_IMAGE_SIZE  # the longest side before cutting
@@ -47,23 +49,69 @@ def tile_size_of(mmproj: GGUFSummary) -> TileSize:
     return TileSize(int(tile), int(edge))
 
 
-def tile_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple[int, int]:
-    """(columns, rows) of tiles for an image of this size."""
+MAX_IMAGE_SIZE = 4096  # transformers.models.idefics3: the largest side it resizes an image to
+
+
+def even_longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+    """transformers' Idefics3 resize: the longest side to longest_edge, the other by the aspect, made even."""
     aspect = width / height
     if width >= height:
-        resized_w = longest_edge
-        resized_h = int(longest_edge / aspect)
-        resized_h += resized_h % 2
+        width, height = longest_edge, int(longest_edge / aspect)
+        height += height % 2
     else:
-        resized_h = longest_edge
-        resized_w = int(longest_edge * aspect)
-        resized_w += resized_w % 2
-    return -(-resized_w // tile), -(-resized_h // tile)
+        height, width = longest_edge, int(longest_edge * aspect)
+        width += width % 2
+    return max(width, 1), max(height, 1)
 
 
-def tile_count(width: int, height: int, longest_edge: int, tile: int) -> int:
-    columns, rows = tile_grid(width, height, longest_edge, tile)
-    return columns * rows
+def longest_edge_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
+    """An image's size after the first resize: to longest_edge, then below MAX_IMAGE_SIZE (videos clamp the edge
+    before resizing instead: runtime.video.clip)."""
+    width, height = even_longest_edge_size(width, height, longest_edge)
+    aspect = width / height
+    if width >= height and width > MAX_IMAGE_SIZE:
+        width, height = MAX_IMAGE_SIZE, int(MAX_IMAGE_SIZE / aspect)
+    elif height > width and height > MAX_IMAGE_SIZE:
+        height, width = MAX_IMAGE_SIZE, int(MAX_IMAGE_SIZE * aspect)
+    return max(width, 1), max(height, 1)
+
+
+def whole_tiles_size(width: int, height: int, tile: int) -> tuple[int, int]:
+    """The second resize: each side up to whole tiles, the short side from the aspect ratio first."""
+    aspect = width / height
+    if width >= height:
+        width = math.ceil(width / tile) * tile
+        height = math.ceil(int(width / aspect) / tile) * tile
+    else:
+        height = math.ceil(height / tile) * tile
+        width = math.ceil(int(height * aspect) / tile) * tile
+    return width, height
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """How one image is cut: rows x columns of tiles (row by row in the prompt), then the global view.
+    0 x 0 when the resized image fits one tile: the global view alone, as transformers sends it."""
+
+    rows: int
+    columns: int
+
+    @property
+    def tiles(self) -> int:
+        return self.rows * self.columns
+
+    @property
+    def encodes(self) -> int:
+        """Runs of the vision encoder for this image: every tile and the global view."""
+        return self.tiles + 1
+
+
+def tile_grid(width: int, height: int, longest_edge: int, tile: int) -> TileGrid:
+    """The grid transformers' Idefics3 processor cuts an image of this size into, worked out without resizing."""
+    width, height = whole_tiles_size(*longest_edge_size(width, height, longest_edge), tile)
+    if width <= tile and height <= tile:
+        return TileGrid(0, 0)
+    return TileGrid(height // tile, width // tile)
 
 
 # --image-size beyond this many times the model's own edge: thousands of tiles, more tokens than any context
@@ -95,9 +143,9 @@ def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size:
     largest = max(size.default_edge // size.tile, FEWEST_TILES_ALONG_LONGEST_SIDE)
     for along in range(largest, FEWEST_TILES_ALONG_LONGEST_SIDE - 1, -1):
         edge = along * size.tile
-        if all(tile_count(w, h, edge, size.tile) <= max_tiles for w, h in image_sizes):
+        if all(tile_grid(w, h, edge, size.tile).tiles <= max_tiles for w, h in image_sizes):
             return edge
-    fewest = max(tile_count(w, h, size.smallest_edge, size.tile) for w, h in image_sizes)
+    fewest = max(tile_grid(w, h, size.smallest_edge, size.tile).tiles for w, h in image_sizes)
     raise SmolcliError(
         f"{{max_tiles={max_tiles}}} is too few: at its smallest ({size.smallest_edge} px) this image needs {fewest} "
         f"tiles plus the global view; use {{max_tiles={fewest}}} or more"
@@ -107,7 +155,7 @@ def edge_for_max_tiles(image_sizes: list[tuple[int, int]], max_tiles: int, size:
 def fit_for_tiling(mmproj: GGUFSummary, image: "RGBImage") -> "RGBImage":
     """A very thin image stretched as transformers would (thin_side_target): mtmd refuses it, and the ONNX
     path cuts the same tiles from the same stretched picture."""
-    from smolcli.runtime.images import stretched
+    from smolcli.runtime.vision.images import stretched
 
     size = tile_size_of(mmproj)
     target = thin_side_target(image.width, image.height, size.default_edge, size.tile)

@@ -23,7 +23,7 @@ import gguf
 import numpy as np
 
 from smolcli.errors import SmolcliError
-from smolcli.runtime.gguf_file import GGUFSummary
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
 
 TOKEN_EMBD = "token_embd.weight"
 PLAIN_LOOKUP_ARCHITECTURES = ("llama",)

@@ -31,7 +31,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from smolcli.runtime.onnx_graph import ATTENTION, MS_DOMAIN, Graph, Linear, VisionWeights, build_model, float_linear
+from smolcli.runtime.vision.onnx_graph import (
+    ATTENTION,
+    MS_DOMAIN,
+    Graph,
+    Linear,
+    VisionWeights,
+    build_model,
+    float_linear,
+)
 
 PER_ROW_OPSET = 21  # blocked QuantizeLinear
 NBITS_BLOCK = 32  # Q8_0's block

@@ -26,14 +26,14 @@ from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
-from smolcli.runtime.embedding_batch import EmbeddingStream, decode_embeddings
-from smolcli.runtime.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
-from smolcli.runtime.gguf_file import GGUFSummary, read_gguf
-from smolcli.runtime.image_tiles import fit_for_tiling
-from smolcli.runtime.images import RGBImage
-from smolcli.runtime.model_files import ModelFiles
-from smolcli.runtime.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
-from smolcli.runtime.token_embeddings import TokenEmbeddings, plain_lookup_refusal
+from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
+from smolcli.runtime.gguf.model_files import ModelFiles
+from smolcli.runtime.gguf.token_embeddings import TokenEmbeddings, plain_lookup_refusal
+from smolcli.runtime.llama.embedding_batch import EmbeddingStream, decode_embeddings
+from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
+from smolcli.runtime.vision.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
+from smolcli.runtime.vision.image_tiles import fit_for_tiling
+from smolcli.runtime.vision.images import RGBImage
 from smolcli.util.threads import usable_cores
 
 
@@ -130,7 +130,7 @@ class Engine:
         import llama_cpp
         from llama_cpp import mtmd_cpp
 
-        from smolcli.runtime import llama_logging
+        from smolcli.runtime.llama import llama_logging
 
         self._llama = llama_cpp
         self._mtmd = mtmd_cpp
@@ -366,8 +366,8 @@ class Engine:
         for image, segment in zip(images, segments[1:], strict=True):
             digest = image_digest(image.width, image.height, image.pixels)
             encoder.remember(digest, image)
-            rows, columns = encoder.tile_grid(self.files.mmproj, image)
-            pieces += [(digest, p) if isinstance(p, TileSlot) else p for p in image_prompt(rows, columns)]
+            grid = encoder.tile_grid(self.files.mmproj, image)
+            pieces += [(digest, p) if isinstance(p, TileSlot) else p for p in image_prompt(grid.rows, grid.columns)]
             pieces.append(segment)
         pieces = merged(pieces)
         if add_special and (not pieces or not isinstance(pieces[0], str)):
@@ -642,7 +642,7 @@ class Engine:
     def utf8_vocabulary(self):
         """Every token's bytes, classified for the UTF-8 guard (computed on first use)."""
         if self._utf8_vocabulary is None:
-            from smolcli.runtime.utf8_guard import Utf8Vocabulary
+            from smolcli.runtime.decoding.utf8_guard import Utf8Vocabulary
 
             self._utf8_vocabulary = Utf8Vocabulary([self.piece(token) for token in range(self.n_vocab)])
         return self._utf8_vocabulary

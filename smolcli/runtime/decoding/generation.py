@@ -9,8 +9,8 @@ from typing import Callable, Generator
 import numpy as np
 
 from smolcli.errors import BadInput, ContextFull
-from smolcli.runtime.engine import Engine
-from smolcli.runtime.utf8_guard import Utf8Guard
+from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.llama.engine import Engine
 
 
 @dataclass(frozen=True)

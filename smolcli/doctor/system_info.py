@@ -12,8 +12,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from smolcli.runtime.cpu_features import cpu_features
-from smolcli.runtime.install_commands import DEFAULT_NVCC, PlatformFacts
+from smolcli.doctor.install_commands import DEFAULT_NVCC, PlatformFacts
+from smolcli.util.cpu_features import cpu_features
 
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}  # enum ggml_backend_dev_type
 CPU_SIDE_BACKENDS = {"CPU", "BLAS", "RPC"}  # registered backends that are not a GPU
@@ -162,7 +162,7 @@ def llama_build() -> tuple[bool, list[str], list[Device], str]:
 
 def onnxruntime_version() -> str | None:
     """ONNX Runtime's version where it and onnx import (what --vision-engine auto needs), else None."""
-    from smolcli.runtime.onnx_vision import onnxruntime_available
+    from smolcli.runtime.vision.onnx_vision import onnxruntime_available
 
     if not onnxruntime_available():
         return None

@@ -44,7 +44,7 @@ as the figures below show the reserved rest is never touched):
     planned; 16 frames 505 measured, 517 planned (the frames' part grew by 118 MiB in both).
 The runtime baseline is what is left: 52 MiB after the imports alone, 65-70 MiB in a tiny run.
 
-With the ONNX Runtime vision engine (RunSettings.vision_engine "onnx": no mtmd context, runtime/onnx_vision.py)
+With the ONNX Runtime vision engine (RunSettings.vision_engine "onnx": no mtmd context, runtime/vision/onnx_vision.py)
 the vision parts are the ONNX session's instead (calibrated on 256M's shapes, ORT 1.32, 2 threads):
   vision_weights  the int8 weights x ONNX_INT8_RESIDENT (MLAS packs each int8 matrix while ORT's mapped
                   copy is resident: 154 MB at the session's load peak for 256M) plus the float32 rest
@@ -76,9 +76,9 @@ from smolcli.convert.quant_layout import Layout, mix_of, text_layout
 from smolcli.errors import SmolcliError
 from smolcli.models.dims import TextDims, VisionDims
 from smolcli.models.family import tensor_name
-from smolcli.runtime.gguf_file import GGUFSummary
-from smolcli.runtime.image_tiles import tile_count
-from smolcli.runtime.quant_types import KV_CACHE_TYPES, kv_block
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES, kv_block
+from smolcli.runtime.vision.image_tiles import tile_grid
 
 MiB = 1024 * 1024
 KV_GRANULE = 256  # llama.cpp pads n_ctx to this
@@ -168,7 +168,7 @@ class RunSettings:
     n_gpu_layers: int = 0  # as llama.cpp takes it (-1: all); 0 when the build cannot offload
     mmproj_offload: bool = True
     repack_weights: bool = False
-    frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video_prompt.py)
+    frames: int = 0  # a video's frames in the prompt, each one tile-size global view (runtime/video/video_prompt.py)
     vision_engine: str = "mtmd"  # or "onnx": ONNX Runtime encodes the tiles and no mtmd context is made
     onnx_built: bool = True  # False: this run builds the ONNX file first (vision_build)
     # with "onnx": the images are encoded before the language model loads and the session is freed after
@@ -276,8 +276,8 @@ def vision_compute_bytes(dims: VisionDims) -> int:
 
 
 def tiles_per_image(dims: VisionDims, width: int, height: int) -> int:
-    """Tiles plus the global view, as mtmd cuts the image."""
-    return tile_count(width, height, dims.longest_edge, dims.image_size) + 1
+    """Tiles plus the global view."""
+    return tile_grid(width, height, dims.longest_edge, dims.image_size).encodes
 
 
 def image_tokens(dims: VisionDims, images: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> int:

@@ -3,8 +3,8 @@
 Decoding goes through PyAV (its wheels bundle FFmpeg). The clip is planned from the container's
 metadata first, without decoding, so a ten-hour clip costs what its sampled frames cost: the
 frames are decoded one at a time, and only the sampled ones are kept, each resized on a worker
-thread (runtime.frame_workers) while decoding goes on, exactly as transformers' video processor
-resizes it (runtime.frame_resize: torchvision's uint8 Lanczos, not Pillow's).
+thread (runtime.video.frame_workers) while decoding goes on, exactly as transformers' video processor
+resizes it (runtime.video.frame_resize: torchvision's uint8 Lanczos, not Pillow's).
 
 The sampling rule is transformers' SmolVLMVideoProcessor.sample_frames over the frame count
 and rate that its PyAV reader reports (stream.frames and average_rate, duration = frames / rate);
@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from smolcli.errors import BadInput
-from smolcli.runtime.frame_resize import resize_planes, to_rgb
-from smolcli.runtime.frame_workers import FrameWorkers
-from smolcli.runtime.image_preprocess import MAX_IMAGE_SIZE, even_longest_edge_size
-from smolcli.runtime.images import STDIN, RGBImage
+from smolcli.runtime.video.frame_resize import resize_planes, to_rgb
+from smolcli.runtime.video.frame_workers import FrameWorkers
+from smolcli.runtime.vision.image_tiles import MAX_IMAGE_SIZE, even_longest_edge_size
+from smolcli.runtime.vision.images import STDIN, RGBImage
 
 SKIP_SECONDS = 1  # the first and last second are skipped when the clip is long enough
 SEEK_AHEAD_SECONDS = 10.0  # a sampled frame further ahead than this is reached by seeking, not decoding through
@@ -89,7 +89,7 @@ def resized_size(width: int, height: int, longest_edge: int) -> tuple[int, int]:
 def square_frame(pixels: np.ndarray, sampling: VideoSampling) -> np.ndarray:
     """uint8 [H, W, 3]: longest edge to video_size, then the square of one tile, as transformers resizes frames.
 
-    Both resizes are torchvision's uint8 Lanczos (runtime.frame_resize), not Pillow's: transformers'
+    Both resizes are torchvision's uint8 Lanczos (runtime.video.frame_resize), not Pillow's: transformers'
     video processor resizes tensors, where its image processor for SmolVLM resizes with Pillow.
     """
     height, width = pixels.shape[:2]

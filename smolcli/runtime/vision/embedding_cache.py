@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from smolcli.errors import SmolcliError
-from smolcli.runtime.file_identity import content_digest
+from smolcli.runtime.gguf.file_identity import content_digest
 from smolcli.util.atomic_file import write_atomically
 from smolcli.util.user_cache import cache_dir
 
