@@ -44,13 +44,13 @@ from smolcli.runtime.gguf.model_files import resolve_model_files
 model, lora, n_new = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = resolve_model_files(model, need_mmproj=False)
 with Engine(type(files)(files.model, None), EngineOptions(threads=2, lora=((lora, 1.0),) if lora else ())) as engine:
-    engine.create_context(512 + n_new)
+    context = engine.new_context(512 + n_new)
     started = time.perf_counter()
-    engine._decode_text([100 + i for i in range(256)])
+    context.decode_tokens([100 + i for i in range(256)])
     prefill = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(n_new):
-        engine.accept(5)
+        context.accept(5)
     print(json.dumps({"prefill_tokens_per_s": 256 / prefill, "decode_tokens_per_s": n_new / (time.perf_counter() - started),
                       "peak_rss": peak_rss()}))
 """

@@ -52,10 +52,9 @@ def main() -> None:
             engine = Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2))
             if attention == "off":
                 exact_attention(engine)
-            engine.create_context(4096)
-            engines[attention] = engine
+            engines[attention] = (engine, engine.new_context(4096))
         text = " ".join(f"word{index % 97} and then some more text {index}" for index in range(600))
-        prompt = engines["off"].tokenize(text, [])
+        prompt = engines["off"][0].tokenize(text, [])
         tokens = [token for chunk in prompt.chunks for token in chunk.tokens]
         prompt.free()
         for length in (int(n) for n in args.lengths.split(",")):
@@ -64,16 +63,16 @@ def main() -> None:
                 expected = model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
             for last in (int(n) for n in args.last.split(",")):
                 figures = []
-                for attention, engine in engines.items():
-                    engine.clear()
+                for attention, (_engine, context) in engines.items():
+                    context.clear()
                     if last:
-                        engine._decode_text(ids[:-last])
-                    engine._decode_text(ids[-last:] if last else ids)
-                    gap = np.abs(engine.last_logits()[: expected.shape[0]] - expected).max()
+                        context.decode_tokens(ids[:-last])
+                    context.decode_tokens(ids[-last:] if last else ids)
+                    gap = np.abs(context.last_logits()[: expected.shape[0]] - expected).max()
                     figures.append(f"{attention} {gap:.4f}")
                 piece = f"last {last} on their own" if last else "one piece"
                 print(f"{length} tokens, {piece}: max |dlogit| " + ", ".join(figures), flush=True)
-        for engine in engines.values():
+        for engine, _context in engines.values():
             engine.close()
 
 

@@ -27,15 +27,15 @@ def one_run(model_path, flash: bool, n_prompt: int, n_new: int, threads: int) ->
 
     files = resolve_model_files(model_path, None)
     with Engine(files, EngineOptions(threads=threads, flash_attention=flash)) as engine:
-        engine.create_context(n_prompt + n_new + 16)
+        context = engine.new_context(n_prompt + n_new + 16)
         rng = np.random.default_rng(0)
         tokens = [int(t) for t in rng.integers(100, engine.n_vocab - 100, n_prompt)]
         started = time.perf_counter()
-        engine._decode_text(tokens)
+        context.decode_tokens(tokens)
         prefill = time.perf_counter() - started
         started = time.perf_counter()
         for _ in range(n_new):
-            engine._decode_text([int(np.argmax(engine.last_logits()))])
+            context.decode_tokens([int(np.argmax(context.last_logits()))])
         decode = time.perf_counter() - started
     return n_prompt / prefill, n_new / decode
 

@@ -72,13 +72,13 @@ def main() -> None:
     cache = EmbeddingCache(Path(scratch.name)) if args.frames else None
     options = EngineOptions(threads=args.threads, vision_encoder=encoder, embedding_cache=cache)
     with Engine(resolve_model_files(model, mmproj), options) as engine, scratch:
-        engine.create_context(4096)
+        context = engine.new_context(4096)
         if args.frames:
             prompt, evaluate = video_prompt(engine, args.frames)
             print(f"{model.name}: {prompt.n_tokens} prompt tokens ({prompt.n_image_tokens} for {args.frames} frames)")
         else:
             prompt = engine.tokenize(PROMPT, [load_image(photo)])
-            evaluate = lambda: engine.evaluate(prompt)  # noqa: E731
+            evaluate = lambda: engine.evaluate(prompt, context)  # noqa: E731
             n_text = sum(c.n_tokens for c in prompt.chunks if c.kind == "text")
             texts = sum(1 for c in prompt.chunks if c.kind == "text")
             print(f"{model.name}: {prompt.n_tokens} prompt tokens ({prompt.n_image_tokens} image, {n_text} text)")
@@ -92,22 +92,22 @@ def main() -> None:
         for round_ in range(args.repeats):
             ways = ["per-chunk", "rows"] if round_ % 2 == 0 else ["rows", "per-chunk"]
             for way in ways:
-                engine.clear()
+                context.clear()
                 engine.options.prefill_as_rows = way == "rows"
                 before = engine.counters.prefill_seconds
                 evaluate()
                 seconds[way].append(engine.counters.prefill_seconds - before)
-                logits[way] = engine.last_logits()
+                logits[way] = context.last_logits()
             print(f"  round {round_ + 1}: " + ", ".join(f"{w} {seconds[w][-1]:.3f} s" for w in ways), flush=True)
         print(load_average())
         engine.options.flash_attention = False
-        engine.create_context(4096)
+        context = engine.new_context(4096)
         exact = {}
         for way in ("per-chunk", "rows"):
-            engine.clear()
+            context.clear()
             engine.options.prefill_as_rows = way == "rows"
             evaluate()
-            exact[way] = engine.last_logits()
+            exact[way] = context.last_logits()
         prompt.free()
     print(cpu_name())
     print("| way | median prefill s | best s | rounds |\n|---|---|---|---|")

@@ -57,10 +57,10 @@ def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple
 
     loading = encoder.build_seconds if encoder is not None else 0.0
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=threads, vision_encoder=encoder)) as engine:
-        engine.create_context(2048)
+        context = engine.new_context(2048)
         prompt = engine.tokenize(PROMPT, [image])
         try:
-            engine.evaluate(prompt)
+            engine.evaluate(prompt, context)
         finally:
             prompt.free()
         if encoder is not None:

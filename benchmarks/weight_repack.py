@@ -24,14 +24,14 @@ files = resolve_model_files(path, need_mmproj=False)
 files = type(files)(files.model, None)
 with Engine(files, EngineOptions(threads=threads, repack_weights=repack)) as engine:
     load_peak = peak_rss()
-    engine.create_context(n_prompt + n_new + 8)
+    context = engine.new_context(n_prompt + n_new + 8)
     prompt = [100 + (i % 1000) for i in range(n_prompt)]
     started = time.perf_counter()
-    engine._decode_text(prompt)
+    context.decode_tokens(prompt)
     prefill = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(n_new):
-        engine.accept(5)  # the token does not change the cost of a decode step
+        context.accept(5)  # the token does not change the cost of a decode step
     decode = time.perf_counter() - started
     print(json.dumps({"load_s": engine.load_seconds, "load_peak_rss": load_peak, "peak_rss": peak_rss(),
                       "prefill_tokens_per_s": n_prompt / prefill, "decode_tokens_per_s": n_new / decode}))

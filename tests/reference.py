@@ -59,20 +59,20 @@ class TransformersReference:
 class GGUFRun:
     def __init__(self, model: Path, mmproj: Path, image_token_id: int):
         self.engine = Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2))
-        self.engine.create_context(2048)
+        self.context = self.engine.new_context(2048)
         self.image_token_id = image_token_id
 
     def run(self, prompt: str, image_paths: list[Path]) -> Run:
-        self.engine.clear()
+        self.context.clear()
         tokenized = self.engine.tokenize(prompt, [load_image(p) for p in image_paths])
         try:
-            self.engine.evaluate(tokenized)
+            self.engine.evaluate(tokenized, self.context)
             ids: list[int] = []
             for chunk in tokenized.chunks:
                 ids += chunk.tokens if chunk.kind == "text" else [self.image_token_id] * chunk.n_tokens
         finally:
             tokenized.free()
-        return Run(ids, self.engine.last_logits())
+        return Run(ids, self.context.last_logits())
 
     def close(self) -> None:
         self.engine.close()

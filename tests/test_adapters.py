@@ -95,10 +95,10 @@ def test_dora_rescales_each_row_and_modules_to_save_replace(base, tmp_path):
 
 def logits(model: Path, mmproj: Path, lora=()) -> np.ndarray:
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, lora=tuple(lora))) as engine:
-        engine.create_context(256)
+        context = engine.new_context(256)
         prompt = engine.tokenize(PROMPT, [])
-        engine.evaluate(prompt)
-        return engine.last_logits()
+        engine.evaluate(prompt, context)
+        return context.last_logits()
 
 
 def test_runtime_lora_equals_the_merged_pair_and_scale_zero_the_base(base, lora_dir, converted, tmp_path):

@@ -126,7 +126,7 @@ def base_pairs(workdir, hf_checkpoint):
 class LoraRun(GGUFRun):
     def __init__(self, model: Path, mmproj: Path, image_token_id: int, lora=()):
         self.engine = Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, lora=tuple(lora)))
-        self.engine.create_context(2048)
+        self.context = self.engine.new_context(2048)
         self.image_token_id = image_token_id
 
 

@@ -79,7 +79,7 @@ def test_second_turn_encodes_no_image_and_evaluates_only_its_own_tokens(session,
     assert chat.turns[1].prompt_tokens == own_tokens
     assert after_second.text_tokens - after_first.text_tokens == own_tokens
     assert chat.turns[1].image_tokens == 0
-    assert chat.engine.n_past == chat.turns[0].prompt_tokens + N + own_tokens + N
+    assert chat.n_past == chat.turns[0].prompt_tokens + N + own_tokens + N
 
 
 def test_reused_cache_answers_equal_a_from_scratch_decode(session, tiny_pair, images):
@@ -98,23 +98,23 @@ def test_clear_starts_over(session, images):
     chat.send(SECOND)
     encoded = chat.engine.counters.images_encoded
     chat.clear()
-    assert chat.engine.n_past == 0 and chat.messages == []
+    assert chat.n_past == 0 and chat.messages == []
     chat.attach(load_image(images["square"]))
     assert chat.send(FIRST).text == first
     assert chat.engine.counters.images_encoded == 2 * encoded
-    assert chat.engine.n_past == chat.turns[-1].prompt_tokens + N
+    assert chat.n_past == chat.turns[-1].prompt_tokens + N
 
 
 def test_turn_that_does_not_fit_is_refused_and_leaves_no_trace(session, images):
     chat = session(n_ctx=256)
     chat.attach(load_image(images["square"]))
     chat.send(FIRST)
-    n_past, messages = chat.engine.n_past, list(chat.messages)
+    n_past, messages = chat.n_past, list(chat.messages)
     with pytest.raises(SmolcliError, match="context is full.*/clear"):
         chat.send("tell me more " * 40)
-    assert chat.engine.n_past == n_past and chat.messages == messages
+    assert chat.n_past == n_past and chat.messages == messages
     chat.send(SECOND)  # the cache is still consistent: llama.cpp accepts the next positions
-    assert chat.engine.n_past == n_past + chat.turns[-1].prompt_tokens + N
+    assert chat.n_past == n_past + chat.turns[-1].prompt_tokens + N
 
 
 def test_interrupted_answer_is_dropped_and_the_turn_can_be_asked_again(session, images):
@@ -129,10 +129,10 @@ def test_interrupted_answer_is_dropped_and_the_turn_can_be_asked_again(session, 
     chat = session()
     chat.attach(load_image(images["square"]))
     chat.send(FIRST)
-    n_past = chat.engine.n_past
+    n_past = chat.n_past
     with pytest.raises(KeyboardInterrupt):
         chat.send(SECOND, on_text=interrupt)
-    assert chat.engine.n_past == n_past and len(chat.messages) == 2
+    assert chat.n_past == n_past and len(chat.messages) == 2
     assert chat.send(SECOND).text == expected
 
 
@@ -140,7 +140,7 @@ def test_answer_that_fills_the_context_stops_and_says_so(session):
     chat = session(n_ctx=256, max_tokens=1000)
     answer = chat.send("hi")
     assert answer.context_full and answer.finish_reason == "length"
-    assert chat.engine.n_past == 256
+    assert chat.n_past == 256
     with pytest.raises(SmolcliError, match="/clear"):
         chat.send("more?")
 

@@ -24,11 +24,11 @@ def logits_by_cache(hf_checkpoint, converted, images):
     found = {}
     for cache in ("f16", "q8_0", "q4_0"):
         with Engine(resolve_model_files(pair.model, pair.mmproj), EngineOptions(threads=1, cache_type=cache)) as engine:
-            engine.create_context(1024)
+            context = engine.new_context(1024)
             prompt = engine.tokenize(PROMPT, [load_image(images["photo"])])
-            engine.evaluate(prompt)
+            engine.evaluate(prompt, context)
             prompt.free()
-            found[cache] = Run(reference.token_ids, engine.last_logits())
+            found[cache] = Run(reference.token_ids, context.last_logits())
     return reference, found
 
 

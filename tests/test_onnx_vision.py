@@ -42,14 +42,14 @@ def run_engine(
     """(token layout, last logits, engine used, tiles encoded) of the prompt with this image (or these)."""
     paths = image if isinstance(image, list) else [image]
     with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, vision_encoder=encoder)) as engine:
-        engine.create_context(1024)
+        context = engine.new_context(1024)
         prompt = engine.tokenize(prompt_text, [load_image(p) for p in paths])
         try:
-            engine.evaluate(prompt)
+            engine.evaluate(prompt, context)
             layout = [t for c in prompt.chunks for t in (c.tokens if c.kind == "text" else [-1] * c.n_tokens)]
         finally:
             prompt.free()
-        return layout, engine.last_logits(), engine.vision_engine, engine.counters.images_encoded
+        return layout, context.last_logits(), engine.vision_engine, engine.counters.images_encoded
 
 
 def patched_bool(mmproj: Path, key: str, value: bool, target: Path) -> Path:
@@ -155,9 +155,9 @@ def test_the_onnx_path_loads_no_mtmd_context(tiny_pair, images, tmp_path, capfd)
     for label, encoder in (("onnx", OnnxVisionEncoder(2, "fp32", folder=tmp_path)), ("mtmd", None)):
         capfd.readouterr()
         with Engine(files, EngineOptions(threads=2, verbose=True, vision_encoder=encoder)) as engine:
-            engine.create_context(1024)
+            context = engine.new_context(1024)
             prompt = engine.tokenize(IMAGE_PROMPT, [load_image(images["photo"])])
-            engine.evaluate(prompt)
+            engine.evaluate(prompt, context)
             layouts[label] = [(c.kind, c.n_tokens) for c in prompt.chunks]
             assert (engine.mtmd_ctx is None) == (label == "onnx") == engine.vision_outside_mtmd
             assert prompt.handle is None if label == "onnx" else prompt.handle is not None

@@ -69,12 +69,12 @@ def evaluated(pair, text: str, paths: list[Path], as_rows: bool, folder: Path, n
         threads=2, vision_encoder=encoder, prefill_as_rows=as_rows, n_batch=n_batch, flash_attention=flash
     )
     with Engine(resolve_model_files(pair.model, pair.mmproj), options) as engine:
-        engine.create_context(2048)
+        context = engine.new_context(2048)
         prompt = engine.tokenize(text, [load_image(p) for p in paths])
         assert prompt.handle is None  # our own layout
-        engine.evaluate(prompt)
-        assert engine.n_past == prompt.n_tokens
-        return engine.last_logits(), engine.counters, [c.kind for c in prompt.chunks]
+        engine.evaluate(prompt, context)
+        assert context.n_past == prompt.n_tokens
+        return context.last_logits(), engine.counters, [c.kind for c in prompt.chunks]
 
 
 @pytest.mark.parametrize("quant", ["F32", "F16", "BF16", "Q8_0", "Q4_K_M", "IQ4_NL"])
@@ -147,7 +147,7 @@ def test_a_chat_follow_up_with_and_without_an_image_matches_the_per_chunk_path(c
                 answers.append(chat.send("And the sky?").text)  # text alone: tokens either way
                 chat.attach(load_image(images["tall"]))
                 answers.append(chat.send("And this one?").text)
-                results[as_rows] = (answers, engine.last_logits(), engine.n_past)
+                results[as_rows] = (answers, chat.context.last_logits(), chat.n_past)
             finally:
                 sampler.close()
     (chunk_answers, chunk_logits, chunk_past), (row_answers, row_logits, row_past) = results[False], results[True]
@@ -167,7 +167,7 @@ def test_a_video_prompt_goes_in_as_one_run_of_rows_too(converted, images, tmp_pa
         rows = None if as_rows else False
         options = EngineOptions(threads=2, vision_encoder=encoder, prefill_as_rows=rows, flash_attention=False)
         with Engine(resolve_model_files(pair.model, pair.mmproj), options) as engine:
-            engine.create_context(2048)
+            context = engine.new_context(2048)
             vision = FrameVision(engine, engine.files.mmproj)
             assert vision.onnx
             frames = [
@@ -176,9 +176,11 @@ def test_a_video_prompt_goes_in_as_one_run_of_rows_too(converted, images, tmp_pa
             ]
             prompt = tokenize_video_prompt(engine, vision, text, [load_image(images["square"])], frames)
             seen: list = []
-            evaluate_video_prompt(engine, vision, prompt, lambda done, total, seen=seen: seen.append((done, total)))
-            assert seen == [(1, 2), (2, 2)] and engine.n_past == prompt.n_tokens
-            results[as_rows] = (engine.last_logits(), len(decodes), engine.counters.images_encoded)
+            evaluate_video_prompt(
+                engine, context, vision, prompt, lambda done, total, seen=seen: seen.append((done, total))
+            )
+            assert seen == [(1, 2), (2, 2)] and context.n_past == prompt.n_tokens
+            results[as_rows] = (context.last_logits(), len(decodes), engine.counters.images_encoded)
     (chunk_logits, chunk_decodes, chunk_tiles), (row_logits, row_decodes, row_tiles) = results[False], results[True]
     assert row_decodes == 1 and chunk_decodes > 5 and row_tiles == chunk_tiles
     assert np.array_equal(row_logits, chunk_logits), float(np.abs(row_logits - chunk_logits).max())
@@ -207,8 +209,8 @@ def test_an_engine_with_a_refused_lookup_keeps_the_per_chunk_path(tiny_pair, ima
         engine.files = dataclasses.replace(
             engine.files, model=dataclasses.replace(engine.files.model, architecture="x")
         )
-        engine.create_context(1024)
+        context = engine.new_context(1024)
         prompt = engine.tokenize(ONE_IMAGE, [load_image(images["square"])])
-        engine.evaluate(prompt)
+        engine.evaluate(prompt, context)
         assert engine.token_embeddings() is None
         assert len(decodes) == len(prompt.chunks) > 2

@@ -213,10 +213,10 @@ def test_frames_go_through_the_onnx_encoder_under_auto_and_mtmd_on_request(video
     for engine_name in ("auto", "mtmd"):
         with smolcli.load(video_pair, threads=2, vision_engine=engine_name, embedding_cache=False) as model:
             answers[engine_name] = model.ask("What happens?", video=clips["mp4"], max_tokens=1, logprobs=3)
-            frames = model._frame_vision
+            frames = model.pair.frame_vision()
             assert frames.onnx == (engine_name == "auto")
             assert (frames.ctx is None) == (engine_name == "auto")  # no mtmd context for the frames on ONNX
-            assert model._engine.mtmd_ctx is None  # the engine's own (for images) is not loaded for a clip either way
+            assert model.engine.mtmd_ctx is None  # the engine's own (for images) is not loaded for a clip either way
     assert answers["auto"].vision_engine == "onnx-int8" and answers["mtmd"].vision_engine == "mtmd"
     for answer in answers.values():
         assert answer.usage.images_encoded == 3 and answer.usage.image_tokens == 3 * 9

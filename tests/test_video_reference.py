@@ -46,7 +46,6 @@ def video_setup(workdir, numpy_checkpoint):
     pair = convert_checkpoint(checkpoint, workdir / "video-parity", "F32", "F32", name="tiny-SmolVLM2")
     engine = Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2))
     exact_attention(engine)  # what is compared is the video's preparation, not llama.cpp's F16 attention sums
-    engine.create_context(4096)
     vision = FrameVision(engine, read_gguf(pair.mmproj))
     folder = workdir / "video-parity-clips"
     folder.mkdir(exist_ok=True)
@@ -59,14 +58,15 @@ def video_setup(workdir, numpy_checkpoint):
 def _our_logits(engine, vision, reference, frames, duration):
     timestamps = [frame.timestamp for frame in frames]
     text = first_turn(place_video(QUESTION)).replace(VIDEO_MARKER, video_text(timestamps, duration))
-    engine.clear()
+    context = engine.new_context(4096)
     prompt = tokenize_video_prompt(engine, vision, text, [], [frame.image for frame in frames])
     try:
-        evaluate_video_prompt(engine, vision, prompt)
+        evaluate_video_prompt(engine, context, vision, prompt)
         ids = prompt.token_ids(reference.image_token_id)
+        return ids, context.last_logits()
     finally:
         prompt.free()
-    return ids, engine.last_logits()
+        context.free()
 
 
 @pytest.mark.parametrize("override", list(OVERRIDES))
@@ -108,7 +108,6 @@ def test_long_clip_with_flash_attention_stays_near_transformers(video_setup):
         frames = opened.frames(plan, sampling)
     engine = Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2))
     try:
-        engine.create_context(4096)
         vision = FrameVision(engine, read_gguf(pair.mmproj))
         try:
             _, logits = _our_logits(engine, vision, reference, frames, plan.duration)
@@ -132,8 +131,7 @@ def test_a_frame_global_view_embeds_as_transformers_does(video_setup):
     prompt = vision.tokenize(engine, frame.image)
     try:
         index = [i for i, c in enumerate(prompt.chunks) if c.kind == "image"][-1]
-        chunk = engine._mtmd.mtmd_input_chunks_get(prompt.handle, index)
-        embeddings = engine._encode(chunk, None, vision.ctx)
+        embeddings = engine.encode_chunk(prompt.mtmd_chunk(index), None, vision.ctx)
         n_tokens = prompt.chunks[index].n_tokens
         ours = np.ctypeslib.as_array(embeddings, shape=(n_tokens * 256,)).reshape(n_tokens, 256).copy()
     finally:
@@ -195,7 +193,6 @@ def test_frames_through_onnx_fp32_match_transformers(clip, video_setup, tmp_path
     encoder = OnnxVisionEncoder(2, "fp32", folder=tmp_path)
     with Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2, vision_encoder=encoder)) as engine:
         exact_attention(engine)
-        engine.create_context(4096)
         vision = FrameVision(engine, mmproj)
         assert vision.onnx and vision.ctx is None and engine.mtmd_ctx is None
         ids, logits = _our_logits(engine, vision, reference, frames, plan.duration)

@@ -8,7 +8,7 @@ from typing import Generator, Iterator
 
 from smolcli.runtime.decoding.generation import Generation, TokenChoice
 from smolcli.runtime.decoding.grammar import Constraint, parsed_answer
-from smolcli.runtime.llama.engine import Counters
+from smolcli.runtime.llama.counters import Counters
 from smolcli.runtime.planning.peak_memory import peak_rss_bytes
 from smolcli.runtime.vision.image_tiles import PREPROC_KEY
 
@@ -110,6 +110,7 @@ class Answer:
 def answer_from(
     generation: Generation,
     engine,
+    n_ctx: int,
     usage: Usage,
     timings: Timings,
     with_images: bool,
@@ -117,7 +118,7 @@ def answer_from(
     constraint: Constraint | None = None,
     max_tokens: int = 0,
 ) -> Answer:
-    """The Answer of a finished generation on this engine; a structured one parsed and validated."""
+    """The Answer of a finished generation on this engine, in a context of n_ctx; a structured one parsed and validated."""
     mmproj = engine.files.mmproj if with_images else None
     value = parsed_answer(generation.text, constraint, generation.cut_by, max_tokens) if constraint else None
     return Answer(
@@ -128,7 +129,7 @@ def answer_from(
         model=str(engine.files.model.path),
         mmproj=str(mmproj.path) if mmproj else None,
         image_longest_edge=mmproj.metadata.get(PREPROC_KEY) if mmproj else None,
-        n_ctx=engine.n_ctx,
+        n_ctx=n_ctx,
         context_full=generation.context_full,
         logprobs=None if generation.logprobs is None else [TokenLogprob.from_choice(c) for c in generation.logprobs],
         tokens=list(generation.tokens),
@@ -140,7 +141,7 @@ def answer_from(
 
 
 def counters_since(before: Counters, after: Counters) -> Counters:
-    return Counters(**{f.name: getattr(after, f.name) - getattr(before, f.name) for f in dataclasses.fields(Counters)})
+    return after.since(before)
 
 
 def _per_second(count: int, seconds: float) -> float:

@@ -11,36 +11,30 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from smolcli.api.answer import Answer, AnswerStream, answer_from, counters_since, usage_and_timings
+from smolcli.api.answer import Answer, AnswerStream
 from smolcli.api.memory import CHAT_FIRST_MESSAGE_TOKENS
 from smolcli.api.options import GenerationSettings
+from smolcli.api.turn import Turn, checked_constraint, with_video
 from smolcli.api.video import (
     ClipFrames,
     FrameRoom,
     clip_sampling,
     frame_progress,
-    frame_vision,
     read_clip,
     warn_if_not_trained_on_video,
 )
 from smolcli.errors import BadInput, SmolcliError
 from smolcli.models.smolvlm_video import video_text
 from smolcli.runtime.chat.session import ChatSession, Message, TurnStats
-from smolcli.runtime.decoding.generation import Generation
 from smolcli.runtime.decoding.sampling import Sampler
-from smolcli.runtime.decoding.utf8_guard import Utf8Guard
 from smolcli.runtime.llama.context_size import chat_context_size
-from smolcli.runtime.llama.engine import ContextState
 from smolcli.runtime.video.clip import open_clip
 from smolcli.runtime.video.video_prompt import VideoTurn
 from smolcli.runtime.vision.images import STDIN, RGBImage, image_from
+from smolcli.util.report import quiet
 
 if TYPE_CHECKING:
     from smolcli.api.model import Model
-
-
-def _quiet(_message: str) -> None:
-    pass
 
 
 class Chat:
@@ -56,7 +50,7 @@ class Chat:
         **generation,
     ):
         self.model = model
-        self._context: ContextState | None = None
+        pair = self._pair = model.pair
         self._vision = None  # the mmproj this conversation's images are tiled by, fixed by its first images
         settings = GenerationSettings(**generation)
         settings.constraint()  # a schema given for every turn is checked now
@@ -65,10 +59,10 @@ class Chat:
         self._sampler = Sampler(settings.sampling())
         self._memory_plan = None
         first_images = [image_from(item) for item in images or ()]
-        n_ctx = ctx or model.options.ctx
+        n_ctx = ctx or pair.options.ctx
         if first_images:
-            self._vision = model.vision_for(first_images)
-        self._budget = model.memory_budget(self._vision, first_images, vision_first=not model.loaded)
+            self._vision = pair.vision_for(first_images)
+        self._budget = pair.memory_budget(self._vision, first_images, vision_first=not pair.loaded)
         if self._budget:
             # planned before anything loads: the context is fixed now, from the first message's images
             tokens = self._budget.image_tokens + CHAT_FIRST_MESSAGE_TOKENS
@@ -100,17 +94,13 @@ class Chat:
 
     @property
     def n_ctx(self) -> int | None:
-        engine = self.model._engine
-        if engine is not None and self.model._holder is self:
-            return engine.n_ctx if engine.ctx is not None else None
-        return self._context.n_ctx if self._context is not None else None
+        """The size of this conversation's context (None before its first turn makes it)."""
+        context = self._session.context
+        return context.n_ctx if context is not None else None
 
     @property
     def n_past(self) -> int:
-        engine = self.model._engine
-        if engine is not None and self.model._holder is self:
-            return engine.n_past
-        return self._context.n_past if self._context is not None else 0
+        return self._session.n_past
 
     def attach(self, image) -> None:
         """An image (path, bytes or PIL image) for the next message."""
@@ -120,16 +110,10 @@ class Chat:
 
     def clear(self) -> None:
         """Start a new conversation (the context is kept, emptied)."""
-        self._session.messages.clear()
-        self._session.pending_images.clear()
-        self._session.pending_video = None
-        if self.model._holder is self and self.model._engine is not None and self.model._engine.ctx is not None:
-            self.model._engine.clear()
-        elif self._context is not None and self._context.ctx is not None:
-            self.model._engine.clear(self._context)  # held aside while another asks: emptied where it is
+        self._session.clear()
 
     def transcript(self) -> dict:
-        files = self.model.files
+        files = self._pair.files
         return {
             "model": str(files.model.path),
             "mmproj": str(self._vision.path) if self._vision else (str(files.mmproj.path) if files.mmproj else None),
@@ -171,7 +155,7 @@ class Chat:
         pictures = [picture for _, turn_images, *_ in turns for picture in turn_images]
         if pictures:
             self._pin_vision(pictures)
-        engine = self.model._hold(self)
+        engine = self._pair.engine
         self._session.engine = engine
         if pictures:
             engine.use_mmproj(self._vision, mtmd_only=self._plan_engine == "mtmd")
@@ -179,7 +163,7 @@ class Chat:
         for text, turn_images, answer, *clip in turns:
             video = clip[0] if clip else None
             replayed.append(
-                (text, turn_images, answer, self._read_video(engine, video, fps, max_frames, _quiet))
+                (text, turn_images, answer, self._read_video(engine, video, fps, max_frames, quiet))
                 if video is not None
                 else (text, turn_images, answer)
             )
@@ -199,7 +183,7 @@ class Chat:
         video=None,
         fps: float | None = None,
         max_frames: int | None = None,
-        report: Callable[[str], None] = _quiet,
+        report: Callable[[str], None] = quiet,
     ) -> Answer | AnswerStream:
         """One user turn: its answer, or with stream=True an AnswerStream of its text.
 
@@ -208,21 +192,19 @@ class Chat:
         path, '-' or the file's bytes) goes with this turn as in Model.ask(video=...): its frames
         stay in the conversation for the turns after it; `report` gets the frames' progress lines.
         """
-        constraint = self._settings.constraint()  # the chat's own, for every turn
+        settings = self._settings  # the chat's own, for every turn, unless this turn brings a grammar
         if json_schema is not None or grammar is not None:
-            constraint = dataclasses.replace(self._settings, json_schema=json_schema, grammar=grammar).constraint()
-        if logprobs is not None and logprobs < 0:
-            raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
+            settings = dataclasses.replace(self._settings, json_schema=json_schema, grammar=grammar)
+        constraint = checked_constraint(settings, logprobs)
         for image in images or ():
             self.attach(image)
         if not text.strip() and not self._session.pending_images and video is None:
             raise BadInput("the message is empty")
-        was_loaded = self.model.loaded
+        was_loaded = self._pair.loaded
         pending = list(self._session.pending_images)
         vision = self._vision if pending else None
-        engine, load_seconds, encoded_ahead = self.model._engine_with_vision(
-            self, vision, pending, self._plan_engine == "mtmd"
-        )
+        ready = self._pair.ready(vision, pending, self._plan_engine == "mtmd")
+        engine, load_seconds = ready.engine, ready.load_seconds
         self._session.engine = engine
         clip = None
         if video is not None:
@@ -230,57 +212,45 @@ class Chat:
             clip = self._attach_video(engine, text, video, fps, max_frames, report)
             if was_loaded:  # a loaded model's load time is this turn's setup: the clip's vision context too
                 load_seconds += time.perf_counter() - attaching
-        before = engine.counters.snapshot()
-        engine.counters.encode_seconds += encoded_ahead
-        had_context = engine.ctx is not None
-        turn_sampler = None
-        if constraint is not None:
-            # a grammar holds state as the answer grows: a fresh one for each turn it constrains
-            turn_sampler = Sampler(self._settings.sampling(), constraint.gbnf, engine.vocab)
+        had_context = self._session.context is not None
+        # the conversation's first turn makes its context: its load time is this turn's
+        turn = Turn(engine, self._settings, constraint, logprobs, 0.0 if had_context else load_seconds)
+        turn.with_images = True
+        turn.count_encoded_ahead(ready.encoded_ahead_seconds)
+        turn.memory_report = clip.memory_report if clip is not None and clip.memory_report else self.memory_plan
+        if clip is not None:
+            turn.amend = lambda answer: with_video(answer, clip.summary())
+        # a grammar holds state as the answer grows: a fresh sampler for each turn it constrains
+        turn_sampler = turn.sampler() if constraint is not None else None
         self._session.sampler = turn_sampler or self._sampler
-        guard = Utf8Guard(engine.utf8_vocabulary()) if constraint else None
-        pieces = self._session.stream(text, logprobs, guard)
+        pieces = self._session.stream(text, logprobs, turn.guard())
 
-        def finish(generation: Generation) -> Answer:
-            if turn_sampler is not None:
-                turn_sampler.close()
-            done = counters_since(before, engine.counters)
-            turn = self._session.turns[-1]
-            usage, timings = usage_and_timings(
-                done,
-                turn.prompt_tokens,
-                turn.image_tokens,
-                turn.completion_tokens,
-                0.0 if had_context else load_seconds,
-            )
-            memory_plan = clip.memory_report if clip is not None and clip.memory_report else self.memory_plan
-            answer = answer_from(
-                generation, engine, usage, timings, True, memory_plan, constraint, self._settings.max_tokens
-            )
-            return dataclasses.replace(answer, video=clip.summary()) if clip is not None else answer
+        def counts(_generation) -> tuple[int, int, int]:
+            done = self._session.turns[-1]
+            return done.prompt_tokens, done.image_tokens, done.completion_tokens
 
-        answer = AnswerStream(pieces, finish)
-        return answer if stream else answer.read()
+        return turn.answer(pieces, lambda: self._session.context, counts, stream, turn_sampler and turn_sampler.close)
 
     def _attach_video(self, engine, text: str, video, fps, max_frames, report) -> ClipFrames:
         """The clip's frames for this turn, refused before decoding when they cannot fit what is left of the
         context (or, with max_memory, the memory limit), saying how many frames would."""
         session = self._session
         try:
-            model = self.model
-            sampling = clip_sampling(self.model, fps, max_frames)
-            warn_if_not_trained_on_video(model, report)
+            pair = self._pair
+            sampling = clip_sampling(pair, fps, max_frames)
+            warn_if_not_trained_on_video(pair, report)
             n_images = len(session.pending_images)
 
             def text_for(stamps: list[float], duration: float) -> str:
                 return session.render(text, n_images, video_text(stamps, duration))
 
-            n_ctx = engine.n_ctx if engine.ctx is not None else (session.requested_ctx or engine.n_ctx_train)
-            room = n_ctx - (engine.n_past if engine.ctx is not None else 0)
+            context = session.context
+            n_ctx = context.n_ctx if context is not None else (session.requested_ctx or engine.n_ctx_train)
+            room = n_ctx - session.n_past
             fixed = FrameRoom(room, n_ctx, self._settings.max_tokens, self._frames_budget(), lambda _tokens: n_ctx)
-            clip = read_clip(engine, frame_vision(model, engine), video, sampling, text_for, fixed, report)
+            clip = read_clip(engine, pair.frame_vision(), video, sampling, text_for, fixed, report)
         except SmolcliError as error:
-            raise session._drop_images(error) from None
+            raise session.drop_images(error) from None
         session.pending_video = self._video_turn(engine, clip, video, report)
         return clip
 
@@ -291,20 +261,20 @@ class Chat:
             return None
         budget = self._budget
         if budget.vision is None:
-            budget = self.model.memory_budget(self.model.files.mmproj, [])
+            budget = self._pair.memory_budget(self._pair.files.mmproj, [])
         return dataclasses.replace(budget, requested_cache=self._memory_plan.cache_type)
 
     def _read_video(self, engine, video, fps, max_frames, report) -> VideoTurn:
         """A clip of an earlier turn (replay): sampled and decoded, no room check (the replay checks the whole)."""
         with open_clip(video) as opened:
-            sampling = clip_sampling(self.model, fps, max_frames)
+            sampling = clip_sampling(self._pair, fps, max_frames)
             plan = opened.plan(sampling)
             clip = ClipFrames(plan, opened.frames(plan, sampling))
         return self._video_turn(engine, clip, video, report)
 
     def _video_turn(self, engine, clip: ClipFrames, video, report) -> VideoTurn:
         source = video if isinstance(video, str) else (str(video) if isinstance(video, Path) else "video bytes")
-        vision = frame_vision(self.model, engine)
+        vision = self._pair.frame_vision()
         return VideoTurn(
             vision,
             clip.images,
@@ -315,21 +285,19 @@ class Chat:
 
     def _pin_vision(self, images: list[RGBImage]) -> None:
         if self._vision is None:
-            self._vision = self.model.vision_for(images)
+            self._vision = self._pair.vision_for(images)
 
-    def _before_context(self, _n_ctx: int) -> None:
+    def _before_context(self, _n_ctx: int) -> str:
         # the KV-cache type of this conversation's context: the memory plan's, or the model's setting
-        cache_type = self._memory_plan.cache_type if self._memory_plan else (self.model.options.cache_type or "f16")
-        self.model.engine.options.cache_type = cache_type
+        return self._memory_plan.cache_type if self._memory_plan else (self._pair.options.cache_type or "f16")
 
     def close(self) -> None:
         """Free this conversation's context; the model stays loaded."""
         if self._sampler is not None:
-            self.model._release(self)
+            self._session.close()
             self._sampler.close()
             self._sampler = None
-            if self in self.model._chats:
-                self.model._chats.remove(self)
+            self._pair.forget(self)
 
     def __enter__(self) -> "Chat":
         return self

@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 from smolcli.runtime.gguf.model_files import ModelFiles, resolve_model_files
+from smolcli.util.report import quiet
 
 Report = Callable[[str], None]
 
 
-def _quiet(_message: str) -> None:
-    pass
-
-
 def model_paths(
-    model: str | Path, mmproj: str | Path | None = None, offline: bool = False, report: Report = _quiet
+    model: str | Path, mmproj: str | Path | None = None, offline: bool = False, report: Report = quiet
 ) -> tuple[Path, Path | None]:
     """A path as given (with mmproj as given), or a model name's stored pair, pulled on first use."""
     from smolcli.store.model_ref import parse_model_ref
@@ -39,7 +36,7 @@ def model_files(
     mmproj: str | Path | None = None,
     need_vision: bool = False,
     offline: bool = False,
-    report: Report = _quiet,
+    report: Report = quiet,
 ) -> ModelFiles:
     """The checked pair: the language model and its mmproj (None when there is none and none is needed)."""
     model_path, mmproj_path = model_paths(model, mmproj, offline, report)

@@ -8,13 +8,14 @@ that cannot fit is refused at once with the number of frames that would.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from smolcli.api.answer import Answer
+from smolcli.api.answer import Answer, AnswerStream
+from smolcli.api.loaded_pair import LoadedPair
+from smolcli.api.turn import PromptCounts, Question, Turn, with_video
 from smolcli.api.video_plan import check_frames_fit_context, check_frames_fit_memory, planned_tokens
 from smolcli.errors import BadInput, ModelFileError
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
@@ -53,13 +54,11 @@ def video_sampling(mmproj, fps: float | None, max_frames: int | None) -> VideoSa
     return VideoSampling(fps or RELEASE_FPS, max_frames or RELEASE_MAX_FRAMES, size.default_edge, size.tile)
 
 
-def clip_sampling(model, fps: float | None, max_frames: int | None) -> VideoSampling:
+def clip_sampling(pair: LoadedPair, fps: float | None, max_frames: int | None) -> VideoSampling:
     """The model's sampling rule for a clip; a model without an mmproj cannot take one."""
-    if model.files.mmproj is None:
-        raise ModelFileError(
-            f"{model.files.model.path}: no mmproj-*.gguf beside it; a video needs one: pass {{mmproj}}"
-        )
-    return video_sampling(model.files.mmproj, fps, max_frames)
+    if pair.files.mmproj is None:
+        raise ModelFileError(f"{pair.files.model.path}: no mmproj-*.gguf beside it; a video needs one: pass {{mmproj}}")
+    return video_sampling(pair.files.mmproj, fps, max_frames)
 
 
 def progress_after_seconds() -> float:
@@ -140,80 +139,64 @@ def read_clip(
     return ClipFrames(plan, frames, memory_plan, room.budget.report(memory_plan) if memory_plan else None)
 
 
-def ask_video(model, prompt: str, video, pictures, settings, logprobs, stream, system, fps, max_frames, report):
-    """Model.ask's path when a video is given; `pictures` are the question's images, already read."""
-    sampling_rule = clip_sampling(model, fps, max_frames)
-    warn_if_not_trained_on_video(model, report)
-    constraint = settings.constraint()  # refused before anything runs
-    content = place_video(place_images(prompt, len(pictures)))
-    vision_images = model.vision_for(pictures) if pictures else None
-    budget = model.memory_budget(vision_images or model.files.mmproj, pictures)
+@dataclass(frozen=True)
+class ClipRequest:
+    """A clip given with a question: the video (a path, '-' for stdin, or the file's bytes), its sampling
+    overrides, and where its progress lines go."""
+
+    video: object
+    fps: float | None = None
+    max_frames: int | None = None
+    report: Callable[[str], None] = print
+
+
+def ask_video(pair: LoadedPair, question: Question, request: ClipRequest) -> Answer | AnswerStream:
+    """Model.ask's path when a video is given: the clip's frames sampled, checked against the context (and the
+    memory limit) before decoding, laid out with the question's images, and answered as any question."""
+    pictures, settings, report = question.pictures, question.settings, request.report
+    sampling_rule = clip_sampling(pair, request.fps, request.max_frames)
+    warn_if_not_trained_on_video(pair, report)
+    content = place_video(place_images(question.prompt, len(pictures)))
+    vision_images = pair.vision_for(pictures) if pictures else None
+    budget = pair.memory_budget(vision_images or pair.files.mmproj, pictures)
     started = time.perf_counter()
-    was_loaded = model.loaded
-    engine = model._hold(model)
+    was_loaded = pair.loaded
+    engine = pair.engine
     if vision_images is not None:
         engine.use_mmproj(vision_images)
-    frames_vision = frame_vision(model, engine)
+    frames_vision = pair.frame_vision()
     load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
-    before = engine.counters.snapshot()
-    limit = model.options.ctx or engine.n_ctx_train
+    turn = Turn(engine, settings, question.constraint, question.logprobs, load_seconds, with_images=True)
+    limit = pair.options.ctx or engine.n_ctx_train
 
     def text_for(stamps: list[float], duration: float) -> str:
-        return first_turn(content, system).replace(VIDEO_MARKER, video_text(stamps, duration), 1)
+        return first_turn(content, question.system).replace(VIDEO_MARKER, video_text(stamps, duration), 1)
 
-    room = FrameRoom(
-        limit,
-        limit,
-        settings.max_tokens,
-        budget,
-        lambda tokens: model.options.ctx or ask_context_size(tokens, settings.max_tokens, engine.n_ctx_train),
-        budget.image_tokens if budget else 0,
-    )
-    clip = read_clip(engine, frames_vision, video, sampling_rule, text_for, room, report)
-    text = first_turn(content, system).replace(VIDEO_MARKER, clip.text(), 1)
+    def n_ctx_for(tokens: int) -> int:
+        return pair.options.ctx or ask_context_size(tokens, settings.max_tokens, engine.n_ctx_train)
+
+    room = FrameRoom(limit, limit, settings.max_tokens, budget, n_ctx_for, budget.image_tokens if budget else 0)
+    clip = read_clip(engine, frames_vision, request.video, sampling_rule, text_for, room, report)
+    text = first_turn(content, question.system).replace(VIDEO_MARKER, clip.text(), 1)
     tokenized = tokenize_video_prompt(engine, frames_vision, text, pictures, clip.images)
     try:
-        n_ctx = model.options.ctx or ask_context_size(tokenized.n_tokens, settings.max_tokens, engine.n_ctx_train)
-        cache_type = clip.memory_plan.cache_type if clip.memory_plan else (model.options.cache_type or "f16")
-        model._fresh_context(engine, n_ctx, cache_type)
-        engine.check_fits(tokenized.n_tokens + 1)  # images beside the clip were not in the plan
-        evaluate_video_prompt(engine, frames_vision, tokenized, frame_progress(report, "encoding frame"))
+        cache_type = clip.memory_plan.cache_type if clip.memory_plan else (pair.options.cache_type or "f16")
+        context = pair.ask_context(n_ctx_for(tokenized.n_tokens), cache_type)
+        context.check_fits(tokenized.n_tokens + 1)  # images beside the clip were not in the plan
+        evaluate_video_prompt(engine, context, frames_vision, tokenized, frame_progress(report, "encoding frame"))
     finally:
         tokenized.free()
-    from smolcli.api.model import answer_after_prompt
-
-    def with_the_clip(answer: Answer) -> Answer:
-        return dataclasses.replace(answer, video=clip.summary(), mmproj=str(model.files.mmproj.path))
-
-    return answer_after_prompt(
-        engine,
-        settings,
-        constraint,
-        tokenized,
-        before,
-        load_seconds,
-        True,
-        clip.memory_report,
-        logprobs,
-        stream,
-        with_the_clip,
-    )
+    turn.memory_report = clip.memory_report
+    mmproj = str(pair.files.mmproj.path)
+    turn.amend = lambda answer: with_video(answer, clip.summary(), mmproj)
+    return turn.generate(context, PromptCounts(tokenized.n_tokens, tokenized.n_image_tokens), question.stream)
 
 
-def warn_if_not_trained_on_video(model, report) -> None:
+def warn_if_not_trained_on_video(pair: LoadedPair, report) -> None:
     """Once per model: a SmolVLM (v1) release was not trained on video."""
-    if not trained_on_video(model.files.model) and not getattr(model, "_warned_v1_video", False):
-        model._warned_v1_video = True
+    if not trained_on_video(pair.files.model) and not pair.warned_v1_video:
+        pair.warned_v1_video = True
         report(
-            f"note: {model.files.model.path.name} is a SmolVLM (v1) model, not trained on video; "
+            f"note: {pair.files.model.path.name} is a SmolVLM (v1) model, not trained on video; "
             "its answers about clips may be poor (SmolVLM2 releases were trained on video)"
         )
-
-
-def frame_vision(model, engine) -> FrameVision:
-    """One frame context per model, freed with it."""
-    vision = getattr(model, "_frame_vision", None)
-    if vision is None or vision.closed:
-        vision = FrameVision(engine, model.files.mmproj)
-        model._frame_vision = vision
-    return vision

@@ -34,7 +34,7 @@ def planned_tokens(engine, text_for: TextFor, plan: VideoPlan, n_frames: int, fr
     """The prompt's tokens with the plan's first n_frames frames: its text tokenized, each frame's image tokens."""
     stamps = [index / plan.fps for index in plan.indices[:n_frames]]
     pieces = text_for(stamps, plan.duration).split(FRAME_SLOT)
-    return sum(engine._text_tokens(piece.encode(), False)[0] for piece in pieces) + n_frames * frame_tokens
+    return sum(engine.text_tokens(piece.encode(), False)[0] for piece in pieces) + n_frames * frame_tokens
 
 
 def fix_for(fits: int, otherwise: str) -> str:

@@ -21,6 +21,7 @@ from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.synthetic.build_marker import ggufs_readable, read_marker
 from smolcli.synthetic.pair_files import PairFiles
 from smolcli.util.disk_full import DISK_FULL
+from smolcli.util.report import quiet
 from smolcli.util.staging import remove_abandoned, staged_folder
 from smolcli.util.user_cache import HOME_ENV, cache_dir
 
@@ -30,10 +31,6 @@ MARKER = "complete.json"  # written last into a converted pair's folder
 STAGE_PREFIX = ".building-"
 
 Report = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    pass
 
 
 BenchFiles = PairFiles  # the bench's pair, in $SMOLCLI_HOME/bench
@@ -109,7 +106,7 @@ def _building(what: str, folder: Path, shape: str | None = None) -> Iterator[Non
 
 
 def prepare_files(
-    shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = _quiet
+    shape: str, quant: str, mmproj_type: str, threads: int | None = None, report: Report = quiet
 ) -> tuple[BenchFiles, bool]:
     """The random checkpoint, its converted pair and the photo, built unless already whole: (files, reused pair)."""
     from smolcli.runtime.llama import llama_logging

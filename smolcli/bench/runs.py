@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Iterator
 
 from smolcli.bench.encoder_throughput import MATMUL_SECONDS, MATMUL_SIZE, encoder_flops_per_tile, matmul_reference
-from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, _quiet, prepare_files
+from smolcli.bench.files import IMAGE_HEIGHT, IMAGE_WIDTH, BenchFiles, Report, prepare_files
 from smolcli.doctor.system_info import versions
 from smolcli.errors import SmolcliError
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
 from smolcli.runtime.vision.image_tiles import TileSize, edge_for_image_size, edge_for_max_tiles
+from smolcli.util.report import quiet
 from smolcli.util.user_cache import HOME_ENV
 
 QUESTION = "What is in this image?"
@@ -269,7 +270,7 @@ def machine(threads: int) -> dict:
     }
 
 
-def run_bench(options: BenchOptions, report: Report = _quiet) -> dict:
+def run_bench(options: BenchOptions, report: Report = quiet) -> dict:
     """Build (or reuse) the files, measure the matmul reference, run every setting `repeats` times, interleaved."""
     options = check_options(options)
     shape, threads = options.shape, options.threads

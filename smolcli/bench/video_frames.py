@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolcli.api.video import video_sampling
-from smolcli.bench.files import Report, _quiet, bench_folder, prepare_files
+from smolcli.bench.files import Report, bench_folder, prepare_files
 from smolcli.bench.runs import BenchOptions, check_options, machine
 from smolcli.doctor.system_info import versions
 from smolcli.runtime.gguf.gguf_file import read_gguf
 from smolcli.runtime.video.clip import open_clip
 from smolcli.runtime.vision.images import RGBImage
 from smolcli.synthetic.clips import write_clip
+from smolcli.util.report import quiet
 
 CLIP_SECONDS, CLIP_FPS, CLIP_WIDTH, CLIP_HEIGHT = 8, 10, 640, 360
 
@@ -47,15 +48,14 @@ def clip_path() -> Path:
 
 def _mtmd_pass(engine, vision, frames: list[RGBImage]) -> float:
     """Seconds to encode every frame's global view through mtmd."""
-    mtmd = engine._mtmd
     seconds = 0.0
     for frame in frames:
         prompt = vision.tokenize(engine, frame)
         try:
             index = [i for i, chunk in enumerate(prompt.chunks) if chunk.kind == "image"][-1]
-            chunk = mtmd.mtmd_input_chunks_get(prompt.handle, index)
+            chunk = prompt.mtmd_chunk(index)
             started = time.perf_counter()
-            engine._encode(chunk, None, vision.ctx)
+            engine.encode_chunk(chunk, None, vision.ctx)
             seconds += time.perf_counter() - started
         finally:
             prompt.free()
@@ -79,7 +79,7 @@ def _frame_pixels(frames: list[RGBImage], mmproj) -> list:
     return [pixel_values(frame, tile, tile, mean, std) for frame in frames]
 
 
-def run_video_bench(options: VideoBenchOptions, report: Report = _quiet) -> dict:
+def run_video_bench(options: VideoBenchOptions, report: Report = quiet) -> dict:
     from smolcli.runtime.gguf.model_files import resolve_model_files
     from smolcli.runtime.llama.engine import Engine, EngineOptions
     from smolcli.runtime.video.video_prompt import FrameVision

@@ -201,9 +201,9 @@ def _attach_video(session: Chat, source: str, clips: Clips) -> None:
 
 
 def _stats(session: Chat) -> dict:
-    engine = session.model._engine
+    counters = session.model.engine.counters if session.model.loaded else Counters()
     report = {
-        **dataclasses.asdict(engine.counters if engine is not None else Counters()),
+        **dataclasses.asdict(counters),
         "n_past": session.n_past,
         "n_ctx": session.n_ctx,
         "turns": [dataclasses.asdict(turn) for turn in session.turns],

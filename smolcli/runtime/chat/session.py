@@ -1,4 +1,5 @@
-"""A conversation over one Engine: the KV cache keeps every turn, so a new turn evaluates only itself."""
+"""A conversation over one Engine, in a context of its own: its KV cache keeps every turn, so a new turn evaluates
+only itself, and other conversations of the same model (their own contexts) leave it where it was."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video
 from smolcli.runtime.chat.prompting import first_turn, next_turn, place_images
 from smolcli.runtime.decoding.generation import Generation, GenerationLimits, drain, generate_pieces
 from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.context_size import chat_context_size, check_prompt_fits
 from smolcli.runtime.llama.engine import Engine
 from smolcli.runtime.video.video_prompt import VideoTurn, evaluate_video_prompt, tokenize_video_prompt
@@ -42,14 +44,15 @@ class ChatSession:
         limits: GenerationLimits,
         system: str | None = None,
         n_ctx: int | None = None,
-        before_context: Callable[[int], None] | None = None,
+        before_context: Callable[[int], str | None] | None = None,
     ):
         self.engine = engine
         self.sampler = sampler
         self.limits = limits
         self.system = system
         self.requested_ctx = n_ctx
-        self.before_context = before_context
+        self.before_context = before_context  # n_ctx -> the KV-cache type (None: the engine's); may refuse
+        self.context: LlamaContext | None = None  # made for the first turn, sized to it unless n_ctx was given
         self.messages: list[Message] = []
         self.pending_images: list[RGBImage] = []
         self.pending_video: VideoTurn | None = None  # a clip for the next message, its frames decoded
@@ -63,8 +66,18 @@ class ChatSession:
         self.messages.clear()
         self.pending_images.clear()
         self.pending_video = None
-        if self.engine.ctx is not None:
-            self.engine.clear()
+        if self.context is not None:
+            self.context.clear()
+
+    @property
+    def n_past(self) -> int:
+        return self.context.n_past if self.context is not None else 0
+
+    def close(self) -> None:
+        """Free the context; the engine stays loaded."""
+        if self.context is not None:
+            self.context.free()
+            self.context = None
 
     def send(self, text: str, on_text: Callable[[str], None] | None = None, logprobs: int | None = None) -> Generation:
         """One user turn and the streamed answer. On any failure the cache and history are as before."""
@@ -79,21 +92,21 @@ class ChatSession:
         try:
             prompt = self._tokenize(rendered, images, video)
         except SmolcliError as error:
-            raise self._drop_images(error) from None
+            raise self.drop_images(error) from None
         try:
-            self._ensure_context(prompt.n_tokens)
-            start = self.engine.n_past
+            context = self._ensure_context(prompt.n_tokens)
+            start = context.n_past
             try:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
                 self._evaluate(prompt, video)
                 prompt.free()
-                answer = yield from generate_pieces(self.engine, self.sampler, self.limits, logprobs, guard)
+                answer = yield from generate_pieces(self.engine, context, self.sampler, self.limits, logprobs, guard)
             except BaseException:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
-                self.engine.rewind(start)
+                context.rewind(start)
                 raise
         except SmolcliError as error:
-            raise self._drop_images(error) from None
+            raise self.drop_images(error) from None
         finally:
             prompt.free()
         self.turns.append(TurnStats(prompt.n_tokens, prompt.n_image_tokens, len(answer.tokens)))
@@ -123,9 +136,9 @@ class ChatSession:
 
     def _evaluate(self, prompt, video: VideoTurn | None) -> None:
         if video is None:
-            self.engine.evaluate(prompt)
+            self.engine.evaluate(prompt, self.context)
         else:
-            evaluate_video_prompt(self.engine, video.vision, prompt, video.progress)
+            evaluate_video_prompt(self.engine, self.context, video.vision, prompt, video.progress)
 
     def replay(self, exchanges: list[tuple], reserve_tokens: int = 0) -> int:
         """Earlier turns (user text, its images, the answer given[, a VideoTurn]) into the cache without generating.
@@ -148,13 +161,13 @@ class ChatSession:
                 video = clip_turn  # every clip of a model has the same frame vision context
         prompt = self._tokenize(text, images, video, frames)
         try:
-            self._ensure_context(prompt.n_tokens + reserve_tokens)
-            start = self.engine.n_past
+            context = self._ensure_context(prompt.n_tokens + reserve_tokens)
+            start = context.n_past
             try:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
                 self._evaluate(prompt, video)
             except BaseException:
-                self.engine.rewind(start)
+                context.rewind(start)
                 raise
         finally:
             prompt.free()
@@ -164,7 +177,7 @@ class ChatSession:
             self.messages.append(Message("assistant", answer))
         return prompt.n_tokens
 
-    def _drop_images(self, error: SmolcliError) -> SmolcliError:
+    def drop_images(self, error: SmolcliError) -> SmolcliError:
         """A refused turn's images and clip go with it: kept attached, they would fail every later message too."""
         if self.pending_video is not None:
             self.pending_video = None
@@ -176,30 +189,29 @@ class ChatSession:
             error.message += f" ({what} dropped)"
         return error
 
-    def _ensure_context(self, first_turn_tokens: int) -> None:
-        engine = self.engine
-        if engine.ctx is None:
+    def _ensure_context(self, first_turn_tokens: int) -> LlamaContext:
+        if self.context is None:
             n_ctx = self.requested_ctx or chat_context_size(
-                first_turn_tokens, self.limits.max_tokens, engine.n_ctx_train
+                first_turn_tokens, self.limits.max_tokens, self.engine.n_ctx_train
             )
-            if self.before_context is not None:
-                self.before_context(n_ctx)  # may refuse, or choose the KV-cache type
-            engine.create_context(n_ctx)
+            cache_type = self.before_context(n_ctx) if self.before_context is not None else None
+            self.context = self.engine.new_context(n_ctx, cache_type)
+        return self.context
 
     def _check_room(self, n_tokens: int, image_tokens: int) -> None:
-        engine = self.engine
-        if engine.n_past == 0:
-            check_prompt_fits(n_tokens, image_tokens, engine.n_ctx, "raise {ctx} or use fewer or smaller images")
+        context = self.context
+        if context.n_past == 0:
+            check_prompt_fits(n_tokens, image_tokens, context.n_ctx, "raise {ctx} or use fewer or smaller images")
             return
         try:
-            engine.check_fits(n_tokens + 1)
+            context.check_fits(n_tokens + 1)
         except ContextFull:
             raise ContextFull(
-                f"the context is full: this message needs {n_tokens} tokens but {engine.n_ctx - engine.n_past} "
-                f"of {engine.n_ctx} are left; {CLEAR_HINT}",
-                n_past=engine.n_past,
+                f"the context is full: this message needs {n_tokens} tokens but {context.n_ctx - context.n_past} "
+                f"of {context.n_ctx} are left; {CLEAR_HINT}",
+                n_past=context.n_past,
                 n_new=n_tokens,
-                n_ctx=engine.n_ctx,
+                n_ctx=context.n_ctx,
             ) from None
 
     def transcript(self) -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 
 from smolcli.errors import BadInput, ContextFull
 from smolcli.runtime.decoding.utf8_guard import Utf8Guard
+from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.engine import Engine
 
 
@@ -111,9 +112,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def token_choice(engine: Engine, token: int, n_top: int, logits: np.ndarray | None = None) -> TokenChoice:
-    """The token's log-probability under the model's raw logits (those of the last position unless given)."""
-    logprobs = log_softmax(engine.last_logits() if logits is None else logits)
+def token_choice(engine: Engine, token: int, n_top: int, logits: np.ndarray) -> TokenChoice:
+    """The token's log-probability under the model's raw logits at its position."""
+    logprobs = log_softmax(logits)
     top: tuple = ()
     if n_top > 0:
         ids = np.argpartition(-logprobs, min(n_top, len(logprobs) - 1))[:n_top]
@@ -123,9 +124,14 @@ def token_choice(engine: Engine, token: int, n_top: int, logits: np.ndarray | No
 
 
 def generate_pieces(
-    engine: Engine, sampler, limits: GenerationLimits, logprobs: int | None = None, guard: Utf8Guard | None = None
+    engine: Engine,
+    context: LlamaContext,
+    sampler,
+    limits: GenerationLimits,
+    logprobs: int | None = None,
+    guard: Utf8Guard | None = None,
 ) -> Generator[str, None, Generation]:
-    """Continue from the evaluated prompt, feeding each kept token back, so the cache holds the answer.
+    """Continue from the prompt evaluated in `context`, feeding each kept token back, so its cache holds the answer.
 
     Yields the answer's text as it becomes final; returns the whole Generation. With `logprobs`
     (0 or more alternatives), each generated token's log-probability is kept as well. A guard
@@ -136,16 +142,16 @@ def generate_pieces(
     choices: list[TokenChoice] | None = [] if logprobs is not None else None
     finish_reason, context_full = "length", False
     while len(tokens) < limits.max_tokens:
-        raw = engine.last_logits() if guard is not None and choices is not None else None
+        raw = context.last_logits() if guard is not None and choices is not None else None  # before the guard's mask
         if guard is not None:
-            guard.mask(engine.logits_view())
-        token = sampler.sample(engine.logits_view())
+            guard.mask(context.logits_view())
+        token = sampler.sample(context.logits_view())
         if engine.is_end(token) and not limits.ignore_eos:
             finish_reason = "stop"
             break
         tokens.append(token)
         if choices is not None:
-            choices.append(token_choice(engine, token, logprobs, raw))
+            choices.append(token_choice(engine, token, logprobs, context.last_logits() if raw is None else raw))
         piece = engine.piece(token)
         if guard is not None:
             guard.advance(piece)
@@ -156,7 +162,7 @@ def generate_pieces(
             finish_reason = "stop"
             break
         try:
-            engine.accept(token)
+            context.accept(token)
         except ContextFull:
             context_full = True
             break
@@ -168,6 +174,7 @@ def generate_pieces(
 
 def generate(
     engine: Engine,
+    context: LlamaContext,
     sampler,
     limits: GenerationLimits,
     on_text: Callable[[str], None] | None = None,
@@ -175,7 +182,7 @@ def generate(
     guard: Utf8Guard | None = None,
 ) -> Generation:
     """generate_pieces(), each piece handed to on_text as it comes."""
-    return drain(generate_pieces(engine, sampler, limits, logprobs, guard), on_text)
+    return drain(generate_pieces(engine, context, sampler, limits, logprobs, guard), on_text)
 
 
 def drain(pieces: Generator[str, None, Generation], on_text: Callable[[str], None] | None = None) -> Generation:

@@ -22,14 +22,15 @@ from typing import Callable
 
 import numpy as np
 
-from smolcli.errors import BadInput, ContextFull, ModelFileError, SmolcliError
+from smolcli.errors import BadInput, ModelFileError, SmolcliError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt, merged
 from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.gguf.token_embeddings import TokenEmbeddings, plain_lookup_refusal
-from smolcli.runtime.llama.embedding_batch import EmbeddingStream, decode_embeddings
+from smolcli.runtime.llama.context import LlamaContext, context_full  # noqa: F401 - context_full: its home
+from smolcli.runtime.llama.counters import Counters
 from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 from smolcli.runtime.vision.embedding_cache import EmbeddingCache, EmbeddingKey, image_digest
 from smolcli.runtime.vision.image_tiles import fit_for_tiling
@@ -61,41 +62,12 @@ class EngineOptions:
 
 
 @dataclass
-class Counters:
-    """What the engine has done since load: tests and benchmarks read these."""
-
-    images_encoded: int = 0  # image chunks (tiles) run through the vision encoder
-    cache_hits: int = 0  # image chunks whose embeddings came from the embedding cache instead
-    cache_misses: int = 0
-    image_tokens: int = 0
-    text_tokens: int = 0
-    generated_tokens: int = 0
-    encode_seconds: float = 0.0  # getting image embeddings: the encoder, or reading the cache
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-
-    def snapshot(self) -> "Counters":
-        return dataclasses.replace(self)
-
-
-@dataclass
 class Chunk:
     kind: str  # "text" or "image"
     n_tokens: int
     tokens: list[int] = field(default_factory=list)  # text chunks only
     image: str = ""  # image chunks, with an embedding cache: the digest of the image they come from
     tile: int = 0  # image chunks: the index among that image's chunks
-
-
-@dataclass
-class ContextState:
-    """A llama.cpp context held outside the engine: its KV cache and how far it is filled."""
-
-    ctx: object
-    n_ctx: int
-    n_batch: int
-    n_past: int
-    cache_type: str
 
 
 class Prompt:
@@ -112,6 +84,12 @@ class Prompt:
     @property
     def n_image_tokens(self) -> int:
         return sum(c.n_tokens for c in self.chunks if c.kind == "image")
+
+    def mtmd_chunk(self, index: int):
+        """mtmd's own chunk at this index (a prompt mtmd tokenized)."""
+        from llama_cpp import mtmd_cpp
+
+        return mtmd_cpp.mtmd_input_chunks_get(self.handle, index)
 
     def free(self) -> None:
         if self.handle is not None:
@@ -137,8 +115,7 @@ class Engine:
         self.files = files
         self.options = options
         self.counters = Counters()
-        self.n_past = 0
-        self.ctx = None
+        self._contexts: list[LlamaContext] = []  # every context made and not yet freed: freed before the model
         self.mtmd_ctx = None
         self.vision_outside_mtmd = False  # the mmproj's images go through options.vision_encoder, no mtmd context
         self._mmproj_digest: str | None = None  # hashed on the first image, only with a cache
@@ -200,20 +177,27 @@ class Engine:
             self._mmproj_digest = None
             self.load_seconds += time.perf_counter() - started
             return
-        mparams = mtmd.mtmd_context_params_default()
-        mparams.use_gpu = self.options.mmproj_offload and self.options.n_gpu_layers != 0
-        mparams.n_threads = self.threads
-        mparams.print_timings = False
-        mparams.warmup = False
-        handle = mtmd.mtmd_init_from_file(str(mmproj.path).encode(), self.model, mparams)
-        if not handle:
-            raise ModelFileError(
-                f"{mmproj.path}: mtmd could not load this mmproj; rerun with {{verbose}} for its log", path=mmproj.path
-            )
-        self.mtmd_ctx = handle
+        self.mtmd_ctx = self.open_vision_context(mmproj, "")
         self.files = dataclasses.replace(self.files, mmproj=mmproj)
         self._mmproj_digest = None
         self.load_seconds += time.perf_counter() - started
+
+    def open_vision_context(self, mmproj: GGUFSummary, purpose: str = " for video frames"):
+        """An mtmd context over this model from this mmproj (free it with free_vision_context)."""
+        mtmd = self._mtmd
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu = self.options.mmproj_offload and self.options.n_gpu_layers != 0
+        params.n_threads = self.threads
+        params.print_timings = False
+        params.warmup = False
+        handle = mtmd.mtmd_init_from_file(str(mmproj.path).encode(), self.model, params)
+        if not handle:
+            log = "" if purpose else "; rerun with {verbose} for its log"
+            raise ModelFileError(f"{mmproj.path}: mtmd could not load this mmproj{purpose}{log}", path=mmproj.path)
+        return handle
+
+    def free_vision_context(self, handle) -> None:
+        self._mtmd.mtmd_free(handle)
 
     def _load_adapters(self) -> None:
         """llama.cpp's LoRA adapters, loaded once with the model and set on each context it creates."""
@@ -227,13 +211,13 @@ class Engine:
                 )
             self.adapters.append(adapter)  # freed with the model
 
-    def _set_adapters(self) -> None:
+    def _set_adapters(self, context: LlamaContext) -> None:
         if not self.adapters:
             return
         llama_cpp = self._llama
         handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(self.adapters))(*self.adapters)
         scales = (ctypes.c_float * len(self.adapters))(*(scale for _, scale in self.options.lora))
-        if llama_cpp.llama_set_adapters_lora(self.ctx, handles, len(self.adapters), scales) != 0:
+        if llama_cpp.llama_set_adapters_lora(context.handle, handles, len(self.adapters), scales) != 0:
             raise SmolcliError("llama.cpp could not apply the LoRA adapters to the context")
 
     # --- context -------------------------------------------------------------------------
@@ -242,11 +226,13 @@ class Engine:
     def n_ctx_train(self) -> int:
         return int(self._llama.llama_model_n_ctx_train(self.model))
 
-    def create_context(self, n_ctx: int) -> None:
+    def new_context(self, n_ctx: int, cache_type: str | None = None) -> LlamaContext:
+        """A context of its own for a conversation: n_ctx positions of a `cache_type` KV cache (the options' by
+        default), with the model's LoRA adapters set. The caller owns it (free() it); the engine frees what
+        is left when it closes, before the weights."""
         llama_cpp = self._llama
-        if self.ctx is not None:
-            llama_cpp.llama_free(self.ctx)
-        cache = CACHE_TYPES[self.options.cache_type]
+        cache_type = cache_type or self.options.cache_type
+        cache = CACHE_TYPES[cache_type]
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = min(self.options.n_batch, n_ctx)
@@ -256,19 +242,22 @@ class Engine:
         params.type_k = cache
         params.type_v = cache
         params.flash_attn_type = self._flash_attention_type(cache)
-        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
-        if not self.ctx:
-            self.ctx = None
+        handle = llama_cpp.llama_init_from_model(self.model, params)
+        if not handle:
             # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
             fix = "try {cache_type=f16}" if cache != 1 else "lower {ctx} or free memory"
             raise SmolcliError(
-                f"llama.cpp could not create a {n_ctx}-token context with a {self.options.cache_type} KV cache; "
+                f"llama.cpp could not create a {n_ctx}-token context with a {cache_type} KV cache; "
                 f"{fix} (rerun with {{verbose}} for its log)"
             )
-        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
-        self.n_batch = int(params.n_batch)
-        self.n_past = 0
-        self._set_adapters()
+        context = LlamaContext(llama_cpp, handle, int(params.n_batch), cache_type, self.n_vocab, self.counters)
+        self._contexts = [made for made in self._contexts if not made.freed] + [context]
+        try:
+            self._set_adapters(context)
+        except BaseException:
+            context.free()
+            raise
+        return context
 
     def _flash_attention_type(self, cache: int) -> int:
         llama_cpp = self._llama
@@ -279,50 +268,21 @@ class Engine:
             return llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
         return llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if wanted else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
-    def detach_context(self) -> "ContextState | None":
-        """Take the context out of the engine, KV cache and all, so that another can be made or attached."""
-        if self.ctx is None:
-            return None
-        state = ContextState(self.ctx, self.n_ctx, self.n_batch, self.n_past, self.options.cache_type)
-        self.ctx, self.n_past = None, 0
-        return state
-
-    def attach_context(self, state: "ContextState | None") -> None:
-        """Put back a detached context (the one in the engine is freed): a conversation goes on where it was."""
-        if self.ctx is not None:
-            self._llama.llama_free(self.ctx)
-        self.ctx, self.n_past = None, 0
-        if state is not None:
-            self.ctx, self.n_ctx, self.n_batch, self.n_past = state.ctx, state.n_ctx, state.n_batch, state.n_past
-            self.options.cache_type = state.cache_type
-
-    def free_context(self, state: "ContextState | None") -> None:
-        if state is not None and state.ctx is not None and self.model is not None:
-            self._llama.llama_free(state.ctx)
-            state.ctx = None
-
-    def clear(self, state: "ContextState | None" = None) -> None:
-        """Empty the KV cache: the engine's own context, or a detached one (a conversation not being served now)."""
-        target = state if state is not None else self
-        self._llama.llama_memory_clear(self._llama.llama_get_memory(target.ctx), True)
-        target.n_past = 0
-
-    def rewind(self, n_past: int) -> None:
-        """Forget everything after position n_past (an interrupted or overflowing turn)."""
-        self._llama.llama_memory_seq_rm(self._llama.llama_get_memory(self.ctx), 0, n_past, -1)
-        self.n_past = n_past
-
     # --- prompts -------------------------------------------------------------------------
 
-    def tokenize(self, text: str, images: list[RGBImage], add_special: bool = False) -> Prompt:
-        """Text with one `<image>` marker per image, in order, into text and image chunks."""
+    def tokenize(self, text: str, images: list[RGBImage], add_special: bool = False, vision_ctx=None) -> Prompt:
+        """Text with one `<image>` marker per image, in order, into text and image chunks.
+
+        vision_ctx: another mtmd context over this model (open_vision_context's), to cut the images as its
+        mmproj does (video frames); the chunk list and the images' ids are still this engine's."""
         mtmd = self._mtmd
+        mtmd_ctx = vision_ctx or self.mtmd_ctx
         if text.count(IMAGE_MARKER) != len(images):
             raise BadInput(f"the prompt has {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for {len(images)} images")
-        if images and self.mtmd_ctx is None and not self.vision_outside_mtmd:
+        if images and mtmd_ctx is None and not self.vision_outside_mtmd:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
         images = [self._fit_for_tiling(img) for img in images]
-        if self.mtmd_ctx is None:  # text alone, or images through the ONNX encoder
+        if mtmd_ctx is None:  # text alone, or images through the ONNX encoder
             return self._own_layout_prompt(text, images, add_special)
         marker = mtmd.mtmd_default_marker().decode()
         encoded = text.replace(IMAGE_MARKER, marker).encode("utf-8")
@@ -343,7 +303,7 @@ class Engine:
         try:
             inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
             array = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
-            status = mtmd.mtmd_tokenize(self.mtmd_ctx, handle, ctypes.byref(inp), array, len(bitmaps))
+            status = mtmd.mtmd_tokenize(mtmd_ctx, handle, ctypes.byref(inp), array, len(bitmaps))
             if status != 0:
                 mtmd.mtmd_input_chunks_free(handle)
                 raise SmolcliError(f"mtmd could not tokenize the prompt (status {status})")
@@ -376,13 +336,13 @@ class Engine:
         chunks = []
         for index, piece in enumerate(pieces):
             if isinstance(piece, str):
-                chunks.append(Chunk("text", *self._text_tokens(piece.encode("utf-8"), add_special and index == 0)))
+                chunks.append(Chunk("text", *self.text_tokens(piece.encode("utf-8"), add_special and index == 0)))
             else:
                 digest, slot = piece
                 chunks.append(Chunk("image", tile_tokens, image=digest, tile=slot.tile))
         return Prompt(None, chunks)
 
-    def _text_tokens(self, encoded: bytes, add_special: bool) -> tuple[int, list[int]]:
+    def text_tokens(self, encoded: bytes, add_special: bool) -> tuple[int, list[int]]:
         llama_cpp = self._llama
         capacity = len(encoded) + 8
         buffer = (llama_cpp.llama_token * capacity)()
@@ -425,30 +385,24 @@ class Engine:
 
     # --- evaluation ----------------------------------------------------------------------
 
-    def check_fits(self, n_tokens: int) -> None:
-        if self.n_past + n_tokens > self.n_ctx:
-            raise context_full(self.n_past, n_tokens, self.n_ctx)
-
-    def evaluate(self, prompt: Prompt) -> None:
-        """Run every chunk of the prompt through the model, appending to the cache."""
-        self.check_fits(prompt.n_tokens)
+    def evaluate(self, prompt: Prompt, context: LlamaContext) -> None:
+        """Run every chunk of the prompt through the model, appending to the context's cache."""
+        context.check_fits(prompt.n_tokens)
         if prompt.handle is None and self._as_rows(prompt):
-            self.evaluate_rows([(chunk, None) for chunk in prompt.chunks])
+            self.evaluate_rows(context, [(chunk, None) for chunk in prompt.chunks])
             return
         if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
             for chunk in prompt.chunks:
                 if chunk.kind == "text":
-                    self._decode_text(chunk.tokens)
+                    context.decode_tokens(chunk.tokens)
                 else:
-                    self._decode_tile_outside_mtmd(chunk)
+                    self._decode_tile_outside_mtmd(context, chunk)
             return
-        mtmd = self._mtmd
         for index, described in enumerate(prompt.chunks):
-            chunk = mtmd.mtmd_input_chunks_get(prompt.handle, index)
             if described.kind == "text":
-                self._decode_text(described.tokens)
+                context.decode_tokens(described.tokens)
             else:
-                self._decode_image(chunk, described)
+                self.decode_image_chunk(context, prompt.mtmd_chunk(index), described)
 
     def _as_rows(self, prompt: Prompt) -> bool:
         wanted = self.options.prefill_as_rows
@@ -470,14 +424,16 @@ class Engine:
             self._token_embeddings = TokenEmbeddings(self.files.model) if refusal is None else False
         return self._token_embeddings or None
 
-    def evaluate_rows(self, pieces: list[tuple[Chunk, Callable | None]], after: Callable | None = None) -> None:
+    def evaluate_rows(
+        self, context: LlamaContext, pieces: list[tuple[Chunk, Callable | None]], after: Callable | None = None
+    ) -> None:
         """Chunks in prompt order as one run of embedding rows, n_batch at a time: text runs looked up, tiles
         from the cache or the ONNX encoder (with an encode, what makes them: a video frame's frame_encoder).
         after(chunk, encode): called once each piece's rows are in. The counters split as the per-chunk path's
         do: getting a tile's embeddings is encode_seconds, the lookups and the decodes prefill_seconds."""
         lookup = self.token_embeddings()
         n_tokens = sum(chunk.n_tokens for chunk, _ in pieces)
-        stream = EmbeddingStream(self._llama, self.ctx, lookup.n_embd, self.n_batch, self.n_past, n_tokens)
+        stream = context.row_stream(lookup.n_embd, n_tokens)
         try:
             for chunk, encode in pieces:
                 started = time.perf_counter()
@@ -498,22 +454,11 @@ class Engine:
             stream.finish()
             self.counters.prefill_seconds += time.perf_counter() - started
         finally:
-            self.n_past = stream.n_past  # what reached the cache, so a failed prompt can be rewound
+            context.n_past = stream.n_past  # what reached the cache, so a failed prompt can be rewound
 
-    def _decode_text(self, tokens: list[int]) -> None:
-        llama_cpp = self._llama
-        started = time.perf_counter()
-        for start in range(0, len(tokens), self.n_batch):
-            piece = tokens[start : start + self.n_batch]
-            array = (llama_cpp.llama_token * len(piece))(*piece)
-            status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, len(piece)))
-            if status != 0:
-                raise SmolcliError(f"llama.cpp failed to evaluate the prompt (status {status})")
-            self.n_past += len(piece)
-        self.counters.text_tokens += len(tokens)
-        self.counters.prefill_seconds += time.perf_counter() - started
-
-    def _decode_image(self, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None) -> None:
+    def decode_image_chunk(
+        self, context: LlamaContext, chunk, described: Chunk, mtmd_ctx=None, mmproj_path=None
+    ) -> None:
         """One mtmd image chunk into the cache; mtmd_ctx and mmproj_path: another vision context's chunk (video frames).
 
         mtmd's chunks are mtmd's to encode: the ONNX encoder's tiles come through our own layout instead.
@@ -524,46 +469,46 @@ class Engine:
         key = self._embedding_key(described, mmproj_path)
         embeddings = self._cached_embeddings(key) if key is not None else None
         if embeddings is None:
-            embeddings = self._encode(chunk, key, mtmd_ctx)
+            embeddings = self.encode_chunk(chunk, key, mtmd_ctx)
         self.vision_engine = "mtmd"
         encoded = time.perf_counter()
         new_n_past = self._llama.llama_pos(0)
         status = mtmd.mtmd_helper_decode_image_chunk(
             mtmd_ctx,
-            self.ctx,
+            context.handle,
             chunk,
             embeddings,
-            self.n_past,
+            context.n_past,
             0,
-            self.n_batch,
+            context.n_batch,
             ctypes.byref(new_n_past),
             mtmd.mtmd_helper_post_decode_callback(0),
             None,
         )
         if status != 0:
             raise SmolcliError(f"llama.cpp failed to evaluate an image (status {status})")
-        self.n_past = int(new_n_past.value)
+        context.n_past = int(new_n_past.value)
         self.counters.image_tokens += described.n_tokens
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
 
-    def decode_frame(self, described: Chunk, frame: RGBImage) -> None:
+    def decode_frame(self, context: LlamaContext, described: Chunk, frame: RGBImage) -> None:
         """A video frame (one tile's square, untiled) through the ONNX encoder or the cache, into the KV cache."""
-        self._decode_tile_outside_mtmd(described, self.frame_encoder(frame))
+        self._decode_tile_outside_mtmd(context, described, self.frame_encoder(frame))
 
     def frame_encoder(self, frame: RGBImage) -> Callable:
         """What makes a video frame's embeddings: the ONNX encoder on the frame as it is (one tile's square)."""
         encoder = self.options.vision_encoder
         return lambda: encoder.frame_embeddings(self.files.mmproj, frame)
 
-    def _decode_tile_outside_mtmd(self, described: Chunk, encode=None) -> None:
+    def _decode_tile_outside_mtmd(self, context: LlamaContext, described: Chunk, encode=None) -> None:
         """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache.
 
         encode: what makes the embeddings instead of the encoder's tile of a remembered image (video frames)."""
         started = time.perf_counter()
         rows = self._tile_rows(described, encode)
         encoded = time.perf_counter()
-        self.n_past = decode_embeddings(self._llama, self.ctx, rows, self.n_past, self.n_batch)
+        context.decode_rows(rows)
         self.counters.image_tokens += described.n_tokens
         self.counters.encode_seconds += encoded - started
         self.counters.prefill_seconds += time.perf_counter() - encoded
@@ -578,7 +523,7 @@ class Engine:
         self.vision_engine = self.options.vision_encoder.name
         return embeddings.reshape(described.n_tokens, -1)
 
-    def _encode(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
+    def encode_chunk(self, chunk, key: EmbeddingKey | None, mtmd_ctx=None):
         """Run the vision encoder on one chunk; with a key, store its output for next time."""
         mtmd = self._mtmd
         mtmd_ctx = mtmd_ctx or self.mtmd_ctx
@@ -631,14 +576,6 @@ class Engine:
         n_embd = int(self._llama.llama_model_n_embd_inp(self.model))
         return EmbeddingKey(described.image, digest, described.tile, described.n_tokens, n_embd)
 
-    def last_logits(self) -> np.ndarray:
-        return self.logits_view().copy()
-
-    def logits_view(self) -> np.ndarray:
-        """llama.cpp's own buffer of the last position's logits, the one the sampler reads: writes are seen."""
-        pointer = self._llama.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-
     def utf8_vocabulary(self):
         """Every token's bytes, classified for the UTF-8 guard (computed on first use)."""
         if self._utf8_vocabulary is None:
@@ -648,19 +585,6 @@ class Engine:
         return self._utf8_vocabulary
 
     # --- generation ----------------------------------------------------------------------
-
-    def accept(self, token: int) -> None:
-        """Feed a generated token back so the next one can be sampled."""
-        llama_cpp = self._llama
-        self.check_fits(1)
-        started = time.perf_counter()
-        array = (llama_cpp.llama_token * 1)(token)
-        status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, 1))
-        if status != 0:
-            raise SmolcliError(f"llama.cpp failed to decode (status {status})")
-        self.n_past += 1
-        self.counters.generated_tokens += 1
-        self.counters.decode_seconds += time.perf_counter() - started
 
     def is_end(self, token: int) -> bool:
         return bool(self._llama.llama_vocab_is_eog(self.vocab, token))
@@ -678,9 +602,8 @@ class Engine:
         if self.mtmd_ctx:
             self._mtmd.mtmd_free(self.mtmd_ctx)
             self.mtmd_ctx = None
-        if self.ctx:
-            self._llama.llama_free(self.ctx)
-            self.ctx = None
+        for context in list(self._contexts):
+            context.free()  # a context outliving its model would crash when freed
         if self.model:
             self._llama.llama_model_free(self.model)
             self.model = None
@@ -690,12 +613,3 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def context_full(n_past: int, n_new: int, n_ctx: int) -> ContextFull:
-    return ContextFull(
-        f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; start over (/clear in chat) or raise {{ctx}}",
-        n_past=n_past,
-        n_new=n_new,
-        n_ctx=n_ctx,
-    )

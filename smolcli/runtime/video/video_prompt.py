@@ -20,6 +20,7 @@ from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import FRAME_SLOT
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.engine import Chunk, Engine, Prompt
 from smolcli.runtime.vision.embedding_cache import image_digest
 from smolcli.runtime.vision.image_tiles import tile_size_of
@@ -43,17 +44,12 @@ class FrameVision:
             self.tokens = VisionDims.from_gguf(mmproj.metadata).tokens_per_tile
             return
         self.mmproj = with_longest_edge(mmproj, self.tile)
-        mtmd = engine._mtmd
-        params = mtmd.mtmd_context_params_default()
-        params.use_gpu = engine.options.mmproj_offload and engine.options.n_gpu_layers != 0
-        params.n_threads = engine.threads
-        params.print_timings = False
-        params.warmup = False
-        self._mtmd = mtmd
-        self.ctx = mtmd.mtmd_init_from_file(str(self.mmproj.path).encode(), engine.model, params)
-        if not self.ctx:
-            self.ctx = None
-            raise ModelFileError(f"{mmproj.path}: mtmd could not load this mmproj for video frames", path=mmproj.path)
+        try:
+            self.ctx = engine.open_vision_context(self.mmproj)
+        except ModelFileError:
+            message = f"{mmproj.path}: mtmd could not load this mmproj for video frames"
+            raise ModelFileError(message, path=mmproj.path) from None
+        self._engine = engine
 
     @property
     def closed(self) -> bool:
@@ -71,15 +67,11 @@ class FrameVision:
             digest = "frame-" + image_digest(frame.width, frame.height, frame.pixels)
             return Prompt(None, [Chunk("image", self.tokens, image=digest)])
         # the engine's tokenizer with this context in place of its own: the digest id and chunk list are its own
-        own, engine.mtmd_ctx = engine.mtmd_ctx, self.ctx
-        try:
-            return engine.tokenize(IMAGE_MARKER, [frame])
-        finally:
-            engine.mtmd_ctx = own
+        return engine.tokenize(IMAGE_MARKER, [frame], vision_ctx=self.ctx)
 
     def close(self) -> None:
         if self.ctx is not None:
-            self._mtmd.mtmd_free(self.ctx)
+            self._engine.free_vision_context(self.ctx)
             self.ctx = None
 
 
@@ -179,31 +171,34 @@ def frame_tokens_each(engine: Engine, vision: FrameVision) -> int:
         prompt.free()
 
 
-def evaluate_video_prompt(engine: Engine, vision: FrameVision, prompt: VideoPrompt, progress=None) -> None:
-    """Every part into the cache in order; frames' global views through the embedding cache."""
-    engine.check_fits(prompt.n_tokens)
-    mtmd = engine._mtmd
+def evaluate_video_prompt(
+    engine: Engine, context: LlamaContext, vision: FrameVision, prompt: VideoPrompt, progress=None
+) -> None:
+    """Every part into the context's cache in order; frames' global views through the embedding cache."""
+    context.check_fits(prompt.n_tokens)
     n_frames = sum(1 for part in prompt.parts if isinstance(part, FramePart))
     own_layout = all(isinstance(part, FramePart) or part.handle is None for part in prompt.parts)
     if vision.onnx and own_layout and engine.can_prefill_as_rows():
-        _evaluate_as_rows(engine, prompt, n_frames, progress)
+        _evaluate_as_rows(engine, context, prompt, n_frames, progress)
         return
     done = 0
     for part in prompt.parts:
         if isinstance(part, FramePart):
             if part.frame is not None:
-                engine.decode_frame(part.prompt.chunks[part.index], part.frame)
+                engine.decode_frame(context, part.prompt.chunks[part.index], part.frame)
             else:
-                chunk = mtmd.mtmd_input_chunks_get(part.prompt.handle, part.index)
-                engine._decode_image(chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path)
+                chunk = part.prompt.mtmd_chunk(part.index)
+                engine.decode_image_chunk(
+                    context, chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path
+                )
             done += 1
             if progress is not None:
                 progress(done, n_frames)
         else:
-            engine.evaluate(part)
+            engine.evaluate(part, context)
 
 
-def _evaluate_as_rows(engine: Engine, prompt: VideoPrompt, n_frames: int, progress) -> None:
+def _evaluate_as_rows(engine: Engine, context: LlamaContext, prompt: VideoPrompt, n_frames: int, progress) -> None:
     """On the ONNX path: text, images and frames as one run of rows (Engine.evaluate_rows), not a decode each."""
     pieces: list = []
     for part in prompt.parts:
@@ -220,4 +215,4 @@ def _evaluate_as_rows(engine: Engine, prompt: VideoPrompt, n_frames: int, progre
             if progress is not None:
                 progress(done, n_frames)
 
-    engine.evaluate_rows(pieces, after)
+    engine.evaluate_rows(context, pieces, after)

@@ -1,0 +1,159 @@
+"""The loaded model pair under a Model and its Chats: the engine (loaded on first use), the vision encoder it
+chose, the memory budget, the context the model's own questions use, and the frames' vision context.
+
+Every conversation owns a context of its own (Chat's ChatSession, the Model's asks here): nothing is swapped
+in and out of the engine, so asking the model between two chat turns leaves the chat where it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+from smolcli.api.detail import mmproj_for_detail
+from smolcli.api.memory import MemoryBudget
+from smolcli.api.options import LoadOptions
+from smolcli.errors import ModelFileError
+from smolcli.runtime.gguf.gguf_file import GGUFSummary
+from smolcli.runtime.gguf.model_files import ModelFiles
+from smolcli.runtime.llama.context import LlamaContext
+from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.video.video_prompt import FrameVision
+from smolcli.runtime.vision.images import RGBImage
+
+
+@dataclass
+class EngineReady:
+    """What getting the engine ready for a question took: its load (or the vision file's) and images encoded ahead."""
+
+    engine: Engine
+    load_seconds: float
+    encoded_ahead_seconds: float  # added to the question's encode time, after its counter snapshot
+
+
+class LoadedPair:
+    """One SmolVLM pair's loaded parts, shared by the Model's questions and its conversations."""
+
+    def __init__(self, files: ModelFiles, options: LoadOptions):
+        self.files = files  # the mmproj as converted; image detail may load a copy of it instead
+        self.options = options
+        self._engine: Engine | None = None
+        self._ask_context: LlamaContext | None = None  # the Model's own questions', kept while it fits the next
+        self._frames: FrameVision | None = None  # video frames' vision context, one per pair
+        self.warned_v1_video = False  # the note that a SmolVLM (v1) release was not trained on video, given once
+        self.conversations: list = []  # open Chats, each with its own context: closed before the weights
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The loaded engine (loaded now if it was not)."""
+        if self._engine is None:
+            text_only = ModelFiles(self.files.model, None)  # the vision encoder loads with the first image
+            self._engine = Engine(text_only, self.engine_options)
+        return self._engine
+
+    @functools.cached_property
+    def engine_options(self) -> EngineOptions:
+        """Made once: the ONNX encoder that encodes a first question's images ahead is the engine's."""
+        return self.options.engine_options()
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def track(self, conversation) -> None:
+        """A conversation (anything with close()) to close with the pair."""
+        self.conversations.append(conversation)
+
+    def forget(self, conversation) -> None:
+        """A conversation that closed itself."""
+        if conversation in self.conversations:
+            self.conversations.remove(conversation)
+
+    def close(self) -> None:
+        """Free the conversations, the contexts, the vision encoders and the weights; safe to call twice."""
+        for conversation in list(self.conversations):
+            conversation.close()
+        self.conversations.clear()
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
+        if self._ask_context is not None:
+            self._ask_context.free()
+            self._ask_context = None
+        if self._engine is not None:
+            self._engine.close()  # frees any context still open before the weights
+            self._engine = None
+
+    # --- what a question needs -----------------------------------------------------------
+
+    def vision_for(self, images: list[RGBImage], image_size: int | None = None, max_tiles: int | None = None):
+        """The mmproj these images need at the detail asked for (None without images)."""
+        if not images:
+            return None
+        if self.files.mmproj is None:
+            raise ModelFileError(
+                f"{self.files.model.path}: no mmproj-*.gguf beside it; images need one: pass it as {{mmproj}}"
+            )
+        image_size = image_size if image_size is not None else self.options.image_size
+        max_tiles = max_tiles if max_tiles is not None else self.options.max_tiles
+        return mmproj_for_detail(self.files.mmproj, images, image_size, max_tiles)
+
+    def memory_budget(
+        self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False
+    ) -> MemoryBudget | None:
+        """With max_memory: what plans this run's peak (None without a limit); vision_first: see ready()."""
+        limit = self.options.memory_limit
+        if limit is None:
+            return None  # no options to build (an embedding cache, a GPU query) for a plan nobody asked for
+        return MemoryBudget.for_run(
+            limit,
+            ModelFiles(self.files.model, vision),
+            self.engine_options,
+            images,
+            self.options.cache_type,
+            vision_first,
+        )
+
+    def ready(self, vision: GGUFSummary | None, images: list[RGBImage], mtmd_only: bool) -> EngineReady:
+        """The engine with this vision file in use, and what that took.
+
+        A first question on a model opened but not loaded (Model.open, as `smolcli ask` opens it;
+        smolcli.load() loads at once) sends its images through the ONNX encoder before the language model
+        loads, and frees the session after: the run's peak is then the larger of the two, not their sum.
+        """
+        started = time.perf_counter()
+        cold = not self.loaded
+        encoder, cache = self.engine_options.vision_encoder, self.engine_options.embedding_cache
+        ahead = None
+        if cold and vision is not None and images and encoder is not None and not mtmd_only:
+            ahead = encoder.encode_ahead(vision, images, cache)
+        engine = self.engine
+        if vision is not None:
+            engine.use_mmproj(vision, mtmd_only=mtmd_only)
+        load_seconds = engine.load_seconds if cold else (time.perf_counter() - started)
+        if ahead is None:
+            return EngineReady(engine, load_seconds, 0.0)
+        return EngineReady(engine, load_seconds + ahead.session_seconds, ahead.encode_seconds)
+
+    def ask_context(self, n_ctx: int, cache_type: str) -> LlamaContext:
+        """An empty context for one of the Model's questions: the last one's, cleared, when it is large enough
+        (exactly n_ctx with a fixed {ctx}) and of this cache type; else a new one in its place."""
+        context = self._ask_context
+        if context is not None and not context.freed and context.cache_type == cache_type:
+            if context.n_ctx == n_ctx if self.options.ctx else context.n_ctx >= n_ctx:
+                context.clear()
+                return context
+        if context is not None:
+            context.free()
+            self._ask_context = None
+        self._ask_context = self.engine.new_context(n_ctx, cache_type)
+        return self._ask_context
+
+    def frame_vision(self) -> FrameVision:
+        """The video frames' vision context (one per pair, freed with it)."""
+        if self._frames is None or self._frames.closed:
+            self._frames = FrameVision(self.engine, self.files.mmproj)
+        return self._frames

@@ -1,0 +1,113 @@
+"""One llama.cpp context: a KV cache of n_ctx positions over a loaded model, and how far it is filled.
+
+Each conversation owns one (a Chat, a Model's own questions, a server's slot), so nothing is swapped in and
+out: two contexts of one model decode side by side, each at its own position. The weights are the model's,
+shared; a context costs its KV cache and compute buffer. Contexts are made by Engine.new_context.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from smolcli.errors import ContextFull, SmolcliError
+from smolcli.runtime.llama.counters import Counters
+from smolcli.runtime.llama.embedding_batch import EmbeddingStream, decode_embeddings
+
+
+class LlamaContext:
+    """A llama.cpp context (`handle`), its size, its KV-cache type and position; decode, clear, rewind, free."""
+
+    def __init__(self, llama_cpp, handle, n_batch: int, cache_type: str, n_vocab: int, counters: Counters):
+        self._llama = llama_cpp
+        self.handle = handle
+        self.n_ctx = int(llama_cpp.llama_n_ctx(handle))
+        self.n_batch = n_batch
+        self.cache_type = cache_type
+        self.n_past = 0
+        self._n_vocab = n_vocab
+        self.counters = counters  # the model's, shared by its contexts
+
+    @property
+    def freed(self) -> bool:
+        return self.handle is None
+
+    # --- filling -------------------------------------------------------------------------
+
+    def check_fits(self, n_tokens: int) -> None:
+        if self.n_past + n_tokens > self.n_ctx:
+            raise context_full(self.n_past, n_tokens, self.n_ctx)
+
+    def decode_tokens(self, tokens: list[int]) -> None:
+        """Prompt tokens into the cache, n_batch at a time (counted as prefill)."""
+        llama_cpp = self._llama
+        started = time.perf_counter()
+        for start in range(0, len(tokens), self.n_batch):
+            piece = tokens[start : start + self.n_batch]
+            array = (llama_cpp.llama_token * len(piece))(*piece)
+            status = llama_cpp.llama_decode(self.handle, llama_cpp.llama_batch_get_one(array, len(piece)))
+            if status != 0:
+                raise SmolcliError(f"llama.cpp failed to evaluate the prompt (status {status})")
+            self.n_past += len(piece)
+        self.counters.text_tokens += len(tokens)
+        self.counters.prefill_seconds += time.perf_counter() - started
+
+    def decode_rows(self, rows: np.ndarray) -> None:
+        """Embedding rows (float32 [n, n_embd]: an image tile's) into the cache at the next positions."""
+        self.n_past = decode_embeddings(self._llama, self.handle, rows, self.n_past, self.n_batch)
+
+    def row_stream(self, n_embd: int, n_tokens: int) -> EmbeddingStream:
+        """A stream of a whole prompt's rows from n_past on; set n_past from its own when done (or failed)."""
+        return EmbeddingStream(self._llama, self.handle, n_embd, self.n_batch, self.n_past, n_tokens)
+
+    def accept(self, token: int) -> None:
+        """Feed a generated token back so the next one can be sampled (counted as decoding)."""
+        llama_cpp = self._llama
+        self.check_fits(1)
+        started = time.perf_counter()
+        array = (llama_cpp.llama_token * 1)(token)
+        status = llama_cpp.llama_decode(self.handle, llama_cpp.llama_batch_get_one(array, 1))
+        if status != 0:
+            raise SmolcliError(f"llama.cpp failed to decode (status {status})")
+        self.n_past += 1
+        self.counters.generated_tokens += 1
+        self.counters.decode_seconds += time.perf_counter() - started
+
+    # --- reading -------------------------------------------------------------------------
+
+    def last_logits(self) -> np.ndarray:
+        return self.logits_view().copy()
+
+    def logits_view(self) -> np.ndarray:
+        """llama.cpp's own buffer of the last position's logits, the one the sampler reads: writes are seen."""
+        pointer = self._llama.llama_get_logits_ith(self.handle, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+
+    # --- emptying ------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Empty the KV cache: a new conversation in the same context."""
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(self.handle), True)
+        self.n_past = 0
+
+    def rewind(self, n_past: int) -> None:
+        """Forget everything after position n_past (an interrupted or overflowing turn)."""
+        self._llama.llama_memory_seq_rm(self._llama.llama_get_memory(self.handle), 0, n_past, -1)
+        self.n_past = n_past
+
+    def free(self) -> None:
+        """Free the KV cache; safe to call twice (the engine frees what is left before its model)."""
+        if self.handle is not None:
+            self._llama.llama_free(self.handle)
+            self.handle = None
+            self.n_past = 0
+
+
+def context_full(n_past: int, n_new: int, n_ctx: int) -> ContextFull:
+    return ContextFull(
+        f"the context is full: {n_past} tokens used + {n_new} new > {n_ctx}; start over (/clear in chat) or raise {{ctx}}",
+        n_past=n_past,
+        n_new=n_new,
+        n_ctx=n_ctx,
+    )
