@@ -131,7 +131,7 @@ def test_a_frame_global_view_embeds_as_transformers_does(video_setup):
     prompt = vision.tokenize(engine, frame.image)
     try:
         index = [i for i, c in enumerate(prompt.chunks) if c.kind == "image"][-1]
-        embeddings = engine.encode_chunk(prompt.mtmd_chunk(index), None, vision.ctx)
+        embeddings = engine.images.encode_mtmd(prompt.mtmd_chunk(index), None, vision.ctx)
         n_tokens = prompt.chunks[index].n_tokens
         ours = np.ctypeslib.as_array(embeddings, shape=(n_tokens * 256,)).reshape(n_tokens, 256).copy()
     finally:

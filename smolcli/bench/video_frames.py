@@ -55,7 +55,7 @@ def _mtmd_pass(engine, vision, frames: list[RGBImage]) -> float:
             index = [i for i, chunk in enumerate(prompt.chunks) if chunk.kind == "image"][-1]
             chunk = prompt.mtmd_chunk(index)
             started = time.perf_counter()
-            engine.encode_chunk(chunk, None, vision.ctx)
+            engine.images.encode_mtmd(chunk, None, vision.ctx)
             seconds += time.perf_counter() - started
         finally:
             prompt.free()

@@ -7,7 +7,7 @@ prompt text leaves for it (models.smolvlm_video.FRAME_SLOT). Its embeddings go t
 engine's embedding cache like any image's, keyed by the frame's pixels.
 
 With the ONNX Runtime encoder (the engine's images outside mtmd) no mtmd context is made: a frame is
-one image chunk of a tile's tokens that the encoder runs on the frame as it is (Engine.decode_frame),
+one image chunk of a tile's tokens that the encoder runs on the frame as it is (Prefill.decode_frame),
 cached under "frame-" and the frame's digest (an image of the same pixels would be tiled, not the same).
 """
 
@@ -21,7 +21,8 @@ from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import FRAME_SLOT
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.llama.context import LlamaContext
-from smolcli.runtime.llama.engine import Chunk, Engine, Prompt
+from smolcli.runtime.llama.engine import Engine
+from smolcli.runtime.llama.prompt import Chunk, Prompt
 from smolcli.runtime.vision.embedding_cache import image_digest
 from smolcli.runtime.vision.image_tiles import tile_size_of
 from smolcli.runtime.vision.images import RGBImage
@@ -178,17 +179,17 @@ def evaluate_video_prompt(
     context.check_fits(prompt.n_tokens)
     n_frames = sum(1 for part in prompt.parts if isinstance(part, FramePart))
     own_layout = all(isinstance(part, FramePart) or part.handle is None for part in prompt.parts)
-    if vision.onnx and own_layout and engine.can_prefill_as_rows():
+    if vision.onnx and own_layout and engine.prefill.can_prefill_as_rows():
         _evaluate_as_rows(engine, context, prompt, n_frames, progress)
         return
     done = 0
     for part in prompt.parts:
         if isinstance(part, FramePart):
             if part.frame is not None:
-                engine.decode_frame(context, part.prompt.chunks[part.index], part.frame)
+                engine.prefill.decode_frame(context, part.prompt.chunks[part.index], part.frame)
             else:
                 chunk = part.prompt.mtmd_chunk(part.index)
-                engine.decode_image_chunk(
+                engine.prefill.decode_image_chunk(
                     context, chunk, part.prompt.chunks[part.index], vision.ctx, vision.mmproj.path
                 )
             done += 1
@@ -199,11 +200,11 @@ def evaluate_video_prompt(
 
 
 def _evaluate_as_rows(engine: Engine, context: LlamaContext, prompt: VideoPrompt, n_frames: int, progress) -> None:
-    """On the ONNX path: text, images and frames as one run of rows (Engine.evaluate_rows), not a decode each."""
+    """On the ONNX path: text, images and frames as one run of rows (Prefill.evaluate_rows), not a decode each."""
     pieces: list = []
     for part in prompt.parts:
         if isinstance(part, FramePart):
-            pieces.append((part.prompt.chunks[part.index], engine.frame_encoder(part.frame)))
+            pieces.append((part.prompt.chunks[part.index], engine.prefill.frame_encoder(part.frame)))
         else:
             pieces += [(chunk, None) for chunk in part.chunks]
     done = 0
@@ -215,4 +216,4 @@ def _evaluate_as_rows(engine: Engine, context: LlamaContext, prompt: VideoPrompt
             if progress is not None:
                 progress(done, n_frames)
 
-    engine.evaluate_rows(context, pieces, after)
+    engine.prefill.evaluate_rows(context, pieces, after)
