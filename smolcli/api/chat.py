@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from smolcli.api.answer import Answer, AnswerStream
 from smolcli.api.memory import CHAT_FIRST_MESSAGE_TOKENS
-from smolcli.api.options import GenerationSettings
+from smolcli.api.options import GenerationSettings, settings_from
 from smolcli.api.turn import Turn, checked_constraint, with_video
 from smolcli.api.video import (
     ClipFrames,
@@ -52,7 +52,7 @@ class Chat:
         self.model = model
         pair = self._pair = model.pair
         self._vision = None  # the mmproj this conversation's images are tiled by, fixed by its first images
-        settings = GenerationSettings(**generation)
+        settings = settings_from(GenerationSettings, generation, "Model.chat()")
         settings.constraint()  # a schema given for every turn is checked now
         self._settings = settings
         limits = settings.limits()
@@ -127,7 +127,7 @@ class Chat:
         A server keeps one Chat per conversation while each request brings its own max_tokens,
         temperature or stop strings.
         """
-        settings = GenerationSettings(**generation)
+        settings = settings_from(GenerationSettings, generation, "Chat.configure()")
         limits, sampler = settings.limits(), Sampler(settings.sampling())
         if self._sampler is not None:
             self._sampler.close()

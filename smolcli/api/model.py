@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import weakref
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from smolcli.api.adapters import check_adapters
 from smolcli.api.answer import Answer, AnswerStream
@@ -18,7 +18,7 @@ from smolcli.api.ask import ask_about_images
 from smolcli.api.chat import Chat
 from smolcli.api.loaded_pair import LoadedPair
 from smolcli.api.memory import MemoryBudget
-from smolcli.api.options import GenerationSettings, LoadOptions
+from smolcli.api.options import GenerationSettings, LoadOptions, settings_from, settings_help
 from smolcli.api.resolve import model_files
 from smolcli.api.turn import Question, checked_constraint
 from smolcli.api.video import ClipRequest, ask_video
@@ -35,52 +35,23 @@ Report = Callable[[str], None]
 def load(
     model: str | Path,
     *,
-    mmproj: str | Path | None = None,
-    n_gpu_layers: int | None = None,
-    mmproj_offload: bool = True,
-    threads: int | None = None,
-    ctx: int | None = None,
-    cache_type: str | None = None,
-    max_memory: str | int | None = None,
-    embedding_cache: bool = True,
-    repack_weights: bool = False,
-    image_size: int | None = None,
-    max_tiles: int | None = None,
-    verbose: bool = False,
-    offline: bool = False,
-    lora: Sequence = (),
-    vision_engine: str = "auto",
     report: Report = quiet,
+    **settings,
 ) -> "Model":
     """Load a SmolVLM pair: a registry name, a Hub repo id, a language-model GGUF or a folder holding a pair.
 
     A name is pulled (downloaded and converted) on first use and read from the local store from
     then on. The defaults are the CLI's: every layer on the GPU when llama.cpp was built with one,
-    a context sized to each prompt, the image-embedding cache on. `lora` stacks LoRA adapter GGUFs
-    (`smolcli convert-adapter`) on the model: 'a.gguf', 'a.gguf:0.5' or (path, scale). `report` receives progress lines
-    (a pull's, for one).
+    a context sized to each prompt, the image-embedding cache on. `report` receives progress lines
+    (a pull's, for one). The settings (LoadOptions' fields; an unknown one is refused):
+
+    {settings}
 
     >>> import smolcli
     >>> with smolcli.load("smolvlm-256m", max_tiles=4) as model:          # doctest: +SKIP
     ...     print(model.ask("What is in this image?", images=["photo.jpg"]).text)
     """
-    options = LoadOptions(
-        mmproj=mmproj,
-        n_gpu_layers=n_gpu_layers,
-        mmproj_offload=mmproj_offload,
-        threads=threads,
-        ctx=ctx,
-        cache_type=cache_type,
-        max_memory=max_memory,
-        embedding_cache=embedding_cache,
-        repack_weights=repack_weights,
-        image_size=image_size,
-        max_tiles=max_tiles,
-        verbose=verbose,
-        offline=offline,
-        lora=tuple(lora) if not isinstance(lora, (str, Path)) else lora,
-        vision_engine=vision_engine,
-    )
+    options = settings_from(LoadOptions, settings, "smolcli.load()")
     opened = Model.open(model, options, report=report)
     try:
         opened.engine  # noqa: B018 - load() loads now, so that a bad file fails here and not at the first question
@@ -173,21 +144,13 @@ class Model:
         images: Sequence | None = None,
         *,
         system: str | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        seed: int | None = None,
-        stop: Iterable[str] = (),
-        ignore_eos: bool = False,
         logprobs: int | None = None,
-        json_schema: dict | None = None,
-        grammar: str | None = None,
         stream: bool = False,
         video=None,
         fps: float | None = None,
         max_frames: int | None = None,
         report: Report = quiet,
+        **generation,
     ) -> Answer | AnswerStream:
         """Answer one question about zero or more images (paths, bytes or PIL images).
 
@@ -205,11 +168,12 @@ class Model:
 
         `video` (a path, '-' for stdin, or the file's bytes) asks about a clip, laid out as SmolVLM2
         was trained (smolcli.api.video); `fps` and `max_frames` override the release's sampling,
-        and `report` receives its progress lines.
+        and `report` receives its progress lines. How the answer is generated (GenerationSettings' fields;
+        an unknown one is refused):
+
+        {settings}
         """
-        settings = GenerationSettings(
-            max_tokens, temperature, top_p, top_k, seed, tuple(stop), ignore_eos, json_schema, grammar
-        )
+        settings = settings_from(GenerationSettings, generation, "Model.ask()")
         constraint = checked_constraint(settings, logprobs)
         pictures = [image_from(item) for item in images or ()]
         if not prompt.strip() and not pictures and video is None:
@@ -219,7 +183,7 @@ class Model:
             return ask_video(self.pair, question, ClipRequest(video, fps, max_frames, report))
         return ask_about_images(self.pair, question)
 
-    def chat(self, system: str | None = None, images: Sequence | None = None, **settings) -> "Chat":
+    def chat(self, system: str | None = None, images: Sequence | None = None, **settings) -> Chat:
         """A conversation: each turn stays in the KV cache, so a follow-up evaluates only itself.
 
         `images` go with the first message. Settings: max_tokens, temperature, top_p, top_k, seed,
@@ -235,3 +199,10 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<smolcli.Model {self.files.model.path.name}{' (loaded)' if self.loaded else ''}>"
+
+
+# the settings' lines in help(smolcli.load) and help(Model.ask) come from their dataclasses: one list
+load.__doc__ = load.__doc__.replace("{settings}", settings_help(LoadOptions).strip())
+Model.ask.__doc__ = Model.ask.__doc__.replace(
+    "{settings}", settings_help(GenerationSettings).replace("\n", "\n    ").strip()
+)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
@@ -18,19 +20,49 @@ from smolcli.runtime.vision.embedding_cache import EmbeddingCache
 from smolcli.util.threads import check_threads
 
 
+def setting(default, doc: str):
+    """A settings field: its default, and the line that documents it (help(smolcli.load), help(Model.ask))."""
+    return field(default=default, metadata={"doc": doc})
+
+
+Settings = TypeVar("Settings")
+
+
+def settings_from(kind: type[Settings], keywords: dict, where: str) -> Settings:
+    """`kind` (a settings dataclass) from keyword arguments; an unknown keyword is a one-line BadInput naming it
+    and the valid ones."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    for name in keywords:
+        if name not in names:
+            raise BadInput(f"{where} has no setting {name!r}; its settings are {', '.join(names)}")
+    return kind(**keywords)
+
+
+def settings_help(kind: type) -> str:
+    """Each field of a settings dataclass as a docstring line: name, default, what it does."""
+    lines = []
+    for one in dataclasses.fields(kind):
+        default = one.default if one.default is not dataclasses.MISSING else one.default_factory()
+        lines.append(f"    {one.name} (default {default!r}): {one.metadata.get('doc', '')}")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How an answer is generated: its length, its stop strings and its sampling (greedy unless temperature > 0)."""
 
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.95
-    top_k: int = 40
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False  # exactly max_tokens tokens, for benchmarks
-    json_schema: dict | None = None  # the answer is JSON that validates against this schema
-    grammar: str | None = None  # or: the answer follows this GBNF grammar
+    max_tokens: int = setting(256, "the most tokens in an answer")
+    temperature: float = setting(0.0, "0: greedy, the same input gives the same answer; above 0: sampled")
+    top_p: float = setting(0.95, "nucleus sampling (with temperature > 0)")
+    top_k: int = setting(40, "sample among the k likeliest tokens, 0 for all (with temperature > 0)")
+    seed: int | None = setting(None, "the sampling seed (None: random)")
+    stop: tuple[str, ...] = setting((), "end the answer before any of these strings")
+    ignore_eos: bool = setting(False, "generate exactly max_tokens tokens (benchmarks)")
+    json_schema: dict | None = setting(None, "the answer is JSON that validates against this schema (answer.json)")
+    grammar: str | None = setting(None, "or: the answer follows this GBNF grammar")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))  # a list given is kept as the tuple it reads as
 
     def limits(self) -> GenerationLimits:
         return GenerationLimits(self.max_tokens, tuple(self.stop), self.ignore_eos)
@@ -53,22 +85,33 @@ class GenerationSettings:
 class LoadOptions:
     """Settings that hold for every question asked of one loaded model."""
 
-    mmproj: str | Path | None = None  # the vision file, when it is not beside the model
-    n_gpu_layers: int | None = None  # None: every layer on the GPU when llama.cpp was built with one, else 0
-    mmproj_offload: bool = True  # the vision encoder on the GPU too (when there is one)
-    threads: int | None = None  # None: every core this process may use
-    ctx: int | None = None  # None: sized to each prompt, its images and max_tokens
-    cache_type: str | None = None  # KV cache: f16, q8_0 or q4_0; None: f16, or with max_memory the largest that fits
-    max_memory: str | int | None = None  # '2G', '1.5GB', '800M', '512MiB' or bytes: plan each run's peak under it
-    embedding_cache: bool = True  # keep each image tile's encoder output on disk, to skip the encoder next time
-    repack_weights: bool = False  # llama.cpp's reordered second copy of the CPU weights: faster, more memory
-    image_size: int | None = None  # resize each image's longest side to this before tiling (the model's own: None)
-    max_tiles: int | None = None  # or: the largest size that keeps every image of a question within N tiles
-    verbose: bool = False  # llama.cpp's log on stderr
-    offline: bool = False  # never touch the network: a model name must be in the local store
-    # LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)
-    lora: tuple = ()
-    vision_engine: str = "auto"  # auto, onnx or mtmd: see api/vision_engine.py
+    mmproj: str | Path | None = setting(None, "the vision file, when it is not beside the model")
+    n_gpu_layers: int | None = setting(
+        None, "layers on the GPU; None: every layer when llama.cpp was built with GPU support, else 0"
+    )
+    mmproj_offload: bool = setting(True, "the vision encoder on the GPU too (when there is one)")
+    threads: int | None = setting(None, "CPU threads; None: every core this process may use")
+    ctx: int | None = setting(None, "context size in tokens; None: sized to each prompt, its images and max_tokens")
+    cache_type: str | None = setting(
+        None, "KV cache: f16, q8_0 or q4_0; None: f16, or with max_memory the largest that fits"
+    )
+    max_memory: str | int | None = setting(
+        None, "'2G', '1.5GB', '800M', '512MiB' or bytes: plan each run's peak memory under it"
+    )
+    embedding_cache: bool = setting(
+        True, "keep each image tile's encoder output on disk, to skip the encoder next time"
+    )
+    repack_weights: bool = setting(False, "llama.cpp's reordered second copy of the CPU weights: faster, more memory")
+    image_size: int | None = setting(
+        None, "resize each image's longest side to this before tiling (None: the model's own)"
+    )
+    max_tiles: int | None = setting(None, "or: the largest size that keeps every image of a question within N tiles")
+    verbose: bool = setting(False, "llama.cpp's log on stderr")
+    offline: bool = setting(False, "never touch the network: a model name must be in the local store")
+    lora: tuple = setting(
+        (), "LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)"
+    )
+    vision_engine: str = setting("auto", "auto, onnx or mtmd: which encoder turns images into embeddings")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora", parse_lora(self.lora))
