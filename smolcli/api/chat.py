@@ -8,29 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from smolcli.api.answer import Answer, AnswerStream
+from smolcli.api.chat_video import attach_clip, frames_budget, replayed_clip
 from smolcli.api.memory import CHAT_FIRST_MESSAGE_TOKENS
 from smolcli.api.options import GenerationSettings, settings_from
 from smolcli.api.turn import Turn, checked_constraint, with_video
-from smolcli.api.video import (
-    ClipFrames,
-    FrameRoom,
-    clip_sampling,
-    frame_progress,
-    read_clip,
-    warn_if_not_trained_on_video,
-)
-from smolcli.errors import BadInput, SmolcliError
-from smolcli.models.smolvlm_video import video_text
+from smolcli.api.video import ClipRequest
+from smolcli.errors import BadInput
 from smolcli.runtime.chat.session import ChatSession, Message, TurnStats
 from smolcli.runtime.decoding.sampling import Sampler
 from smolcli.runtime.llama.context_size import chat_context_size
-from smolcli.runtime.video.clip import open_clip
-from smolcli.runtime.video.video_prompt import VideoTurn
-from smolcli.runtime.vision.images import STDIN, RGBImage, image_from
+from smolcli.runtime.vision.images import RGBImage, image_from
 from smolcli.util.report import quiet
 
 if TYPE_CHECKING:
@@ -163,7 +153,7 @@ class Chat:
         for text, turn_images, answer, *clip in turns:
             video = clip[0] if clip else None
             replayed.append(
-                (text, turn_images, answer, self._read_video(engine, video, fps, max_frames, quiet))
+                (text, turn_images, answer, replayed_clip(self._pair, ClipRequest(video, fps, max_frames, quiet)))
                 if video is not None
                 else (text, turn_images, answer)
             )
@@ -209,7 +199,9 @@ class Chat:
         clip = None
         if video is not None:
             attaching = time.perf_counter()
-            clip = self._attach_video(engine, text, video, fps, max_frames, report)
+            request = ClipRequest(video, fps, max_frames, report)
+            budget = lambda: frames_budget(self._pair, self._budget, self._memory_plan)  # noqa: E731
+            clip = attach_clip(self._pair, self._session, engine, text, request, self._settings.max_tokens, budget)
             if was_loaded:  # a loaded model's load time is this turn's setup: the clip's vision context too
                 load_seconds += time.perf_counter() - attaching
         had_context = self._session.context is not None
@@ -230,58 +222,6 @@ class Chat:
             return done.prompt_tokens, done.image_tokens, done.completion_tokens
 
         return turn.answer(pieces, lambda: self._session.context, counts, stream, turn_sampler and turn_sampler.close)
-
-    def _attach_video(self, engine, text: str, video, fps, max_frames, report) -> ClipFrames:
-        """The clip's frames for this turn, refused before decoding when they cannot fit what is left of the
-        context (or, with max_memory, the memory limit), saying how many frames would."""
-        session = self._session
-        try:
-            pair = self._pair
-            sampling = clip_sampling(pair, fps, max_frames)
-            warn_if_not_trained_on_video(pair, report)
-            n_images = len(session.pending_images)
-
-            def text_for(stamps: list[float], duration: float) -> str:
-                return session.render(text, n_images, video_text(stamps, duration))
-
-            context = session.context
-            n_ctx = context.n_ctx if context is not None else (session.requested_ctx or engine.n_ctx_train)
-            room = n_ctx - session.n_past
-            fixed = FrameRoom(room, n_ctx, self._settings.max_tokens, self._frames_budget(), lambda _tokens: n_ctx)
-            clip = read_clip(engine, pair.frame_vision(), video, sampling, text_for, fixed, report)
-        except SmolcliError as error:
-            raise session.drop_images(error) from None
-        session.pending_video = self._video_turn(engine, clip, video, report)
-        return clip
-
-    def _frames_budget(self):
-        """With max_memory: the conversation's budget with the vision encoder in it (a chat that began without
-        images planned none) and its KV-cache type, which its context already has."""
-        if self._budget is None:
-            return None
-        budget = self._budget
-        if budget.vision is None:
-            budget = self._pair.memory_budget(self._pair.files.mmproj, [])
-        return dataclasses.replace(budget, requested_cache=self._memory_plan.cache_type)
-
-    def _read_video(self, engine, video, fps, max_frames, report) -> VideoTurn:
-        """A clip of an earlier turn (replay): sampled and decoded, no room check (the replay checks the whole)."""
-        with open_clip(video) as opened:
-            sampling = clip_sampling(self._pair, fps, max_frames)
-            plan = opened.plan(sampling)
-            clip = ClipFrames(plan, opened.frames(plan, sampling))
-        return self._video_turn(engine, clip, video, report)
-
-    def _video_turn(self, engine, clip: ClipFrames, video, report) -> VideoTurn:
-        source = video if isinstance(video, str) else (str(video) if isinstance(video, Path) else "video bytes")
-        vision = self._pair.frame_vision()
-        return VideoTurn(
-            vision,
-            clip.images,
-            clip.text(),
-            "stdin" if source == STDIN else source,
-            frame_progress(report, "encoding frame"),
-        )
 
     def _pin_vision(self, images: list[RGBImage]) -> None:
         if self._vision is None:
