@@ -14,14 +14,14 @@ from typing import Callable, Sequence
 
 from smolcli.api.adapters import check_adapters
 from smolcli.api.answer import Answer, AnswerStream
-from smolcli.api.ask import ask_about_images
+from smolcli.api.ask import ask_question
 from smolcli.api.chat import Chat
 from smolcli.api.loaded_pair import LoadedPair
 from smolcli.api.memory import MemoryBudget
 from smolcli.api.options import GenerationSettings, LoadOptions, settings_from, settings_help
 from smolcli.api.resolve import model_files
 from smolcli.api.turn import Question, checked_constraint
-from smolcli.api.video import ClipRequest, ask_video
+from smolcli.api.video import ClipRequest
 from smolcli.errors import BadInput
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
@@ -179,9 +179,8 @@ class Model:
         if not prompt.strip() and not pictures and video is None:
             raise BadInput("the prompt is empty: give a question")
         question = Question(prompt, system, pictures, settings, constraint, logprobs, stream)
-        if video is not None:
-            return ask_video(self.pair, question, ClipRequest(video, fps, max_frames, report))
-        return ask_about_images(self.pair, question)
+        clip = ClipRequest(video, fps, max_frames, report) if video is not None else None
+        return ask_question(self.pair, question, clip)  # a clip is one more kind of input
 
     def chat(self, system: str | None = None, images: Sequence | None = None, **settings) -> Chat:
         """A conversation: each turn stays in the KV cache, so a follow-up evaluates only itself.

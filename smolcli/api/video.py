@@ -9,25 +9,18 @@ that cannot fit is refused at once with the number of frames that would.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Callable
 
-from smolcli.api.answer import Answer, AnswerStream
 from smolcli.api.loaded_pair import LoadedPair
-from smolcli.api.turn import PromptCounts, Question, Turn, with_video
 from smolcli.api.video_plan import check_frames_fit_context, check_frames_fit_memory, planned_tokens
 from smolcli.errors import BadInput, ModelFileError
-from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video, video_text
-from smolcli.runtime.chat.prompting import first_turn, place_images
-from smolcli.runtime.llama.context_size import ask_context_size
+from smolcli.models.smolvlm_video import video_text
 from smolcli.runtime.planning.memory_plan import MemoryPlan
 from smolcli.runtime.video.clip import FrameProgress, VideoFrame, VideoPlan, VideoSampling, open_clip
 from smolcli.runtime.video.video_prompt import (
     FrameVision,
-    evaluate_video_prompt,
     frame_tokens_each,
-    tokenize_video_prompt,
 )
 from smolcli.runtime.vision.image_tiles import tile_size_of
 from smolcli.runtime.vision.images import RGBImage
@@ -148,48 +141,6 @@ class ClipRequest:
     fps: float | None = None
     max_frames: int | None = None
     report: Callable[[str], None] = print
-
-
-def ask_video(pair: LoadedPair, question: Question, request: ClipRequest) -> Answer | AnswerStream:
-    """Model.ask's path when a video is given: the clip's frames sampled, checked against the context (and the
-    memory limit) before decoding, laid out with the question's images, and answered as any question."""
-    pictures, settings, report = question.pictures, question.settings, request.report
-    sampling_rule = clip_sampling(pair, request.fps, request.max_frames)
-    warn_if_not_trained_on_video(pair, report)
-    content = place_video(place_images(question.prompt, len(pictures)))
-    vision_images = pair.vision_for(pictures) if pictures else None
-    budget = pair.memory_budget(vision_images or pair.files.mmproj, pictures)
-    started = time.perf_counter()
-    was_loaded = pair.loaded
-    engine = pair.engine
-    if vision_images is not None:
-        engine.use_mmproj(vision_images)
-    frames_vision = pair.frame_vision()
-    load_seconds = (time.perf_counter() - started) if was_loaded else engine.load_seconds
-    turn = Turn(engine, settings, question.constraint, question.logprobs, load_seconds, with_images=True)
-    limit = pair.options.ctx or engine.n_ctx_train
-
-    def text_for(stamps: list[float], duration: float) -> str:
-        return first_turn(content, question.system).replace(VIDEO_MARKER, video_text(stamps, duration), 1)
-
-    def n_ctx_for(tokens: int) -> int:
-        return pair.options.ctx or ask_context_size(tokens, settings.max_tokens, engine.n_ctx_train)
-
-    room = FrameRoom(limit, limit, settings.max_tokens, budget, n_ctx_for, budget.image_tokens if budget else 0)
-    clip = read_clip(engine, frames_vision, request.video, sampling_rule, text_for, room, report)
-    text = first_turn(content, question.system).replace(VIDEO_MARKER, clip.text(), 1)
-    tokenized = tokenize_video_prompt(engine, frames_vision, text, pictures, clip.images)
-    try:
-        cache_type = clip.memory_plan.cache_type if clip.memory_plan else (pair.options.cache_type or "f16")
-        context = pair.ask_context(n_ctx_for(tokenized.n_tokens), cache_type)
-        context.check_fits(tokenized.n_tokens + 1)  # images beside the clip were not in the plan
-        evaluate_video_prompt(engine, context, frames_vision, tokenized, frame_progress(report, "encoding frame"))
-    finally:
-        tokenized.free()
-    turn.memory_report = clip.memory_report
-    mmproj = str(pair.files.mmproj.path)
-    turn.amend = lambda answer: with_video(answer, clip.summary(), mmproj)
-    return turn.generate(context, PromptCounts(tokenized.n_tokens, tokenized.n_image_tokens), question.stream)
 
 
 def warn_if_not_trained_on_video(pair: LoadedPair, report) -> None:
