@@ -8,7 +8,10 @@ show in code; and docs/cli.md against the Typer app's own commands and options, 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -238,3 +241,48 @@ def test_speed_write_docs_replaces_only_its_own_section(monkeypatch):
     assert tiny.index("tiny figures") < tiny.index("<!-- shape 256m -->")
     assert tiny.replace("<!-- shape tiny -->\ntiny figures\n<!-- /shape -->\n\n", "") == page
     assert speed.with_shape_section("", "256m", new).startswith(speed.PAGE_HEAD)
+
+
+# --- the README's quickstarts run ----------------------------------------------------------------
+
+
+def readme_blocks(language: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    return [block for lang, block in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.M | re.S) if lang == language]
+
+
+def on_the_tiny_pair(code: str, model: Path, image: Path) -> str:
+    """README code with the registry name and the picture replaced by the test pair and a real image."""
+    for name in ("photo.jpg", "scan.png"):
+        code = code.replace(name, str(image))
+    return code.replace("smolvlm-256m", str(model))
+
+
+def test_readme_python_quickstart_runs(tiny_pair, images, capsys):
+    model, _ = tiny_pair
+    (quickstart,) = [block for block in readme_blocks("python") if "smolcli.load" in block]
+    # A few tokens are enough to show the code runs; random weights would fill 256.
+    short = quickstart.replace("max_tokens=64", "max_tokens=4").replace(
+        'system="Be brief."', 'system="Be brief.", max_tokens=4'
+    )
+    assert short.count("max_tokens=4") == 2
+    exec(compile(on_the_tiny_pair(short, model, images["photo"]), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "Usage(" in printed and "Timings(" in printed, printed
+
+
+def test_readme_command_line_quickstart_runs(tiny_pair, images, tmp_path):
+    model, _ = tiny_pair
+    (quickstart,) = [block for block in readme_blocks("sh") if "smolcli ask" in block]
+    local = [line for line in quickstart.splitlines() if re.search(r"smolcli (ask|chat)\b", line)]
+    assert len(local) >= 3
+    for line in local:
+        command = on_the_tiny_pair(line.split("  #")[0], model, images["photo"])
+        command = command.replace("smolcli ", f"{sys.executable} -m smolcli ") + " -n 4"
+        result = subprocess.run(
+            command, shell=True, input=b"Hi\n", capture_output=True, cwd=tmp_path, timeout=300, check=False
+        )
+        assert result.returncode == 0, (line, result.stderr.decode()[-2000:])
+        assert result.stdout.strip(), line
+        if "--json" in line:
+            assert json.loads(result.stdout)["usage"]["completion_tokens"] == 4
