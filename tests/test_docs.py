@@ -7,9 +7,11 @@ show in code; and docs/cli.md against the Typer app's own commands and options, 
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
+import signal
 import subprocess
 import sys
 from functools import cache
@@ -286,3 +288,26 @@ def test_readme_command_line_quickstart_runs(tiny_pair, images, tmp_path):
         assert result.stdout.strip(), line
         if "--json" in line:
             assert json.loads(result.stdout)["usage"]["completion_tokens"] == 4
+
+
+def test_readme_serve_quickstart_answers(tiny_pair, images, tmp_path, capsys):
+    from test_serve import start_process  # the real `smolcli serve`, on a free loopback port
+
+    model, _ = tiny_pair
+    (start,) = [line for block in readme_blocks("sh") for line in block.splitlines() if "smolcli serve" in line]
+    assert start.split("#")[0].split() == ["smolcli", "serve", "-m", "smolvlm-256m"]
+    (client,) = [block for block in readme_blocks("python") if "OpenAI(" in block]
+    process, running = start_process(model, tmp_path, tmp_path / "serve.log")
+    try:
+        photo = base64.b64encode(images["photo"].read_bytes()).decode()
+        code = client.replace("http://127.0.0.1:8080/v1", running.base + "/v1").replace("max_tokens=64", "max_tokens=4")
+        code = code.replace("data:image/jpeg;base64,...", f"data:image/jpeg;base64,{photo}")
+        exec(compile(on_the_tiny_pair(code, model, images["photo"]), "README.md", "exec"), {})
+        assert capsys.readouterr().out.strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            exit_code = process.wait(timeout=30)
+        finally:
+            process.kill()
+    assert exit_code == 0, (tmp_path / "serve.log").read_text()
