@@ -122,6 +122,21 @@ def test_every_docs_page_is_linked_from_the_readme_or_another_page():
     assert not orphans, f"pages no other page links: {orphans}"
 
 
+def test_each_feature_in_the_readme_links_its_docs_page():
+    features = README.read_text(encoding="utf-8").split("\n## Features\n", 1)[1].split("\n## ", 1)[0]
+    items = re.split(r"^- ", features, flags=re.M)[1:]
+    assert len(items) >= 10
+    unlinked = [item.split("\n")[0] for item in items if not re.search(r"\]\(docs/[\w-]+\.md(#[\w-]+)?\)", item)]
+    assert not unlinked, f"features without their docs/ page: {unlinked}"
+
+
+@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=page_id)
+def test_each_docs_page_opens_with_a_title_and_what_it_covers(page: Path):
+    paragraphs = [part.strip() for part in page.read_text(encoding="utf-8").split("\n\n") if part.strip()]
+    assert re.fullmatch(r"# [^\n]+", paragraphs[0]), f"{page_id(page)} does not start with one # title"
+    assert not paragraphs[1].startswith(("#", "```", "|", "-")), f"{page_id(page)}: say what the page covers first"
+
+
 # --- links and paths ----------------------------------------------------------------------------
 
 
