@@ -326,3 +326,26 @@ def test_readme_serve_quickstart_answers(tiny_pair, images, tmp_path, capsys):
         finally:
             process.kill()
     assert exit_code == 0, (tmp_path / "serve.log").read_text()
+
+
+# --- the library's keywords -------------------------------------------------------------------------
+
+
+def test_python_page_lists_every_load_keyword_and_no_other():
+    import dataclasses
+    import inspect
+
+    import smolcli
+    from smolcli.api.options import GenerationSettings
+
+    text = (DOCS / "python.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
+    settings = {field.name for field in dataclasses.fields(smolcli.LoadOptions)}
+    parameters = set(inspect.signature(smolcli.load).parameters) - {"model"}
+    assert settings <= table, f"load() keywords missing from docs/python.md: {settings - table}"
+    assert table <= settings | parameters, (
+        f"docs/python.md lists keywords load() does not take: {table - settings - parameters}"
+    )
+    generation = {field.name for field in dataclasses.fields(GenerationSettings)}
+    ask = text.split("`Model.ask(prompt", 1)[1].split("\n\n", 1)[0]
+    assert all(f"`{name}`" in ask or f"`{name}=" in ask for name in generation), "ask()'s settings in docs/python.md"
