@@ -383,11 +383,26 @@ def write_docs(
         "",
     ]
     page = docs / "benchmarks.md"
-    sections = {m.group(1): m.group(0) for m in SECTION.finditer(page.read_text())} if page.exists() else {}
-    sections[shape] = f"<!-- shape {shape} -->\n" + "\n".join(body) + "<!-- /shape -->\n"
-    ordered = [sections[name] for name in SHAPES if name in sections]
-    page.write_text(PAGE_HEAD + "\n" + "\n".join(ordered))
+    section = f"<!-- shape {shape} -->\n" + "\n".join(body) + "<!-- /shape -->\n"
+    page.write_text(with_shape_section(page.read_text() if page.exists() else "", shape, section))
     return chart
+
+
+def with_shape_section(page: str, shape: str, section: str) -> str:
+    """The page with this shape's section replaced, or put among the others in SHAPES order.
+
+    Everything else on the page (the measurements written by hand around these sections) stays as it is.
+    """
+    sections = {m.group(1): m for m in SECTION.finditer(page)}
+    if shape in sections:
+        old = sections[shape]
+        return page[: old.start()] + section + page[old.end() :]
+    if not sections:
+        return (page or PAGE_HEAD) + "\n" + section
+    after = [name for name in SHAPES[SHAPES.index(shape) + 1 :] if name in sections]
+    at = sections[after[0]].start() if after else max(m.end() for m in sections.values())
+    joiner = "" if after else "\n"
+    return page[:at] + joiner + section + ("\n" if after else "") + page[at:]
 
 
 def main() -> None:

@@ -205,11 +205,11 @@ def test_nvcc_is_found_through_cuda_home_when_not_on_path(tmp_path, monkeypatch)
 # --- one source for the commands ------------------------------------------------------------
 
 
-def test_readme_quotes_the_same_commands_in_its_install_section():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    headings = re.findall(r"^## (.+)$", readme, flags=re.M)
+def test_the_install_page_quotes_the_same_commands_in_its_platform_section():
+    page = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", page, flags=re.M)
     assert headings.index("Install on your platform") == headings.index("On a fresh machine") + 1
-    section = readme.split("## Install on your platform", 1)[1].split("\n## ", 1)[0]
+    section = page.split("## Install on your platform", 1)[1].split("\n## ", 1)[0]
     assert cuda_install_command() in section
     assert JETSON_ORIN_INSTALL_COMMAND in section
     assert SMALL_BOARD_ADVICE in section

@@ -1,6 +1,6 @@
 """How to install llama-cpp-python for each platform, and which way fits a given machine.
 
-The one place for these commands: `smolcli doctor` prints them and the README's
+The one place for these commands: `smolcli doctor` prints them and docs/install.md's
 "Install on your platform" section quotes them (a test keeps the two the same).
 Everything here is a pure function of facts passed in, so it is testable without a GPU.
 """
