@@ -24,7 +24,7 @@ FIRST_RETRY_S = 0.5  # the pause before reopening a dropped stream, doubled at e
 MAX_RETRY_S = 30.0
 READ_TIMEOUT_S = 5.0  # a live stream silent this long counts as dropped
 FOLDER_POLL_S = 0.25
-STOP_JOIN_S = READ_TIMEOUT_S + 1.0
+STOP_JOIN_S = 2.0  # a reader blocked in a silent stream is left to its read timeout (a daemon thread)
 
 Report = Callable[[str], None]
 
@@ -180,6 +180,7 @@ class FrameFeed:
     def _read_folder(self) -> None:
         folder = Path(self.source.location)
         known = set(os.listdir(folder))  # there before the watch: not new
+        self.report(f"{folder}: watching for new images")
         seen: dict[str, tuple[int, int]] = {}  # a new file's size and mtime at the last look
         while not self._stop.is_set():
             try:

@@ -1,0 +1,317 @@
+"""`smolcli watch`: real subprocesses watching real sources on 127.0.0.1 (an MJPEG camera stand-in, a UDP MPEG-TS
+stream, a folder, a video file) with the tiny converted pair; the schedule, mailbox and deadline as units."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from video_clips import frame_pixels, make_clip
+from watch_sources import MjpegCamera, UdpStream
+
+from smolcli.api.watch.change import changed_fraction, thumbnail
+from smolcli.api.watch.mailbox import Frame, Mailbox
+from smolcli.api.watch.schedule import Schedule, until_deadline
+from smolcli.errors import BadInput
+
+from cli_checks import default_sigint
+
+SMOLCLI = Path(sys.executable).parent / "smolcli"
+LINE_FIELDS = {"time", "source", "frame_time_s", "text", "skipped"}
+
+
+def watch_args(tiny_pair, source: str, *options: str) -> list[str]:
+    return [str(SMOLCLI), "watch", source, "What is in the picture?", "-m", str(tiny_pair[0]), "-n", "4", *options]
+
+
+def run_watch(tiny_pair, source: str, *options: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(watch_args(tiny_pair, source, *options), capture_output=True, text=True, timeout=timeout)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    for line in lines:
+        assert LINE_FIELDS <= set(line), line
+        assert isinstance(line["text"], str) and isinstance(line["skipped"], int) and line["skipped"] >= 0
+        dt.datetime.fromisoformat(line["time"])  # ISO 8601, with its offset
+    return lines
+
+
+def start_watch(tiny_pair, source: str, *options: str, stderr_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        watch_args(tiny_pair, source, *options),
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+        preexec_fn=default_sigint,
+    )
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def camera():
+    made = []
+
+    def make(**settings) -> MjpegCamera:
+        made.append(MjpegCamera(**settings))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+# --- sources, end to end ----------------------------------------------------------------------
+
+
+def test_every_second_for_three_events_from_an_mjpeg_camera(tiny_pair, camera):
+    cam = camera(fps=20)
+    result = run_watch(tiny_pair, cam.url, "--every", "1", "--max-events", "3")
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert len(lines) == 3
+    assert all(line["source"] == cam.url for line in lines)
+    times = [line["frame_time_s"] for line in lines]
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:], strict=False)), times
+    assert "open, 64x48 mjpeg" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_udp_mpeg_ts_stream(tiny_pair):
+    stream = UdpStream()
+    try:
+        result = run_watch(tiny_pair, stream.url, "--max-events", "2")
+    finally:
+        stream.close()
+    assert result.returncode == 0, result.stderr
+    assert len(json_lines(result.stdout)) == 2
+    assert "open, 64x48 mpeg1video" in result.stderr
+
+
+def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, images):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "before.png").write_bytes(images["square"].read_bytes())  # there at the start: not new
+    stderr = tmp_path / "stderr"
+    child = start_watch(tiny_pair, str(inbox), "--max-events", "3", stderr_path=stderr)
+    try:
+        wait_for(lambda: "watching for new images" in stderr.read_text(), 30, "the folder watch to start")
+        arrived = []
+        for number, key in enumerate(["photo", "wide", "tall"]):
+            target = inbox / f"new{number}{images[key].suffix}"
+            (inbox / "notes.txt").write_text("not an image")
+            target.write_bytes(images[key].read_bytes())
+            arrived.append(str(target))
+            time.sleep(0.6)
+        out, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0, stderr.read_text()
+    lines = json_lines(out)
+    assert [line["file"] for line in lines] == arrived
+    assert all(line["source"] == str(inbox) for line in lines)
+
+
+def test_a_video_file_read_as_fast_as_possible_is_sampled_on_its_own_clock(tiny_pair, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4, fps=10, width=64, height=48)
+    result = run_watch(tiny_pair, str(clip), "--every", "1", "--no-realtime")
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["frame_time_s"] for line in lines] == [0.0, 1.0, 2.0, 3.0]
+    assert [line["skipped"] for line in lines] == [0, 0, 0, 0]  # read as fast as answers come: nothing dropped
+    assert result.stderr.strip().endswith("the video ended")
+
+
+def test_a_json_schema_gives_each_line_its_value(tiny_pair, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=10, width=64, height=48)
+    schema = {
+        "type": "object",
+        "properties": {"person": {"type": "boolean"}, "count": {"type": "integer"}},
+        "required": ["person", "count"],
+    }
+    result = run_watch(
+        tiny_pair, str(clip), "--every", "1", "--no-realtime", "--json-schema", json.dumps(schema), "-n", "64"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert len(lines) == 2
+    for line in lines:
+        jsonschema.validate(line["json"], schema)
+        assert line["json"] == json.loads(line["text"])
+
+
+def test_a_stream_that_drops_is_reopened_and_answers_again(tiny_pair, camera):
+    cam = camera(fps=20, drop_after_s=1.0, down_for_s=1.0)
+    started = time.monotonic()
+    result = run_watch(tiny_pair, cam.url, "--every", "0.5", "--max-events", "6")
+    assert result.returncode == 0, result.stderr
+    assert len(json_lines(result.stdout)) == 6
+    assert cam.connections >= 2
+    assert "stream dropped (" in result.stderr and "reopening in 0.5 s" in result.stderr, result.stderr
+    assert "stream back after" in result.stderr, result.stderr
+    # the answers go on after the drop: the watch outlived the first connection and the camera's downtime
+    assert time.monotonic() - started > 2.0
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the child's RSS from /proc")
+def test_memory_stays_flat_over_hundreds_of_frames(tiny_pair, camera, tmp_path):
+    cam = camera(fps=60, width=160, height=120)
+    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+    child = subprocess.Popen(
+        watch_args(tiny_pair, cam.url, "--until", "10s"), stdout=stdout.open("w"), stderr=stderr.open("w")
+    )
+    samples = []  # (answers so far, RSS): the first answers load the model and grow its buffers
+    wait_for(lambda: "open, 160x120" in stderr.read_text() or child.poll() is not None, 30, "the stream to open")
+    while child.poll() is None:
+        samples.append((stdout.read_text().count("\n"), rss_bytes(child.pid)))
+        time.sleep(0.2)
+    assert child.wait(30) == 0, stderr.read_text()
+    lines = json_lines(stdout.read_text())
+    frames_through = len(lines) + sum(line["skipped"] for line in lines)
+    assert frames_through >= 200, (frames_through, cam.frames_sent)
+    settled = [rss for answers, rss in samples if answers >= 2 and rss]
+    assert len(settled) >= 5, samples
+    growth = max(settled) - settled[0]
+    print(
+        f"{frames_through} frames, {len(lines)} answers, RSS from {settled[0] / 2**20:.1f} MiB, +{growth / 2**20:.1f}"
+    )
+    # one frame in the mailbox, one being asked about: nothing grows with the number of frames
+    assert growth < 20 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over {frames_through} frames"
+
+
+# --- failures and signals ---------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_source_that_never_opens_is_one_line_and_exit_1(tiny_pair):
+    url = f"http://127.0.0.1:{closed_port()}/video.mjpg"
+    started = time.monotonic()
+    result = run_watch(tiny_pair, url, "--open-timeout", "1.5")
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {url}: cannot open the stream (Connection refused) within 1.5 s"), lines[0]
+    assert "--open-timeout" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("/no/such/camera", "no such file, folder or camera"),
+        ("ftp://127.0.0.1/feed", "ftp:// is not a stream smolcli reads"),
+        ("/dev/null", "/dev/null: cannot open the camera ("),  # a character device, opened as v4l2: not a camera
+    ],
+)
+def test_a_source_that_is_not_one_is_one_line_and_exit_1(tiny_pair, source, words):
+    result = run_watch(tiny_pair, source, "--open-timeout", "1")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and words in result.stderr
+
+
+@pytest.mark.parametrize(
+    "number, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_stops_the_watch_between_whole_lines(tiny_pair, camera, tmp_path, number, code, word):
+    cam = camera(fps=20)
+    stderr = tmp_path / "stderr"
+    child = start_watch(tiny_pair, cam.url, stderr_path=stderr)
+    try:
+        first = child.stdout.readline()  # the model answers about each newest frame, continuously
+        assert json.loads(first)["source"] == cam.url
+        child.send_signal(number)
+        rest, _ = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == code, stderr.read_text()
+    json_lines(first + rest)  # every line whole: each parses
+    assert (first + rest).endswith("\n")
+    assert stderr.read_text().strip().splitlines()[-1] == word
+
+
+# --- the parts, as units ------------------------------------------------------------------------
+
+
+def frame(index: int, seconds: float) -> Frame:
+    return Frame(seconds, frame_pixels(index, 64, 48))
+
+
+def test_the_schedule_every_and_on_change():
+    every = Schedule(every=1.0)
+    assert every.due(frame(0, 0.0))
+    every.asked(frame(0, 0.0))
+    assert not every.due(frame(1, 0.5)) and every.due(frame(2, 1.0))
+
+    still = np.zeros((48, 64, 3), np.uint8)
+    lit = still.copy()
+    lit[:, :16] = 255  # a quarter of the picture changed
+    on_change = Schedule(on_change=0.2)
+    assert on_change.due(Frame(0.0, still))
+    on_change.asked(Frame(0.0, still))
+    assert not on_change.due(Frame(0.1, still + 3))  # noise
+    assert on_change.due(Frame(0.2, lit))
+    assert changed_fraction(thumbnail(still), thumbnail(lit)) == pytest.approx(0.25)
+
+    both = Schedule(every=1.0, on_change=0.2)
+    both.asked(Frame(0.0, still))
+    assert not both.due(Frame(0.5, lit)) and not both.due(Frame(1.5, still)) and both.due(Frame(1.5, lit))
+
+    for bad in ({"every": 0}, {"on_change": 1.5}):
+        with pytest.raises(BadInput):
+            Schedule(**bad)
+
+
+def test_until_reads_durations_times_of_day_and_dates():
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)
+    assert until_deadline("90s", now) == now + dt.timedelta(seconds=90)
+    assert until_deadline("2h", now) == now + dt.timedelta(hours=2)
+    assert until_deadline("18:30", now) == now.replace(hour=18, minute=30)
+    assert until_deadline("11:00", now) == now.replace(hour=11) + dt.timedelta(days=1)  # passed today: tomorrow
+    assert until_deadline("2026-12-24T18:00+00:00", now) == dt.datetime(2026, 12, 24, 18, tzinfo=dt.timezone.utc)
+    with pytest.raises(BadInput, match="not a time"):
+        until_deadline("soon", now)
+
+
+def test_the_mailbox_keeps_the_newest_frame_and_counts_the_rest():
+    stop = threading.Event()
+    lossy = Mailbox(lossless=False)
+    for index in range(5):
+        lossy.put(frame(index, index / 10), stop)
+    assert lossy.take(0).time_s == 0.4 and lossy.take_skipped() == 4 and lossy.take(0) is None
+    lossy.finish(BadInput("gone"))
+    with pytest.raises(BadInput):
+        lossy.take(0)
+
+    lossless = Mailbox(lossless=True)
+    putter = threading.Thread(target=lambda: [lossless.put(frame(i, float(i)), stop) for i in range(3)])
+    putter.start()
+    taken = [lossless.take(5).time_s for _ in range(3)]
+    putter.join(5)
+    assert taken == [0.0, 1.0, 2.0] and lossless.take_skipped() == 0
