@@ -19,6 +19,8 @@ import pytest
 from video_clips import frame_pixels, make_clip
 from watch_sources import MjpegCamera, UdpStream
 
+import smolcli
+from smolcli.api.watch import open_feed, watch
 from smolcli.api.watch.change import changed_fraction, thumbnail
 from smolcli.api.watch.mailbox import Frame, Mailbox
 from smolcli.api.watch.schedule import Schedule, until_deadline
@@ -135,6 +137,34 @@ def test_a_video_file_read_as_fast_as_possible_is_sampled_on_its_own_clock(tiny_
     assert [line["frame_time_s"] for line in lines] == [0.0, 1.0, 2.0, 3.0]
     assert [line["skipped"] for line in lines] == [0, 0, 0, 0]  # read as fast as answers come: nothing dropped
     assert result.stderr.strip().endswith("the video ended")
+
+
+def test_a_video_file_plays_at_its_own_pace_from_the_first_frame_taken(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=10, width=64, height=48)
+    with open_feed(str(clip), realtime=True) as feed:
+        time.sleep(1.0)  # the model loading: the file's clock has not started
+        first = feed.next_frame(5)
+        taken = time.monotonic()
+        arrivals = []
+        while not feed.ended:
+            frame = feed.next_frame(0.01)
+            if frame is not None:
+                arrivals.append((frame.time_s, time.monotonic() - taken))
+    assert first.time_s == 0.0
+    assert len(arrivals) >= 10 and arrivals[-1][0] == 1.9
+    # each frame comes at its own time after the first, never early (a busy CPU may make it late)
+    assert all(wall >= seconds - 0.05 for seconds, wall in arrivals), arrivals
+
+
+def test_the_library_yields_events_with_answers(tiny_pair, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=10, width=64, height=48)
+    with smolcli.load(tiny_pair[0], embedding_cache=False) as model:
+        events = list(watch(model, "What is it?", str(clip), every=0.5, realtime=False, max_events=3, max_tokens=4))
+        assert [event.frame_time_s for event in events] == [0.0, 0.5, 1.0]
+        assert all(isinstance(event.answer, smolcli.Answer) and event.skipped == 0 for event in events)
+        assert events[0].as_dict()["text"] == events[0].answer.text
+        with pytest.raises(BadInput, match="every="):
+            next(watch(model, "What is it?", str(clip), every=-1))
 
 
 def test_a_json_schema_gives_each_line_its_value(tiny_pair, tmp_path):
