@@ -122,6 +122,8 @@ class FrameFeed:
                     container.close()
                 if reason is None:
                     return  # a file's end, or a stop
+            if self._stop.is_set():
+                return
             if not self.source.live:
                 raise BadInput(f"{label}: cannot read this video ({reason}); give MP4, WebM, MOV or MKV")
             if self._frames == 0:
@@ -183,29 +185,39 @@ class FrameFeed:
         self.report(f"{folder}: watching for new images")
         seen: dict[str, tuple[int, int]] = {}  # a new file's size and mtime at the last look
         while not self._stop.is_set():
-            try:
-                entries = sorted(os.scandir(folder), key=lambda entry: (entry.stat().st_mtime_ns, entry.name))
-            except FileNotFoundError:
-                raise BadInput(f"{folder}: the folder is gone") from None
-            for entry in entries:
-                if entry.name in known or entry.name.startswith(".") or not self._is_image(entry):
-                    continue
-                facts = entry.stat()
-                state = (facts.st_size, facts.st_mtime_ns)
+            for path, state in self._new_images(folder, known):
                 # still being written until it looks the same twice: a half-written JPEG would fail to decode
-                if facts.st_size == 0 or seen.get(entry.name) != state:
-                    seen[entry.name] = state
+                if state[0] == 0 or seen.get(path.name) != state:
+                    seen[path.name] = state
                     continue
-                known.add(entry.name)
-                del seen[entry.name]
-                self._put_image(Path(entry.path))
+                known.add(path.name)
+                del seen[path.name]
+                self._put_image(path)
                 if self._stop.is_set():
                     return
             self._stop.wait(FOLDER_POLL_S)
 
     @staticmethod
-    def _is_image(entry: os.DirEntry) -> bool:
-        return Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and entry.is_file()
+    def _new_images(folder: Path, known: set[str]) -> list[tuple[Path, tuple[int, int]]]:
+        """The images not seen before, oldest first, each with its (size, mtime); one removed meanwhile is left out."""
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            raise BadInput(f"{folder}: the folder is gone") from None
+        found = []
+        for entry in entries:
+            if entry.name in known or entry.name.startswith("."):
+                continue
+            if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                facts = entry.stat()
+                if not entry.is_file():
+                    continue
+            except FileNotFoundError:
+                continue
+            found.append((facts.st_mtime_ns, entry.name, Path(entry.path), (facts.st_size, facts.st_mtime_ns)))
+        return [(path, state) for _, _, path, state in sorted(found)]
 
     def _put_image(self, path: Path) -> None:
         import numpy as np
