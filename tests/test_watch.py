@@ -129,14 +129,23 @@ def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, imag
     assert all(line["source"] == str(inbox) for line in lines)
 
 
-def test_a_video_file_read_as_fast_as_possible_is_sampled_on_its_own_clock(tiny_pair, tmp_path):
+def test_a_video_file_read_as_fast_as_possible_is_sampled_on_its_own_clock_with_a_schema(tiny_pair, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", seconds=4, fps=10, width=64, height=48)
-    result = run_watch(tiny_pair, str(clip), "--every", "1", "--no-realtime")
+    schema = {
+        "type": "object",
+        "properties": {"person": {"type": "boolean"}, "count": {"type": "integer"}},
+        "required": ["person", "count"],
+    }
+    options = ("--every", "1", "--no-realtime", "--json-schema", json.dumps(schema), "-n", "64")
+    result = run_watch(tiny_pair, str(clip), *options)
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
     assert [line["frame_time_s"] for line in lines] == [0.0, 1.0, 2.0, 3.0]
     assert [line["skipped"] for line in lines] == [0, 0, 0, 0]  # read as fast as answers come: nothing dropped
     assert result.stderr.strip().endswith("the video ended")
+    for line in lines:
+        jsonschema.validate(line["json"], schema)
+        assert line["json"] == json.loads(line["text"])
 
 
 def test_a_video_file_plays_at_its_own_pace_from_the_first_frame_taken(tmp_path):
@@ -167,35 +176,16 @@ def test_the_library_yields_events_with_answers(tiny_pair, tmp_path):
             next(watch(model, "What is it?", str(clip), every=-1))
 
 
-def test_a_json_schema_gives_each_line_its_value(tiny_pair, tmp_path):
-    clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=10, width=64, height=48)
-    schema = {
-        "type": "object",
-        "properties": {"person": {"type": "boolean"}, "count": {"type": "integer"}},
-        "required": ["person", "count"],
-    }
-    result = run_watch(
-        tiny_pair, str(clip), "--every", "1", "--no-realtime", "--json-schema", json.dumps(schema), "-n", "64"
-    )
-    assert result.returncode == 0, result.stderr
-    lines = json_lines(result.stdout)
-    assert len(lines) == 2
-    for line in lines:
-        jsonschema.validate(line["json"], schema)
-        assert line["json"] == json.loads(line["text"])
-
-
 def test_a_stream_that_drops_is_reopened_and_answers_again(tiny_pair, camera):
     cam = camera(fps=20, drop_after_s=1.0, down_for_s=1.0)
-    started = time.monotonic()
-    result = run_watch(tiny_pair, cam.url, "--every", "0.5", "--max-events", "6")
+    result = run_watch(tiny_pair, cam.url, "--every", "0.5", "--max-events", "5")
     assert result.returncode == 0, result.stderr
-    assert len(json_lines(result.stdout)) == 6
-    assert cam.connections >= 2
+    lines = json_lines(result.stdout)
+    assert len(lines) == 5 and cam.connections >= 2
     assert "stream dropped (" in result.stderr and "reopening in 0.5 s" in result.stderr, result.stderr
     assert "stream back after" in result.stderr, result.stderr
-    # the answers go on after the drop: the watch outlived the first connection and the camera's downtime
-    assert time.monotonic() - started > 2.0
+    # answers about frames of the second connection: the last line is later than the camera's return
+    assert dt.datetime.fromisoformat(lines[-1]["time"]).timestamp() > cam.back_at, (lines, cam.back_at)
 
 
 def rss_bytes(pid: int) -> int:
@@ -210,7 +200,7 @@ def test_memory_stays_flat_over_hundreds_of_frames(tiny_pair, camera, tmp_path):
     cam = camera(fps=60, width=160, height=120)
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     child = subprocess.Popen(
-        watch_args(tiny_pair, cam.url, "--until", "10s"), stdout=stdout.open("w"), stderr=stderr.open("w")
+        watch_args(tiny_pair, cam.url, "--until", "8s"), stdout=stdout.open("w"), stderr=stderr.open("w")
     )
     samples = []  # (answers so far, RSS): the first answers load the model and grow its buffers
     wait_for(lambda: "open, 160x120" in stderr.read_text() or child.poll() is not None, 30, "the stream to open")

@@ -37,6 +37,7 @@ class MjpegCamera:
         self.drop_after_s = drop_after_s
         self.down_for_s = down_for_s
         self.down_until = 0.0
+        self.back_at = None
         self.stopping = threading.Event()
         camera = self
 
@@ -57,6 +58,8 @@ class MjpegCamera:
             request.send_error(503, "rebooting")
             return
         self.connections += 1
+        if self.connections == 2:
+            self.back_at = time.time()  # wall clock, to compare with the JSON lines' times
         dropping = self.drop_after_s is not None and self.connections == 1
         request.send_response(200)
         request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
