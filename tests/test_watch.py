@@ -172,6 +172,18 @@ def test_the_library_yields_events_with_answers(tiny_pair, tmp_path):
         assert [event.frame_time_s for event in events] == [0.0, 0.5, 1.0]
         assert all(isinstance(event.answer, smolcli.Answer) and event.skipped == 0 for event in events)
         assert events[0].as_dict()["text"] == events[0].answer.text
+        # a schema's answer cut short by max_tokens is said and skipped; the watch goes on to the file's end
+        said = []
+        schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        cut = watch(
+            model, "n?", str(clip), every=1, realtime=False, json_schema=schema, max_tokens=2, report=said.append
+        )
+        assert list(cut) == []
+        assert [line.split(" (")[0] for line in said if "no answer" in line] == [
+            f"{clip}: no answer for the frame at 0 s",
+            f"{clip}: no answer for the frame at 1 s",
+        ]
+        assert said[-1] == f"{clip}: the video ended"
         with pytest.raises(BadInput, match="every="):
             next(watch(model, "What is it?", str(clip), every=-1))
 
@@ -208,6 +220,7 @@ def test_memory_stays_flat_over_hundreds_of_frames(tiny_pair, camera, tmp_path):
         samples.append((stdout.read_text().count("\n"), rss_bytes(child.pid)))
         time.sleep(0.2)
     assert child.wait(30) == 0, stderr.read_text()
+    assert ", as asked" in stderr.read_text().strip().splitlines()[-1]  # --until ended it
     lines = json_lines(stdout.read_text())
     frames_through = len(lines) + sum(line["skipped"] for line in lines)
     assert frames_through >= 200, (frames_through, cam.frames_sent)

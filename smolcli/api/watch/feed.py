@@ -29,6 +29,10 @@ STOP_JOIN_S = 2.0  # a reader blocked in a silent stream is left to its read tim
 Report = Callable[[str], None]
 
 
+def _quiet(_message: str) -> None:
+    pass
+
+
 def _reason(error: Exception) -> str:
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return text.rstrip(".")
@@ -37,13 +41,13 @@ def _reason(error: Exception) -> str:
 class FrameFeed:
     """A started source: a reader thread fills the mailbox until close() (also a context manager)."""
 
-    def __init__(self, source: Source, realtime: bool = True, open_timeout: float = 10.0, report: Report = print):
+    def __init__(self, source: Source, realtime: bool = True, open_timeout: float = 10.0, report: Report | None = None):
         if open_timeout <= 0:
             raise BadInput(f"{{open_timeout}} must be a positive number of seconds, not {open_timeout:g}")
         self.source = source
         self.realtime = realtime
         self.open_timeout = open_timeout
-        self.report = report
+        self.report = report or _quiet
         # a folder and a file read as fast as possible keep every frame; a live or paced one keeps the newest
         self.mailbox = Mailbox(lossless=source.kind == FOLDER or (source.kind == FILE and not realtime))
         self.started = time.monotonic()

@@ -102,7 +102,7 @@ def watch(
         events = 0
         while max_events is None or events < max_events:
             if deadline is not None and dt.datetime.now().astimezone() >= deadline:
-                report(f"{feed.source.label}: stopped at {deadline.isoformat(timespec='seconds')} (--until)")
+                report(f"{feed.source.label}: stopped at {deadline.isoformat(timespec='seconds')}, as asked")
                 return
             frame = feed.next_frame(WAKE_S)
             if frame is None:
