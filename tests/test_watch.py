@@ -1,5 +1,5 @@
-"""`smolcli watch`: real subprocesses watching real sources on 127.0.0.1 (an MJPEG camera stand-in, a UDP MPEG-TS
-stream, a folder, a video file) with the tiny converted pair; the schedule, mailbox and deadline as units."""
+"""`smolcli watch`: real subprocesses watching real sources on 127.0.0.1 (MJPEG and RTSP camera stand-ins, a UDP
+MPEG-TS stream, a folder, a video file) with the tiny converted pair; the schedule, mailbox and deadline as units."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import jsonschema
 import numpy as np
 import pytest
 from video_clips import frame_pixels, make_clip
-from watch_sources import MjpegCamera, UdpStream
+from watch_sources import MjpegCamera, RtspCamera, UdpStream
 
 import smolcli
 from smolcli.api.watch import open_feed, watch
@@ -103,6 +103,19 @@ def test_a_udp_mpeg_ts_stream(tiny_pair):
     assert result.returncode == 0, result.stderr
     assert len(json_lines(result.stdout)) == 2
     assert "open, 64x48 mpeg1video" in result.stderr
+
+
+def test_an_rtsp_camera_over_tcp(tiny_pair):
+    cam = RtspCamera()
+    try:
+        result = run_watch(tiny_pair, cam.url, "--max-events", "2")
+    finally:
+        cam.close()
+    assert result.returncode == 0, result.stderr
+    assert len(json_lines(result.stdout)) == 2
+    assert "open, 64x48 mpeg1video" in result.stderr
+    # RTP interleaved on the RTSP connection from the first SETUP: what passes NAT and firewalls
+    assert cam.transports and all(t.startswith("RTP/AVP/TCP") for t in cam.transports), cam.transports
 
 
 def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, images):
