@@ -283,6 +283,26 @@ def test_a_source_that_is_not_one_is_one_line_and_exit_1(tiny_pair, source, word
 
 
 @pytest.mark.parametrize(
+    "options, words",
+    [
+        (("--every", "-1"), "--every must be a positive number of seconds"),
+        (("--on-change", "2"), "--on-change must be a fraction of the picture from 0 to 1"),
+        (("--max-events", "0"), "--max-events must be 1 or more"),
+        (("--until", "soon"), "--until soon is not a time"),
+        (("--open-timeout", "0"), "--open-timeout must be a positive number of seconds"),
+    ],
+)
+def test_a_bad_setting_is_one_line_before_any_source_or_model_opens(tmp_path, options, words):
+    # the model and the source do not exist: the setting is refused before either is looked at
+    command = [str(SMOLCLI), "watch", "http://127.0.0.1:9/x", "What?", "-m", str(tmp_path / "none.gguf"), *options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and words in result.stderr, (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
     "number, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_a_signal_stops_the_watch_between_whole_lines(tiny_pair, camera, tmp_path, number, code, word):

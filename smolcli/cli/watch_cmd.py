@@ -11,7 +11,7 @@ import typer
 
 import smolcli
 from smolcli.api.options import GenerationSettings, LoadOptions
-from smolcli.api.watch import open_feed, watch
+from smolcli.api.watch import check_watch, open_feed, watch
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
 from smolcli.cli.streaming import write_answer
@@ -83,7 +83,8 @@ def watch_source(
 
       smolcli watch clip.mp4 "What happens?" -m smolvlm2-256m --every 2 --no-realtime
     """
-    # the source first: a wrong address fails in one line before a model is pulled or loaded
+    # the settings, then the source: a mistake in either fails in one line before a model is pulled or loaded
+    _, deadline = check_watch(prompt, every, on_change, max_events, until)  # --until 10m counts from now
     feed = open_feed(source, realtime, open_timeout, report=progress)
     with feed:
         # every frame is new: storing its embeddings would only fill the cache
@@ -97,7 +98,7 @@ def watch_source(
                 every=every,
                 on_change=on_change,
                 max_events=max_events,
-                until=until,
+                until=deadline,
                 system=system,
                 report=progress,
                 **dataclasses.asdict(generation),

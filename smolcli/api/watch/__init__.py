@@ -4,6 +4,6 @@ sources (what SOURCE names) -> feed (a reader thread, reopening dropped streams)
 never a queue) -> schedule (every N seconds, on change) -> loop (`watch`, one event per answer).
 """
 
-from smolcli.api.watch.loop import WatchEvent, open_feed, watch
+from smolcli.api.watch.loop import WatchEvent, check_watch, open_feed, watch
 
-__all__ = ["WatchEvent", "open_feed", "watch"]
+__all__ = ["WatchEvent", "check_watch", "open_feed", "watch"]

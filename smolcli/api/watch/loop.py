@@ -42,6 +42,22 @@ class WatchEvent:
         return line
 
 
+def check_watch(
+    prompt: str,
+    every: float | None = None,
+    on_change: float | None = None,
+    max_events: int | None = None,
+    until: str | dt.datetime | None = None,
+) -> tuple[Schedule, dt.datetime | None]:
+    """The schedule and the deadline, or a BadInput naming the bad setting: a front end calls this before
+    opening a source or loading a model."""
+    if not prompt.strip():
+        raise BadInput("the prompt is empty: give a question")
+    if max_events is not None and max_events < 1:
+        raise BadInput(f"{{max_events}} must be 1 or more, not {max_events}")
+    return Schedule(every, on_change), until_deadline(until)
+
+
 def _quiet(_message: str) -> None:
     pass
 
@@ -91,12 +107,7 @@ def watch(
     ...     for event in watch(model, "Is anyone at the door?", "rtsp://cam/stream", every=5):
     ...         print(event.frame_time_s, event.answer.text)
     """
-    schedule = Schedule(every, on_change)
-    if max_events is not None and max_events < 1:
-        raise BadInput(f"{{max_events}} must be 1 or more, not {max_events}")
-    deadline = until_deadline(until)
-    if not prompt.strip():
-        raise BadInput("the prompt is empty: give a question")
+    schedule, deadline = check_watch(prompt, every, on_change, max_events, until)
     feed = source if isinstance(source, FrameFeed) else open_feed(source, realtime, open_timeout, report)
     with feed:
         events = 0
