@@ -206,6 +206,25 @@ def test_the_library_yields_events_with_answers(tiny_pair, tmp_path):
         assert said[-1] == f"{clip}: the video ended"
         with pytest.raises(BadInput, match="every="):
             next(watch(model, "What is it?", str(clip), every=-1))
+        # on change: a still scene (1 s grey, H.264's noise included), a light switched on, still again, a bar
+        scenes = tmp_path / "scenes.mp4"
+        grey, light = np.full((48, 64, 3), 60, np.uint8), np.full((48, 64, 3), 200, np.uint8)
+        barred = light.copy()
+        barred[:, :24] = 0  # more than a third of the picture
+        write_clip(scenes, [grey] * 10 + [light] * 10 + [barred] * 10, fps=10)
+        changes = watch(model, "What changed?", str(scenes), on_change=0.3, realtime=False, max_tokens=2)
+        assert [event.frame_time_s for event in changes] == [0.0, 1.0, 2.0]
+
+
+def write_clip(path: Path, pictures: list[np.ndarray], fps: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = pictures[0].shape[1], pictures[0].shape[0], "yuv420p"
+        for picture in pictures:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def test_a_stream_that_drops_is_reopened_and_answers_again(tiny_pair, camera):
