@@ -24,7 +24,7 @@ FIRST_RETRY_S = 0.5  # the pause before reopening a dropped stream, doubled at e
 MAX_RETRY_S = 30.0
 READ_TIMEOUT_S = 5.0  # a live stream silent this long counts as dropped
 FOLDER_POLL_S = 0.25
-STOP_JOIN_S = 2.0  # a reader blocked in a silent stream is left to its read timeout (a daemon thread)
+STOP_JOIN_S = 0.5  # a reader blocked in a silent stream is not waited for: it is a daemon, its read times out
 
 Report = Callable[[str], None]
 
