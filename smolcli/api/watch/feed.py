@@ -33,7 +33,11 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception, waited_s: float) -> str:
+    import av
+
+    if isinstance(error, av.error.ExitError):  # PyAV's timeout interrupts FFmpeg: "Immediate exit requested"
+        return f"nothing came for {waited_s:g} s"
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return text.rstrip(".")
 
@@ -118,7 +122,7 @@ class FrameFeed:
             try:
                 container = self.source.open_container(self.open_timeout, READ_TIMEOUT_S)
             except av.error.FFmpegError as error:
-                reason = _reason(error)
+                reason = _reason(error, self.open_timeout)
             else:
                 try:
                     reason = self._decode(container)
@@ -169,8 +173,10 @@ class FrameFeed:
                     paced_from = time.monotonic() - seconds
         except av.error.FFmpegError as error:
             if not self.source.live:
-                raise BadInput(f"{self.source.label}: cannot read this video ({_reason(error)})") from None
-            return _reason(error)
+                raise BadInput(
+                    f"{self.source.label}: cannot read this video ({_reason(error, READ_TIMEOUT_S)})"
+                ) from None
+            return _reason(error, READ_TIMEOUT_S)
         return "the stream ended" if self.source.live else None
 
     def _arrived(self, stream) -> None:
