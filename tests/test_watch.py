@@ -101,28 +101,19 @@ def test_every_second_for_three_events_from_an_mjpeg_camera(tiny_pair, camera):
     assert "open, 64x48 mjpeg" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_udp_mpeg_ts_stream(tiny_pair):
-    stream = UdpStream()
+@pytest.mark.parametrize("stand_in", [UdpStream, RtspCamera], ids=["udp-mpeg-ts", "rtsp-camera"])
+def test_mpeg_ts_over_udp_and_rtsp(tiny_pair, stand_in):
+    source = stand_in()
     try:
-        result = run_watch(tiny_pair, stream.url, "--max-events", "2")
+        result = run_watch(tiny_pair, source.url, "--max-events", "2")
     finally:
-        stream.close()
+        source.close()
     assert result.returncode == 0, result.stderr
     assert len(json_lines(result.stdout)) == 2
     assert "open, 64x48 mpeg1video" in result.stderr
-
-
-def test_an_rtsp_camera_over_tcp(tiny_pair):
-    cam = RtspCamera()
-    try:
-        result = run_watch(tiny_pair, cam.url, "--max-events", "2")
-    finally:
-        cam.close()
-    assert result.returncode == 0, result.stderr
-    assert len(json_lines(result.stdout)) == 2
-    assert "open, 64x48 mpeg1video" in result.stderr
-    # RTP interleaved on the RTSP connection from the first SETUP: what passes NAT and firewalls
-    assert cam.transports and all(t.startswith("RTP/AVP/TCP") for t in cam.transports), cam.transports
+    if stand_in is RtspCamera:
+        # RTP interleaved on the RTSP connection from the first SETUP: what passes NAT and firewalls
+        assert source.transports and all(t.startswith("RTP/AVP/TCP") for t in source.transports), source.transports
 
 
 def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, images):
