@@ -127,7 +127,8 @@ def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, imag
         arrived = []
         for number, key in enumerate(["photo", "wide", "tall"]):
             target = inbox / f"new{number}{images[key].suffix}"
-            (inbox / "notes.txt").write_text("not an image")
+            (inbox / "notes.txt").write_text("not an image")  # not an image's name: not looked at
+            (inbox / "broken.jpg").write_bytes(b"not a JPEG")  # an image's name: tried, said on stderr, skipped
             target.write_bytes(images[key].read_bytes())
             arrived.append(str(target))
             time.sleep(0.6)
@@ -138,6 +139,7 @@ def test_a_folder_answers_each_new_image_as_it_arrives(tiny_pair, tmp_path, imag
     lines = json_lines(out)
     assert [line["file"] for line in lines] == arrived
     assert all(line["source"] == str(inbox) for line in lines)
+    assert stderr.read_text().count(f"{inbox / 'broken.jpg'}: not an image Pillow can read") == 1, stderr.read_text()
 
 
 def test_a_video_file_read_as_fast_as_possible_is_sampled_on_its_own_clock_with_a_schema(tiny_pair, tmp_path):

@@ -19,6 +19,7 @@ from smolcli.api.watch.mailbox import WAKE_S, Frame, Mailbox
 from smolcli.api.watch.sources import CAMERA, FILE, FOLDER, Source
 from smolcli.errors import BadInput, SmolcliError
 from smolcli.runtime.vision.images import load_image
+from smolcli.util.os_errors import os_error_text
 
 FIRST_RETRY_S = 0.5  # the pause before reopening a dropped stream, doubled at each failure
 MAX_RETRY_S = 30.0
@@ -234,8 +235,11 @@ class FrameFeed:
 
         try:
             image = load_image(path)
-        except (SmolcliError, OSError) as error:
-            self.report(f"{path}: skipped ({error})")
+        except SmolcliError as error:
+            self.report(f"{error}; skipped")  # the message names the file
+            return
+        except OSError as error:  # gone or unreadable between the listing and the read
+            self.report(f"{os_error_text(error, str(path))}; skipped")
             return
         pixels = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.height, image.width, 3)
         self._frames += 1
