@@ -12,7 +12,8 @@ from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, SmolcliError
+from smolcli.store.hub import offline_mode
 
 API_KEY_ENV = "SMOLCLI_API_KEY"
 
@@ -90,7 +91,13 @@ def serve(
         queue_size=queue_size,
         conversations=conversations,
     )
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    # set but empty is a mistake like --api-key '' (refused by ServeSettings), never "no key"
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if allow_remote and (settings.offline or offline_mode()):
+        raise BadInput(
+            "--allow-remote fetches images over the network, which offline mode (--offline or HF_HUB_OFFLINE=1) "
+            "forbids: drop one of them"
+        )
     serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
