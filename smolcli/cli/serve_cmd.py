@@ -46,6 +46,21 @@ def serve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may take, waiting included; then 408.")
     ] = 300.0,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Seconds a request's headers may take to arrive; then 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds a request's body may take after its headers; then 408.")
+    ] = 60.0,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may sit idle between requests.")
+    ] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Open connections at most; a request beyond gets 503.")
+    ] = 100,
+    fetch_timeout: Annotated[
+        float, typer.Option("--fetch-timeout", help="Seconds one --allow-remote image may take, whole.")
+    ] = 10.0,
     max_tokens_limit: Annotated[
         int, typer.Option("--max-tokens-limit", help="The largest max_tokens a request may ask, and its default.")
     ] = 1024,
@@ -88,6 +103,11 @@ def serve(
         max_images=max_images,
         max_tokens=max_tokens_limit,
         timeout_s=timeout,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout,
+        max_connections=max_connections,
+        fetch_timeout_s=fetch_timeout,
         queue_size=queue_size,
         conversations=conversations,
     )

@@ -20,7 +20,7 @@ def _timeout_response(seconds: float) -> bytes:
     body = json.dumps(
         {
             "error": {
-                "message": f"the request's headers did not arrive within {seconds:g} s",
+                "message": f"the request's headers did not arrive within {seconds:g} s (--header-timeout)",
                 "type": "timeout_error",
                 "param": None,
                 "code": "request_timeout",

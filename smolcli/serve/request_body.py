@@ -21,7 +21,7 @@ CLOSE = {"Connection": "close"}
 def body_timeout_error(limits: ServeLimits) -> APIError:
     return APIError(
         408,
-        f"the request body did not arrive within {limits.body_timeout_s:g} s of its headers",
+        f"the request body did not arrive within {limits.body_timeout_s:g} s of its headers (--body-timeout)",
         "timeout_error",
         code="request_timeout",
         headers=CLOSE,
