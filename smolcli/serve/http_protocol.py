@@ -15,18 +15,12 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from smolcli.serve.api_errors import timed_out
+
 
 def _timeout_response(seconds: float) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"the request's headers did not arrive within {seconds:g} s (--header-timeout)",
-                "type": "timeout_error",
-                "param": None,
-                "code": "request_timeout",
-            }
-        }
-    ).encode()
+    error = timed_out(f"the request's headers did not arrive within {seconds:g} s (--header-timeout)")
+    body = json.dumps(error.body()).encode()
     head = (
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -12,19 +12,15 @@ import asyncio
 
 from starlette.requests import Request
 
-from smolcli.serve.api_errors import APIError, too_large
+from smolcli.serve.api_errors import APIError, timed_out, too_large
 from smolcli.serve.settings import ServeLimits
 
 CLOSE = {"Connection": "close"}
 
 
 def body_timeout_error(limits: ServeLimits) -> APIError:
-    return APIError(
-        408,
-        f"the request body did not arrive within {limits.body_timeout_s:g} s of its headers (--body-timeout)",
-        "timeout_error",
-        code="request_timeout",
-        headers=CLOSE,
+    return timed_out(
+        f"the request body did not arrive within {limits.body_timeout_s:g} s of its headers (--body-timeout)", CLOSE
     )
 
 
