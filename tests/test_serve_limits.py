@@ -346,6 +346,7 @@ def test_a_host_that_refuses_is_one_line(thread_server):
     status, _, body = server.request("POST", "/v1/chat/completions", remote_request(url))
     error = assert_error(status, body, 400, "image_fetch_failed")
     assert error["message"] == f"{url}: could not fetch the image: the connection was refused"
+    good_request(server)
 
 
 # --- the description ----------------------------------------------------------------------------

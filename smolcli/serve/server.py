@@ -54,9 +54,11 @@ def uvicorn_config(app, settings: ServeSettings, **overrides) -> uvicorn.Config:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound here so that a port in use or a host that is not ours is one line."""
+    # as uvicorn chooses: IPv6 for an address with a colon, else IPv4 ("localhost" is 127.0.0.1, not ::1)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError):
         raise BadInput(f"--host {host}: not an address or name this machine can listen on") from None
