@@ -108,6 +108,22 @@ def test_slowloris_and_idle_connections_are_closed_at_the_header_deadline(thread
     good_request(server)
 
 
+def test_a_kept_alive_connection_has_the_header_deadline_again_for_its_next_request(thread_server):
+    server = thread_server(header_timeout_s=1.0, idle_timeout_s=30.0)
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    first = b""
+    while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
+        first += sock.recv(65536)  # the socket's own 15 s timeout bounds this
+    assert first.startswith(b"HTTP/1.1 200")
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the next one, never finished
+    raw, took = read_until_closed(sock, within=10)
+    status, body = parse_response(raw)
+    assert_error(status, body, 408, "request_timeout")
+    assert took < 5, took  # the header deadline, not the 30 s keep-alive
+    good_request(server)
+
+
 def test_connections_past_the_limit_get_503_until_idle_ones_are_closed(thread_server):
     server = thread_server(max_connections=4, header_timeout_s=1.0)
     idle = [connect(server) for _ in range(4)]
