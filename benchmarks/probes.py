@@ -300,6 +300,8 @@ def main() -> int:
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
+    server_probes(model, work, probe)
+
     totals = Counter()
     for klass, outcomes in results.items():
         ok = sum(1 for _, verdict in outcomes if verdict == "")
@@ -311,6 +313,240 @@ def main() -> int:
         totals.update(clean=ok, probes=len(outcomes))
     print(f"all: {totals['clean']} clean of {totals['probes']}")
     return 0 if totals["clean"] == totals["probes"] else 1
+
+
+# --- issue 24: a server that waits forever, its parser, its start -------------------------------------------
+
+
+def _served(model: Path, work: Path, *options: str) -> tuple[subprocess.Popen, int, Path]:
+    import re
+
+    log = work / "serve.log"
+    process = subprocess.Popen(
+        [*CLI, "serve", "-m", str(model), "--port", "0", "--threads", "2", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    for _ in range(600):
+        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
+        if found:
+            return process, int(found.group(1)), log
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the server did not start: {log.read_text()[-300:]}")
+
+
+def _http(port: int, body: bytes | dict, timeout: float = 60) -> tuple[int, dict, float]:
+    import http.client
+    import json
+
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body
+    connection.request("POST", "/v1/chat/completions", body=raw, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    text = response.read()
+    connection.close()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = {"raw": text[:200].decode(errors="replace")}
+    return response.status, answer, time.monotonic() - started
+
+
+def _raw_until_closed(sock, within: float) -> tuple[bytes, float]:
+    started = time.monotonic()
+    sock.settimeout(within)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received, time.monotonic() - started
+
+
+def _status_is(status: int, answer: dict, wanted: int, *words: str, param: str | None = None) -> str:
+    if status != wanted:
+        return f"{status}, wanted {wanted}: {str(answer)[:200]}"
+    message = answer.get("error", {}).get("message", "")
+    if "\n" in message or any(name in message for name in PYTHON_NAMES):
+        return f"not one clean line: {message[:200]}"
+    for word in words:
+        if word not in message:
+            return f"{word!r} not in {message!r}"
+    if param is not None and answer["error"].get("param") != param:
+        return f"param {answer['error'].get('param')!r}, wanted {param!r}"
+    return ""
+
+
+def server_probes(model: Path, work: Path, probe) -> None:
+    """Issue 24's server classes against a real `smolcli serve` with short limits, then its start-up refusals."""
+    import base64
+    import socket
+    import struct
+    import threading
+    import zlib
+
+    hello = {"messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 2}
+    slow = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:  # /slow: a byte every 0.2 s; anything else: 404
+        slow.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sock, _ = slow.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=answer_slowly, args=(sock,), daemon=True).start()
+
+    def answer_slowly(sock) -> None:
+        with sock:
+            try:
+                if not sock.recv(4096).startswith(b"GET /slow"):
+                    sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                for _ in range(150):
+                    if stop.wait(0.2):
+                        return
+                    sock.sendall(b"\0")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    slow_url = f"http://127.0.0.1:{slow.getsockname()[1]}"
+    limits = ["--timeout", "6", "--header-timeout", "2", "--body-timeout", "2", "--fetch-timeout", "2"]
+    process, port, log = _served(model, work, "--allow-remote", "--max-images", "50", *limits)
+
+    def stalled_body():
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{}")
+        return sock
+
+    def body_408() -> str:
+        raw, took = _raw_until_closed(stalled_body(), 10)
+        return "" if raw.startswith(b"HTTP/1.1 408") and took < 5 else f"{raw[:60]!r} after {took:.1f} s"
+
+    def slowloris_408() -> str:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        for round_ in range(15):
+            for sock in socks:
+                try:
+                    sock.sendall(f"X-{round_}: 1\r\n".encode())
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        answers = [_raw_until_closed(sock, 10)[0] for sock in socks]
+        held = sum(1 for raw in answers if not raw.startswith(b"HTTP/1.1 408"))
+        return "" if held == 0 else f"{held} of 40 not answered 408"
+
+    def idle_closed() -> str:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(300)]
+        took = max(_raw_until_closed(sock, 10)[1] for sock in socks)
+        return "" if took < 6 else f"held {took:.1f} s"
+
+    def slow_urls() -> str:
+        parts = [{"type": "image_url", "image_url": {"url": slow_url + "/slow"}}] * 45
+        status, answer, took = _http(port, {"messages": [{"role": "user", "content": parts}]})
+        if status not in (400, 408) or took > 8:
+            return f"{status} after {took:.1f} s: {str(answer)[:120]}"
+        return ""
+
+    def png_header(side: int) -> str:
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        head = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+        png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+        return "data:image/png;base64," + base64.b64encode(png).decode()
+
+    try:
+        klass = "server waits forever"
+        probe(klass, "Content-Length 1000, 2 bytes sent", body_408)
+        probe(klass, "40 slowloris connections", slowloris_408)
+        probe(klass, "300 idle connections", idle_closed)
+        probe(klass, "45 slow remote URLs", slow_urls)
+        klass = "server parser"
+        probe(klass, "100k nested [", lambda: _status_is(*_http(port, b"[" * 100_000)[:2], 400, "deep"))
+        digits = b'{"messages": [{"role": "user", "content": "hi"}], "seed": ' + b"7" * 5000 + b"}"
+        probe(klass, "5000-digit integer", lambda: _status_is(*_http(port, digits)[:2], 400, "digits"))
+        for side in (14_000, 20_000, 100_000):
+            picture = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": ""}}]}]}
+            picture["messages"][0]["content"][0]["image_url"]["url"] = png_header(side)
+            probe(klass, f"PNG header {side}x{side}", lambda p=picture: _status_is(*_http(port, p)[:2], 413))
+        probe(
+            klass,
+            "logit_bias",
+            lambda: _status_is(*_http(port, hello | {"logit_bias": {"1": 5}})[:2], 400, param="logit_bias"),
+        )
+        turns = [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+            {"role": "user", "content": "b"},
+        ]
+        probe(
+            klass,
+            "assistant tool_calls",
+            lambda: _status_is(*_http(port, {"messages": turns})[:2], 400, param="messages[1].tool_calls"),
+        )
+        missing = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": ""}}]}]}
+        missing["messages"][0]["content"][0]["image_url"]["url"] = slow_url + "/gone.png"
+        probe(klass, "remote 404", lambda: _status_is(*_http(port, missing)[:2], 400, slow_url, "HTTP 404"))
+        probe(klass, "/openapi.json", lambda: "" if b'"openapi"' in _openapi(port) else "no description")
+        probe(klass, "a good request after", lambda: _status_is(*_http(port, hello)[:2], 200))
+
+        def sigterm() -> str:
+            stalled = stalled_body()
+            idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+            time.sleep(0.3)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=60)
+            took = time.monotonic() - started
+            stalled.close()
+            idle.close()
+            return "" if code == 0 and took < 5 else f"exit {code} after {took:.1f} s"
+
+        probe("server waits forever", "SIGTERM with a stalled and an idle client", sigterm)
+    finally:
+        stop.set()
+        slow.close()
+        process.kill()
+
+    klass = "serve start"
+    taken = socket.create_server(("127.0.0.1", 0))
+    in_use = str(taken.getsockname()[1])
+    probe(klass, "port in use", lambda: clean(run("serve", "-m", model, "-p", in_use), 1, in_use))
+    taken.close()
+    probe(klass, "--host 999.1.1.1", lambda: clean(run("serve", "-m", model, "--host", "999.1.1.1"), 1, "999.1.1.1"))
+    for value in ("nan", "inf"):
+        probe(klass, f"--timeout {value}", lambda v=value: clean(run("serve", "-m", model, "--timeout", v), 1, v))
+    probe(
+        klass,
+        "SMOLCLI_API_KEY=",
+        lambda: clean(run("serve", "-m", model, env={"SMOLCLI_API_KEY": ""}), 1, "SMOLCLI_API_KEY"),
+    )
+    probe(
+        klass,
+        "--offline --allow-remote",
+        lambda: clean(run("serve", "-m", model, "--offline", "--allow-remote"), 1, "offline"),
+    )
+    probe(
+        klass,
+        "HF_HUB_OFFLINE=1 --allow-remote",
+        lambda: clean(run("serve", "-m", model, "--allow-remote", env={"HF_HUB_OFFLINE": "1"}), 1, "offline"),
+    )
+
+
+def _openapi(port: int) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=10) as response:  # noqa: S310
+        return response.read()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,6 +30,7 @@ from smolcli.cli.app import app
 from smolcli.runtime.chat.prompting import next_turn
 from smolcli.serve import ServeLimits, ServeSettings, create_app
 from smolcli.serve.metrics import parse_metrics
+from smolcli.serve.server import Server, uvicorn_config
 
 from cli_checks import one_line_error
 
@@ -115,8 +115,8 @@ class ThreadServer:
 
     def __init__(self, model: object, settings: ServeSettings):
         self.app = create_app(model, settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http="h11")
-        self.server = uvicorn.Server(config)
+        # the bounds smolcli.serve() runs with (header deadline, keep-alive, connection cap), on a free port
+        self.server = Server(uvicorn_config(self.app, settings, host="127.0.0.1", port=0))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -141,11 +141,12 @@ class ThreadServer:
 def thread_server(tiny_pair):
     made: list[ThreadServer] = []
 
-    def make(model=None, ready: bool = True, **limits) -> Running:
+    def make(model=None, ready: bool = True, allow_remote: bool = False, **limits) -> Running:
         key = limits.pop("api_key", None)
-        started = ThreadServer(
-            model or tiny_pair[0], ServeSettings(api_key=key, limits=ServeLimits(**limits), log_requests=False)
+        settings = ServeSettings(
+            api_key=key, allow_remote=allow_remote, limits=ServeLimits(**limits), log_requests=False
         )
+        started = ThreadServer(model or tiny_pair[0], settings)
         made.append(started)
         if ready:
             started.wait_ready()

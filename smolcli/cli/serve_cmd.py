@@ -12,7 +12,8 @@ from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, SmolcliError
+from smolcli.store.hub import offline_mode
 
 API_KEY_ENV = "SMOLCLI_API_KEY"
 
@@ -45,6 +46,21 @@ def serve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may take, waiting included; then 408.")
     ] = 300.0,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Seconds a request's headers may take to arrive; then 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds a request's body may take after its headers; then 408.")
+    ] = 60.0,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may sit idle between requests.")
+    ] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Open connections at most; a request beyond gets 503.")
+    ] = 100,
+    fetch_timeout: Annotated[
+        float, typer.Option("--fetch-timeout", help="Seconds one --allow-remote image may take, whole.")
+    ] = 10.0,
     max_tokens_limit: Annotated[
         int, typer.Option("--max-tokens-limit", help="The largest max_tokens a request may ask, and its default.")
     ] = 1024,
@@ -87,10 +103,21 @@ def serve(
         max_images=max_images,
         max_tokens=max_tokens_limit,
         timeout_s=timeout,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout,
+        max_connections=max_connections,
+        fetch_timeout_s=fetch_timeout,
         queue_size=queue_size,
         conversations=conversations,
     )
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    # set but empty is a mistake like --api-key '' (refused by ServeSettings), never "no key"
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if allow_remote and (settings.offline or offline_mode()):
+        raise BadInput(
+            "--allow-remote fetches images over the network, which offline mode (--offline or HF_HUB_OFFLINE=1) "
+            "forbids: drop one of them"
+        )
     serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)

@@ -43,6 +43,15 @@ def too_large(message: str, param: str | None = None, code: str = "payload_too_l
     return APIError(413, message, param=param, code=code)
 
 
+def timed_out(message: str, headers: dict[str, str] | None = None) -> APIError:
+    """408: the request, its headers or its body took longer than their limit."""
+    return APIError(408, message, "timeout_error", code="request_timeout", headers=headers)
+
+
+def request_timeout(timeout_s: float) -> APIError:
+    return timed_out(f"the request took longer than the server's limit of {timeout_s:g} s (--timeout)")
+
+
 def http_spelling(setting: str, value: str | None) -> str:
     """A setting named in a library message: a request field as itself, a server option as its flag."""
     if setting in REQUEST_FIELDS:

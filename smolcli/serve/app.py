@@ -24,8 +24,11 @@ from starlette.routing import Route
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.serve.api_errors import APIError, too_large
-from smolcli.serve.chat_request import chat_request, parse_body
+from smolcli.serve.chat_request import chat_request
+from smolcli.serve.json_body import parse_body
 from smolcli.serve.metrics import Metrics
+from smolcli.serve.openapi import openapi_description
+from smolcli.serve.request_body import read_body
 from smolcli.serve.responses import Completion, sse
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.worker import Job, ModelWorker, Outcome, timeout_error
@@ -56,6 +59,7 @@ def create_app(
         return opened if opened is not None else Model.open(model, options or LoadOptions())
 
     worker = ModelWorker(open_model, settings.limits, metrics)
+    stopping = asyncio.Event()  # set by the server as it begins to stop: bodies still arriving are given up
     model_id = settings.model_id or (
         opened.files.model.path.stem if opened is not None else Path(str(model)).name.removesuffix(".gguf")
     )
@@ -77,15 +81,19 @@ def create_app(
         entry = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "smolcli"}
         return JSONResponse({"object": "list", "data": [entry]})
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_description())
+
     async def metrics_text(request: Request) -> Response:
         text = metrics.render(worker.engine_counters(), worker.depth, worker.ready.is_set())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
-        body = parse_body(await _read_body(request, settings.limits.max_body_bytes))
-        parsed = await run_in_threadpool(chat_request, body, settings)  # decodes the images: off the loop
-        job = Job(parsed, asyncio.get_running_loop(), deadline=arrived + settings.limits.timeout_s)
+        deadline = arrived + settings.limits.timeout_s
+        body = parse_body(await read_body(request, settings.limits, stopping))
+        parsed = await run_in_threadpool(chat_request, body, settings, deadline)  # decodes the images: off the loop
+        job = Job(parsed, asyncio.get_running_loop(), deadline=deadline)
         worker.submit(job)
         request.state.log = f"images={parsed.n_images} max_tokens={parsed.max_tokens}"
         watcher = asyncio.create_task(_cancel_on_disconnect(request, worker, job))
@@ -133,6 +141,7 @@ def create_app(
             Route("/v1/models", models),
             Route("/metrics", metrics_text),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/openapi.json", openapi),
         ],
         exception_handlers={APIError: on_api_error, HTTPException: on_http_error, ClientDisconnect: on_disconnect},
         lifespan=lifespan,
@@ -140,6 +149,7 @@ def create_app(
     app.state.worker = worker
     app.state.metrics = metrics
     app.state.model_id = model_id
+    app.state.stopping = stopping
     return Gatekeeper(app, settings)
 
 
@@ -199,17 +209,6 @@ class Gatekeeper:
                 "(--max-body-bytes)"
             )
         return None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it grows past the limit (a chunked upload has no Content-Length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"the request body is larger than the limit of {limit} bytes (--max-body-bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _next_event(job: Job, worker: ModelWorker):

@@ -22,7 +22,7 @@ from smolcli.api.chat import Chat
 from smolcli.api.model import Model
 from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
 from smolcli.runtime.llama.context_size import GRANULE
-from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling
+from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling, request_timeout
 from smolcli.serve.chat_request import ChatRequest, Turn
 from smolcli.serve.conversations import Conversations, history_key
 from smolcli.serve.metrics import Metrics
@@ -279,9 +279,4 @@ class ModelWorker:
 
 
 def timeout_error(limits: ServeLimits) -> APIError:
-    return APIError(
-        408,
-        f"the request took longer than the server's limit of {limits.timeout_s:g} s (--timeout)",
-        "timeout_error",
-        code="request_timeout",
-    )
+    return request_timeout(limits.timeout_s)
