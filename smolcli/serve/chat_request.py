@@ -47,6 +47,7 @@ class ChatRequest:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 0.95
+    top_k: int = 40  # the library's default; only ollama's options set it
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
@@ -55,6 +56,7 @@ class ChatRequest:
     include_usage: bool = False
     json_schema: dict | None = None  # response_format json_schema, or {} for json_object (any JSON object)
     model: str | None = None
+    ctx: int | None = None  # a new conversation's context size (ollama's num_ctx); None: sized by the library
 
     @property
     def n_images(self) -> int:
@@ -66,6 +68,7 @@ class ChatRequest:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k,
             "seed": self.seed,
             "stop": self.stop,
             "ignore_eos": self.ignore_eos,

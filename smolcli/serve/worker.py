@@ -198,8 +198,10 @@ class ModelWorker:
         request = job.request
         key = history_key(request.system, request.history)
         chat = self.conversations.take(key) if request.history else None
+        # a context size asked for (ollama's num_ctx) is at most the model's own; the server's --ctx wins
+        asked = None if self.model.options.ctx or not request.ctx else min(request.ctx, self.model.engine.n_ctx_train)
         try:
-            return self._send(job, chat, key, ctx=None)
+            return self._send(job, chat, key, ctx=asked)
         except ContextFull as error:
             # a kept conversation's context, or one sized for its first turn, can be too small for
             # this request: once, a new Chat with a context sized for everything, up to the model's
