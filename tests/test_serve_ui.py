@@ -157,6 +157,7 @@ def test_chat_in_the_page_equals_smolcli_ask_and_continues_the_conversation(
 
     expected = smolcli_ask(tiny_pair, images["square"], PAGE_MAX_TOKENS)
     open_page(browser, served)
+    assert browser.find_element(By.ID, "file").get_attribute("accept") == "image/*"  # a SmolVLM (v1): no clips
     browser.save_screenshot(str(tmp_path / "ui-empty.png"))
     before = served.metrics()
     assert ask(browser, QUESTION, images["square"]) == expected["text"]
@@ -276,3 +277,34 @@ def test_camera_mode_answers_frames_of_the_fake_camera(served, browser, tiny_pai
         frame.write_bytes(base64.b64decode(url.partition(",")[2]))
         expected = smolcli_ask(tiny_pair, frame, PAGE_MAX_TOKENS)
         assert text_of(browser, item.find_element(By.CLASS_NAME, "text")) == expected["text"]
+
+
+@browser_needed
+def test_a_clip_goes_with_the_message_where_the_model_takes_video(browser, converted, tmp_path):
+    from selenium.webdriver.common.by import By
+    from video_clips import make_clip
+
+    import smolcli
+    from smolcli.api.model import Model
+    from smolcli.api.options import LoadOptions
+
+    clip = make_clip(tmp_path / "clip.mp4", 3, 10, 64, 48)
+    video_pair = converted("F16", "F16", "SmolVLM2").model.parent
+    model = Model.open(video_pair, LoadOptions(threads=2, ctx=512))
+    started = ThreadServer(model, ServeSettings(limits=ServeLimits(max_tokens=64), log_requests=False))
+    try:
+        started.wait_ready()
+        open_page(browser, started.running)
+        wait_for(browser, lambda d: "video/*" in d.find_element(By.ID, "file").get_attribute("accept"), "clips")
+        browser.find_element(By.CSS_SELECTOR, "details summary").click()
+        limit = browser.find_element(By.ID, "max-tokens")
+        limit.clear()
+        limit.send_keys("6")
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments video"), "the clip's preview")
+        answer = ask(browser, QUESTION)
+        browser.save_screenshot(str(tmp_path / "ui-clip.png"))
+    finally:
+        started.stop()
+    with smolcli.load(video_pair, threads=2, ctx=512) as reference:
+        assert answer == reference.ask(QUESTION, video=clip, max_tokens=6).text

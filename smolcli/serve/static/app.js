@@ -347,7 +347,7 @@ $("camera-form").addEventListener("submit", async (event) => {
   $("camera").srcObject = state.camera.stream;
   const seconds = Math.max(1, parseFloat($("camera-every").value) || 5);
   state.camera.timer = setInterval(askAboutFrame, seconds * 1000);
-  $("camera").addEventListener("loadeddata", askAboutFrame, { once: true });
+  $("camera").addEventListener("playing", askAboutFrame, { once: true });
   $("camera-start").disabled = true;
   $("camera-stop").disabled = false;
   cameraStatus();
