@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_serve import QUESTION, Running, ThreadServer, smolcli_ask, start_process
+from test_serve import QUESTION, Running, ThreadServer, serving, smolcli_ask
 
 from smolcli.serve import ServeLimits, ServeSettings
 from smolcli.serve.ui import ASSETS, asset
@@ -63,15 +62,8 @@ def test_the_page_is_served_offline_and_no_ui_turns_it_off(tiny_pair):
 
 @pytest.fixture(scope="module")
 def served(tiny_pair, tmp_path_factory):
-    home = tmp_path_factory.mktemp("ui-home")
-    log = home / "stderr.log"
-    process, running = start_process(tiny_pair[0], home, log, "--max-tokens-limit", "3000")
-    yield running
-    process.send_signal(signal.SIGTERM)
-    try:
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        process.kill()
+    with serving(tiny_pair[0], tmp_path_factory.mktemp("ui-home"), "--max-tokens-limit", "3000") as (running, _):
+        yield running
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.serve.api_errors import APIError, too_large
 from smolcli.serve.chat_request import chat_request, parse_body
-from smolcli.serve.job_flow import next_event, note_outcome, read_body, submit, whole_answer
+from smolcli.serve.job_flow import next_event, note_outcome, read_body, respond
 from smolcli.serve.metrics import Metrics
 from smolcli.serve.ollama_responses import error_body
 from smolcli.serve.ollama_routes import ollama_routes
@@ -91,26 +91,16 @@ def create_app(
         parsed = await run_in_threadpool(chat_request, body, settings)  # decodes the images: off the loop
         job = Job(parsed, asyncio.get_running_loop(), deadline=arrived + settings.limits.timeout_s)
         request.state.log = f"images={parsed.n_images} max_tokens={parsed.max_tokens}"
-        first, watcher = await submit(request, worker, job)
-        try:
-            completion = Completion(model_id)
-            if parsed.stream:
-                stream = _stream(job, worker, first, completion, request, watcher)
-                watcher = None  # the stream owns it now
-                return StreamingResponse(
-                    stream,
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
-            outcome = await whole_answer(job, worker, first)
-            note_outcome(request, outcome)
-            return JSONResponse(completion.response(outcome), headers=_counter_headers(outcome))
-        except BaseException:
-            worker.cancel(job)
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        completion = Completion(model_id)
+        return await respond(
+            request,
+            worker,
+            job,
+            parsed.stream,
+            lambda first, watcher: _stream(job, worker, first, completion, request, watcher),
+            lambda outcome: JSONResponse(completion.response(outcome), headers=_counter_headers(outcome)),
+            "text/event-stream",
+        )
 
     async def on_api_error(request: Request, error: APIError) -> Response:
         return error_response(error, request.url.path)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import AsyncIterator, Callable
 
 from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from smolcli.serve.api_errors import too_large
 from smolcli.serve.worker import Job, ModelWorker, Outcome, timeout_error
@@ -80,3 +82,33 @@ async def whole_answer(job: Job, worker: ModelWorker, first) -> Outcome:
     if event[0] == "error":
         raise event[1]
     return event[1]
+
+
+async def respond(
+    request: Request,
+    worker: ModelWorker,
+    job: Job,
+    stream: bool,
+    streamed: Callable[[tuple, asyncio.Task], AsyncIterator[bytes]],
+    whole: Callable[[Outcome], Response],
+    media_type: str,
+) -> Response:
+    """The job's answer: streamed (`streamed(first event, watcher)` writes it and owns the watcher from then
+    on) or whole (`whole(outcome)`); a failure before the answer is out cancels the job."""
+    first, watcher = await submit(request, worker, job)
+    try:
+        if stream:
+            body = streamed(first, watcher)
+            watcher = None  # the stream owns it now
+            return StreamingResponse(
+                body, media_type=media_type, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
+        outcome = await whole_answer(job, worker, first)
+        note_outcome(request, outcome)
+        return whole(outcome)
+    except BaseException:
+        worker.cancel(job)
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()

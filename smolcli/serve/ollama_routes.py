@@ -15,13 +15,13 @@ from typing import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from smolcli.api.model import Model
 from smolcli.serve.api_errors import APIError
 from smolcli.serve.chat_request import parse_body
-from smolcli.serve.job_flow import next_event, note_outcome, read_body, submit, whole_answer
+from smolcli.serve.job_flow import next_event, note_outcome, read_body, respond
 from smolcli.serve.ollama_request import OllamaCall, chat_call, check_model, generate_call, served_name
 from smolcli.serve.ollama_responses import (
     OLLAMA_API_VERSION,
@@ -53,21 +53,15 @@ def ollama_routes(worker: ModelWorker, settings: ServeSettings, model_id: str, o
             return JSONResponse(reply.loaded())
         job = Job(call.request, asyncio.get_running_loop(), deadline=arrived + settings.limits.timeout_s)
         request.state.log = f"images={call.request.n_images} max_tokens={call.request.max_tokens}"
-        first, watcher = await submit(request, worker, job)
-        try:
-            if call.stream:
-                stream = _stream(job, worker, first, reply, request, watcher)
-                watcher = None  # the stream owns it now
-                return StreamingResponse(stream, media_type=NDJSON, headers={"X-Accel-Buffering": "no"})
-            outcome = await whole_answer(job, worker, first)
-            note_outcome(request, outcome)
-            return JSONResponse(reply.final(outcome, outcome.answer.text))
-        except BaseException:
-            worker.cancel(job)
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        return await respond(
+            request,
+            worker,
+            job,
+            call.stream,
+            lambda first, watcher: _stream(job, worker, first, reply, request, watcher),
+            lambda outcome: JSONResponse(reply.final(outcome, outcome.answer.text)),
+            NDJSON,
+        )
 
     async def api_chat(request: Request) -> Response:
         return await ask(request, chat_call, "chat")
