@@ -139,6 +139,10 @@ def test_a_schema_format_gives_json_valid_under_it(server, name):
     messages = [{"role": "user", "content": "Give a name and a count."}]
     answer = client(server).chat(model=name, messages=messages, format=schema, options=greedy(200))
     jsonschema.validate(json.loads(answer.message.content), schema)
+    # a structured answer cut short names ollama's option that cut it
+    cut = {"model": name, "messages": messages, "format": schema, "options": {"num_predict": 3}, "stream": False}
+    status, _, body = server.request("POST", "/api/chat", cut)
+    assert "options.num_predict" in assert_error(status, body, 400)
     loose = client(server).generate(model=name, prompt="Give a name and a count.", format="json", options=greedy(200))
     assert isinstance(json.loads(loose.response), dict)
 

@@ -17,7 +17,7 @@ from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import VIDEO_MARKER
 from smolcli.runtime.vision.embedding_cache import image_digest
 from smolcli.runtime.vision.images import RGBImage
-from smolcli.serve.api_errors import bad_request
+from smolcli.serve.api_errors import REQUEST_FIELDS, bad_request
 from smolcli.serve.image_input import image_from_url
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.video_input import video_from_url
@@ -57,6 +57,7 @@ class ChatRequest:
     json_schema: dict | None = None  # response_format json_schema, or {} for json_object (any JSON object)
     model: str | None = None
     ctx: int | None = None  # a new conversation's context size (ollama's num_ctx); None: sized by the library
+    fields: dict[str, str] = field(default_factory=lambda: dict(REQUEST_FIELDS))  # settings' names in errors
 
     @property
     def n_images(self) -> int:

@@ -21,6 +21,14 @@ LATEST = ":latest"
 # GPU layers, memory mapping...) are accepted and ignored, as ollama ignores those its runner lacks; these
 # would change the answer in a way this server cannot: refused unless at their neutral value
 NEUTRAL_OPTIONS = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "min_p": 0.0}
+# the library's settings by ollama's names, for the errors that name them
+OLLAMA_FIELDS = {
+    **{name: f"options.{name}" for name in ("temperature", "top_p", "top_k", "seed", "stop")},
+    "max_tokens": "options.num_predict",
+    "images": "images",
+    "system": "the system message",
+    "json_schema": "format",
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,8 @@ def _checked(body: dict, messages: list[dict], settings: ServeSettings) -> ChatR
     num_ctx = _option_integer(options, "num_ctx")
     if num_ctx is not None and num_ctx < 1:
         raise bad_request(f"options.num_ctx must be at least 1, not {num_ctx}")
-    return dataclasses.replace(request, top_k=request.top_k if top_k is None else top_k, ctx=num_ctx)
+    top_k = request.top_k if top_k is None else top_k
+    return dataclasses.replace(request, top_k=top_k, ctx=num_ctx, fields=OLLAMA_FIELDS)
 
 
 def _max_tokens(options: dict, settings: ServeSettings) -> int | None:

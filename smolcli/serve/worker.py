@@ -188,7 +188,7 @@ class ModelWorker:
             job.emit("error", error)
         except SmolcliError as error:
             self.metrics.add(failed=1)
-            job.emit("error", from_library(error))
+            job.emit("error", from_library(error, job.request.fields))
         except Exception as error:  # noqa: BLE001 - one request failed; the server goes on
             self.metrics.add(failed=1)
             print(f"smolcli serve: error while answering: {type(error).__name__}: {error}", file=sys.stderr)
@@ -266,7 +266,8 @@ class ModelWorker:
         except AnswerTruncated as error:
             # the request's parameter that cut it (a full context is the server's setting, no parameter)
             param = error.facts.get("setting") if error.facts.get("setting") in ("max_tokens", "stop") else None
-            raise bad_request(error.text(http_spelling), param, "answer_truncated") from None
+            message = error.text(lambda setting, value: http_spelling(setting, value, request.fields))
+            raise bad_request(message, param, "answer_truncated") from None
         finally:
             if not kept:
                 # a failed or stopped turn leaves the Chat's history as it was, but its images stay
