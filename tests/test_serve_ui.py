@@ -57,6 +57,14 @@ def test_the_page_is_served_offline_and_no_ui_turns_it_off(tiny_pair):
             started.stop()
 
 
+def test_smolcli_serve_no_ui_answers_404_at_the_root_and_keeps_the_apis(tiny_pair, tmp_path):
+    with serving(tiny_pair[0], tmp_path, "--no-ui") as (running, _):
+        status, _, body = running.request("GET", "/")
+        assert status == 404 and "/" in body["error"]["message"]
+        assert running.request("GET", "/ui/app.js")[0] == 404
+        assert running.request("GET", "/api/tags")[0] == running.request("GET", "/v1/models")[0] == 200
+
+
 # --- in Chromium --------------------------------------------------------------------------------
 
 
@@ -186,6 +194,7 @@ def test_chat_in_the_page_equals_smolcli_ask_and_continues_the_conversation(
 @browser_needed
 def test_stop_cancels_the_answer_and_the_conversation_goes_on(browser, tiny_pair, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     from smolcli.api.model import Model
 
@@ -208,11 +217,18 @@ def test_stop_cancels_the_answer_and_the_conversation_goes_on(browser, tiny_pair
         time.sleep(0.3)  # the request has reached the worker
         stop.click()
         wait_for(browser, lambda d: answers(d, "stopped"), "the stopped answer")
+        # Escape stops too: this one waits behind the first, and gives up its place in the queue
+        prompt = browser.find_element(By.ID, "prompt")
+        prompt.send_keys("And this one.", Keys.ENTER)
+        wait_for(browser, lambda d: stop.is_enabled(), "the Stop button")
+        time.sleep(0.3)
+        prompt.send_keys(Keys.ESCAPE)
+        wait_for(browser, lambda d: len(answers(d, "stopped")) == 2, "the second stopped answer")
         browser.save_screenshot(str(tmp_path / "ui-stopped.png"))
-        gate.set()  # the worker gets on with the request: it finds it cancelled at its first token
+        gate.set()  # the worker gets on with the first request: it finds it cancelled at its first token
         deadline = time.monotonic() + 20
-        while server.metrics()["smolcli_cancelled_total"] < 1:
-            assert time.monotonic() < deadline, "the server did not cancel the request"
+        while server.metrics()["smolcli_cancelled_total"] < 2:
+            assert time.monotonic() < deadline, f"the server did not cancel both requests: {server.metrics()}"
             time.sleep(0.05)
         assert isinstance(ask(browser, "Now answer."), str)
         assert not page_error(browser)

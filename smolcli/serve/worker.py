@@ -130,6 +130,8 @@ class ModelWorker:
                 job.state = "cancelled"
                 self._admitted -= 1
                 self.metrics.add(cancelled=1)
+                # the request's handler is waiting on this job's events: it ends now, not at its time limit
+                job.emit("error", client_closed())
 
     def stop(self, timeout: float | None = None) -> None:
         """After the jobs already queued: close the model and end the thread."""
@@ -182,7 +184,7 @@ class ModelWorker:
                 job.emit("error", timeout_error(self.limits))
             else:
                 self.metrics.add(cancelled=1)
-                job.emit("error", APIError(499, "the client closed the connection", code="client_closed"))
+                job.emit("error", client_closed())
         except APIError as error:
             self.metrics.add(failed=1)
             job.emit("error", error)
@@ -279,6 +281,10 @@ class ModelWorker:
                     self.conversations.put(key, chat)
                 else:
                     chat.close()
+
+
+def client_closed() -> APIError:
+    return APIError(499, "the client closed the connection", code="client_closed")
 
 
 def timeout_error(limits: ServeLimits) -> APIError:

@@ -247,6 +247,9 @@ $("prompt").addEventListener("paste", (event) => {
 });
 $("file").addEventListener("change", () => { attach([...$("file").files]); $("file").value = ""; });
 $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && state.controller) state.controller.abort(); // Esc stops, as Stop does
+});
 $("new-chat").addEventListener("click", () => {
   if (state.controller) state.controller.abort();
   state.history = [];
