@@ -1,8 +1,10 @@
-"""The ASGI app: OpenAI's chat completions, models and a health check, over the one model worker.
+"""The ASGI app: OpenAI's chat completions and models, ollama's API, the page at / and a health check, over the
+one model worker.
 
 Starlette routes the requests and uvicorn speaks HTTP; this module checks who is calling and how
 much they send, turns each request into a job for the worker, and writes its answer back, whole
-or as server-sent events. Every error is OpenAI's error object with the status that fits.
+or as server-sent events (ollama_routes.py does the same for /api). Every error is OpenAI's error
+object with the status that fits, or ollama's {"error": "..."} under /api.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from smolcli.serve.ollama_routes import ollama_routes
 from smolcli.serve.responses import Completion, sse
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.ui import ui_routes
-from smolcli.serve.worker import Job, ModelWorker, Outcome
+from smolcli.serve.worker import Job, ModelWorker, Outcome, client_closed
 
 PROTECTED = ("/v1/", "/metrics", "/api/")
 OLLAMA_PREFIX = "/api/"
@@ -112,7 +114,7 @@ def create_app(
         )
 
     async def on_disconnect(request: Request, error: ClientDisconnect) -> Response:
-        return error_response(APIError(499, "the client closed the connection", code="client_closed"), request.url.path)
+        return error_response(client_closed(), request.url.path)
 
     app = Starlette(
         routes=[
