@@ -8,6 +8,7 @@ request gets its status and OpenAI's error object, and the next good request sti
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -89,20 +90,27 @@ def start_process(model: Path, home: Path, log: Path, *options: str) -> tuple[su
     raise AssertionError(f"the server did not start: {log.read_text()}")
 
 
+@contextlib.contextmanager
+def serving(model: Path, home: Path, *options: str):
+    """`smolcli serve` while the block runs, then SIGTERM and a clean exit; (Running, its stderr log)."""
+    log = home / "stderr.log"
+    process, running = start_process(model, home, log, *options)
+    try:
+        yield running, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=30) == 0, log.read_text()
+        finally:
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def served(tiny_pair, tmp_path_factory):
     """`smolcli serve` on the tiny pair, images readable from one folder; (Running, log path, that folder)."""
     home, allowed = tmp_path_factory.mktemp("serve-home"), tmp_path_factory.mktemp("allowed")
-    log = home / "stderr.log"
-    process, running = start_process(
-        tiny_pair[0], home, log, "--allow-files", str(allowed), "--max-tokens-limit", "3000"
-    )
-    yield running, log, allowed
-    process.send_signal(signal.SIGTERM)
-    try:
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        process.kill()
+    with serving(tiny_pair[0], home, "--allow-files", str(allowed), "--max-tokens-limit", "3000") as (running, log):
+        yield running, log, allowed
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,7 +28,8 @@ def serve(
     api_key: Annotated[
         Optional[str],
         typer.Option(
-            "--api-key", help=f"Require 'Authorization: Bearer KEY' on /v1 and /metrics (default: ${API_KEY_ENV})."
+            "--api-key",
+            help=f"Require 'Authorization: Bearer KEY' on /v1, /api and /metrics (default: ${API_KEY_ENV}).",
         ),
     ] = None,
     allow_files: Annotated[
@@ -77,9 +79,10 @@ def serve(
         int,
         typer.Option("--conversations", help="Conversations kept with their KV cache, to continue without re-reading."),
     ] = 4,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="No chat and camera page at / (a 404 there).")] = False,
     settings: LoadOptions = None,
 ) -> None:
-    """Serve the model over OpenAI's API: POST /v1/chat/completions (images, streaming), GET /v1/models, /health.
+    """Serve the model over OpenAI's API (/v1) and ollama's (/api), with a chat and camera page at /.
 
     Requests queue for the model; a conversation whose messages extend one the server kept goes on from
     its KV cache. SIGTERM or Ctrl-C finish the requests in flight, then stop.
@@ -118,11 +121,11 @@ def serve(
             "--allow-remote fetches images over the network, which offline mode (--offline or HF_HUB_OFFLINE=1) "
             "forbids: drop one of them"
         )
-    serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits)
+    serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits, ui=not no_ui)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
     if serve_settings.model_id is None:
-        serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, _model_name(model), limits)
+        serve_settings = dataclasses.replace(serve_settings, model_id=_model_name(model))
     try:
         run_server(opened, serve_settings, settings)
     except OSError as error:

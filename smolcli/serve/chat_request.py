@@ -16,7 +16,7 @@ from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import VIDEO_MARKER
 from smolcli.runtime.vision.embedding_cache import image_digest
 from smolcli.runtime.vision.images import RGBImage
-from smolcli.serve.api_errors import bad_request
+from smolcli.serve.api_errors import REQUEST_FIELDS, bad_request
 from smolcli.serve.image_input import image_from_url
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.video_input import video_from_url
@@ -50,6 +50,7 @@ class ChatRequest:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 0.95
+    top_k: int = 40  # the library's default; only ollama's options set it
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
@@ -58,6 +59,8 @@ class ChatRequest:
     include_usage: bool = False
     json_schema: dict | None = None  # response_format json_schema, or {} for json_object (any JSON object)
     model: str | None = None
+    ctx: int | None = None  # a new conversation's context size (ollama's num_ctx); None: sized by the library
+    fields: dict[str, str] = field(default_factory=lambda: dict(REQUEST_FIELDS))  # settings' names in errors
 
     @property
     def n_images(self) -> int:
@@ -69,6 +72,7 @@ class ChatRequest:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k,
             "seed": self.seed,
             "stop": self.stop,
             "ignore_eos": self.ignore_eos,

@@ -115,7 +115,7 @@ class Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
-            self.report(f"smolcli serve: listening on http://{host}:{port} (OpenAI API at /v1)")
+            self.report(f"smolcli serve: listening on http://{host}:{port} (OpenAI API at /v1, ollama API at /api)")
 
 
 def serve(

@@ -65,12 +65,13 @@ class ServeLimits:
 class ServeSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    api_key: str | None = None  # when set, every /v1 request needs "Authorization: Bearer <key>"
+    api_key: str | None = None  # when set, every /v1, /api and /metrics request needs "Authorization: Bearer <key>"
     allow_files: Path | None = None  # image_url file:// paths are read only from under this folder
     allow_remote: bool = False  # image_url http(s) addresses are fetched only when allowed
     model_id: str | None = None  # the name /v1/models lists (default: the model file's name)
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_requests: bool = True  # one line per request on stderr
+    ui: bool = True  # the chat and camera page at / (--no-ui: a 404 there)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
