@@ -14,6 +14,8 @@ each kept frame's timestamp is its own presentation time in the stream's time ba
 from __future__ import annotations
 
 import io
+import os
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -28,8 +30,10 @@ from smolcli.errors import BadInput
 from smolcli.runtime.video.frame_resize import resize_planes, to_rgb
 from smolcli.runtime.video.frame_workers import FrameWorkers
 from smolcli.runtime.vision.image_tiles import MAX_IMAGE_SIZE, even_longest_edge_size
-from smolcli.runtime.vision.images import STDIN, RGBImage
+from smolcli.runtime.vision.images import FIFO_WAIT_SECONDS, STDIN, RGBImage
+from smolcli.util.bounded_read import NoWriter, TooLarge, read_path
 
+MAX_CLIP_BYTES = 1 << 30  # read from a named pipe into memory: a clip that large is a file, not a pipe's
 SKIP_SECONDS = 1  # the first and last second are skipped when the clip is long enough
 SEEK_AHEAD_SECONDS = 10.0  # a sampled frame further ahead than this is reached by seeking, not decoding through
 
@@ -307,6 +311,13 @@ class AnimatedImageClip:
         self.close()
 
 
+def _is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def open_clip(source) -> "VideoClip | AnimatedImageClip":
     """A clip from a path, '-' (stdin) or bytes; animated WebP goes through Pillow, everything else PyAV."""
     if isinstance(source, (bytes, bytearray, memoryview)) or str(source) == STDIN:
@@ -316,6 +327,19 @@ def open_clip(source) -> "VideoClip | AnimatedImageClip":
             return AnimatedImageClip(data, label)
         return VideoClip(data, label)
     path = Path(source).expanduser()
+    if _is_fifo(path):
+        # PyAV would open a named pipe and wait forever for a writer; images give up after a while, so do clips
+        try:
+            return open_clip(read_path(path, MAX_CLIP_BYTES, FIFO_WAIT_SECONDS))
+        except NoWriter:
+            raise BadInput(
+                f"{path}: a named pipe that nothing wrote to within {FIFO_WAIT_SECONDS:g} s; write the clip into it"
+                " first, or give the file itself"
+            ) from None
+        except TooLarge:
+            raise BadInput(
+                f"{path}: more than {MAX_CLIP_BYTES >> 20} MiB came through this pipe; give the file"
+            ) from None
     if path.is_file():
         with open(path, "rb") as file:
             head = file.read(12)
