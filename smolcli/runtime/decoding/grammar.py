@@ -60,6 +60,7 @@ SIZE_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
 BACK_REFERENCE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:[1-9]|k<)|\(\?P=")
 # characters the converter copies into a grammar literal without escaping them correctly
 UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 HINTS = {
@@ -78,7 +79,12 @@ class Constraint:
 
 
 def _refuse(pointer: str, problem: str) -> BadInput:
-    return BadInput(f"{{json_schema}} {pointer or '#'}: {problem}")
+    return BadInput(_one_line(f"{{json_schema}} {pointer or '#'}: {problem}"))
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a property name) written as escapes: an error stays one line."""
+    return CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def _check(schema, pointer: str, refs: dict[str, dict]) -> None:
@@ -325,6 +331,31 @@ def _local_refs_inside(node) -> list[str]:
     return []
 
 
+SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")  # keywords whose values are each a schema
+SUBSCHEMA_LISTS = ("prefixItems", "anyOf")  # keywords holding a list of schemas
+
+
+def _anything_spelled_out(schema):
+    """The schema with every "anything" sub-schema (`true`, `{}`, annotations alone) spelled as the list of all
+    JSON types, the one spelling llama-cpp-python's converter reads right everywhere: it stops on a bare `true`
+    (AttributeError), on `"items": {}` (KeyError) and on annotations alone, and reads `{}` in prefixItems as
+    "an object". The depth is bounded before this runs."""
+    if schema is True or (isinstance(schema, dict) and not set(schema) - ANNOTATIONS):
+        return {"type": list(PRIMITIVE_TYPES)}
+    if not isinstance(schema, dict):
+        return schema
+    plain = dict(schema)
+    for key, value in schema.items():
+        if key in SUBSCHEMA_MAPS and isinstance(value, dict):
+            plain[key] = {name: _anything_spelled_out(sub) for name, sub in value.items()}
+        elif key in SUBSCHEMA_LISTS and isinstance(value, list):
+            plain[key] = [_anything_spelled_out(sub) for sub in value]
+        elif key == "items":
+            spelled = [_anything_spelled_out(sub) for sub in value] if isinstance(value, list) else None
+            plain[key] = spelled if spelled is not None else _anything_spelled_out(value)
+    return plain
+
+
 def schema_constraint(schema) -> Constraint:
     """A JSON schema as a grammar, or a one-line error naming what the grammar could not enforce."""
     import jsonschema
@@ -337,14 +368,14 @@ def schema_constraint(schema) -> Constraint:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as error:
         where = "/".join(str(p) for p in error.absolute_path)
-        raise BadInput(f"{{json_schema}} is not a valid JSON Schema at #/{where}: {error.message}") from None
+        raise BadInput(_one_line(f"{{json_schema}} is not a valid JSON Schema at #/{where}: {error.message}")) from None
     refs = _local_refs(schema)
     _check(schema, "", refs)
     _check_no_cycle(refs)
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
-    except (AssertionError, ValueError, KeyError) as error:
-        raise BadInput(f"{{json_schema}} could not be turned into a grammar: {error}") from None
+        gbnf = json_schema_to_gbnf(json.dumps(_anything_spelled_out(schema)))
+    except (AssertionError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise BadInput(_one_line(f"{{json_schema}} could not be turned into a grammar: {error}")) from None
     except RecursionError:  # the sizes above keep it away; kept so that no schema ends the process's caller
         raise BadInput("{json_schema} is too complex to turn into a grammar; simplify it") from None
     gbnf = "\n".join(JSON_CHAR_RULE if line.startswith("char ::= ") else line for line in gbnf.splitlines())
