@@ -199,6 +199,7 @@ class VideoClip:
         number = -1  # frame number in decode order; after a seek, derived from the frame's time
         position = 0
         sought = None  # the target last sought: a seek lands on the keyframe before it, decoded through from there
+        decoded = 0  # frames the decoder gave, sampled or not: some but none kept means the timing is broken
         with FrameWorkers() as workers:
             try:
                 decoder = self.container.decode(self.stream)
@@ -210,6 +211,7 @@ class VideoClip:
                     frame = next(decoder, None)
                     if frame is None:
                         break
+                    decoded += 1
                     seconds = self._seconds(frame, start)
                     number = number + 1 if number is not None else int(round(seconds * plan.fps))
                     while position < len(wanted) and number >= wanted[position]:
@@ -220,6 +222,13 @@ class VideoClip:
             except av.error.FFmpegError as error:
                 raise BadInput(f"{self.label}: damaged or truncated video ({error.strerror or error})") from None
             _collect(kept, workers.finish(), len(wanted), progress)
+        if not kept and decoded:
+            # frames decode, but their timestamps are far apart (0 s, 1 s, then 277 h): the clip's timing is broken
+            raise BadInput(
+                f"{self.label}: {decoded} frames decoded but none at the sampled times: its timestamps span"
+                f" {_duration_text(plan.duration)} with gaps, so it cannot be sampled evenly; re-encode it at a"
+                " constant frame rate (ffmpeg -i IN -r 30 OUT.mp4)"
+            )
         if not kept:
             raise BadInput(f"{self.label}: no frame could be decoded (damaged or truncated video?)")
         return kept
@@ -309,6 +318,12 @@ class AnimatedImageClip:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def _is_fifo(path: Path) -> bool:
