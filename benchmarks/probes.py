@@ -1,4 +1,5 @@
-"""Hostile-but-fair probes of every class in issue 15, run against the real CLI; prints counts by class.
+"""Hostile-but-fair probes of every class in issues 15 and 24, run against the real CLI and a real `smolcli serve`
+on loopback; prints counts by class.
 
     python benchmarks/probes.py            # builds a tiny random pair in a temporary folder (no download)
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -297,6 +299,8 @@ def main() -> int:
     else:
         results.setdefault("messages", []).append(("read-only folders", "skipped: cannot mount a tmpfs"))
 
+    issue_24_probes(probe, work, model, photo)
+
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
@@ -311,6 +315,278 @@ def main() -> int:
         totals.update(clean=ok, probes=len(outcomes))
     print(f"all: {totals['clean']} clean of {totals['probes']}")
     return 0 if totals["clean"] == totals["probes"] else 1
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """An 8x8 PNG whose header claims width x height."""
+    import struct
+    import zlib
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _answers(done) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
+
+
+def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
+    """Schemas and grammars, batch, the atomic write, video and serve: the classes of issue 24 (part A)."""
+    import json
+
+    # --- crashes: the whole process died (a segfault in llama.cpp, RecursionError, an uncaught error) ----------
+    def schema(text, *words):
+        return lambda: clean(run("ask", "-m", model, "--json-schema", text, "hi"), 1, "--json-schema", *words)
+
+    probe("crashes", "maxLength 100000", schema('{"type":"string","maxLength":100000}', "/maxLength"))
+    probe("crashes", "maxItems 1e6", schema('{"type":"array","items":{},"maxItems":1000000}', "/maxItems"))
+    deep = {"type": "string"}
+    for _ in range(300):
+        deep = {"type": "object", "properties": {"a": deep}}
+    probe("crashes", "schema 300 deep", schema(json.dumps(deep), "deep"))
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}}
+    probe("crashes", "3000 properties", schema(json.dumps(wide), "properties"))
+    probe("crashes", "100k nested [", schema("[" * 100_000, "deep"))
+    probe("crashes", "5000-digit integer", schema('{"maxLength": ' + "9" * 5000 + "}", "digits"))
+    probe("crashes", "minLength above maxLength", schema('{"type":"string","minLength":5,"maxLength":2}', "/minLength"))
+    nested = work / "nested.gbnf"
+    nested.write_text("root ::= " + "(" * 100_000 + '"a"' + ")" * 100_000 + "\n")
+    probe(
+        "crashes",
+        "grammar of 100k parentheses",
+        lambda: clean(run("ask", "-m", model, "--grammar", nested, "hi"), 1, "deep"),
+    )
+    chat = f"/image {work}/a\x00b.png\n/save {work}/c\x00d.json\nhello\n".encode()
+    probe(
+        "crashes",
+        "NUL in chat /image and /save",
+        lambda: clean(run("chat", "-m", model, "-n", "1", stdin=chat), 1, "NUL", errors=2),
+    )
+    clip = work / "clip.mp4"
+    _write_clip(clip)
+    probe(
+        "crashes",
+        "--fps inf",
+        lambda: clean(run("ask", "-m", model, "--video", clip, "--fps", "inf", "hi"), 1, "--fps"),
+    )
+
+    # --- batch ---------------------------------------------------------------------------------------------------
+    requests = work / "requests.jsonl"
+
+    def batch_item(line: str, word: str):
+        def check():
+            requests.write_text(line + "\n" + '{"id": "fine", "prompt": "hi", "max_tokens": 1}\n')
+            done = run("batch", "-m", model, requests)
+            answers = _answers(done)
+            if done.returncode != 3 or len(answers) != 2 or "text" not in answers[1]:
+                return f"exit {done.returncode}: {done.stdout[-200:]!r} {done.stderr[-200:]!r}"
+            return "" if word in answers[0].get("error", "") else f"{answers[0]}"
+
+        return check
+
+    probe("batch", "system a number", batch_item('{"id": "a", "prompt": "hi", "system": 5}', "system"))
+    probe("batch", "system a list", batch_item('{"id": "a", "prompt": "hi", "system": ["x"]}', "system"))
+    probe("batch", "id null", batch_item('{"id": null, "prompt": "hi"}', "id null"))
+    probe("batch", "id an object", batch_item('{"id": {"a": 1}, "prompt": "hi"}', "id"))
+    probe("batch", "5000-digit max_tokens", batch_item('{"id": "a", "max_tokens": ' + "9" * 5000 + "}", "digits"))
+    probe(
+        "batch",
+        "schema maxLength 100000",
+        batch_item('{"id": "a", "prompt": "hi", "json_schema": {"type": "string", "maxLength": 100000}}', "maxLength"),
+    )
+    probe(
+        "batch",
+        "5000 images refused first",
+        batch_item(json.dumps({"id": "a", "prompt": "hi", "images": [str(photo)] * 5000}), "5000 images"),
+    )
+
+    def invalid_utf8():
+        requests.write_bytes(b'{"id": "a", "prompt": "caf\xe9"}\n')
+        done = run("batch", "-m", model, requests)
+        answers = _answers(done)
+        return "" if done.returncode == 3 and "UTF-8" in answers[0].get("error", "") else f"{answers}"
+
+    probe("batch", "prompt not UTF-8", invalid_utf8)
+
+    def duplicates():
+        requests.write_text('{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n')
+        return clean(run("batch", "-m", model, requests), 1, "'x'", "lines 1, 2")
+
+    probe("batch", "duplicate ids", duplicates)
+    fifo = work / "out.fifo"
+    os.mkfifo(fifo)
+    probe("batch", "-o a FIFO", lambda: clean(run("batch", "-m", model, requests, "-o", fifo), 1, "named pipe"))
+    probe("batch", "-o /dev/null", lambda: clean(run("batch", "-m", model, requests, "-o", "/dev/null"), 1, "device"))
+
+    # --- data loss: never rename over what is not a regular file -------------------------------------------------
+    save = f"/save {fifo}\nhello\n".encode()
+
+    def fifo_kept(done):
+        verdict = clean(done, 1, "named pipe")
+        return verdict or ("" if stat.S_ISFIFO(os.stat(fifo).st_mode) else "the FIFO was replaced")
+
+    probe("data loss", "chat /save to a FIFO", lambda: fifo_kept(run("chat", "-m", model, "-n", "1", stdin=save)))
+    probe(
+        "data loss",
+        "chat /save to /dev/null",
+        lambda: clean(run("chat", "-m", model, "-n", "1", stdin=b"/save /dev/null\nhello\n"), 1, "device"),
+    )
+    side = work / "side"
+    side.mkdir()
+    (side / "photo.png").write_bytes(photo.read_bytes())
+    os.mkfifo(side / "photo.txt")
+
+    def sidecar():
+        done = run("batch", "-m", model, "--prompt", "hi", "-n", "1", side / "photo.png", "--sidecar", "--overwrite")
+        answers = _answers(done)
+        if not stat.S_ISFIFO(os.stat(side / "photo.txt").st_mode):
+            return "the FIFO was replaced"
+        return "" if done.returncode == 3 and "named pipe" in answers[0].get("error", "") else f"{answers}"
+
+    probe("data loss", "--sidecar onto a FIFO", sidecar)
+
+    # --- messages ------------------------------------------------------------------------------------------------
+    probe("messages", "empty enum", schema('{"enum": []}', "/enum"))
+    probe("messages", "back-reference", schema('{"type":"string","pattern":"^(a)\\\\1$"}', "back-reference"))
+    probe("messages", "property name with a quote", schema('{"properties":{"a\\"b":{"type":"string"}}}', "quote"))
+    probe("messages", "maxLength 10000", schema('{"type":"string","maxLength":10000}', "/maxLength"))
+    bad = work / "bad.gbnf"
+    bad.write_text("root ::= (unclosed\n")
+
+    def no_dump():
+        done = run("ask", "-m", model, "--grammar", bad, "hi")
+        return clean(done, 1, "could not parse") or ("dumped" if b"root ::=" in done.stderr else "")
+
+    probe("messages", "llama.cpp grammar dump", no_dump)
+    other = work / "other.mkv"
+    _write_clip(other)
+    probe(
+        "messages",
+        "--video twice",
+        lambda: clean(run("ask", "-m", model, "--video", clip, "--video", other, "hi"), 1, "2 times"),
+    )
+    video_fifo = work / "clip.fifo"
+    os.mkfifo(video_fifo)
+    probe(
+        "messages",
+        "--video a FIFO nobody writes",
+        lambda: clean(run("ask", "-m", model, "--video", video_fifo, "hi"), 1, "named pipe"),
+    )
+    sparse = work / "sparse.mkv"
+    _write_clip(sparse, stamps=[0, 1, 277 * 3600])
+    probe("messages", "sparse clip", lambda: clean(run("ask", "-m", model, "--video", sparse, "hi"), 1, "timestamps"))
+
+    serve_probes(probe, work, model)
+
+
+def _write_clip(path: Path, stamps: list[float] | None = None) -> Path:
+    """A short real clip (PyAV); with `stamps`, frames at those seconds only."""
+    from fractions import Fraction
+
+    import av
+
+    stamps = stamps if stamps is not None else [i / 4 for i in range(8)]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, seconds in enumerate(stamps):
+            pixels = np.full((24, 32, 3), index * 30 % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def serve_probes(probe, work: Path, model: Path) -> None:
+    """`smolcli serve` on loopback: odd values are a 400 or 413 naming the thing, and the same process goes on."""
+    import http.client
+    import json
+    import re
+
+    allowed = work / "allowed"
+    allowed.mkdir()
+    log = work / "serve.log"
+    server = subprocess.Popen(
+        [*CLI, "serve", "-m", str(model), "--port", "0", "--allow-files", str(allowed)],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline and server.poll() is None:
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
+            port = int(found.group(1)) if found else None
+            time.sleep(0.1)
+        if port is None:
+            probe("serve", "server started", f"no port: {log.read_text()[-300:]}")
+            return
+
+        def post(body: dict) -> tuple[int, dict]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            status, raw = response.status, response.read()
+            connection.close()
+            return status, json.loads(raw)
+
+        def answered() -> str:
+            status, _ = post({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+            return "" if status == 200 and server.poll() is None else f"then {status}, alive={server.poll() is None}"
+
+        def expect(body: dict, wanted: int, word: str):
+            def check():
+                status, reply = post(body)
+                message = reply.get("error", {}).get("message", "")
+                if status != wanted or word not in message or "\n" in message:
+                    return f"{status}: {message[:200]}"
+                return answered()
+
+            return check
+
+        def image(url: str) -> dict:
+            return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+
+        def schema_body(schema: dict) -> dict:
+            format_ = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+            return {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "response_format": format_}
+
+        probe(
+            "serve",
+            "response_format maxLength 100000",
+            expect(schema_body({"type": "string", "maxLength": 100000}), 400, "/maxLength"),
+        )
+        probe("serve", "response_format empty enum", expect(schema_body({"enum": []}), 400, "/enum"))
+        import base64
+
+        for side in (14_000, 20_000, 100_000):
+            png = _png_header(work / f"huge-{side}.png", side, side)
+            uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+            probe("serve", f"{side}x{side} PNG header", expect(image(uri), 413, "pixels"))
+        (allowed / "loop-a").symlink_to(allowed / "loop-b")
+        (allowed / "loop-b").symlink_to(allowed / "loop-a")
+        probe("serve", "file:// with a NUL", expect(image((allowed / "a").as_uri() + "%00b.png"), 400, "NUL"))
+        probe("serve", "file:// symlink loop", expect(image((allowed / "loop-a").as_uri()), 400, "loop"))
+        probe("serve", "file:// name too long", expect(image(f"file://{allowed}/{'n' * 300}.png"), 400, "too long"))
+        probe("serve", "URL with a space", expect(image("http://example.com/a b.png"), 400, "spaces"))
+        probe("serve", "URL with CRLF", expect(image("http://example.com/a\r\nX: 1"), 400, "control"))
+        probe("serve", "no traceback in the log", lambda: "traceback" if "Traceback" in log.read_text() else "")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 if __name__ == "__main__":
