@@ -421,6 +421,7 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
     probe("batch", "duplicate ids", duplicates)
     fifo = work / "out.fifo"
     os.mkfifo(fifo)
+    requests.write_text('{"id": "fine", "prompt": "hi", "max_tokens": 1}\n')
     probe("batch", "-o a FIFO", lambda: clean(run("batch", "-m", model, requests, "-o", fifo), 1, "named pipe"))
     probe("batch", "-o /dev/null", lambda: clean(run("batch", "-m", model, requests, "-o", "/dev/null"), 1, "device"))
 
@@ -451,11 +452,13 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
 
     probe("data loss", "--sidecar onto a FIFO", sidecar)
 
-    # --- messages ------------------------------------------------------------------------------------------------
-    probe("messages", "empty enum", schema('{"enum": []}', "/enum"))
-    probe("messages", "back-reference", schema('{"type":"string","pattern":"^(a)\\\\1$"}', "back-reference"))
-    probe("messages", "property name with a quote", schema('{"properties":{"a\\"b":{"type":"string"}}}', "quote"))
-    probe("messages", "maxLength 10000", schema('{"type":"string","maxLength":10000}', "/maxLength"))
+    # --- unclear messages ----------------------------------------------------------------------------------------------
+    probe("unclear messages", "empty enum", schema('{"enum": []}', "/enum"))
+    probe("unclear messages", "back-reference", schema('{"type":"string","pattern":"^(a)\\\\1$"}', "back-reference"))
+    probe(
+        "unclear messages", "property name with a quote", schema('{"properties":{"a\\"b":{"type":"string"}}}', "quote")
+    )
+    probe("unclear messages", "maxLength 10000", schema('{"type":"string","maxLength":10000}', "/maxLength"))
     bad = work / "bad.gbnf"
     bad.write_text("root ::= (unclosed\n")
 
@@ -463,24 +466,28 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
         done = run("ask", "-m", model, "--grammar", bad, "hi")
         return clean(done, 1, "could not parse") or ("dumped" if b"root ::=" in done.stderr else "")
 
-    probe("messages", "llama.cpp grammar dump", no_dump)
+    probe("unclear messages", "llama.cpp grammar dump", no_dump)
     other = work / "other.mkv"
     _write_clip(other)
     probe(
-        "messages",
+        "unclear messages",
         "--video twice",
         lambda: clean(run("ask", "-m", model, "--video", clip, "--video", other, "hi"), 1, "2 times"),
     )
     video_fifo = work / "clip.fifo"
     os.mkfifo(video_fifo)
     probe(
-        "messages",
+        "unclear messages",
         "--video a FIFO nobody writes",
         lambda: clean(run("ask", "-m", model, "--video", video_fifo, "hi"), 1, "named pipe"),
     )
     sparse = work / "sparse.mkv"
     _write_clip(sparse, stamps=[0, 1, 277 * 3600])
-    probe("messages", "sparse clip", lambda: clean(run("ask", "-m", model, "--video", sparse, "hi"), 1, "timestamps"))
+    probe(
+        "unclear messages",
+        "sparse clip",
+        lambda: clean(run("ask", "-m", model, "--video", sparse, "hi"), 1, "timestamps"),
+    )
 
     serve_probes(probe, work, model)
 
@@ -527,6 +534,15 @@ def serve_probes(probe, work: Path, model: Path) -> None:
         while port is None and time.monotonic() < deadline and server.poll() is None:
             found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
             port = int(found.group(1)) if found else None
+            time.sleep(0.1)
+        while port is not None and time.monotonic() < deadline:  # until the model is loaded
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/health")
+            ready = connection.getresponse()
+            ready.read()
+            connection.close()
+            if ready.status == 200:
+                break
             time.sleep(0.1)
         if port is None:
             probe("serve", "server started", f"no port: {log.read_text()[-300:]}")

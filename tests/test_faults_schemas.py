@@ -21,7 +21,7 @@ from smolcli.runtime.decoding.grammar import (
     grammar_constraint,
     schema_constraint,
 )
-from smolcli.util.json_limits import loads
+from smolcli.util.json_limits import TooDeep, check_depth, loads
 
 
 def _nested(depth: int) -> dict:
@@ -125,3 +125,13 @@ def test_json_read_without_recursion_or_a_long_number_crash():
     with pytest.raises(BadInput, match="is not JSON"):
         loads("{nope", "the body")
     assert loads('{"a": "[[[[", "b": [1]}', "the body", max_depth=1 + 1) == {"a": "[[[[", "b": [1]}
+
+
+def test_a_parsed_value_is_measured_without_recursion():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TooDeep) as refused:
+        check_depth(deep, 64)
+    assert refused.value.limit == 64
+    check_depth({"a": [{"b": [1, 2]}]}, 4)

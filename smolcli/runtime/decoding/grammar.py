@@ -55,7 +55,6 @@ MAX_SCHEMA_NODES = 20_000  # objects, arrays and values in the schema document
 MAX_PROPERTIES = 256  # in one object: each optional one adds a rule that every later one chains through
 MAX_GRAMMAR_NESTING = 1000  # parentheses inside parentheses in GBNF text (ours or a --grammar)
 MAX_GRAMMAR_BYTES = 1 << 20  # GBNF text
-SIZE_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
 # a back-reference (\1, \k<name>, (?P=name)) asks for a repeat the grammar cannot remember
 BACK_REFERENCE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:[1-9]|k<)|\(\?P=")
 # characters the converter copies into a grammar literal without escaping them correctly
