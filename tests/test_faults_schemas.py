@@ -135,3 +135,16 @@ def test_a_parsed_value_is_measured_without_recursion():
         check_depth(deep, 64)
     assert refused.value.limit == 64
     check_depth({"a": [{"b": [1, 2]}]}, 4)
+
+
+def test_odd_schema_and_grammar_paths_are_one_short_line():
+    from smolcli.runtime.decoding.grammar import read_grammar, read_schema
+    from smolcli.runtime.vision.images import load_image
+
+    for read in (read_schema, read_grammar):
+        for text in ("x" * 100_000, "a\x00b", "a\nb"):
+            with pytest.raises(BadInput) as refused:
+                read(text)
+            assert "\n" not in str(refused.value) and len(str(refused.value)) < 300, str(refused.value)[:300]
+    with pytest.raises(BadInput, match="NUL"):
+        load_image("/tmp/a\x00b.png")

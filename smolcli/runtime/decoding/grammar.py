@@ -396,10 +396,18 @@ def read_schema(text_or_path: str) -> dict:
     text = text_or_path
     if not text_or_path.lstrip().startswith(("{", "[")):
         path = Path(text_or_path).expanduser()
-        if not path.is_file():
-            raise BadInput(f"{{json_schema}} {text_or_path}: neither inline JSON nor a schema file")
+        if not _is_file(path):
+            shown = text_or_path if len(text_or_path) <= 200 else text_or_path[:200] + "..."
+            raise BadInput(_one_line(f"{{json_schema}} {shown}: neither inline JSON nor a schema file"))
         text = _read_text(path, "{json_schema}")
     return loads(text, "{json_schema}")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system
+        return False
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -419,8 +427,9 @@ def _read_text(path: Path, what: str) -> str:
 
 def read_grammar(path: str) -> Constraint:
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise BadInput(f"{{grammar}} {path}: no such GBNF file")
+    if not _is_file(file):
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        raise BadInput(_one_line(f"{{grammar}} {shown}: no such GBNF file"))
     return grammar_constraint(_read_text(file, "{grammar}"), str(file))
 
 
