@@ -27,6 +27,8 @@ from PIL import Image
 
 from smolcli.convert import convert_checkpoint
 from smolcli.models.smolvlm_shapes import SHAPES
+from smolcli.synthetic.clips import write_timed_clip
+from smolcli.synthetic.images import png_claiming
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 
 CLI = [sys.executable, "-m", "smolcli"]
@@ -209,15 +211,7 @@ def main() -> int:
     )
 
     # --- messages naming Python ---------------------------------------------------------------------------
-    bomb = pictures / "bomb.png"
-    Image.new("L", (8, 8)).save(bomb)
-    data = bytearray(bomb.read_bytes())
-    import struct
-    import zlib
-
-    data[16:24] = struct.pack(">II", 30000, 30000)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    bomb.write_bytes(bytes(data))
+    bomb = png_claiming(pictures / "bomb.png", 30000, 30000)
     probe("messages", "decompression bomb", lambda: clean(run("ask", "-m", model, "-i", bomb, "hi"), 1, "bomb.png"))
     (pictures / "loop-a").symlink_to(pictures / "loop-b")
     (pictures / "loop-b").symlink_to(pictures / "loop-a")
@@ -317,19 +311,6 @@ def main() -> int:
     return 0 if totals["clean"] == totals["probes"] else 1
 
 
-def _png_header(path: Path, width: int, height: int) -> Path:
-    """An 8x8 PNG whose header claims width x height."""
-    import struct
-    import zlib
-
-    Image.new("L", (8, 8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
-
-
 def _answers(done) -> list[dict]:
     import json
 
@@ -369,7 +350,7 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
         lambda: clean(run("chat", "-m", model, "-n", "1", stdin=chat), 1, "NUL", errors=2),
     )
     clip = work / "clip.mp4"
-    _write_clip(clip)
+    write_timed_clip(clip, [i / 4 for i in range(8)])
     probe(
         "crashes",
         "--fps inf",
@@ -423,7 +404,11 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
     os.mkfifo(fifo)
     requests.write_text('{"id": "fine", "prompt": "hi", "max_tokens": 1}\n')
     probe("batch", "-o a FIFO", lambda: clean(run("batch", "-m", model, requests, "-o", fifo), 1, "named pipe"))
-    probe("batch", "-o /dev/null", lambda: clean(run("batch", "-m", model, requests, "-o", "/dev/null"), 1, "device"))
+    # devices are reached through a link, never named: an old smolcli renames over its target, and renaming over
+    # the link replaces only the link (this script once replaced the machine's /dev/null when run on old code)
+    device = work / "device-link"
+    device.symlink_to(os.devnull)
+    probe("batch", "-o a device", lambda: clean(run("batch", "-m", model, requests, "-o", device), 1, "device"))
 
     # --- data loss: never rename over what is not a regular file -------------------------------------------------
     save = f"/save {fifo}\nhello\n".encode()
@@ -435,8 +420,8 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
     probe("data loss", "chat /save to a FIFO", lambda: fifo_kept(run("chat", "-m", model, "-n", "1", stdin=save)))
     probe(
         "data loss",
-        "chat /save to /dev/null",
-        lambda: clean(run("chat", "-m", model, "-n", "1", stdin=b"/save /dev/null\nhello\n"), 1, "device"),
+        "chat /save to a device",
+        lambda: clean(run("chat", "-m", model, "-n", "1", stdin=f"/save {device}\nhello\n".encode()), 1, "device"),
     )
     side = work / "side"
     side.mkdir()
@@ -468,7 +453,7 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
 
     probe("unclear messages", "llama.cpp grammar dump", no_dump)
     other = work / "other.mkv"
-    _write_clip(other)
+    write_timed_clip(other, [i / 4 for i in range(8)])
     probe(
         "unclear messages",
         "--video twice",
@@ -482,7 +467,7 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
         lambda: clean(run("ask", "-m", model, "--video", video_fifo, "hi"), 1, "named pipe"),
     )
     sparse = work / "sparse.mkv"
-    _write_clip(sparse, stamps=[0, 1, 277 * 3600])
+    write_timed_clip(sparse, [0, 1, 277 * 3600])
     probe(
         "unclear messages",
         "sparse clip",
@@ -490,28 +475,6 @@ def issue_24_probes(probe, work: Path, model: Path, photo: Path) -> None:
     )
 
     serve_probes(probe, work, model)
-
-
-def _write_clip(path: Path, stamps: list[float] | None = None) -> Path:
-    """A short real clip (PyAV); with `stamps`, frames at those seconds only."""
-    from fractions import Fraction
-
-    import av
-
-    stamps = stamps if stamps is not None else [i / 4 for i in range(8)]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for index, seconds in enumerate(stamps):
-            pixels = np.full((24, 32, 3), index * 30 % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def serve_probes(probe, work: Path, model: Path) -> None:
@@ -586,7 +549,7 @@ def serve_probes(probe, work: Path, model: Path) -> None:
         import base64
 
         for side in (14_000, 20_000, 100_000):
-            png = _png_header(work / f"huge-{side}.png", side, side)
+            png = png_claiming(work / f"huge-{side}.png", side, side)
             uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
             probe("serve", f"{side}x{side} PNG header", expect(image(uri), 413, "pixels"))
         (allowed / "loop-a").symlink_to(allowed / "loop-b")

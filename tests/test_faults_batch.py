@@ -82,7 +82,11 @@ def test_output_that_is_not_a_regular_file_is_refused_and_never_read(tiny_pair, 
     # a FIFO nothing writes to: reading it whole used to block forever (as /dev/stdout on a pipe did)
     error_line(smolcli("batch", "-m", tiny_pair[0], path, "-o", fifo, timeout=30), str(fifo), "named pipe")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
-    error_line(smolcli("batch", "-m", tiny_pair[0], path, "-o", "/dev/null"), "/dev/null", "device")
+    # a link to a device, never the device itself: were the check to regress, a rename would replace only the link
+    device = tmp_path / "device-link"
+    device.symlink_to(os.devnull)
+    error_line(smolcli("batch", "-m", tiny_pair[0], path, "-o", device), str(device), "device")
+    assert device.is_symlink()
     error_line(smolcli("batch", "-m", tiny_pair[0], path, "-o", tmp_path), str(tmp_path), "folder")
 
 

@@ -4,11 +4,11 @@ never a 500 or a dead server. Schemas that crashed llama.cpp, huge image headers
 from __future__ import annotations
 
 import signal
-import struct
-import zlib
 
 import pytest
 from test_serve import assert_error, data_uri, good_request, image_message, start_process
+
+from smolcli.synthetic.images import png_claiming
 
 PARAM = "messages[0].content[0].image_url"
 
@@ -24,18 +24,6 @@ def served(tiny_pair, tmp_path_factory):
         assert process.wait(timeout=30) == 0, log.read_text()
     finally:
         process.kill()
-
-
-def _png_header(path, width: int, height: int):
-    """A tiny PNG whose header claims width x height (what Pillow reads before it refuses or decodes)."""
-    from PIL import Image
-
-    Image.new("L", (8, 8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
 
 
 def _ask(server, body: dict):
@@ -77,7 +65,7 @@ def test_a_schema_that_crashed_the_server_is_400_naming_the_keyword(served, sche
 @pytest.mark.parametrize("side", [14_000, 20_000, 100_000])
 def test_a_huge_png_header_is_413_not_not_an_image(served, tmp_path, side):
     server = served[0]
-    png = _png_header(tmp_path / f"huge-{side}.png", side, side)
+    png = png_claiming(tmp_path / f"huge-{side}.png", side, side)
     status, _, body = _ask(server, {"messages": [image_message(data_uri(png))]})
     error = assert_error(status, body, 413, "image_too_large", PARAM)
     assert "not an image" not in error["message"]

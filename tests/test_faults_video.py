@@ -6,34 +6,15 @@ import os
 import sys
 import threading
 import time
-from fractions import Fraction
-from pathlib import Path
 
 import pytest
 from faults import error_line, smolcli
-from video_clips import frame_pixels, make_clip
+from video_clips import make_clip
 
 from smolcli.errors import BadInput
 from smolcli.runtime.video.clip import VideoClip, VideoSampling
 from smolcli.runtime.vision.images import FIFO_WAIT_SECONDS
-
-
-def make_sparse_clip(path: Path, stamps: list[float], rate: int = 25, width: int = 32, height: int = 24) -> Path:
-    """Frames at the given seconds only (0 s, 1 s, then 277 h), in a container that keeps the gaps."""
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(rate))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for index, seconds in enumerate(stamps):
-            frame = av.VideoFrame.from_ndarray(frame_pixels(index, width, height), format="rgb24")
-            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+from smolcli.synthetic.clips import write_timed_clip
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +23,7 @@ def video_model(converted):
 
 
 def test_a_sparse_clip_says_its_timing_is_broken(tmp_path):
-    clip = make_sparse_clip(tmp_path / "sparse.mkv", [0, 1, 277 * 3600])
+    clip = write_timed_clip(tmp_path / "sparse.mkv", [0, 1, 277 * 3600])
     sampling = VideoSampling(1.0, 64, 384, 384)
     with VideoClip(clip) as opened, pytest.raises(BadInput) as refused:
         opened.frames(opened.plan(sampling), sampling)
