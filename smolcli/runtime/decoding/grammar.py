@@ -45,10 +45,12 @@ TRUNCATED = {
 }
 # What reaches llama.cpp is bounded. The schema converter spells a size bound as nested optional groups
 # ("x{0,3}" becomes (x (x (x)?)?)?), and llama.cpp parses a grammar by recursive descent: past ~1500 levels it
-# refuses, and past ~15,000 nested parentheses it overflows the C stack and takes the process with it.
+# refuses, and somewhere between 10,000 and 20,000 nested parentheses (measured on the main thread) it overflows
+# the C stack and takes the process with it; 1000 held on a thread with a 1 MiB stack.
 # A bound above MAX_BOUND is refused rather than dropped from the grammar, so every answer still meets the
 # schema exactly (an unbounded grammar with the bound checked afterwards would turn a long answer into an
-# error after it was paid for); answers are limited by max_tokens long before that anyway.
+# error after it was paid for). Leaving maxLength out is the way to ask for more: 1000 characters are already
+# some 250 tokens of answer.
 MAX_BOUND = 1000  # minLength, maxLength, minItems, maxItems
 MAX_SCHEMA_DEPTH = 64  # nested objects and arrays in the schema document (jsonschema and the converter recurse)
 MAX_SCHEMA_NODES = 20_000  # objects, arrays and values in the schema document
