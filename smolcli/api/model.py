@@ -20,7 +20,7 @@ from smolcli.api.detail import mmproj_for_detail
 from smolcli.api.memory import MemoryBudget
 from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.api.resolve import model_files
-from smolcli.errors import BadInput, ModelFileError
+from smolcli.errors import BadInput, ContextFull, ModelFileError
 from smolcli.runtime.chat.prompting import first_turn, place_images
 from smolcli.runtime.decoding.generation import Generation, generate_pieces
 from smolcli.runtime.decoding.sampling import Sampler
@@ -29,6 +29,7 @@ from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.context_size import ask_context_size, check_prompt_fits
 from smolcli.runtime.llama.engine import ContextState, Engine, EngineOptions
+from smolcli.runtime.planning.memory_plan import VisionDims
 from smolcli.runtime.vision.images import RGBImage, image_from
 
 if TYPE_CHECKING:
@@ -258,6 +259,22 @@ class Model:
         max_tiles = max_tiles if max_tiles is not None else self.options.max_tiles
         return mmproj_for_detail(self.files.mmproj, images, image_size, max_tiles)
 
+    def check_image_count(self, count: int) -> None:
+        """ContextFull when `count` images cannot fit however small they are: each takes one tile's tokens at least."""
+        if count == 0 or self.files.mmproj is None:
+            return
+        tokens = VisionDims.from_gguf(self.files.mmproj.metadata).tokens_per_tile
+        summary = self.files.model
+        limit = self.options.ctx or summary.metadata.get(f"{summary.architecture}.context_length") or 0
+        if limit and count * tokens >= limit:
+            raise ContextFull(
+                f"{count} images need at least {count * tokens} tokens ({tokens} each) but the context holds"
+                f" {limit}; ask about fewer images at a time",
+                n_past=0,
+                n_new=count * tokens,
+                n_ctx=limit,
+            )
+
     def memory_budget(
         self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False
     ) -> MemoryBudget | None:
@@ -347,7 +364,9 @@ class Model:
         constraint = settings.constraint()  # a schema the grammar cannot enforce is refused before anything runs
         if logprobs is not None and logprobs < 0:
             raise BadInput(f"{{logprobs}} must be 0 or more alternatives, not {logprobs}")
-        pictures = [image_from(item) for item in images or ()]
+        images = list(images or ())
+        self.check_image_count(len(images))  # before a single image is read: 5000 of them take minutes
+        pictures = [image_from(item) for item in images]
         if not prompt.strip() and not pictures and video is None:
             raise BadInput("the prompt is empty: give a question")
         if video is not None:

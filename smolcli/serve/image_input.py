@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -61,6 +63,13 @@ def image_from_url(url: str, settings: ServeSettings, param: str, deadline: floa
 def _image_bytes(url: str, settings: ServeSettings, param: str, deadline: float | None) -> tuple[bytes, str]:
     if not isinstance(url, str) or not url:
         raise bad_request("image_url.url must be a non-empty string", param, "invalid_type")
+    if not url.startswith("data:") and any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in url):
+        # a space, CR/LF or NUL is no part of a URL or a path a client meant: refused before urllib or open() sees it
+        raise bad_request(
+            f"{url[:200]!r}: an image URL cannot hold spaces or control characters; percent-encode them",
+            param,
+            "invalid_image_url",
+        )
     if url.startswith("data:"):
         return data_uri_bytes(url, settings.limits.max_image_bytes, param), "data: URI"
     try:
@@ -105,7 +114,12 @@ def local_file_bytes(url: str, settings: ServeSettings, param: str, kind: str = 
             code=f"{kind}_path_not_allowed",
         )
     path_text = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
-    path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
+    if "\0" in path_text:
+        raise bad_request(f"{path_text!r}: a path cannot hold a NUL character", param, f"invalid_{kind}_url")
+    try:
+        path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
+    except (OSError, RuntimeError) as error:  # a loop of symbolic links, a name too long
+        raise bad_request(f"{path_text[:200]}: {_path_problem(error)}", param, f"{kind}_not_found") from None
     if not path.is_relative_to(settings.allow_files):
         raise APIError(
             403,
@@ -114,11 +128,26 @@ def local_file_bytes(url: str, settings: ServeSettings, param: str, kind: str = 
             param=param,
             code=f"{kind}_path_not_allowed",
         )
-    if not path.is_file():
-        raise bad_request(f"{path_text}: no such {kind} file", param, f"{kind}_not_found")
-    if path.stat().st_size > limit:
+    try:
+        if not path.is_file():
+            raise bad_request(f"{path_text[:200]}: no such {kind} file", param, f"{kind}_not_found")
+        if path.stat().st_size > limit:
+            raise too_large(f"{path_text}: the file is larger than the {kind} limit ({limit})", param)
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise bad_request(f"{path_text[:200]}: {_path_problem(error)}", param, f"{kind}_not_found") from None
+    if len(data) > limit:  # it grew since
         raise too_large(f"{path_text}: the file is larger than the {kind} limit ({limit})", param)
-    return path.read_bytes(), str(path)
+    return data, str(path)
+
+
+def _path_problem(error: Exception) -> str:
+    if isinstance(error, RuntimeError) or getattr(error, "errno", None) == errno.ELOOP:
+        return "a loop of symbolic links; fix the link"
+    if getattr(error, "errno", None) == errno.ENAMETOOLONG:
+        return "the path or a name in it is too long"
+    return f"could not read it ({getattr(error, 'strerror', None) or error})"
 
 
 def _remote(url: str, settings: ServeSettings, param: str, deadline: float | None) -> bytes:

@@ -2,50 +2,19 @@
 
 Python's json module recurses once per `[` or `{`: 100 000 of them end in a RecursionError, and
 every later walk over the parsed body (schemas included) would recurse as deep. A 5000-digit integer
-raises ValueError past Python's int limit. The depth is counted here without recursing, over the
+raises ValueError past Python's int limit. The depth is counted without recursing (util.json_limits), over the
 structural characters only (a base64 image holds none), so a 32 MB body costs milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 from smolcli.serve.api_errors import bad_request
+from smolcli.util.json_limits import text_depth
 
 MAX_DEPTH = 64  # arrays and objects inside one another; a chat request with a schema needs about 20
 MAX_NUMBER_DIGITS = 100  # an integer longer than this is no count, seed or bound anyone means
-
-# in a JSON text, outside its strings, nesting changes only at these; inside, a string ends at an unescaped "
-_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
-
-
-def nesting_depth(raw: bytes, limit: int) -> int:
-    """The deepest nesting of arrays and objects in `raw`, counted up to `limit + 1` (then it stops)."""
-    depth = deepest = 0
-    in_string = False
-    escaped_at = -1  # the position of the character a backslash escapes
-    for match in _STRUCTURE.finditer(raw):
-        at = match.start()
-        if at == escaped_at:
-            continue
-        char = raw[at : at + 1]
-        if in_string:
-            if char == b"\\":
-                escaped_at = at + 1
-            elif char == b'"':
-                in_string = False
-        elif char == b'"':
-            in_string = True
-        elif char in (b"[", b"{"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif char in (b"]", b"}"):
-            depth -= 1
-    return deepest
 
 
 def _integer(text: str) -> int:
@@ -59,7 +28,7 @@ def _integer(text: str) -> int:
 
 def parse_body(raw: bytes) -> dict:
     """The body as a JSON object; every way it can fail is a 400 naming the problem."""
-    if nesting_depth(raw, MAX_DEPTH) > MAX_DEPTH:
+    if text_depth(raw, stop_above=MAX_DEPTH) > MAX_DEPTH:
         raise bad_request(f"the request body nests arrays and objects more than {MAX_DEPTH} deep", code="json_too_deep")
     try:
         body = json.loads(raw, parse_int=_integer)
