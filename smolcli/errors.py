@@ -65,6 +65,12 @@ SETTINGS = (
     "name",
     "fps",
     "max_frames",
+    # smolcli.api.watch's
+    "open_timeout",
+    "every",
+    "on_change",
+    "max_events",
+    "until",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

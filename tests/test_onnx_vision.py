@@ -380,3 +380,36 @@ def test_float_weights_in_pieces_along_k_give_the_same_embeddings(tiny_pair, ima
     model = onnx_graph.build_model(weights)
     assert sum(node.op_type == "Sum" for node in model.graph.node) > 0
     assert np.abs(run(model) - whole).max() < 1e-5 * np.abs(whole).max()
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_weights_streamed_to_their_file_as_built_give_the_same_embeddings(tiny_pair, images, tmp_path, precision):
+    """The cache's build writes each large initializer to weights.data as it is made (the first run's peak); the
+    session it loads answers bit for bit as the same graph built whole in memory."""
+    import onnx
+
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.vision import onnx_graph, onnx_int8, onnx_vision
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+
+    weights = onnx_graph.read_vision_weights(tiny_pair[1])
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+    path = build_or_reuse(tiny_pair[1], precision, tmp_path)
+    graph = onnx.load(str(path), load_external_data=False)
+    external = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and all(not t.raw_data for t in external)
+    assert all(
+        len(t.raw_data) < onnx_graph.WeightsFile.INLINE_BYTES for t in graph.graph.initializer if t not in external
+    )
+    for tensor in external:
+        info = {entry.key: int(entry.value) for entry in tensor.external_data if entry.key != "location"}
+        if info["length"] >= onnx_graph.WeightsFile.ALIGN:
+            assert info["offset"] % onnx_graph.WeightsFile.ALIGN == 0, tensor.name  # mappable by ORT
+    streamed = session(str(path), 2).run(None, {"pixel_values": pixels})[0]
+    if precision == "fp32":
+        whole = onnx_graph.build_model(weights)
+    else:
+        whole = onnx_int8.build_int8(weights, onnx_vision.INT8_KIND)
+    assert not [t for t in whole.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    in_memory = session(whole.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+    assert np.array_equal(streamed, in_memory)

@@ -8,6 +8,7 @@ request gets its status and OpenAI's error object, and the next good request sti
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -23,7 +24,6 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,6 +31,7 @@ from smolcli.cli.app import app
 from smolcli.runtime.chat.prompting import next_turn
 from smolcli.serve import ServeLimits, ServeSettings, create_app
 from smolcli.serve.metrics import parse_metrics
+from smolcli.serve.server import Server, uvicorn_config
 
 from cli_checks import one_line_error
 
@@ -89,20 +90,27 @@ def start_process(model: Path, home: Path, log: Path, *options: str) -> tuple[su
     raise AssertionError(f"the server did not start: {log.read_text()}")
 
 
+@contextlib.contextmanager
+def serving(model: Path, home: Path, *options: str):
+    """`smolcli serve` while the block runs, then SIGTERM and a clean exit; (Running, its stderr log)."""
+    log = home / "stderr.log"
+    process, running = start_process(model, home, log, *options)
+    try:
+        yield running, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=30) == 0, log.read_text()
+        finally:
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def served(tiny_pair, tmp_path_factory):
     """`smolcli serve` on the tiny pair, images readable from one folder; (Running, log path, that folder)."""
     home, allowed = tmp_path_factory.mktemp("serve-home"), tmp_path_factory.mktemp("allowed")
-    log = home / "stderr.log"
-    process, running = start_process(
-        tiny_pair[0], home, log, "--allow-files", str(allowed), "--max-tokens-limit", "3000"
-    )
-    yield running, log, allowed
-    process.send_signal(signal.SIGTERM)
-    try:
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        process.kill()
+    with serving(tiny_pair[0], home, "--allow-files", str(allowed), "--max-tokens-limit", "3000") as (running, log):
+        yield running, log, allowed
 
 
 @pytest.fixture
@@ -115,8 +123,8 @@ class ThreadServer:
 
     def __init__(self, model: object, settings: ServeSettings):
         self.app = create_app(model, settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http="h11")
-        self.server = uvicorn.Server(config)
+        # the bounds smolcli.serve() runs with (header deadline, keep-alive, connection cap), on a free port
+        self.server = Server(uvicorn_config(self.app, settings, host="127.0.0.1", port=0))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -141,11 +149,12 @@ class ThreadServer:
 def thread_server(tiny_pair):
     made: list[ThreadServer] = []
 
-    def make(model=None, ready: bool = True, **limits) -> Running:
+    def make(model=None, ready: bool = True, allow_remote: bool = False, **limits) -> Running:
         key = limits.pop("api_key", None)
-        started = ThreadServer(
-            model or tiny_pair[0], ServeSettings(api_key=key, limits=ServeLimits(**limits), log_requests=False)
+        settings = ServeSettings(
+            api_key=key, allow_remote=allow_remote, limits=ServeLimits(**limits), log_requests=False
         )
+        started = ThreadServer(model or tiny_pair[0], settings)
         made.append(started)
         if ready:
             started.wait_ready()

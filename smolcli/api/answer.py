@@ -140,10 +140,6 @@ def answer_from(
     )
 
 
-def counters_since(before: Counters, after: Counters) -> Counters:
-    return after.since(before)
-
-
 def _per_second(count: int, seconds: float) -> float:
     return round(count / seconds, 2) if seconds > 0 else 0.0
 

@@ -11,14 +11,18 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from smolcli.api.model import Model
 from smolcli.errors import BadInput, SmolcliError
+from smolcli.util.json_limits import loads
+from smolcli.util.staging import check_replaceable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+SURROGATES = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, as surrogateescape reads them
 REQUEST_FIELDS = ("id", "prompt", "images", "video", "system", "max_tokens", "temperature", "json_schema")
 
 
@@ -33,6 +37,7 @@ class BatchItem:
     json_schema: dict | None = None
     problem: str | None = None  # set for an input line that could not be read: it becomes an error line
     base: Path = field(default=Path("."), compare=False)  # what relative image paths are relative to
+    line: int | None = field(default=None, compare=False)  # its line in a requests file
 
 
 def items_from_paths(paths: Iterable[str | Path], prompt: str) -> list[BatchItem]:
@@ -52,22 +57,42 @@ def items_from_paths(paths: Iterable[str | Path], prompt: str) -> list[BatchItem
     return items
 
 
-def items_from_jsonl(lines: Iterable[str], base: Path = Path(".")) -> Iterator[BatchItem]:
-    """One request per line; a line that cannot be used still yields an item, carrying its problem."""
+def items_from_jsonl(lines: Iterable[str | bytes], base: Path = Path(".")) -> Iterator[BatchItem]:
+    """One request per line; a line that cannot be used still yields an item, carrying its problem.
+
+    Lines may be bytes (a file read as it is): one that is not UTF-8 is that item's error, never read with
+    U+FFFD put in place of its bad bytes (ask and chat refuse such a prompt too)."""
     for number, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", "surrogateescape")
         if not line.strip():
             continue
         fallback_id = f"line-{number}"
+        if SURROGATES.search(line):
+            yield BatchItem(
+                fallback_id, problem=f"line {number} is not valid UTF-8 text; save the file as UTF-8", line=number
+            )
+            continue
         try:
-            request = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield BatchItem(fallback_id, problem=f"line {number} is not JSON ({error.msg})")
+            request = loads(line, f"line {number}")
+        except BadInput as error:
+            yield BatchItem(fallback_id, problem=str(error), line=number)
             continue
         if not isinstance(request, dict):
-            yield BatchItem(fallback_id, problem=f"line {number} is not a JSON object")
+            yield BatchItem(fallback_id, problem=f"line {number} is not a JSON object", line=number)
             continue
-        item_id = str(request.get("id", fallback_id))
-        yield _request_item(item_id, request, base)
+        item_id = request.get("id", fallback_id)
+        if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
+            shown = json.dumps(item_id)[:40]
+            yield BatchItem(
+                fallback_id, problem=f"line {number}: id {shown} must be a string or an integer", line=number
+            )
+            continue
+        yield dataclasses.replace(_request_item(str(item_id), request, base), line=number)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _request_item(item_id: str, request: dict, base: Path) -> BatchItem:
@@ -79,10 +104,17 @@ def _request_item(item_id: str, request: dict, base: Path) -> BatchItem:
     images = request.get("images", [])
     if isinstance(images, str):
         images = [images]
+    max_tokens, temperature = request.get("max_tokens"), request.get("temperature")
+    # every field, so that a wrong type is this item's error line, never an exception that stops the batch
     checks = (
         (isinstance(request.get("prompt", ""), str), "prompt must be a string"),
         (isinstance(images, list) and all(isinstance(i, str) for i in images), "images must be a list of paths"),
-        (request.get("max_tokens") is None or isinstance(request["max_tokens"], int), "max_tokens must be a number"),
+        (request.get("system") is None or isinstance(request["system"], str), "system must be a string"),
+        (
+            max_tokens is None or (isinstance(max_tokens, int) and not isinstance(max_tokens, bool)),
+            "max_tokens must be a whole number",
+        ),
+        (temperature is None or _is_number(temperature), "temperature must be a number"),
         (
             request.get("json_schema") is None or isinstance(request["json_schema"], dict),
             "json_schema must be an object",
@@ -96,11 +128,24 @@ def _request_item(item_id: str, request: dict, base: Path) -> BatchItem:
         request.get("prompt", ""),
         tuple(images),
         request.get("system"),
-        request.get("max_tokens"),
-        request.get("temperature"),
+        max_tokens,
+        temperature,
         request.get("json_schema"),
         base=base,
     )
+
+
+def check_unique_ids(items: list[BatchItem]) -> None:
+    """BadInput naming the first id given twice, and where: answering both (and resuming by id) would lose one."""
+    seen: dict[str, list[BatchItem]] = {}
+    for item in items:
+        seen.setdefault(item.id, []).append(item)
+    for item_id, same in seen.items():
+        if len(same) > 1:
+            where = (
+                f"lines {', '.join(str(i.line) for i in same)}" if all(i.line for i in same) else f"{len(same)} times"
+            )
+            raise BadInput(f"id {item_id!r} is given more than once ({where}); every item needs its own id")
 
 
 def in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
@@ -164,23 +209,32 @@ class ResultFile:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _resume(self, retry_errors: bool) -> None:
-        """The ids already answered; the file rewritten without a torn last line or the lines to retry."""
+        """The ids already answered; the file rewritten without a torn last line or the lines to retry.
+
+        Only a regular file is read (a device such as /dev/zero never ends, a pipe may never start), line by
+        line, and not past the size it had when opened."""
+        check_replaceable(self.path)
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        whole, _, torn = data.rpartition(b"\n")
-        lines = whole.decode("utf-8", "replace").splitlines() if whole else []
-        kept = []
-        for text in lines:
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            if retry_errors and "error" in line:
-                continue
-            kept.append(text)
-            self.done.add(str(line.get("id")))
-        if torn or len(kept) != len(lines):
+        kept, torn, count = [], False, 0
+        with open(self.path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            while handle.tell() < size:
+                raw = handle.readline(size - handle.tell())
+                if not raw.endswith(b"\n"):
+                    torn = True  # a last line cut short by a crash
+                    break
+                count += 1
+                text = raw.decode("utf-8", "replace").rstrip("\n")
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if not isinstance(line, dict) or (retry_errors and "error" in line):
+                    continue
+                kept.append(text)
+                self.done.add(str(line.get("id")))
+        if torn or len(kept) != count:
             # rewrite without the torn or retried lines, atomically, before anything is appended
             from smolcli.util.atomic_file import write_atomically
 
@@ -236,12 +290,15 @@ def run_batch(
             on_item(item, None)
             continue
         line = answer_item(model, item, defaults)
+        if "error" not in line and target is not None:
+            try:
+                write_sidecar(target, line)
+            except SmolcliError as error:  # a sidecar path that is a device or a FIFO: this item's error
+                line = {"id": item.id, "error": error.text(_item_spelling)}
         if "error" in line:
             summary.failed += 1
         else:
             summary.answered += 1
-            if target is not None:
-                write_sidecar(target, line)
         write(line)
         on_item(item, line)
     return summary

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from smolcli.api.detail import mmproj_for_detail
 from smolcli.api.memory import MemoryBudget
 from smolcli.api.options import LoadOptions
-from smolcli.errors import ModelFileError
+from smolcli.errors import ContextFull, ModelFileError
+from smolcli.models.dims import VisionDims
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.context import LlamaContext
@@ -100,6 +101,22 @@ class LoadedPair:
         image_size = image_size if image_size is not None else self.options.image_size
         max_tiles = max_tiles if max_tiles is not None else self.options.max_tiles
         return mmproj_for_detail(self.files.mmproj, images, image_size, max_tiles)
+
+    def check_image_count(self, count: int) -> None:
+        """ContextFull when `count` images cannot fit however small they are: each takes one tile's tokens at least."""
+        if count == 0 or self.files.mmproj is None:
+            return
+        tokens = VisionDims.from_gguf(self.files.mmproj.metadata).tokens_per_tile
+        summary = self.files.model
+        limit = self.options.ctx or summary.metadata.get(f"{summary.architecture}.context_length") or 0
+        if limit and count * tokens >= limit:
+            raise ContextFull(
+                f"{count} images need at least {count * tokens} tokens ({tokens} each) but the context holds"
+                f" {limit}; ask about fewer images at a time",
+                n_past=0,
+                n_new=count * tokens,
+                n_ctx=limit,
+            )
 
     def memory_budget(
         self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False

@@ -130,6 +130,10 @@ class Model:
         """The mmproj these images need at the detail asked for (None without images)."""
         return self.pair.vision_for(images, image_size, max_tiles)
 
+    def check_image_count(self, count: int) -> None:
+        """ContextFull when `count` images cannot fit however small they are: each takes one tile's tokens at least."""
+        self.pair.check_image_count(count)
+
     def memory_budget(
         self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False
     ) -> MemoryBudget | None:
@@ -175,7 +179,9 @@ class Model:
         """
         settings = settings_from(GenerationSettings, generation, "Model.ask()")
         constraint = checked_constraint(settings, logprobs)
-        pictures = [image_from(item) for item in images or ()]
+        images = list(images or ())
+        self.check_image_count(len(images))  # before a single image is read: 5000 of them take minutes
+        pictures = [image_from(item) for item in images]
         if not prompt.strip() and not pictures and video is None:
             raise BadInput("the prompt is empty: give a question")
         question = Question(prompt, system, pictures, settings, constraint, logprobs, stream)

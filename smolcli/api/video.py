@@ -8,6 +8,7 @@ that cannot fit is refused at once with the number of frames that would.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -38,8 +39,8 @@ def trained_on_video(model_file) -> bool:
 
 
 def video_sampling(mmproj, fps: float | None, max_frames: int | None) -> VideoSampling:
-    if fps is not None and not fps > 0:
-        raise BadInput(f"{{fps}} must be more than 0 frames a second, not {fps}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise BadInput(f"{{fps}} must be a finite number of frames a second above 0, not {fps}")
     if max_frames is not None and max_frames < 1:
         raise BadInput(f"{{max_frames}} must be at least 1, not {max_frames}")
     size = tile_size_of(mmproj)

@@ -115,7 +115,7 @@ def run_video_bench(options: VideoBenchOptions, report: Report = quiet) -> dict:
         for precision in ("fp32", "int8"):
             report(f"building the ONNX {precision} encoder from {files.mmproj.name} (outside the timing)")
             encoder = OnnxVisionEncoder(threads, precision, folder=bench_folder() / "onnx-vision")
-            sessions[f"onnx-{precision}"] = encoder._session_for(mmproj)
+            sessions[f"onnx-{precision}"] = encoder.session_for(mmproj)
             passes[f"onnx-{precision}"] = []
     engine = Engine(resolve_model_files(files.model, files.mmproj), EngineOptions(threads=threads))
     vision = FrameVision(engine, mmproj)

@@ -154,6 +154,10 @@ def _register_commands() -> None:
 
     app.command("serve")(serve_cmd.serve)
 
+    from smolcli.cli import watch_cmd
+
+    app.command("watch")(watch_cmd.watch_source)
+
 
 _register_commands()
 

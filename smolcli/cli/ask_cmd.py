@@ -34,9 +34,11 @@ def ask(
         bool, typer.Option("--json", help="Print one JSON object (answer, usage, timings) instead of streaming.")
     ] = False,
     logprobs: opt.Logprobs = None,
-    video: Annotated[
-        Optional[str],
-        typer.Option("--video", help="A clip (MP4, WebM, MOV, MKV, animated GIF/WebP) to ask about; - reads stdin."),
+    videos: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--video", help="A clip (MP4, WebM, MOV, MKV, animated GIF/WebP) to ask about (one); - reads stdin."
+        ),
     ] = None,
     fps: opt.Fps = None,
     max_frames: opt.MaxFrames = None,
@@ -66,6 +68,10 @@ def ask(
     """
     if logprobs is not None and not as_json:
         raise SmolcliError("--logprobs goes with --json: the log-probabilities come in the JSON object")
+    if videos and len(videos) > 1:
+        # the option used to keep the last clip given and drop the others without a word
+        raise SmolcliError(f"--video was given {len(videos)} times; a question takes one clip (ask once per clip)")
+    video = videos[0] if videos else None
     sources = image or []
     question = prompt if prompt is not None else _prompt_from_stdin(sources + ([video] if video else []))
     images = opt.load_images(sources)

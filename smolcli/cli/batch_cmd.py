@@ -11,7 +11,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from smolcli.api.batch import BatchItem, ResultFile, items_from_jsonl, items_from_paths, parse_shard, run_batch
+from smolcli.api.batch import (
+    BatchItem,
+    ResultFile,
+    check_unique_ids,
+    items_from_jsonl,
+    items_from_paths,
+    parse_shard,
+    run_batch,
+)
 from smolcli.api.model import Model
 from smolcli.api.options import GenerationSettings, LoadOptions
 from smolcli.cli import run_options as opt
@@ -142,15 +150,19 @@ def _items(inputs: list[str], prompt: Optional[str]) -> list[BatchItem]:
         if prompt is not None:
             raise BadInput("--prompt is for image paths; in a .jsonl file each request has its own prompt")
         if requests[0] == "-":
-            return list(items_from_jsonl(sys.stdin))
-        path = Path(requests[0]).expanduser()
-        if not path.is_file():
-            raise BadInput(f"{path}: no such requests file")
-        with open(path, encoding="utf-8", errors="replace") as lines:
-            return list(items_from_jsonl(lines, base=path.parent))
-    if prompt is None:
+            items = list(items_from_jsonl(sys.stdin.buffer))
+        else:
+            path = Path(requests[0]).expanduser()
+            if not path.is_file():
+                raise BadInput(f"{path}: no such requests file")
+            with open(path, "rb") as lines:  # as bytes: a line that is not UTF-8 is that item's error
+                items = list(items_from_jsonl(lines, base=path.parent))
+    elif prompt is None:
         raise BadInput('image paths need the question: give it with --prompt "..."')
-    return items_from_paths(inputs, prompt)
+    else:
+        items = items_from_paths(inputs, prompt)
+    check_unique_ids(items)  # before any work: a second answer under one id would be lost on resume
+    return items
 
 
 def _write_stdout(line: dict) -> None:

@@ -153,6 +153,8 @@ def _command(session: Chat, line: str, clips: Clips) -> bool:
     """Run one /command; False means leave."""
     name, _, argument = line.partition(" ")
     argument = argument.strip().strip("'\"")
+    if "\0" in argument:
+        raise SmolcliError(f"{name}: {argument!r} holds a NUL character, which no path can; check it")
     if name in ("/exit", "/quit"):
         return False
     if name == "/help":

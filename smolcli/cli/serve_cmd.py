@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +13,8 @@ from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, SmolcliError
+from smolcli.store.hub import offline_mode
 
 API_KEY_ENV = "SMOLCLI_API_KEY"
 
@@ -26,7 +28,8 @@ def serve(
     api_key: Annotated[
         Optional[str],
         typer.Option(
-            "--api-key", help=f"Require 'Authorization: Bearer KEY' on /v1 and /metrics (default: ${API_KEY_ENV})."
+            "--api-key",
+            help=f"Require 'Authorization: Bearer KEY' on /v1, /api and /metrics (default: ${API_KEY_ENV}).",
         ),
     ] = None,
     allow_files: Annotated[
@@ -45,6 +48,21 @@ def serve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may take, waiting included; then 408.")
     ] = 300.0,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Seconds a request's headers may take to arrive; then 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds a request's body may take after its headers; then 408.")
+    ] = 60.0,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may sit idle between requests.")
+    ] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Open connections at most; a request beyond gets 503.")
+    ] = 100,
+    fetch_timeout: Annotated[
+        float, typer.Option("--fetch-timeout", help="Seconds one --allow-remote image may take, whole.")
+    ] = 10.0,
     max_tokens_limit: Annotated[
         int, typer.Option("--max-tokens-limit", help="The largest max_tokens a request may ask, and its default.")
     ] = 1024,
@@ -61,9 +79,10 @@ def serve(
         int,
         typer.Option("--conversations", help="Conversations kept with their KV cache, to continue without re-reading."),
     ] = 4,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="No chat and camera page at / (a 404 there).")] = False,
     settings: LoadOptions = None,
 ) -> None:
-    """Serve the model over OpenAI's API: POST /v1/chat/completions (images, streaming), GET /v1/models, /health.
+    """Serve the model over OpenAI's API (/v1) and ollama's (/api), with a chat and camera page at /.
 
     Requests queue for the model; a conversation whose messages extend one the server kept goes on from
     its KV cache. SIGTERM or Ctrl-C finish the requests in flight, then stop.
@@ -87,15 +106,26 @@ def serve(
         max_images=max_images,
         max_tokens=max_tokens_limit,
         timeout_s=timeout,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout,
+        max_connections=max_connections,
+        fetch_timeout_s=fetch_timeout,
         queue_size=queue_size,
         conversations=conversations,
     )
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits)
+    # set but empty is a mistake like --api-key '' (refused by ServeSettings), never "no key"
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if allow_remote and (settings.offline or offline_mode()):
+        raise BadInput(
+            "--allow-remote fetches images over the network, which offline mode (--offline or HF_HUB_OFFLINE=1) "
+            "forbids: drop one of them"
+        )
+    serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits, ui=not no_ui)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
     if serve_settings.model_id is None:
-        serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, _model_name(model), limits)
+        serve_settings = dataclasses.replace(serve_settings, model_id=_model_name(model))
     try:
         run_server(opened, serve_settings, settings)
     except OSError as error:

@@ -1,4 +1,4 @@
-"""`smolcli serve`: the model as an OpenAI-compatible HTTP service (chat completions, streaming, images).
+"""`smolcli serve`: the model as an HTTP service: OpenAI's API (/v1), ollama's (/api) and a chat page at /.
 
 >>> from smolcli.serve import ServeSettings, create_app, serve
 >>> serve("smolvlm-256m", ServeSettings(port=8080))      # blocks until SIGTERM  # doctest: +SKIP

@@ -43,17 +43,27 @@ def too_large(message: str, param: str | None = None, code: str = "payload_too_l
     return APIError(413, message, param=param, code=code)
 
 
-def http_spelling(setting: str, value: str | None) -> str:
-    """A setting named in a library message: a request field as itself, a server option as its flag."""
-    if setting in REQUEST_FIELDS:
-        return REQUEST_FIELDS[setting] if value is None else f"{REQUEST_FIELDS[setting]}={value}"
+def timed_out(message: str, headers: dict[str, str] | None = None) -> APIError:
+    """408: the request, its headers or its body took longer than their limit."""
+    return APIError(408, message, "timeout_error", code="request_timeout", headers=headers)
+
+
+def request_timeout(timeout_s: float) -> APIError:
+    return timed_out(f"the request took longer than the server's limit of {timeout_s:g} s (--timeout)")
+
+
+def http_spelling(setting: str, value: str | None, fields: dict[str, str] = REQUEST_FIELDS) -> str:
+    """A setting named in a library message: a request field by the request's name for it (`fields`: OpenAI's
+    by default), a server option as its flag."""
+    if setting in fields:
+        return fields[setting] if value is None else f"{fields[setting]}={value}"
     flag = "--" + setting.replace("_", "-")
     return flag if value is None else f"{flag} {value}"
 
 
-def from_library(error: SmolcliError) -> APIError:
+def from_library(error: SmolcliError, fields: dict[str, str] = REQUEST_FIELDS) -> APIError:
     """A library error met while answering: the request's fault (400) or the server's (500)."""
-    message = error.text(http_spelling)
+    message = error.text(lambda setting, value: http_spelling(setting, value, fields))
     if isinstance(error, ContextFull):
         return bad_request(message, param="messages", code="context_length_exceeded")
     if isinstance(error, (BadInput, MemoryPlanRefused)):

@@ -1,8 +1,10 @@
-"""The ASGI app: OpenAI's chat completions, models and a health check, over the one model worker.
+"""The ASGI app: OpenAI's chat completions and models, ollama's API, the page at / and a health check, over the
+one model worker.
 
 Starlette routes the requests and uvicorn speaks HTTP; this module checks who is calling and how
 much they send, turns each request into a job for the worker, and writes its answer back, whole
-or as server-sent events. Every error is OpenAI's error object with the status that fits.
+or as server-sent events (ollama_routes.py does the same for /api). Every error is OpenAI's error
+object with the status that fits, or ollama's {"error": "..."} under /api.
 """
 
 from __future__ import annotations
@@ -18,26 +20,33 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.serve.api_errors import APIError, too_large
-from smolcli.serve.chat_request import chat_request, parse_body
+from smolcli.serve.chat_request import chat_request
+from smolcli.serve.job_flow import next_event, note_outcome, respond
+from smolcli.serve.json_body import parse_body
 from smolcli.serve.metrics import Metrics
+from smolcli.serve.ollama_responses import error_body
+from smolcli.serve.ollama_routes import ollama_routes
+from smolcli.serve.openapi import openapi_description
+from smolcli.serve.request_body import read_body
 from smolcli.serve.responses import Completion, sse
 from smolcli.serve.settings import ServeSettings
-from smolcli.serve.worker import Job, ModelWorker, Outcome, timeout_error
+from smolcli.serve.ui import ui_routes
+from smolcli.serve.worker import Job, ModelWorker, Outcome, client_closed
 
-# the worker stops a timed-out job at its next token; past this grace (at most the limit again) the
-# request is answered anyway, while the worker is still held by a long prefill
-TIMEOUT_GRACE_S = 2.0
-PROTECTED = ("/v1/", "/metrics")
+PROTECTED = ("/v1/", "/metrics", "/api/")
+OLLAMA_PREFIX = "/api/"
 
 
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def error_response(error: APIError, path: str = "") -> JSONResponse:
+    """OpenAI's error object, or ollama's {"error": "..."} under ollama's routes."""
+    body = error_body(error) if path.startswith(OLLAMA_PREFIX) else error.body()
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def create_app(
@@ -56,6 +65,7 @@ def create_app(
         return opened if opened is not None else Model.open(model, options or LoadOptions())
 
     worker = ModelWorker(open_model, settings.limits, metrics)
+    stopping = asyncio.Event()  # set by the server as it begins to stop: bodies still arriving are given up
     model_id = settings.model_id or (
         opened.files.model.path.stem if opened is not None else Path(str(model)).name.removesuffix(".gguf")
     )
@@ -77,55 +87,42 @@ def create_app(
         entry = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "smolcli"}
         return JSONResponse({"object": "list", "data": [entry]})
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_description())
+
     async def metrics_text(request: Request) -> Response:
         text = metrics.render(worker.engine_counters(), worker.depth, worker.ready.is_set())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
-        body = parse_body(await _read_body(request, settings.limits.max_body_bytes))
-        parsed = await run_in_threadpool(chat_request, body, settings)  # decodes the images: off the loop
-        job = Job(parsed, asyncio.get_running_loop(), deadline=arrived + settings.limits.timeout_s)
-        worker.submit(job)
+        deadline = arrived + settings.limits.timeout_s
+        body = parse_body(await read_body(request, settings.limits, stopping))
+        parsed = await run_in_threadpool(chat_request, body, settings, deadline)  # decodes the images: off the loop
+        job = Job(parsed, asyncio.get_running_loop(), deadline=deadline)
         request.state.log = f"images={parsed.n_images} max_tokens={parsed.max_tokens}"
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, worker, job))
-        try:
-            first = await _next_event(job, worker)
-            if first[0] == "error":
-                raise first[1]
-            completion = Completion(model_id)
-            if parsed.stream:
-                stream = _stream(job, worker, first, completion, request, watcher)
-                watcher = None  # the stream owns it now
-                return StreamingResponse(
-                    stream,
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
-            event = first
-            while event[0] == "piece":
-                event = await _next_event(job, worker)
-            if event[0] == "error":
-                raise event[1]
-            outcome: Outcome = event[1]
-            _note(request, outcome)
-            return JSONResponse(completion.response(outcome), headers=_counter_headers(outcome))
-        except BaseException:
-            worker.cancel(job)
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        completion = Completion(model_id)
+        return await respond(
+            request,
+            worker,
+            job,
+            parsed.stream,
+            lambda first, watcher: _stream(job, worker, first, completion, request, watcher),
+            lambda outcome: JSONResponse(completion.response(outcome), headers=_counter_headers(outcome)),
+            "text/event-stream",
+        )
 
     async def on_api_error(request: Request, error: APIError) -> Response:
-        return error_response(error)
+        return error_response(error, request.url.path)
 
     async def on_http_error(request: Request, error: HTTPException) -> Response:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-        return error_response(APIError(error.status_code, f"{request.url.path}: {error.detail}", kind))
+        return error_response(
+            APIError(error.status_code, f"{request.url.path}: {error.detail}", kind), request.url.path
+        )
 
     async def on_disconnect(request: Request, error: ClientDisconnect) -> Response:
-        return error_response(APIError(499, "the client closed the connection", code="client_closed"))
+        return error_response(client_closed(), request.url.path)
 
     app = Starlette(
         routes=[
@@ -133,6 +130,9 @@ def create_app(
             Route("/v1/models", models),
             Route("/metrics", metrics_text),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/openapi.json", openapi),
+            *ollama_routes(worker, settings, model_id, opened, stopping),
+            *(ui_routes() if settings.ui else []),
         ],
         exception_handlers={APIError: on_api_error, HTTPException: on_http_error, ClientDisconnect: on_disconnect},
         lifespan=lifespan,
@@ -140,6 +140,7 @@ def create_app(
     app.state.worker = worker
     app.state.metrics = metrics
     app.state.model_id = model_id
+    app.state.stopping = stopping
     return Gatekeeper(app, settings)
 
 
@@ -165,7 +166,7 @@ class Gatekeeper:
         refusal = self._refusal(scope)
         try:
             if refusal is not None:
-                await error_response(refusal)(scope, receive, watched_send)
+                await error_response(refusal, scope["path"])(scope, receive, watched_send)
             else:
                 await self.app(scope, receive, watched_send)
         finally:
@@ -201,35 +202,6 @@ class Gatekeeper:
         return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it grows past the limit (a chunked upload has no Content-Length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"the request body is larger than the limit of {limit} bytes (--max-body-bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _next_event(job: Job, worker: ModelWorker):
-    remaining = job.deadline + min(TIMEOUT_GRACE_S, worker.limits.timeout_s) - time.monotonic()
-    try:
-        return await asyncio.wait_for(job.events.get(), timeout=max(remaining, 0.001))
-    except asyncio.TimeoutError:
-        worker.cancel(job)
-        return ("error", timeout_error(worker.limits))
-
-
-async def _cancel_on_disconnect(request: Request, worker: ModelWorker, job: Job) -> None:
-    """The body has been read: the next message from the client can only be that it went away."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            worker.cancel(job)
-            return
-
-
 async def _stream(job: Job, worker: ModelWorker, first, completion: Completion, request: Request, watcher):
     """The answer as chat.completion.chunk events; a client that leaves stops the generation."""
     try:
@@ -237,13 +209,13 @@ async def _stream(job: Job, worker: ModelWorker, first, completion: Completion, 
         event = first
         while event[0] == "piece":
             yield sse(completion.chunk({"content": event[1]}))
-            event = await _next_event(job, worker)
+            event = await next_event(job, worker)
         if event[0] == "error":
             # the status line has gone out: the error travels as an event, as OpenAI's does
             yield sse(event[1].body())
             return
         outcome: Outcome = event[1]
-        _note(request, outcome)
+        note_outcome(request, outcome)
         logprob_content = completion.response(outcome)["choices"][0]["logprobs"]
         yield sse(completion.chunk({}, outcome.answer.finish_reason, logprob_content))
         if job.request.include_usage:
@@ -252,14 +224,6 @@ async def _stream(job: Job, worker: ModelWorker, first, completion: Completion, 
     finally:
         worker.cancel(job)  # a no-op once the job is done
         watcher.cancel()
-
-
-def _note(request: Request, outcome: Outcome) -> None:
-    usage = outcome.answer.usage
-    request.state.log += (
-        f" prompt={outcome.prompt_tokens} evaluated={outcome.evaluated_tokens} completion={usage.completion_tokens}"
-        f" images_encoded={outcome.images_encoded} conversation={outcome.conversation}"
-    )
 
 
 def _counter_headers(outcome: Outcome) -> dict[str, str]:

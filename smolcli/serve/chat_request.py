@@ -2,13 +2,12 @@
 
 Every wrong field is a 400 naming it (OpenAI's `param`), so a client learns what to fix. Unknown
 fields are ignored, as OpenAI clients send a few of their own; fields whose meaning we do not
-implement (n > 1, tools, penalties) are refused rather than ignored.
+implement (n > 1, tools, logit_bias, penalties) are refused rather than ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +16,17 @@ from smolcli.models.smolvlm import IMAGE_MARKER
 from smolcli.models.smolvlm_video import VIDEO_MARKER
 from smolcli.runtime.vision.embedding_cache import image_digest
 from smolcli.runtime.vision.images import RGBImage
-from smolcli.serve.api_errors import bad_request
+from smolcli.serve.api_errors import REQUEST_FIELDS, bad_request
 from smolcli.serve.image_input import image_from_url
 from smolcli.serve.settings import ServeSettings
 from smolcli.serve.video_input import video_from_url
 
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
+# OpenAI fields whose meaning this server does not implement: a 400 naming the field, never silently ignored
+REFUSED_FIELDS = ("tools", "functions", "tool_choice", "function_call", "audio", "logit_bias")
+# an assistant message's fields beyond its content, dropped from the prompt if accepted
+REFUSED_MESSAGE_FIELDS = ("tool_calls", "function_call", "audio")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ChatRequest:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 0.95
+    top_k: int = 40  # the library's default; only ollama's options set it
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
@@ -55,6 +59,8 @@ class ChatRequest:
     include_usage: bool = False
     json_schema: dict | None = None  # response_format json_schema, or {} for json_object (any JSON object)
     model: str | None = None
+    ctx: int | None = None  # a new conversation's context size (ollama's num_ctx); None: sized by the library
+    fields: dict[str, str] = field(default_factory=lambda: dict(REQUEST_FIELDS))  # settings' names in errors
 
     @property
     def n_images(self) -> int:
@@ -66,6 +72,7 @@ class ChatRequest:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k,
             "seed": self.seed,
             "stop": self.stop,
             "ignore_eos": self.ignore_eos,
@@ -76,21 +83,14 @@ class ChatRequest:
         return [(u.text, u.images, a.text, u.video) for u, a in zip(self.history[::2], self.history[1::2], strict=True)]
 
 
-def parse_body(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise bad_request(f"the request body is not valid JSON ({error})", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object", code="invalid_json")
-    return body
+def chat_request(body: dict, settings: ServeSettings, deadline: float | None = None) -> ChatRequest:
+    """The checked request; images are read and decoded here (call it off the event loop).
 
-
-def chat_request(body: dict, settings: ServeSettings) -> ChatRequest:
-    """The checked request; images are read and decoded here (call it off the event loop)."""
+    deadline: the request's time.monotonic() limit, which remote image fetches count against.
+    """
     limits = settings.limits
-    for unsupported in ("tools", "functions", "tool_choice", "audio"):
-        if body.get(unsupported):
+    for unsupported in REFUSED_FIELDS:
+        if body.get(unsupported):  # an empty list or object asks for nothing
             raise bad_request(f"{unsupported} is not supported by this server", unsupported, "unsupported_parameter")
     n = _integer(body, "n", 1)
     if n != 1:
@@ -140,7 +140,7 @@ def chat_request(body: dict, settings: ServeSettings) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("model must be a string", "model", "invalid_type")
-    system, turns = _messages(body.get("messages"), settings)
+    system, turns = _messages(body.get("messages"), settings, deadline)
     return ChatRequest(
         system=system,
         history=turns[:-1],
@@ -235,7 +235,7 @@ def _response_format(value) -> dict | None:
 # --- messages -------------------------------------------------------------------------------
 
 
-def _messages(messages, settings: ServeSettings) -> tuple[str | None, list[Turn]]:
+def _messages(messages, settings: ServeSettings, deadline: float | None) -> tuple[str | None, list[Turn]]:
     """The system prompt and the user/assistant turns, alternating, ending with the user message to answer."""
     limits = settings.limits
     if not isinstance(messages, list) or not messages:
@@ -263,14 +263,21 @@ def _messages(messages, settings: ServeSettings) -> tuple[str | None, list[Turn]
         if role in ("system", "developer"):
             if turns:
                 raise bad_request(f"{param}: a system message must come before the conversation", param)
-            text, images, _ = _content(message.get("content"), param, settings, allow_images=False)
+            text, images, _ = _content(message.get("content"), param, settings, False, deadline)
             system_parts.append(text)
             continue
         if role not in ("user", "assistant"):
             raise bad_request(
                 f"{param}.role must be system, user or assistant, not {role!r}", f"{param}.role", "invalid_value"
             )
-        text, images, video = _content(message.get("content"), param, settings, allow_images=role == "user")
+        for refused in REFUSED_MESSAGE_FIELDS:
+            if message.get(refused):
+                raise bad_request(
+                    f"{param}.{refused} is not supported by this server: send the assistant's text as content",
+                    f"{param}.{refused}",
+                    "unsupported_parameter",
+                )
+        text, images, video = _content(message.get("content"), param, settings, role == "user", deadline)
         if turns and turns[-1].role == role:
             # two user (or assistant) messages in a row read as one
             if video is not None and turns[-1].video is not None:
@@ -299,7 +306,7 @@ def _count_images(message) -> int:
 
 
 def _content(
-    content, param: str, settings: ServeSettings, allow_images: bool
+    content, param: str, settings: ServeSettings, allow_images: bool, deadline: float | None
 ) -> tuple[str, list[RGBImage], bytes | None]:
     """Text with one <image> marker where each image part stands and a <video> marker where the clip does,
     the images, and the clip."""
@@ -323,7 +330,7 @@ def _content(
                 raise bad_request(f"{part_param}: only user messages may carry images", part_param)
             spec = part.get("image_url")
             url = spec.get("url") if isinstance(spec, dict) else spec
-            images.append(image_from_url(url, settings, f"{part_param}.image_url"))
+            images.append(image_from_url(url, settings, f"{part_param}.image_url", deadline))
             text += IMAGE_MARKER
         elif kind == "video_url":
             if not allow_images:

@@ -8,31 +8,43 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
-import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from smolcli.errors import BadInput
 from smolcli.runtime.vision.images import RGBImage, image_from
-from smolcli.serve.api_errors import APIError, bad_request, too_large
+from smolcli.serve.api_errors import APIError, bad_request, request_timeout, too_large
+from smolcli.serve.remote_fetch import FetchTimeout, fetch_or_refuse
 from smolcli.serve.settings import ServeSettings
 
-REMOTE_TIMEOUT_S = 20.0
 
-
-def image_from_url(url: str, settings: ServeSettings, param: str) -> RGBImage:
-    data, source = _image_bytes(url, settings, param)
+def image_from_url(url: str, settings: ServeSettings, param: str, deadline: float | None = None) -> RGBImage:
+    """deadline: the request's time.monotonic() limit, which a remote fetch counts against."""
+    data, source = _image_bytes(url, settings, param, deadline)
     limits = settings.limits
     if len(data) > limits.max_image_bytes:
         raise too_large(f"{source}: the image is {len(data)} bytes; the limit is {limits.max_image_bytes}", param)
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            # past Pillow's own pixel limit it warns on the server's stderr; ours below answers the client instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:
+        # Pillow refuses a header past twice its own pixel limit before we can read the size: too large, not broken
+        raise too_large(
+            f"{source}: the image has more pixels than Pillow will open; the limit is {limits.max_image_pixels}: "
+            "send a smaller image",
+            param,
+            "image_too_large",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise bad_request(f"{source}: not an image (JPEG, PNG, WebP, GIF or BMP)", param, "invalid_image") from None
     if width * height > limits.max_image_pixels:
         raise too_large(
@@ -48,14 +60,24 @@ def image_from_url(url: str, settings: ServeSettings, param: str) -> RGBImage:
     return RGBImage(source, picture.width, picture.height, picture.pixels)
 
 
-def _image_bytes(url: str, settings: ServeSettings, param: str) -> tuple[bytes, str]:
+def _image_bytes(url: str, settings: ServeSettings, param: str, deadline: float | None) -> tuple[bytes, str]:
     if not isinstance(url, str) or not url:
         raise bad_request("image_url.url must be a non-empty string", param, "invalid_type")
+    if not url.startswith("data:") and any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in url):
+        # a space, CR/LF or NUL is no part of a URL or a path a client meant: refused before urllib or open() sees it
+        raise bad_request(
+            f"{url[:200]!r}: an image URL cannot hold spaces or control characters; percent-encode them",
+            param,
+            "invalid_image_url",
+        )
     if url.startswith("data:"):
         return data_uri_bytes(url, settings.limits.max_image_bytes, param), "data: URI"
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError:  # an unclosed [ of an IPv6 host
+        raise bad_request("image_url.url is not a valid URL", param, "invalid_image_url") from None
     if scheme in ("http", "https"):
-        return _remote(url, settings, param), url
+        return _remote(url, settings, param, deadline), url
     if scheme == "file" or url.startswith("/"):
         return local_file_bytes(url, settings, param)
     raise bad_request(
@@ -92,7 +114,12 @@ def local_file_bytes(url: str, settings: ServeSettings, param: str, kind: str = 
             code=f"{kind}_path_not_allowed",
         )
     path_text = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
-    path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
+    if "\0" in path_text:
+        raise bad_request(f"{path_text!r}: a path cannot hold a NUL character", param, f"invalid_{kind}_url")
+    try:
+        path = Path(path_text).resolve()  # symlinks and .. resolved: what is opened is what is checked
+    except (OSError, RuntimeError) as error:  # a loop of symbolic links, a name too long
+        raise bad_request(f"{path_text[:200]}: {_path_problem(error)}", param, f"{kind}_not_found") from None
     if not path.is_relative_to(settings.allow_files):
         raise APIError(
             403,
@@ -101,14 +128,29 @@ def local_file_bytes(url: str, settings: ServeSettings, param: str, kind: str = 
             param=param,
             code=f"{kind}_path_not_allowed",
         )
-    if not path.is_file():
-        raise bad_request(f"{path_text}: no such {kind} file", param, f"{kind}_not_found")
-    if path.stat().st_size > limit:
+    try:
+        if not path.is_file():
+            raise bad_request(f"{path_text[:200]}: no such {kind} file", param, f"{kind}_not_found")
+        if path.stat().st_size > limit:
+            raise too_large(f"{path_text}: the file is larger than the {kind} limit ({limit})", param)
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise bad_request(f"{path_text[:200]}: {_path_problem(error)}", param, f"{kind}_not_found") from None
+    if len(data) > limit:  # it grew since
         raise too_large(f"{path_text}: the file is larger than the {kind} limit ({limit})", param)
-    return path.read_bytes(), str(path)
+    return data, str(path)
 
 
-def _remote(url: str, settings: ServeSettings, param: str) -> bytes:
+def _path_problem(error: Exception) -> str:
+    if isinstance(error, RuntimeError) or getattr(error, "errno", None) == errno.ELOOP:
+        return "a loop of symbolic links; fix the link"
+    if getattr(error, "errno", None) == errno.ENAMETOOLONG:
+        return "the path or a name in it is too long"
+    return f"could not read it ({getattr(error, 'strerror', None) or error})"
+
+
+def _remote(url: str, settings: ServeSettings, param: str, deadline: float | None) -> bytes:
     if not settings.allow_remote:
         raise APIError(
             403,
@@ -117,12 +159,8 @@ def _remote(url: str, settings: ServeSettings, param: str) -> bytes:
             param=param,
             code="remote_images_not_allowed",
         )
-    limit = settings.limits.max_image_bytes
+    limits = settings.limits
     try:
-        with urllib.request.urlopen(url, timeout=REMOTE_TIMEOUT_S) as response:  # noqa: S310 - http(s) only, above
-            data = response.read(limit + 1)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise bad_request(f"{url}: could not fetch the image ({error})", param, "image_fetch_failed") from None
-    if len(data) > limit:
-        raise too_large(f"{url}: the image is larger than the image limit ({limit})", param)
-    return data
+        return fetch_or_refuse(url, limits.max_image_bytes, limits.fetch_timeout_s, deadline, param)
+    except FetchTimeout:
+        raise request_timeout(limits.timeout_s) from None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -13,7 +16,9 @@ import uvicorn
 
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
+from smolcli.errors import BadInput
 from smolcli.serve.app import create_app
+from smolcli.serve.http_protocol import protocol_with_header_deadline
 from smolcli.serve.settings import ServeSettings
 
 Report = Callable[[str], None]
@@ -23,16 +28,76 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, except that a SIGTERM ends it with exit status 0.
+# bigger than any request's headers a client sends, far below what a slow client could make the server hold
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def uvicorn_config(app, settings: ServeSettings, **overrides) -> uvicorn.Config:
+    """uvicorn's settings for the app: every wait a client can cause bounded (see ServeLimits)."""
+    limits = settings.limits
+    options = dict(
+        host=settings.host,
+        port=settings.port,
+        http=protocol_with_header_deadline(limits.header_timeout_s),
+        ws="none",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,  # the app writes its own line per request
+        timeout_keep_alive=limits.idle_timeout_s,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=limits.max_connections,
+        # answers being generated finish; stalled bodies are given up at once (the app's stopping event)
+        timeout_graceful_shutdown=int(limits.timeout_s) + 5,
+    )
+    return uvicorn.Config(app, **(options | overrides))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a port in use or a host that is not ours is one line."""
+    # as uvicorn chooses: IPv6 for an address with a colon, else IPv4 ("localhost" is 127.0.0.1, not ::1)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError):
+        raise BadInput(f"--host {host}: not an address or name this machine can listen on") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise BadInput(f"port {port} is in use on {host}: choose another --port (0 picks a free one)") from None
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise BadInput(f"--host {host}: not an address of this machine") from None
+        if error.errno == errno.EACCES:
+            raise BadInput(f"port {port} needs privileges on {host}: choose a port above 1023") from None
+        raise BadInput(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; a SIGTERM ends it with exit status 0, and stopping gives up unfinished request bodies.
 
     uvicorn re-raises a caught signal once it has shut down, which kills the process with that
     signal; a service manager (systemd, docker stop) reads a graceful SIGTERM stop as a clean exit.
+    uvicorn closes idle connections when it stops but waits for every request it has begun, one
+    whose body is still arriving (or stalled) included: the app's `stopping` event ends those.
     """
 
-    def __init__(self, config: uvicorn.Config, report: Report):
+    def __init__(self, config: uvicorn.Config, report: Report = lambda message: None):
         super().__init__(config)
         self.report = report
+
+    async def shutdown(self, sockets=None) -> None:
+        stopping: asyncio.Event | None = getattr(getattr(self.config.app, "state", None), "stopping", None)
+        if stopping is not None:
+            stopping.set()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -50,7 +115,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
-            self.report(f"smolcli serve: listening on http://{host}:{port} (OpenAI API at /v1)")
+            self.report(f"smolcli serve: listening on http://{host}:{port} (OpenAI API at /v1, ollama API at /api)")
 
 
 def serve(
@@ -68,19 +133,9 @@ def serve(
     >>> serve("smolvlm-256m", ServeSettings(port=8080))     # doctest: +SKIP
     """
     settings = settings or ServeSettings()
+    sock = listening_socket(settings.host, settings.port)
     app = create_app(model, settings, options)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http="h11",
-        ws="none",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,  # the app writes its own line per request
-        timeout_graceful_shutdown=int(settings.limits.timeout_s) + 5,
-    )
-    server = _Server(config, report)
+    server = Server(uvicorn_config(app, settings), report)
     worker = app.state.worker
 
     def load_failed(error: BaseException) -> None:
@@ -88,7 +143,8 @@ def serve(
         server.should_exit = True
 
     worker.on_load_failed = load_failed
-    server.run()
+    with sock:
+        server.run(sockets=[sock])
     if worker.load_error is not None:
         raise worker.load_error
     report("smolcli serve: stopped")

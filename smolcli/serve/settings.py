@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,12 @@ class ServeLimits:
     conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
     max_frames: int | None = None  # a video_url clip's frames at most (None: the release's 64)
     video_fps: float | None = None  # frames sampled per second of a clip (None: the release's 1)
+    # what a client may take of the server before sending a whole request (each a 408, or the socket closed):
+    header_timeout_s: float = 10.0  # a request's headers, from the connection (or the last answer) on
+    body_timeout_s: float = 60.0  # a request's whole body, from its headers on
+    idle_timeout_s: float = 5.0  # a kept-alive connection between requests
+    max_connections: int = 100  # open connections and requests together; a request beyond is a 503
+    fetch_timeout_s: float = 10.0  # one --allow-remote image, from connecting to its last byte
 
     def __post_init__(self) -> None:
         for name in (
@@ -36,6 +43,7 @@ class ServeLimits:
             "max_image_pixels",
             "max_tokens",
             "conversations",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise BadInput(f"serve limit {name} must be at least 1, not {getattr(self, name)}")
@@ -46,20 +54,24 @@ class ServeLimits:
             raise BadInput(f"serve limit max_frames must be at least 1, not {self.max_frames}")
         if self.video_fps is not None and not self.video_fps > 0:
             raise BadInput(f"serve limit video_fps must be more than 0, not {self.video_fps}")
-        if self.timeout_s <= 0:
-            raise BadInput(f"serve limit timeout_s must be positive, not {self.timeout_s}")
+        for name in ("timeout_s", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "fetch_timeout_s"):
+            # nan compares false with everything and inf never ends: both would make a limit no limit
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise BadInput(f"serve limit {name} must be a positive number of seconds, not {value}")
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    api_key: str | None = None  # when set, every /v1 request needs "Authorization: Bearer <key>"
+    api_key: str | None = None  # when set, every /v1, /api and /metrics request needs "Authorization: Bearer <key>"
     allow_files: Path | None = None  # image_url file:// paths are read only from under this folder
     allow_remote: bool = False  # image_url http(s) addresses are fetched only when allowed
     model_id: str | None = None  # the name /v1/models lists (default: the model file's name)
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_requests: bool = True  # one line per request on stderr
+    ui: bool = True  # the chat and camera page at / (--no-ui: a 404 there)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -70,4 +82,6 @@ class ServeSettings:
                 raise BadInput(f"{folder}: --allow-files needs an existing folder")
             object.__setattr__(self, "allow_files", folder.resolve())
         if self.api_key is not None and not self.api_key.strip():
-            raise BadInput("the API key is empty: give a key, or none to serve without one")
+            raise BadInput(
+                "the API key is empty (--api-key or SMOLCLI_API_KEY): give a key, or unset it to serve without one"
+            )

@@ -22,7 +22,7 @@ from smolcli.api.chat import Chat
 from smolcli.api.model import Model
 from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
 from smolcli.runtime.llama.context_size import GRANULE
-from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling
+from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling, request_timeout
 from smolcli.serve.chat_request import ChatRequest, Turn
 from smolcli.serve.conversations import Conversations, history_key
 from smolcli.serve.metrics import Metrics
@@ -130,6 +130,8 @@ class ModelWorker:
                 job.state = "cancelled"
                 self._admitted -= 1
                 self.metrics.add(cancelled=1)
+                # the request's handler is waiting on this job's events: it ends now, not at its time limit
+                job.emit("error", client_closed())
 
     def stop(self, timeout: float | None = None) -> None:
         """After the jobs already queued: close the model and end the thread."""
@@ -182,13 +184,13 @@ class ModelWorker:
                 job.emit("error", timeout_error(self.limits))
             else:
                 self.metrics.add(cancelled=1)
-                job.emit("error", APIError(499, "the client closed the connection", code="client_closed"))
+                job.emit("error", client_closed())
         except APIError as error:
             self.metrics.add(failed=1)
             job.emit("error", error)
         except SmolcliError as error:
             self.metrics.add(failed=1)
-            job.emit("error", from_library(error))
+            job.emit("error", from_library(error, job.request.fields))
         except Exception as error:  # noqa: BLE001 - one request failed; the server goes on
             self.metrics.add(failed=1)
             print(f"smolcli serve: error while answering: {type(error).__name__}: {error}", file=sys.stderr)
@@ -198,8 +200,10 @@ class ModelWorker:
         request = job.request
         key = history_key(request.system, request.history)
         chat = self.conversations.take(key) if request.history else None
+        # a context size asked for (ollama's num_ctx) is at most the model's own; the server's --ctx wins
+        asked = None if self.model.options.ctx or not request.ctx else min(request.ctx, self.model.engine.n_ctx_train)
         try:
-            return self._send(job, chat, key, ctx=None)
+            return self._send(job, chat, key, ctx=asked)
         except ContextFull as error:
             # a kept conversation's context, or one sized for its first turn, can be too small for
             # this request: once, a new Chat with a context sized for everything, up to the model's
@@ -264,7 +268,8 @@ class ModelWorker:
         except AnswerTruncated as error:
             # the request's parameter that cut it (a full context is the server's setting, no parameter)
             param = error.facts.get("setting") if error.facts.get("setting") in ("max_tokens", "stop") else None
-            raise bad_request(error.text(http_spelling), param, "answer_truncated") from None
+            message = error.text(lambda setting, value: http_spelling(setting, value, request.fields))
+            raise bad_request(message, param, "answer_truncated") from None
         finally:
             if not kept:
                 # a failed or stopped turn leaves the Chat's history as it was, but its images stay
@@ -278,10 +283,9 @@ class ModelWorker:
                     chat.close()
 
 
+def client_closed() -> APIError:
+    return APIError(499, "the client closed the connection", code="client_closed")
+
+
 def timeout_error(limits: ServeLimits) -> APIError:
-    return APIError(
-        408,
-        f"the request took longer than the server's limit of {limits.timeout_s:g} s (--timeout)",
-        "timeout_error",
-        code="request_timeout",
-    )
+    return request_timeout(limits.timeout_s)

@@ -35,3 +35,23 @@ def write_clip(path: Path, seconds: int, fps: int, width: int, height: int) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, buffer.getvalue())
     return path
+
+
+def write_timed_clip(path: Path, stamps: list[float], width: int = 32, height: int = 24, rate: int = 25) -> Path:
+    """An H.264 clip (MKV keeps the gaps) with one frame at each of `stamps` seconds, e.g. [0, 1, 997200]: a clip
+    whose timing is sparse, as damaged or variable-rate recordings are."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(rate))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, seconds in enumerate(stamps):
+            pixels = np.full((height, width, 3), index * 40 % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = int(seconds * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

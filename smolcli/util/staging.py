@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from smolcli.errors import SmolcliError
+from smolcli.errors import BadInput, SmolcliError
 
 
 @contextmanager
@@ -73,12 +74,40 @@ def swap_in(stage: Path, target: Path, commit: Callable[[], None] = lambda: None
         shutil.rmtree(previous, ignore_errors=True)
 
 
+def check_replaceable(target: Path) -> None:
+    """BadInput when `target` exists and is not a regular file (a device, a FIFO, a socket, a folder): a rename
+    would put a plain file where it was (`/save /dev/full` left a file in /dev), so it is refused instead."""
+    try:
+        mode = os.stat(target).st_mode  # through a symbolic link: what it points at is what would be replaced
+    except FileNotFoundError:
+        return
+    except ValueError:
+        raise BadInput(f"{target!r}: a path cannot hold a NUL character") from None
+    except OSError:
+        return  # a loop or a name too long: the write itself says what is wrong
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise BadInput(f"{target}: is {kind}, not a regular file; give the path of a file to write")
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 @contextmanager
 def staged_file(target: Path) -> Iterator[Path]:
-    """A hidden temporary name beside `target`: renamed over it when the block ends without an error, else removed."""
+    """A hidden temporary name beside `target`: renamed over it when the block ends without an error, else removed.
+    A target that exists and is not a regular file is refused before anything is written."""
+    check_replaceable(target)
     temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield temp
+        check_replaceable(target)  # it may have become one meanwhile
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

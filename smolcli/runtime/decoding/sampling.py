@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from smolcli.errors import BadInput, SmolcliError
+from smolcli.util.c_stderr import captured_c_stderr
 
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a seed itself
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
@@ -59,11 +61,7 @@ class Sampler:
         self.handle = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._candidates: np.ndarray | None = None  # sample()'s llama_token_data array, reused
         if grammar is not None:
-            stage = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
-            if not stage:
-                self.close()
-                raise BadInput("llama.cpp could not parse the {grammar} (rerun with {verbose} for its log)")
-            self._add(stage)
+            self._add(self._grammar_stage(grammar, vocab))
         if options.greedy:
             self._add(llama_cpp.llama_sampler_init_greedy())
             return
@@ -101,6 +99,27 @@ class Sampler:
         token = int(chosen.id)
         llama_cpp.llama_sampler_accept(self.handle, token)
         return token
+
+    def _grammar_stage(self, grammar: str, vocab):
+        # llama.cpp prints a grammar it cannot parse, whole, with fprintf(stderr): its reason is kept for
+        # our one line, the dump never reaches the user (only what else was written is passed on)
+        with captured_c_stderr() as printed:
+            stage = self._llama.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if stage:
+            if printed.text:
+                sys.stderr.write(printed.text)
+            return stage
+        self.close()
+        reason = next(
+            (
+                line.split("error parsing grammar:", 1)[1].strip()
+                for line in printed.text.splitlines()
+                if "error parsing grammar:" in line
+            ),
+            "",
+        )
+        reason = f" ({reason[:160]})" if reason else ""
+        raise BadInput(f"llama.cpp could not parse the {{grammar}}{reason}")
 
     def _add(self, stage) -> None:
         self._llama.llama_sampler_chain_add(self.handle, stage)

@@ -52,10 +52,11 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
   vision_compute  ORT's arena for one tile's run (the encoder runs a tile at a time): about three
                   [patches, ff] float buffers and four [patches, width] ones; 256M: 50 MB by the formula,
                   44 MB measured (graph format 6; format 5's head-pair scores took 90-95 MB)
-  vision_build    only when the ONNX file is not cached yet: the first run builds it (one tensor at a time
-                  in float32, the int8 initializers and the graph's copy of them, the serialized bytes, the
-                  mmproj's mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx
-                  package's import; 256M: 577 MB measured over the imports (641 MB peak), 87.6M parameters
+  vision_build    only when the ONNX file is not cached yet: the first run builds it, each initializer written
+                  to the weights file as it is made (one tensor in float32 and int8 at a time, the mmproj's
+                  mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx package's
+                  import; 256M: 180 MB measured over the imports (221 MB peak), 87.6M parameters. The build
+                  ends before the session loads, so counting both errs high
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
   runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
@@ -312,7 +313,7 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
 # resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
 # is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
 ONNX_INT8_RESIDENT = 1.3
-ONNX_BUILD_PER_PARAM = 7  # peak bytes per vision parameter while the ONNX file is built (measured 6.6 on 256M)
+ONNX_BUILD_PER_PARAM = 2.5  # peak bytes per vision parameter while the ONNX file is built (measured 2.05 on 256M)
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
 ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
 
@@ -341,7 +342,7 @@ def onnx_compute_bytes(dims: VisionDims) -> int:
 
 
 def onnx_build_bytes(dims: VisionDims) -> int:
-    return ONNX_BUILD_FIXED + ONNX_BUILD_PER_PARAM * sum(vision_parameters(dims))
+    return ONNX_BUILD_FIXED + round(ONNX_BUILD_PER_PARAM * sum(vision_parameters(dims)))
 
 
 def onnx_images_bytes(dims: VisionDims, images: tuple[tuple[int, int], ...]) -> int:

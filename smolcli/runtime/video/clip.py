@@ -14,6 +14,8 @@ each kept frame's timestamp is its own presentation time in the stream's time ba
 from __future__ import annotations
 
 import io
+import os
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -28,8 +30,10 @@ from smolcli.errors import BadInput
 from smolcli.runtime.video.frame_resize import resize_planes, to_rgb
 from smolcli.runtime.video.frame_workers import FrameWorkers
 from smolcli.runtime.vision.image_tiles import MAX_IMAGE_SIZE, even_longest_edge_size
-from smolcli.runtime.vision.images import STDIN, RGBImage
+from smolcli.runtime.vision.images import FIFO_WAIT_SECONDS, STDIN, RGBImage
+from smolcli.util.bounded_read import NoWriter, TooLarge, read_path
 
+MAX_CLIP_BYTES = 1 << 30  # read from a named pipe into memory: a clip that large is a file, not a pipe's
 SKIP_SECONDS = 1  # the first and last second are skipped when the clip is long enough
 SEEK_AHEAD_SECONDS = 10.0  # a sampled frame further ahead than this is reached by seeking, not decoding through
 
@@ -195,6 +199,7 @@ class VideoClip:
         number = -1  # frame number in decode order; after a seek, derived from the frame's time
         position = 0
         sought = None  # the target last sought: a seek lands on the keyframe before it, decoded through from there
+        decoded = 0  # frames the decoder gave, sampled or not: some but none kept means the timing is broken
         with FrameWorkers() as workers:
             try:
                 decoder = self.container.decode(self.stream)
@@ -206,6 +211,7 @@ class VideoClip:
                     frame = next(decoder, None)
                     if frame is None:
                         break
+                    decoded += 1
                     seconds = self._seconds(frame, start)
                     number = number + 1 if number is not None else int(round(seconds * plan.fps))
                     while position < len(wanted) and number >= wanted[position]:
@@ -216,6 +222,13 @@ class VideoClip:
             except av.error.FFmpegError as error:
                 raise BadInput(f"{self.label}: damaged or truncated video ({error.strerror or error})") from None
             _collect(kept, workers.finish(), len(wanted), progress)
+        if not kept and decoded:
+            # frames decode, but their timestamps are far apart (0 s, 1 s, then 277 h): the clip's timing is broken
+            raise BadInput(
+                f"{self.label}: {decoded} frames decoded but none at the sampled times: its timestamps span"
+                f" {_duration_text(plan.duration)} with gaps, so it cannot be sampled evenly; re-encode it at a"
+                " constant frame rate (ffmpeg -i IN -r 30 OUT.mp4)"
+            )
         if not kept:
             raise BadInput(f"{self.label}: no frame could be decoded (damaged or truncated video?)")
         return kept
@@ -307,6 +320,19 @@ class AnimatedImageClip:
         self.close()
 
 
+def _duration_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def open_clip(source) -> "VideoClip | AnimatedImageClip":
     """A clip from a path, '-' (stdin) or bytes; animated WebP goes through Pillow, everything else PyAV."""
     if isinstance(source, (bytes, bytearray, memoryview)) or str(source) == STDIN:
@@ -316,6 +342,19 @@ def open_clip(source) -> "VideoClip | AnimatedImageClip":
             return AnimatedImageClip(data, label)
         return VideoClip(data, label)
     path = Path(source).expanduser()
+    if _is_fifo(path):
+        # PyAV would open a named pipe and wait forever for a writer; images give up after a while, so do clips
+        try:
+            return open_clip(read_path(path, MAX_CLIP_BYTES, FIFO_WAIT_SECONDS))
+        except NoWriter:
+            raise BadInput(
+                f"{path}: a named pipe that nothing wrote to within {FIFO_WAIT_SECONDS:g} s; write the clip into it"
+                " first, or give the file itself"
+            ) from None
+        except TooLarge:
+            raise BadInput(
+                f"{path}: more than {MAX_CLIP_BYTES >> 20} MiB came through this pipe; give the file"
+            ) from None
     if path.is_file():
         with open(path, "rb") as file:
             head = file.read(12)

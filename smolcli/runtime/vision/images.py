@@ -133,6 +133,8 @@ def load_image(source: str | Path) -> RGBImage:
         except TooLarge:
             raise _too_large("stdin") from None
     path = Path(source).expanduser()
+    if "\0" in str(path):
+        raise BadInput(f"{str(path)!r}: a path cannot hold a NUL character; check the image path")
     try:
         data = read_path(path, MAX_IMAGE_BYTES, FIFO_WAIT_SECONDS)
     except TooLarge:

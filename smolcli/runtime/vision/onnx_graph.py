@@ -12,6 +12,7 @@ attention is onnxruntime's MultiHeadAttention (or, for comparison, plain MatMul 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,12 +150,46 @@ def check_shapes(path: Path, w: VisionWeights) -> None:
 Linear = Callable[["Graph", str, np.ndarray, "np.ndarray | None", str], str]
 
 
-class Graph:
-    """A small helper over onnx.helper: named constants, nodes, fresh names."""
+class WeightsFile:
+    """Initializers written to the external data file as the graph is built, so that a build never holds the
+    model's weights: the graph keeps each large tensor's offset and length only (onnx's external data layout).
+    Built whole in memory and then saved, a first run peaked at 0.60 GB against 0.31 GB for later runs on 256M.
+    """
 
-    def __init__(self):
+    INLINE_BYTES = 1024  # smaller tensors (shapes, scalars) stay in the graph, as onnx.save's size_threshold
+    ALIGN = 64 * 1024  # large tensors start on a boundary ORT can map; onnx's largest allowed padding
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = path.open("wb")
+
+    def tensor(self, name: str, array: np.ndarray):
+        from onnx import TensorProto, helper, numpy_helper
+
+        if array.nbytes < self.INLINE_BYTES:
+            return numpy_helper.from_array(array, name)
+        offset = self.file.seek(0, os.SEEK_END)
+        if array.nbytes >= self.ALIGN and offset % self.ALIGN:
+            offset = self.file.seek(offset + self.ALIGN - offset % self.ALIGN)
+        self.file.write(array.astype(array.dtype.newbyteorder("<"), copy=False).data)
+        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.path.name), ("offset", offset), ("length", array.nbytes)):
+            tensor.external_data.add(key=key, value=str(value))
+        return tensor
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Graph:
+    """A small helper over onnx.helper: named constants, nodes, fresh names. With a WeightsFile, large constants
+    go to that file as they are made."""
+
+    def __init__(self, weights_file: WeightsFile | None = None):
         self.nodes: list = []
         self.initializers: list = []
+        self.weights_file = weights_file
         self._count = 0
 
     def name(self, base: str) -> str:
@@ -164,7 +199,11 @@ class Graph:
     def const(self, name: str, array: np.ndarray) -> str:
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.ascontiguousarray(array)
+        if self.weights_file is not None:
+            self.initializers.append(self.weights_file.tensor(name, array))
+        else:
+            self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def op(self, op_type: str, inputs: list[str], base: str = "", **attrs) -> str:
@@ -254,14 +293,21 @@ def multi_head_attention(g: Graph, h: str, p: str, heads: int, linear: Linear, t
     return g.op("MultiHeadAttention", [q, k, v], p + "attn", domain=MS_DOMAIN, num_heads=heads)
 
 
-def build_model(w: VisionWeights, linear: Linear = float_linear, opset: int = OPSET, attention: str = ATTENTION):
-    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS."""
+def build_model(
+    w: VisionWeights,
+    linear: Linear = float_linear,
+    opset: int = OPSET,
+    attention: str = ATTENTION,
+    weights_file: WeightsFile | None = None,
+):
+    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS. With weights_file, its large
+    initializers are in that file (save the proto beside it, as is), else all in the proto."""
     from onnx import TensorProto, helper
 
     if attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}, not one of {ATTENTIONS}")
 
-    g = Graph()
+    g = Graph(weights_file)
     t = w.tensors
     width, heads, grid, s = w.width, w.heads, w.grid, w.scale_factor
     head_dim = width // heads

@@ -37,6 +37,7 @@ from smolcli.runtime.vision.onnx_graph import (
     Graph,
     Linear,
     VisionWeights,
+    WeightsFile,
     build_model,
     float_linear,
 )
@@ -182,13 +183,15 @@ def _uint8(value: int):
     return numpy_helper.from_array(np.array([value], np.uint8))
 
 
-def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION):
-    """The int8 ModelProto of this kind (see INT8_KINDS), attention as onnx_graph.ATTENTIONS."""
+def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION, weights_file: WeightsFile | None = None):
+    """The int8 ModelProto of this kind (see INT8_KINDS), attention as onnx_graph.ATTENTIONS; weights_file as
+    onnx_graph.build_model's ("dynamic", ORT's own quantizer, reads every weight from the proto: built in memory)."""
     if kind == "dynamic":  # its quantizer's shape inference cannot see through MultiHeadAttention
         return quantize_dynamic_model(build_model(weights, attention="matmul"))
     if kind not in LINEARS:
         raise ValueError(f"unknown int8 kind {kind!r}")
-    return build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET, attention=ATTENTION_OF.get(kind, attention))
+    attention = ATTENTION_OF.get(kind, attention)
+    return build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET, attention=attention, weights_file=weights_file)
 
 
 def quantize_dynamic_model(model):

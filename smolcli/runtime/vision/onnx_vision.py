@@ -59,15 +59,27 @@ def onnxruntime_available() -> bool:
 WEIGHTS_FILE = "weights.data"  # the initializers beside the graph: ORT maps them, the protobuf holds none
 
 
-def _stage_and_save(model, target: Path) -> None:
-    """target: <folder>/<form>/model.onnx with its weights beside it, staged as a hidden folder and renamed whole.
+def _build(weights, precision: str, int8_kind: str, weights_file=None):
+    from smolcli.runtime.vision.onnx_graph import build_model
+    from smolcli.runtime.vision.onnx_int8 import build_int8
 
-    With the weights in their own file, loading a session reads no 100 MB protobuf beside the initializers
-    and MLAS's packed copy of them: 256M's session peaks about 45 MB lower than from one file.
+    if precision == "fp32":
+        return build_model(weights, weights_file=weights_file)
+    return build_int8(weights, int8_kind, weights_file=weights_file)
+
+
+def _build_staged(weights, precision: str, int8_kind: str, target: Path) -> None:
+    """target: <folder>/<form>/model.onnx with its weights beside it, built in a hidden folder and renamed whole.
+
+    The weights go to their file tensor by tensor as the graph is built (onnx_graph.WeightsFile), so the build
+    holds one tensor at a time, never the model; and with the weights in their own file, loading a session reads
+    no 100 MB protobuf beside the initializers and MLAS's packed copy of them.
     """
     import shutil
 
     import onnx
+
+    from smolcli.runtime.vision.onnx_graph import WeightsFile
 
     built = target.parent
     built.parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +87,19 @@ def _stage_and_save(model, target: Path) -> None:
     shutil.rmtree(stage, ignore_errors=True)
     try:
         stage.mkdir()
-        onnx.save(
-            model,
-            stage / target.name,
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=WEIGHTS_FILE,
-            size_threshold=1024,
-        )
+        weights_file = WeightsFile(stage / WEIGHTS_FILE)
+        try:
+            model = _build(weights, precision, int8_kind, weights_file)
+        finally:
+            weights_file.close()
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            # a form built whole in memory ("dynamic"): saved the usual way
+            onnx.save(
+                model, stage / target.name, save_as_external_data=True, location=WEIGHTS_FILE, size_threshold=1024
+            )
+        else:
+            onnx.save(model, stage / target.name)
+        del model
         try:
             os.replace(stage, built)
         except OSError:
@@ -129,20 +146,16 @@ def build_or_reuse(
     Where the cache cannot be written (a read-only or full disk), the model is built in memory and its
     bytes returned instead: the answer does not need the cache, only the next run's speed does.
     """
-    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
-    from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_graph import read_vision_weights
 
     target = cached_path(mmproj, precision, folder, int8_kind)
     if target.is_file():
         return target
     weights = read_vision_weights(mmproj)
-    model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
     try:
-        _stage_and_save(model, target)
+        _build_staged(weights, precision, int8_kind, target)
     except OSError:
-        # saving moved the weights out of the proto; built again, whole, in memory
-        model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
-        return model.SerializeToString()
+        return _build(weights, precision, int8_kind).SerializeToString()  # no cache to write: whole, in memory
     return target
 
 
@@ -255,7 +268,8 @@ class OnnxVisionEncoder:
             for slot in slots
         )
 
-    def _session_for(self, mmproj: GGUFSummary):
+    def session_for(self, mmproj: GGUFSummary):
+        """The ONNX Runtime session of this mmproj's encoder, built or loaded once and kept (the video bench times it)."""
         if self._session is not None and self._session_mmproj == mmproj.path:
             return self._session
         import onnxruntime as ort
@@ -297,7 +311,7 @@ class OnnxVisionEncoder:
             return None
         try:
             try:
-                return self._session_for(mmproj)
+                return self.session_for(mmproj)
             except ImportError as missing:  # installed but broken: as good as missing
                 raise ModelFileError(f"onnxruntime could not be imported ({missing})", path=mmproj.path) from None
         except ModelFileError as error:
