@@ -91,11 +91,14 @@ def test_odd_file_paths_are_400_in_one_line(served):
     assert "Traceback" not in log.read_text()
 
 
-@pytest.mark.parametrize("url", ["http://example.com/a b.png", "http://example.com/a.png\r\nX-Injected: 1"])
-def test_a_url_with_a_space_or_crlf_is_400(served, url):
+def test_a_url_with_crlf_is_400_and_one_with_a_space_is_refused_before_any_fetch(served):
+    """CR/LF is refused in every URL and path; a space in an http(s) URL is refused by the fetcher under
+    --allow-remote (tests/test_serve_limits.py), and here, without it, as a remote image."""
     server = served[0]
-    status, _, body = _ask(server, {"messages": [image_message(url)]})
+    status, _, body = _ask(server, {"messages": [image_message("http://example.com/a.png\r\nX-Injected: 1")]})
     assert_error(status, body, 400, "invalid_image_url", PARAM)
+    status, _, body = _ask(server, {"messages": [image_message("http://example.com/a b.png")]})
+    assert_error(status, body, 403, "remote_images_not_allowed", PARAM)
     good_request(server)
 
 

@@ -63,10 +63,11 @@ def image_from_url(url: str, settings: ServeSettings, param: str, deadline: floa
 def _image_bytes(url: str, settings: ServeSettings, param: str, deadline: float | None) -> tuple[bytes, str]:
     if not isinstance(url, str) or not url:
         raise bad_request("image_url.url must be a non-empty string", param, "invalid_type")
-    if not url.startswith("data:") and any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in url):
-        # a space, CR/LF or NUL is no part of a URL or a path a client meant: refused before urllib or open() sees it
+    if not url.startswith("data:") and any(ord(char) < 0x20 or char == "\x7f" for char in url):
+        # CR/LF or NUL is no part of a URL or a path a client meant: refused before urllib or open() sees it (a
+        # space is refused in http(s) URLs by remote_fetch.check_url, and may stand in a local file's name)
         raise bad_request(
-            f"{url[:200]!r}: an image URL cannot hold spaces or control characters; percent-encode them",
+            f"{url[:200]!r}: an image URL cannot hold a control character; percent-encode it",
             param,
             "invalid_image_url",
         )
