@@ -4,9 +4,9 @@ Library `ask` (text, an image, logprobs, a JSON schema), a chat and its follow-u
 turns, a video question and a video chat turn, a batch, `smolcli ask --json`, and error lines with their exit codes.
 The greedy text, token ids, finish reasons, usage counts and logprobs are compared; timings and paths are not.
 
-The cases run in a fresh Python process, as a user's run would: in the suite's own process a video answer's
-logprobs move by 2e-3 after the tests before it have run (the branch point's code does the same, so it is not
-a change of behaviour, but it is not what a user sees either).
+The cases run in a fresh Python process, as a user's run would. A video answer's logprobs are compared within
+VIDEO_LOGPROB_TOLERANCE: on a loaded machine they moved by up to 3e-3 from run to run (-3.6792, -3.6769, -3.6800
+for one token), the branch point's code as well, so that is not this branch's doing; its tokens and text are exact.
 
 Record again (only when a change of behaviour is meant): SMOLCLI_RECORD_GOLDEN=1 pytest tests/test_golden.py
 """
@@ -34,6 +34,7 @@ from smolcli.synthetic.random_checkpoint import write_random_checkpoint
 GOLDEN = Path(__file__).parent / "golden" / "answers.json"
 RECORD = os.environ.get("SMOLCLI_RECORD_GOLDEN") == "1"
 LOGPROB_TOLERANCE = 1e-4  # the same machine gives the same floats; another CPU's kernels may round otherwise
+VIDEO_LOGPROB_TOLERANCE = 1e-2  # a clip's answers: see the docstring
 LONG = "Describe this picture in words " * 40
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
@@ -173,7 +174,8 @@ def cli_cases(model_path: Path, square: Path) -> dict:
 def close(found, expected, where: str = "") -> None:
     """Equal, floats within LOGPROB_TOLERANCE."""
     if isinstance(expected, float) and isinstance(found, float):
-        assert math.isclose(found, expected, abs_tol=LOGPROB_TOLERANCE), (where, found, expected)
+        tolerance = VIDEO_LOGPROB_TOLERANCE if where.startswith((".ask_video", ".chat_video")) else LOGPROB_TOLERANCE
+        assert math.isclose(found, expected, abs_tol=tolerance), (where, found, expected)
     elif isinstance(expected, dict) and isinstance(found, dict):
         assert sorted(found) == sorted(expected), (where, sorted(found), sorted(expected))
         for key in expected:
