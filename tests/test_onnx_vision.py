@@ -380,3 +380,23 @@ def test_float_weights_in_pieces_along_k_give_the_same_embeddings(tiny_pair, ima
     model = onnx_graph.build_model(weights)
     assert sum(node.op_type == "Sum" for node in model.graph.node) > 0
     assert np.abs(run(model) - whole).max() < 1e-5 * np.abs(whole).max()
+
+
+def test_a_large_gain_checkpoint_differs_from_its_plain_twin_only_in_the_chosen_layer_norm_channels(converted):
+    """The test helper for trained towers' statistics: the same weights, the vision LayerNorms' few channels x gain."""
+    from smolcli.runtime.vision.onnx_graph import read_vision_weights
+    from smolcli.synthetic.random_checkpoint import LARGE_GAIN, large_gain_channels
+
+    plain = read_vision_weights(converted("F32", "F32", "SmolVLM").mmproj).tensors
+    gained = read_vision_weights(converted("F32", "F32", "SmolVLM", LARGE_GAIN).mmproj).tensors
+    channels = large_gain_channels(plain["v.post_ln.weight"].shape[0])
+    norms = [name for name in plain if name.endswith(("ln1.weight", "ln2.weight", "post_ln.weight"))]
+    assert len(norms) == 5 and len(channels) == 3  # 2 layers x 2 + post-layernorm
+    for name in plain:
+        a, b = plain[name], gained[name]
+        if name in norms:
+            np.testing.assert_allclose(b[channels], a[channels] * LARGE_GAIN, rtol=1e-2)  # BF16 source
+            others = np.setdiff1d(np.arange(len(a)), channels)
+            assert np.array_equal(a[others], b[others])
+        else:
+            assert np.array_equal(a, b), name
