@@ -80,7 +80,9 @@ def tile_cosine(mmproj: Path, image: Path, kind: str, folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", default="asym-fp32-o", help="ONNX int8 forms (onnx_int8.INT8_KINDS)")
+    parser.add_argument(
+        "--kinds", default="outlier-asym-fp32-o,asym-fp32-o", help="ONNX int8 forms (onnx_int8.INT8_KINDS)"
+    )
     parser.add_argument("--gains", default="1,40", help="vision LayerNorm gains of the large channels")
     parser.add_argument("--generations", default="SmolVLM,SmolVLM2")
     args = parser.parse_args()
