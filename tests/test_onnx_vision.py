@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -447,3 +448,29 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
     assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
+
+
+def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):
+    """The self-check when the default int8 graph is built: on a large-gain checkpoint whose outlier channels the
+    graph does not find (layer_outliers patched to find none: per-row int8 falls to cosine 0.98 on the probe),
+    the fp32 graph is built instead, one stderr line says so, and --json's vision_engine says onnx-fp32; the next
+    run reuses the verdict silently. The same checkpoint with its outliers found keeps int8."""
+    from smolcli.runtime.vision import onnx_int8
+
+    pair = converted("F32", "F32", "SmolVLM", LARGE_GAIN)
+    runner = CliRunner()
+    base = ["ask", "-m", str(pair.model), "-i", str(images["wide"]), "-n", "1", "--json", "-ngl", "0", "What?"]
+    kept = runner.invoke(app, base)
+    assert kept.exit_code == 0, kept.output
+    assert json.loads(kept.stdout)["vision_engine"] == "onnx-int8" and "probe image" not in kept.stderr
+    for path in onnx_folder().iterdir():  # built again below under the same name
+        if path.name != "file-digests":
+            shutil.rmtree(path)
+    monkeypatch.setattr(onnx_int8, "layer_outliers", lambda weights: {})
+    first, second = runner.invoke(app, base), runner.invoke(app, base)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    assert first.stderr.count("probe image") == 1 and "encoded in fp32" in first.stderr
+    assert "probe image" not in second.stderr
+    assert json.loads(first.stdout)["vision_engine"] == json.loads(second.stdout)["vision_engine"] == "onnx-fp32"
+    (marker,) = onnx_folder().glob("*.fp32.json")
+    assert json.loads(marker.read_text())["probe_cosine"] < 0.999

@@ -12,6 +12,7 @@ in one run took 1.7 GB) at no cost in speed: a tile's 1024 rows already fill the
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -124,26 +125,96 @@ def clear_built() -> tuple[int, int]:
 def build_or_reuse(
     mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND
 ) -> Path | bytes:
-    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be.
+    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be."""
+    return build(mmproj, precision, folder, int8_kind).source
+
+
+@dataclass(frozen=True)
+class Built:
+    """An ONNX build: its file (or bytes), the precision it computes in, and the int8 self-check's cosine."""
+
+    source: Path | bytes
+    precision: str  # what was asked, or "fp32" where the int8 graph failed its self-check
+    probe_cosine: float | None = None
+
+
+def fallback_marker(target: Path) -> Path:
+    """Beside an int8 build's folder: the file that says its int8 graph failed the self-check (fp32 runs instead)."""
+    return target.parent.with_name(target.parent.name + ".fp32.json")
+
+
+def runs_as(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> str:
+    """The precision this mmproj's images are encoded in: `precision`, or fp32 after a failed int8 self-check."""
+    if precision != "int8" or int8_kind != INT8_KIND:
+        return precision
+    return "fp32" if fallback_marker(cached_path(mmproj, precision, folder, int8_kind)).is_file() else precision
+
+
+def build(
+    mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND, threads: int = 2
+) -> Built:
+    """build_or_reuse's build, and what it computes in.
 
     Where the cache cannot be written (a read-only or full disk), the model is built in memory and its
     bytes returned instead: the answer does not need the cache, only the next run's speed does.
+    The default int8 form checks itself against fp32 on a probe image when it is built (onnx_probe); under
+    PROBE_BOUND the fp32 graph is built instead, said once on stderr, and a marker keeps the choice.
     """
     from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
     from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine
 
     target = cached_path(mmproj, precision, folder, int8_kind)
+    self_check = precision == "int8" and int8_kind == INT8_KIND  # other kinds: benchmarks measure them as they are
+    marker = fallback_marker(target)
+    if self_check and marker.is_file():
+        cosine = _marked_cosine(marker)
+        return Built(build(mmproj, "fp32", folder, threads=threads).source, "fp32", cosine)
     if target.is_file():
-        return target
+        return Built(target, precision)
     weights = read_vision_weights(mmproj)
-    model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
+
+    def make():
+        return build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
+
+    model, cosine = make(), None
+    if self_check:
+        cosine = probe_cosine(weights, model, threads)
+        if cosine < PROBE_BOUND:
+            print(
+                f"smolcli: the int8 vision encoder of {mmproj.name} is off its fp32 form on a probe image (tile cosine "
+                f"{cosine:.5f} < {PROBE_BOUND}); its images are encoded in fp32 instead (slower, exact)",
+                file=sys.stderr,
+            )
+            del model
+            _write_marker(marker, cosine)
+            return Built(build(mmproj, "fp32", folder, threads=threads).source, "fp32", cosine)
     try:
         _stage_and_save(model, target)
     except OSError:
         # saving moved the weights out of the proto; built again, whole, in memory
-        model = build_model(weights) if precision == "fp32" else build_int8(weights, int8_kind)
-        return model.SerializeToString()
-    return target
+        return Built(make().SerializeToString(), precision, cosine)
+    return Built(target, precision, cosine)
+
+
+def _marked_cosine(marker: Path) -> float | None:
+    try:
+        return float(json.loads(marker.read_text())["probe_cosine"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_marker(marker: Path, cosine: float) -> None:
+    """The self-check's verdict, written whole (a hidden name renamed); a cache that cannot be written: none."""
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND
+
+    staged = marker.with_name(f".{marker.name}.{os.getpid()}")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps({"runs": "fp32", "probe_cosine": cosine, "bound": PROBE_BOUND}))
+        os.replace(staged, marker)
+    except OSError:
+        staged.unlink(missing_ok=True)
 
 
 KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
@@ -183,10 +254,14 @@ class OnnxVisionEncoder:
     _refused: set = field(default_factory=set)  # mmproj paths that could not be converted
     _tiles: OrderedDict = field(default_factory=OrderedDict)  # digest -> [tiles, tokens, n_embd], the last few
     build_seconds: float = 0.0
+    runs: str = ""  # the precision the last mmproj's images are encoded in (runs_as): precision, or fp32
 
     @property
     def name(self) -> str:
-        return f"onnx-{self.precision}"
+        return f"onnx-{self.runs or self.precision}"
+
+    def _note_mmproj(self, mmproj: GGUFSummary) -> None:
+        self.runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
 
     @property
     def cache_tag(self) -> str:
@@ -261,7 +336,8 @@ class OnnxVisionEncoder:
         import onnxruntime as ort
 
         started = time.perf_counter()
-        path = build_or_reuse(mmproj.path, self.precision, self.folder, self.int8_kind)
+        built = build(mmproj.path, self.precision, self.folder, self.int8_kind, self.threads)
+        path, self.runs = built.source, built.precision
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -285,6 +361,7 @@ class OnnxVisionEncoder:
         """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
         if mmproj.path in self._refused:
             return "mtmd"
+        self._note_mmproj(mmproj)
         # a session made for it (and maybe dropped since), or its build cached: the session waits for a tile
         # that needs encoding (every tile in the embedding cache: none at all)
         if mmproj.path == self._session_mmproj or self.is_built(mmproj):
@@ -311,6 +388,7 @@ class OnnxVisionEncoder:
 
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
         """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        self._note_mmproj(mmproj)
         if digest in self._tiles and self._session_mmproj == mmproj.path:
             tiles = self._tiles[digest]
             return np.ascontiguousarray(tiles[tile % len(tiles)])
