@@ -474,3 +474,45 @@ def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(conv
     assert json.loads(first.stdout)["vision_engine"] == json.loads(second.stdout)["vision_engine"] == "onnx-fp32"
     (marker,) = onnx_folder().glob("*.fp32.json")
     assert json.loads(marker.read_text())["probe_cosine"] < 0.999
+
+
+def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):
+    """--vision-precision fp32 runs the fp32 graph (its own ONNX build and embedding-cache keys), --json says which
+    precision ran; auto runs int8; the library takes vision_precision= the same way."""
+    model, mmproj = tiny_pair
+    runner = CliRunner()
+    base = ["ask", "-m", str(model), "-i", str(images["wide"]), "-n", "2", "--json", "-ngl", "0", "What?"]
+    reports = {}
+    for precision in ("fp32", "auto", "int8"):
+        result = runner.invoke(app, [*base, "--vision-precision", precision])
+        assert result.exit_code == 0, result.output
+        reports[precision] = json.loads(result.stdout)
+    assert [reports[p]["vision_precision"] for p in ("fp32", "auto", "int8")] == ["fp32", "int8", "int8"]
+    assert reports["fp32"]["vision_engine"] == "onnx-fp32"
+    builds = sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests")
+    assert builds == ["fp32-v7", "int8-outlier-asym-fp32-o-v7"]
+    # a second fp32 answer reads its tiles from the embedding cache under fp32's keys: the same answer
+    again = json.loads(runner.invoke(app, [*base, "--vision-precision", "fp32"]).stdout)
+    assert again["text"] == reports["fp32"]["text"] and again["vision_precision"] == "fp32"
+    with smolcli.load(model, mmproj=mmproj, n_gpu_layers=0, vision_precision="fp32") as loaded:
+        answer = loaded.ask("What is it?", images=[images["square"]], max_tokens=2)
+        assert answer.as_dict()["vision_precision"] == "fp32" and answer.vision_engine == "onnx-fp32"
+
+
+@pytest.mark.parametrize(
+    "options,words",
+    [
+        (["--vision-precision", "fp8"], ["--vision-precision", "'fp8'", "int8"]),
+        (["--vision-precision", "bf16"], ["--vision-precision", "bf16", "bfloat16 MatMul", "fp32"]),
+        (["--vision-precision", "fp32", "--vision-engine", "mtmd"], ["--vision-precision", "mtmd"]),
+    ],
+    ids=["unknown", "bf16", "fp32-on-mtmd"],
+)
+def test_vision_precision_refusals_are_one_line(tiny_pair, images, options, words):
+    model, _ = tiny_pair
+    for command in (["ask", "-i", str(images["wide"])], ["chat"], ["serve"], ["batch", "--prompt", "What?"]):
+        last = {"ask": ["What?"], "batch": [str(images["wide"])]}.get(command[0], [])
+        arguments = [command[0], "-m", str(model), *command[1:], *options, *last]
+        one_line_error(CliRunner().invoke(app, arguments), *words)
+    with pytest.raises(smolcli.errors.BadInput, match="vision_precision="):
+        smolcli.load(model, vision_precision=options[1] if options[1] != "fp32" else "fp8")
