@@ -7,9 +7,10 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
 
 - "outlier-asym-fp32-o" (the default, FORMAT_VERSION 7): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
-  LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by q, k, v and ffn_up (outlier_split).
-  On a checkpoint without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints
-  it keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
+  LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
+  attn_q and attn_k in fp32 in the layers that have them (_outlier_split_form says why). On a checkpoint
+  without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps per-tile
+  cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
 - "smooth-asym-fp32-o": "asym-fp32-o" on SmoothQuant-folded weights (onnx_smooth.smoothed, alpha 0.5):
   measured beside it, it only reached cosine 0.990 on the same large-gain checkpoint: attention's q . k
   takes the columns the fold made large, so the default splits the channels off instead.
@@ -55,6 +56,7 @@ from smolcli.runtime.vision.onnx_smooth import layer_outliers, smoothed
 PER_ROW_OPSET = 21  # blocked QuantizeLinear
 NBITS_BLOCK = 32  # Q8_0's block
 CONNECTOR, ATTN_OUT, ATTN_V = "mm.model.fc", "attn_out", "attn_v"  # layer name endings
+ATTN_Q, ATTN_K = "attn_q", "attn_k"
 V5_DEFAULT = "asym-fp32-o-v5"  # the default form as FORMAT_VERSION 5 wrote it: benchmarks measure against it
 
 
@@ -220,7 +222,20 @@ OUTLIER_DEFAULT = "outlier-asym-fp32-o"
 
 
 def _outlier_split_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
-    return weights, outlier_split(LINEARS["asym-fp32-o"], layer_outliers(weights))
+    """asym-fp32-o with the outlier channels split off; in a layer that has them, attn_q and attn_k in fp32.
+
+    Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
+    error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
+    to fp32 on the probe 0.958 per-row, 0.9983 with the split alone, 0.9996 with q and k in fp32 too."""
+    outliers = layer_outliers(weights)
+    exact = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+    split = {name: channels for name, channels in outliers.items() if name not in exact}
+    inner = LINEARS["asym-fp32-o"]
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        return (float_linear if name in exact else inner)(g, x, weight, bias, name)
+
+    return weights, outlier_split(linear, split)
 
 
 def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
