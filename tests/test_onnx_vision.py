@@ -474,6 +474,9 @@ def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(conv
     assert json.loads(first.stdout)["vision_engine"] == json.loads(second.stdout)["vision_engine"] == "onnx-fp32"
     (marker,) = onnx_folder().glob("*.fp32.json")
     assert json.loads(marker.read_text())["probe_cosine"] < 0.999
+    assert "ONNX vision encoders: 1 in" in runner.invoke(app, ["cache", "info"]).stdout  # the fp32 build, no marker
+    assert "removed 1 ONNX vision encoders" in runner.invoke(app, ["cache", "clear"]).stdout
+    assert not marker.exists()  # cleared with the builds: the next build checks itself again
 
 
 def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):

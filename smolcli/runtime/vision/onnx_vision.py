@@ -104,12 +104,19 @@ def cached_path(mmproj: Path, precision: str, folder: Path | None = None, int8_k
     return folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}" / "model.onnx"
 
 
-def built_forms() -> list[Path]:
-    """Every ONNX build in the cache (this format's folders, and older formats' single files)."""
+MARKER_SUFFIX = ".fp32.json"  # fallback_marker's files: the int8 self-check's verdicts, not builds
+
+
+def _cache_entries() -> list[Path]:
     folder = onnx_folder()
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "file-digests")
+
+
+def built_forms() -> list[Path]:
+    """Every ONNX build in the cache (this format's folders, and older formats' single files)."""
+    return [p for p in _cache_entries() if not p.name.endswith(MARKER_SUFFIX)]
 
 
 def built_bytes() -> int:
@@ -118,8 +125,10 @@ def built_bytes() -> int:
 
 def clear_built() -> tuple[int, int]:
     """Remove every ONNX build: (how many, bytes freed); one that cannot be removed is left. The next image on
-    the CPU builds its encoder again."""
-    return remove_all(built_forms())
+    the CPU builds its encoder again (and checks an int8 one again: the self-check's markers go too)."""
+    removed, freed = remove_all(built_forms())
+    remove_all([p for p in _cache_entries() if p.name.endswith(MARKER_SUFFIX)])
+    return removed, freed
 
 
 def build_or_reuse(
@@ -140,7 +149,7 @@ class Built:
 
 def fallback_marker(target: Path) -> Path:
     """Beside an int8 build's folder: the file that says its int8 graph failed the self-check (fp32 runs instead)."""
-    return target.parent.with_name(target.parent.name + ".fp32.json")
+    return target.parent.with_name(target.parent.name + MARKER_SUFFIX)
 
 
 def runs_as(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> str:
