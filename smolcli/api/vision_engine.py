@@ -21,6 +21,7 @@ from smolcli.runtime.vision.onnx_vision import (
     OnnxVisionEncoder,
     onnxruntime_available,
 )
+from smolcli.util.cpu_features import native_bf16
 
 
 def check_vision_engine(name: str) -> None:
@@ -35,8 +36,10 @@ def check_vision_precision(precision: str, engine: str = "auto") -> None:
     if precision not in VISION_PRECISIONS:
         raise BadInput(f"{{vision_precision}} {precision!r} is not a precision; use {', '.join(VISION_PRECISIONS)}")
     if precision == "bf16":
+        native = native_bf16()
+        cpu = "" if native is None else (" (this CPU has bf16 instructions)" if native else " (nor this CPU bf16)")
         raise BadInput(
-            "{vision_precision} bf16 cannot run: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel; "
+            f"{{vision_precision}} bf16 cannot run: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel{cpu}; "
             "use {vision_precision=fp32} (exact) or int8"
         )
     if engine == "mtmd" and precision != "auto":
