@@ -363,8 +363,10 @@ class OnnxVisionEncoder:
         return self._session
 
     def is_built(self, mmproj: GGUFSummary) -> bool:
-        """Whether this mmproj's ONNX file is cached already (else the first image builds it)."""
-        return cached_path(mmproj.path, self.precision, self.folder, self.int8_kind).is_file()
+        """Whether this mmproj's ONNX file is cached already (else the first image builds it): the fp32 one where
+        the int8 graph failed its self-check."""
+        runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
+        return cached_path(mmproj.path, runs, self.folder, self.int8_kind).is_file()
 
     def engine_for(self, mmproj: GGUFSummary) -> str:
         """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
