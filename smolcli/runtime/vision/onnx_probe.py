@@ -23,7 +23,9 @@ PROBE_SEED = 21
 
 
 def probe_tiles(tile: int, seed: int = PROBE_SEED) -> list[Image.Image]:
-    """Two tile-sized RGB images: a smooth scene (gradients and a disc) and a detailed one (fine stripes, noise)."""
+    """Three tile-sized RGB images: a smooth scene (gradients and a disc), a detailed one (fine stripes, noise) and a
+    saturated one (two near-pure colours meeting at a curved edge: a large image's typical tile, the one where the
+    int8 form's error on SmolVLM-256M's shapes with large-gain channels was largest)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:tile, 0:tile].astype(np.float32) / tile
     disc = ((x - 0.5) ** 2 + (y - 0.45) ** 2 < 0.09).astype(np.float32)
@@ -32,11 +34,13 @@ def probe_tiles(tile: int, seed: int = PROBE_SEED) -> list[Image.Image]:
     detail = np.stack([stripes, 255 - stripes, 127 + 60 * np.sin(20 * x * y)], axis=-1)
     detail = detail + rng.normal(0, 24, detail.shape)
     scene = scene + rng.normal(0, 8, scene.shape)
-    return [Image.fromarray(np.clip(p, 0, 255).astype(np.uint8)) for p in (scene, detail)]
+    inside = ((x - 1.0) ** 2 + (y - 1.1) ** 2 < 0.7)[..., None]
+    saturated = np.where(inside, [60.0, 220.0, 250.0], [20.0, 235.0, 5.0]) + rng.normal(0, 6, (tile, tile, 3))
+    return [Image.fromarray(np.clip(p, 0, 255).astype(np.uint8)) for p in (scene, detail, saturated)]
 
 
 def probe_pixels(weights: VisionWeights) -> np.ndarray:
-    """float32 [2, 3, tile, tile]: the probe tiles, rescaled and normalized as every tile is."""
+    """float32 [3, 3, tile, tile]: the probe tiles, rescaled and normalized as every tile is."""
     return np.stack([tile_pixels(piece, weights.mean, weights.std) for piece in probe_tiles(weights.tile)])
 
 
