@@ -60,6 +60,7 @@ def load(
     offline: bool = False,
     lora: Sequence = (),
     vision_engine: str = "auto",
+    vision_precision: str = "auto",
     report: Report = _quiet,
 ) -> "Model":
     """Load a SmolVLM pair: a registry name, a Hub repo id, a language-model GGUF or a folder holding a pair.
@@ -90,6 +91,7 @@ def load(
         offline=offline,
         lora=tuple(lora) if not isinstance(lora, (str, Path)) else lora,
         vision_engine=vision_engine,
+        vision_precision=vision_precision,
     )
     opened = Model.open(model, options, report=report)
     try:
