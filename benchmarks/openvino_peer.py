@@ -46,7 +46,7 @@ def ensure_venv(venv: Path, log=print) -> Path:
     """The venv's python, the venv made (or remade, when a build was cut short) with PACKAGES first."""
     if venv_is_ready(venv):
         return python_of(venv)
-    log(f"making the OpenVINO venv {venv} (once; a few minutes, about 1.5 GB): {' '.join(PACKAGES)}")
+    log(f"making the OpenVINO venv {venv} (once; a few minutes, about 1.6 GB): {' '.join(PACKAGES)}")
     started = time.perf_counter()
     venv.parent.mkdir(parents=True, exist_ok=True)
     # --clear: a venv left half-made by an earlier, interrupted run starts over

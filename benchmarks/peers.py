@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the raw numbers as one JSON object instead")
     parser.add_argument("--chart", type=Path, help="also write a PNG bar chart here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="REPORT",
+        help="measure nothing: print the table (and --chart) of an earlier --json report",
+    )
     args = parser.parse_args(argv)
     if args.tokens < 2 or args.repeats < 1 or args.threads < 1:
         parser.error("--tokens must be at least 2, --repeats and --threads at least 1")
@@ -173,8 +179,9 @@ def cell(value, fmt: str) -> str:
 
 def header_lines(host: dict, setup: str) -> list[str]:
     flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in host["flags"].items())
-    load = host.get("load_average")
+    load, end = host.get("load_average"), host.get("load_average_end")
     busy = f"; load average {load[0]:.1f} at the start" if load else ""
+    busy += f", {end[0]:.1f} at the end" if load and end else ""
     return [
         f"CPU: {host['cpu']}, {host['cores']} cores ({flags}){busy}",
         setup,
@@ -221,6 +228,9 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        output(replay(args.from_json), args)
+        return
     from smolcli.bench.files import prepare_files
     from smolcli.runtime.chat.prompting import first_turn, place_images
 
@@ -259,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         raw.append(runs)
         repeats.append({runner: phases(figures) for runner, figures in runs.items()})
 
+    host["load_average_end"] = os.getloadavg()  # a shared machine: how busy it was while measuring
     results = {runner: median_phases([r[runner] for r in repeats]) for runner in args.runners}
     peers = tuple(r for r in args.runners if r != "smolcli")
     figures = ratios(repeats, peers)
@@ -271,28 +282,46 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads, median of {args.repeats} interleaved run{'s' if args.repeats > 1 else ''}"
         f"{f', smolcli encoder: {engine}' if engine else ''}"
     )
-    lines = header_lines(host, setup) + [""] + table(results, labels, figures)
+    report = {
+        "machine": host,
+        "setup": setup,
+        "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "shape": args.shape,
+        "tokens": args.tokens,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "labels": labels,
+        "results": results,
+        "ratios": figures,
+        "runs": raw,
+    }
+    output(report, args)
+
+
+def output(report: dict, args: argparse.Namespace) -> None:
+    """The table (or the report itself with --json) on stdout, and the chart where --chart asks for one."""
+    results = report["results"]
     if args.json:
-        report = {
-            "machine": host,
-            "setup": setup,
-            "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "shape": args.shape,
-            "tokens": args.tokens,
-            "threads": args.threads,
-            "repeats": args.repeats,
-            "labels": labels,
-            "results": results,
-            "ratios": figures,
-            "runs": raw,
-        }
         print(json.dumps(report, indent=2))
     else:
-        print("\n".join(lines))
+        lines = header_lines(report["machine"], report["setup"]) + [""]
+        print("\n".join(lines + table(results, report["labels"], report["ratios"])))
     if args.chart:
-        title = f"{setup}; {host['cpu']}"
-        draw_chart(results, CHART_LABELS, title, args.chart, args.runners, CHART_PANELS, COLOURS)
+        title = f"{report['setup']}; {report['machine']['cpu']}"
+        runners = tuple(r for r in RUNNERS if r in results)
+        draw_chart(results, CHART_LABELS, title, args.chart, runners, CHART_PANELS, COLOURS)
         log(f"wrote {args.chart}")
+
+
+def replay(path: Path) -> dict:
+    """An earlier --json report, checked enough to print: a one-line error for anything else."""
+    try:
+        report = json.loads(path.read_text())
+        if not {"machine", "setup", "labels", "results", "ratios"} <= set(report) or "smolcli" not in report["results"]:
+            raise ValueError
+    except (OSError, ValueError, TypeError):
+        sys.exit(f"error: {path} is not a report of `peers.py --json`; run the benchmark with --json > FILE first")
+    return report
 
 
 if __name__ == "__main__":

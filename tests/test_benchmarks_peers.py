@@ -4,6 +4,7 @@ machine without an NVIDIA GPU: the parts that run without OpenVINO, a model or a
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -114,9 +115,10 @@ def test_table_and_ratios_from_given_numbers(peers):
 
 def test_header_names_the_cpu_flags_that_decide_openvinos_precision(peers):
     host = {"cpu": "AMD EPYC", "cores": 2, "flags": {"avx512_vnni": True, "avx512_bf16": True, "amx_bf16": False}}
-    header = peers.header_lines({**host, "load_average": (3.25, 1.0, 1.0)}, "setup line")
+    header = peers.header_lines({**host, "load_average": (3.25, 1, 1), "load_average_end": (4.0, 1, 1)}, "setup line")
     assert header == [
-        "CPU: AMD EPYC, 2 cores (avx512_vnni yes, avx512_bf16 yes, amx_bf16 no); load average 3.2 at the start",
+        "CPU: AMD EPYC, 2 cores (avx512_vnni yes, avx512_bf16 yes, amx_bf16 no); load average 3.2 at the start, "
+        "4.0 at the end",
         "setup line",
     ]
     facts = peers.cpu_facts()
@@ -173,3 +175,42 @@ def test_gpu_check_refuses_in_one_line_without_nvcc(tmp_path):
         "gpu_check: no nvcc (CUDA toolkit): put it on PATH or set CUDACXX to it; nothing was run"
     ]
     assert not (tmp_path / "work").exists()
+
+
+def test_an_earlier_json_report_prints_its_table_and_chart_without_measuring(peers, tmp_path, capsys):
+    repeats = [
+        {
+            "smolcli": peers.phases(raw(10.0, 7.0, 9.0, 0.32, 32, 0.3)),
+            "mtmd": peers.phases(raw(30.0, 20.0, 25.0, 0.64, 32, 0.4)),
+        }
+    ]
+    results = {runner: peers.median_phases([r[runner] for r in repeats]) for runner in repeats[0]}
+    args = peers.parse_args(["--runners", "mtmd"])
+    host = {"cpu": "AMD EPYC", "cores": 2, "flags": {"avx512_bf16": True}, "load_average": [2.0, 1, 1]}
+    report = {
+        "machine": host,
+        "setup": "random SmolVLM 256m shapes",
+        "labels": peers.labels_for(args),
+        "results": results,
+        "ratios": peers.ratios(repeats, ("mtmd",)),
+    }
+    saved, chart = tmp_path / "report.json", tmp_path / "chart.png"
+    saved.write_text(json.dumps(report))
+
+    peers.main(["--from-json", str(saved), "--chart", str(chart)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["CPU: AMD EPYC, 2 cores (avx512_bf16 yes); load average 2.0 at the start", report["setup"], ""]
+    assert "| llama.cpp mtmd Q4_K_M + Q8_0 | 30.00 | 20.00 | 5.00 | 50.0 | 0.40 | 889 |" in out
+    assert "| / llama.cpp mtmd Q4_K_M + Q8_0 | 0.33x | 0.35x | 0.40x | 0.50x | 0.75x |" in out
+    with Image.open(chart) as image:
+        assert image.height == 50 + len(peers.CHART_PANELS) * (40 + 2 * 36 + 20)
+
+
+def test_a_file_that_is_no_report_stops_with_one_line(peers, tmp_path):
+    not_a_report = tmp_path / "bench.json"
+    not_a_report.write_text('{"settings": []}')
+    with pytest.raises(SystemExit) as stop:
+        peers.main(["--from-json", str(not_a_report)])
+    assert str(stop.value) == (
+        f"error: {not_a_report} is not a report of `peers.py --json`; run the benchmark with --json > FILE first"
+    )
