@@ -12,8 +12,9 @@
 # then one table. Exit 0 only if every step passed; on a machine without nvidia-smi or nvcc it refuses in one line.
 #
 # Time on a 16-core machine: the CUDA build of llama-cpp-python is the long step (about 3-6 min; one
-# architecture, CMAKE_BUILD_PARALLEL_LEVEL = cores); the first run also installs torch and transformers (network,
-# or PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR for a wheel folder) and writes and converts the random 2.2B checkpoint
+# architecture, CMAKE_BUILD_PARALLEL_LEVEL = cores); the first run also installs torch 2.13.0 (the tests' version;
+# PyPI's Linux wheel brings its CUDA libraries, several GB, unless a CPU wheel lies in PIP_FIND_LINKS) and transformers
+# (network, or PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR for a wheel folder) and writes and converts the random 2.2B checkpoint
 # (about 2 min, kept in WORKDIR/home for later runs). The tests take 1-3 min and the bench (3 answers) under 1 min.
 # A rerun with the same WORKDIR reuses the venv (delete WORKDIR/venv/.complete to rebuild) and the bench files.
 set -uo pipefail
@@ -63,7 +64,7 @@ if [ ! -f "$VENV/.complete" ]; then
     echo "making $VENV and building llama-cpp-python with CUDA (the long step) ..." >&2
     rm -rf "$VENV"
     if ! { python3 -m venv "$VENV" &&
-        "$PY" -m pip install -q -e "$REPO" pytest "transformers>=5.0,<6" "peft>=0.21,<0.22" torch &&
+        "$PY" -m pip install -q -e "$REPO" pytest "transformers>=5.0,<6" "peft>=0.21,<0.22" torch==2.13.0 &&
         CUDACXX="$NVCC" CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native" \
             CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install -q --force-reinstall --no-deps \
             --no-cache-dir --no-binary llama-cpp-python llama-cpp-python==0.3.36; } >"$LOGS/build.log" 2>&1; then
