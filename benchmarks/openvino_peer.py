@@ -69,18 +69,26 @@ def run_checked(command: list[str], what: str) -> str:
 
 def exported(python: Path, checkpoint: Path, out: Path, log=print) -> Path:
     """The checkpoint as OpenVINO IR with int8 weights, exported once into `out` (made whole, then renamed)."""
-    if (out / EXPORT_MARKER).is_file():
-        return out
+    marker = {"checkpoint": str(checkpoint), "packages": list(PACKAGES)}
+    try:
+        if json.loads((out / EXPORT_MARKER).read_text()) == marker:
+            return out
+    except (OSError, ValueError):
+        pass  # not exported yet, cut short, or by other packages: export again
     log(f"exporting {checkpoint} to OpenVINO IR (int8 weights) in {out} (once)")
     started = time.perf_counter()
     stage = out.with_name(f".building-{out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(stage, ignore_errors=True)
     optimum_cli = python.parent / "optimum-cli"
     command = [str(optimum_cli), "export", "openvino", "--model", str(checkpoint)]
-    run_checked([*command, "--task", "image-text-to-text", "--weight-format", "int8", str(stage)], "the export")
-    (stage / EXPORT_MARKER).write_text(json.dumps({"checkpoint": str(checkpoint), "packages": list(PACKAGES)}))
-    shutil.rmtree(out, ignore_errors=True)
-    stage.rename(out)
+    try:
+        run_checked([*command, "--task", "image-text-to-text", "--weight-format", "int8", str(stage)], "the export")
+        (stage / EXPORT_MARKER).write_text(json.dumps(marker))  # last: a folder without it is not whole
+        shutil.rmtree(out, ignore_errors=True)
+        stage.rename(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
     log(f"  exported in {time.perf_counter() - started:.0f} s")
     return out
 

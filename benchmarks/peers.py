@@ -42,7 +42,17 @@ from pathlib import Path
 
 from measure import run_fresh  # benchmarks/, beside this script
 from openvino_peer import ANSWER, DEFAULT_VENV, ensure_venv, exported
-from speed import QUESTION, draw_chart, machine, median_run, prepare_onnx, run_direct, run_smolcli, run_transformers
+from speed import (
+    QUESTION,
+    draw_chart,
+    machine,
+    median_run,
+    prepare_onnx,
+    run_direct,
+    run_smolcli,
+    run_transformers,
+    versions,
+)
 
 RUNNERS = ("smolcli", "openvino", "mtmd", "transformers")
 PEERS = RUNNERS[1:]
@@ -232,9 +242,13 @@ def main(argv: list[str] | None = None) -> None:
         output(replay(args.from_json), args)
         return
     from smolcli.bench.files import prepare_files
+    from smolcli.errors import SmolcliError
     from smolcli.runtime.chat.prompting import first_turn, place_images
 
-    files, _ = prepare_files(args.shape, args.quant, args.mmproj_type, args.threads, log)
+    try:
+        files, _ = prepare_files(args.shape, args.quant, args.mmproj_type, args.threads, log)
+    except SmolcliError as error:
+        sys.exit(f"error: {error}")
     prompt = first_turn(place_images(QUESTION, 1))  # what smolcli ask builds from QUESTION and one image
     home = files.folder / "runs" / "peers"  # SMOLCLI_HOME of the smolcli runs: its ONNX encoder stays there
     home.mkdir(parents=True, exist_ok=True)
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens": args.tokens,
         "threads": args.threads,
         "repeats": args.repeats,
+        "versions": {**versions(), **({"openvino": ov_version} if ov_version else {})},
         "labels": labels,
         "results": results,
         "ratios": figures,

@@ -214,3 +214,59 @@ def test_a_file_that_is_no_report_stops_with_one_line(peers, tmp_path):
     assert str(stop.value) == (
         f"error: {not_a_report} is not a report of `peers.py --json`; run the benchmark with --json > FILE first"
     )
+
+
+@pytest.fixture(scope="module")
+def openvino_peer(peers):
+    return sys.modules["openvino_peer"]  # imported by peers.py from benchmarks/
+
+
+def stand_in_venv(folder: Path, exit_code: int = 0) -> Path:
+    """A venv folder whose optimum-cli writes one file into its last argument (the export's folder) and counts its
+    calls: the caching around the export, without OpenVINO."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    cli = bin_dir / "optimum-cli"
+    cli.write_text(
+        '#!/bin/sh\nfor last; do :; done\nmkdir -p "$last" && echo ir > "$last/openvino_language_model.xml"\n'
+        f'echo call >> "{folder}/calls"\nexit {exit_code}\n'
+    )
+    cli.chmod(0o755)
+    return bin_dir / "python"
+
+
+def test_the_export_is_made_once_and_renamed_into_place_whole(openvino_peer, tmp_path):
+    python = stand_in_venv(tmp_path / "venv")
+    out = tmp_path / "bench" / "openvino-int8"
+    assert openvino_peer.exported(python, tmp_path / "checkpoint", out, log=lambda m: None) == out
+    assert (out / "openvino_language_model.xml").read_text() == "ir\n"
+    marker = json.loads((out / openvino_peer.EXPORT_MARKER).read_text())
+    assert marker == {"checkpoint": str(tmp_path / "checkpoint"), "packages": list(openvino_peer.PACKAGES)}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["openvino-int8"]  # no stage left beside it
+    openvino_peer.exported(python, tmp_path / "checkpoint", out, log=lambda m: None)
+    assert (tmp_path / "venv" / "calls").read_text() == "call\n"  # reused, not exported again
+    # another checkpoint in the same place: exported again
+    openvino_peer.exported(python, tmp_path / "other", out, log=lambda m: None)
+    assert (tmp_path / "venv" / "calls").read_text() == "call\ncall\n"
+
+
+def test_a_failed_export_leaves_nothing_that_looks_whole(openvino_peer, tmp_path):
+    python = stand_in_venv(tmp_path / "venv", exit_code=1)
+    out = tmp_path / "bench" / "openvino-int8"
+    with pytest.raises(SystemExit) as stop:
+        openvino_peer.exported(python, tmp_path / "checkpoint", out, log=lambda m: None)
+    assert str(stop.value).startswith("error: the export failed (exit 1)")
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_a_venv_without_its_marker_or_with_other_packages_is_made_again(openvino_peer, tmp_path):
+    venv = tmp_path / "venv"
+    python = venv / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    assert not openvino_peer.venv_is_ready(venv)  # cut short before the marker
+    (venv / openvino_peer.MARKER).write_text(json.dumps({"packages": ["openvino"]}))
+    assert not openvino_peer.venv_is_ready(venv)
+    (venv / openvino_peer.MARKER).write_text(json.dumps({"packages": list(openvino_peer.PACKAGES)}))
+    assert openvino_peer.venv_is_ready(venv)
+    assert openvino_peer.ensure_venv(venv, log=lambda m: None) == python  # nothing installed: ready as it is
