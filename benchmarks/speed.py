@@ -10,8 +10,9 @@ greedy (transformers: min_new_tokens = max_new_tokens; smolcli: --ignore-eos; di
   transformers  AutoModelForImageTextToText in float32 + Idefics3Processor: how one ran SmolVLM before
   smolcli       `smolcli ask --json --no-cache --ignore-eos` on the GGUF pair (--quant, --mmproj-type)
   direct        the same GGUF pair through llama-cpp-python's C bindings alone: mtmd_tokenize,
-                mtmd_helper_eval_chunks, then llama_decode with an argmax; same threads, same context
-                size and batch sizes as smolcli picks. smolcli / direct is smolcli's own overhead.
+                mtmd_helper_eval_chunks' loop (its encoder timed apart), then llama_decode with an argmax;
+                same threads, same context size and batch sizes as smolcli picks. smolcli / direct is
+                smolcli's own overhead. (benchmarks/peers.py sets these beside OpenVINO.)
 
 Each run is a cold answer in a fresh process (imports, load, image, prompt, answer), timed from
 outside; each process reports its own peak RSS (VmHWM). With --repeats R > 1 every runner runs R
