@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     setup = (
         f"random SmolVLM {args.shape} shapes, 1024x768 photo, {args.tokens} new tokens (forced, greedy), "
         f"{args.threads} threads, median of {args.repeats} interleaved run{'s' if args.repeats > 1 else ''}"
-        f"{f', smolcli encoder: {engine}' if engine else ''}"
+        f"{f', vision encoder of smolcli: {engine}' if engine else ''}"
     )
     report = {
         "machine": host,
