@@ -41,14 +41,16 @@ def install_torchvision_shim() -> None:
     torchvision_shim.install()
 
 
-def run_fresh(script: str, args: list[str], env: dict | None = None) -> dict:
+def run_fresh(script: str, args: list[str], env: dict | None = None, python: str = sys.executable) -> dict:
     """Run `script` (with peak_rss() defined) as `python -c`; return its figures plus the parent's view.
+
+    `python` is this interpreter unless another environment's is given (a peer's own venv).
 
     Added keys: "wall_s", the wall time of the whole process (interpreter start to exit) as seen from
     here, and "output", whatever the step printed on stdout before its figures line.
     """
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS + script, *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([str(python), "-c", PEAK_RSS + script, *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"step {args} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")

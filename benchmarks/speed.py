@@ -10,8 +10,9 @@ greedy (transformers: min_new_tokens = max_new_tokens; smolcli: --ignore-eos; di
   transformers  AutoModelForImageTextToText in float32 + Idefics3Processor: how one ran SmolVLM before
   smolcli       `smolcli ask --json --no-cache --ignore-eos` on the GGUF pair (--quant, --mmproj-type)
   direct        the same GGUF pair through llama-cpp-python's C bindings alone: mtmd_tokenize,
-                mtmd_helper_eval_chunks, then llama_decode with an argmax; same threads, same context
-                size and batch sizes as smolcli picks. smolcli / direct is smolcli's own overhead.
+                mtmd_helper_eval_chunks' loop (its encoder timed apart), then llama_decode with an argmax;
+                same threads, same context size and batch sizes as smolcli picks. smolcli / direct is
+                smolcli's own overhead. (benchmarks/peers.py sets these beside OpenVINO.)
 
 Each run is a cold answer in a fresh process (imports, load, image, prompt, answer), timed from
 outside; each process reports its own peak RSS (VmHWM). With --repeats R > 1 every runner runs R
@@ -57,6 +58,9 @@ with warnings.catch_warnings():
     seq_len = json.load(open(f"{checkpoint}/processor_config.json"))["image_seq_len"]
     processor = Idefics3Processor(image_processor=Idefics3ImageProcessorPil.from_pretrained(checkpoint),
                                   tokenizer=tokenizer, image_seq_len=seq_len)
+encoder = []  # [start, end] of each vision pass: the vision tower, then the connector that maps it to text width
+model.model.vision_model.register_forward_pre_hook(lambda *_: encoder.append([time.perf_counter(), None]))
+model.model.connector.register_forward_hook(lambda *_: encoder[-1].__setitem__(1, time.perf_counter()))
 loaded = time.perf_counter()
 inputs = processor(text=prompt, images=[Image.open(image_path)], return_tensors="pt")
 stamps = []
@@ -74,6 +78,7 @@ new = output[0, inputs["input_ids"].shape[1]:].tolist()
 print(json.dumps({
     "load_s": loaded - started, "preprocess_s": generating - loaded,
     "prefill_s": stamps[0] - generating,  # vision encoder and prompt: the first forward pass
+    "image_encode_s": sum(end - start for start, end in encoder),
     "decode_s": done - stamps[0], "decoded_tokens": len(new) - 1,
     "prompt_tokens": inputs["input_ids"].shape[1], "new_tokens": len(new),
     "text": tokenizer.decode(new), "peak_rss_bytes": peak_rss(),
@@ -129,8 +134,23 @@ params.n_batch, params.n_ubatch = min(2048, params.n_ctx), min(512, params.n_ctx
 params.n_threads = params.n_threads_batch = threads
 ctx = llama_cpp.llama_init_from_model(model, params)
 loaded = time.perf_counter()
-n_past = llama_cpp.llama_pos(0)
-assert mtmd.mtmd_helper_eval_chunks(mctx, ctx, chunks, 0, 0, params.n_batch, True, ctypes.byref(n_past)) == 0
+# mtmd_helper_eval_chunks' own loop, with the encoder timed apart: an image chunk is encoded (mtmd_encode_chunk),
+# then its embeddings decoded; a text chunk is decoded; logits for the last chunk only.
+n_past, new_n_past, encode_s = 0, llama_cpp.llama_pos(0), 0.0
+n_chunks = mtmd.mtmd_input_chunks_size(chunks)
+for index in range(n_chunks):
+    chunk = mtmd.mtmd_input_chunks_get(chunks, index)
+    if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+        assert mtmd.mtmd_helper_eval_chunk_single(mctx, ctx, chunk, n_past, 0, params.n_batch, index == n_chunks - 1,
+                                                  ctypes.byref(new_n_past)) == 0
+    else:
+        encoding = time.perf_counter()
+        assert mtmd.mtmd_encode_chunk(mctx, chunk) == 0
+        encode_s += time.perf_counter() - encoding
+        assert mtmd.mtmd_helper_decode_image_chunk(mctx, ctx, chunk, mtmd.mtmd_get_output_embd(mctx), n_past, 0,
+                                                   params.n_batch, ctypes.byref(new_n_past),
+                                                   mtmd.mtmd_helper_post_decode_callback(), None) == 0
+    n_past = new_n_past.value
 prefilled = time.perf_counter()
 pieces, buffer = b"", ctypes.create_string_buffer(256)
 for _ in range(n_tokens):
@@ -142,8 +162,8 @@ for _ in range(n_tokens):
     assert llama_cpp.llama_decode(ctx, batch) == 0
 done = time.perf_counter()
 print(json.dumps({
-    "load_s": loaded - started, "prefill_s": prefilled - loaded, "decode_s": done - prefilled,
-    "decoded_tokens": n_tokens, "prompt_tokens": prompt_tokens, "n_ctx": params.n_ctx,
+    "load_s": loaded - started, "prefill_s": prefilled - loaded, "image_encode_s": encode_s,
+    "decode_s": done - prefilled, "decoded_tokens": n_tokens, "prompt_tokens": prompt_tokens, "n_ctx": params.n_ctx,
     "text": pieces.decode("utf-8", errors="replace").removeprefix(" "), "peak_rss_bytes": peak_rss(),
 }))
 """
@@ -303,18 +323,31 @@ def versions() -> dict:
     return found
 
 
-def draw_chart(results: dict[str, dict], labels: dict[str, str], title: str, path: Path) -> None:
-    """Two panels of horizontal bars, wall time and peak RSS per runner, with Pillow alone."""
+PANELS = (
+    ("wall time of a cold answer (s)", "wall_s", 1.0, "{:.1f} s"),
+    ("peak RSS (GB)", "peak_rss_bytes", 1e-9, "{:.2f} GB"),
+)
+COLOURS = {"transformers": (222, 120, 60), "smolcli": (50, 110, 190), "direct": (120, 120, 120)}
+
+
+def draw_chart(
+    results: dict[str, dict],
+    labels: dict[str, str],
+    title: str,
+    path: Path,
+    runners: tuple[str, ...] = RUNNERS,
+    panels: tuple[tuple[str, str, float, str], ...] = PANELS,
+    colours: dict[str, tuple[int, int, int]] = COLOURS,
+) -> None:
+    """Panels of horizontal bars, one bar per runner, with Pillow alone.
+
+    Each panel is (heading, key in a runner's results, scale, value format); a runner whose value is None
+    gets no bar and "-"."""
     from PIL import ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    colours = {"transformers": (222, 120, 60), "smolcli": (50, 110, 190), "direct": (120, 120, 120)}
-    panels = [
-        ("wall time of a cold answer (s)", "wall_s", 1.0, "{:.1f} s"),
-        ("peak RSS (GB)", "peak_rss_bytes", 1e-9, "{:.2f} GB"),
-    ]
     width, left, bar, gap, panel_top = 860, 220, 26, 10, 50
-    panel_height = 40 + len(RUNNERS) * (bar + gap)
+    panel_height = 40 + len(runners) * (bar + gap)
     image = Image.new("RGB", (width, panel_top + len(panels) * (panel_height + 20)), "white")
     draw = ImageDraw.Draw(image)
     draw.text((12, 14), title, fill="black", font=font)
@@ -322,13 +355,17 @@ def draw_chart(results: dict[str, dict], labels: dict[str, str], title: str, pat
     for heading, key, scale, fmt in panels:
         draw.text((12, y), heading, fill="black", font=font)
         y += 24
-        biggest = max(results[r][key] * scale for r in RUNNERS) or 1.0
-        for runner in RUNNERS:
-            value = results[runner][key] * scale
-            length = int((width - left - 110) * value / biggest)
+        values = {r: None if results[r].get(key) is None else results[r][key] * scale for r in runners}
+        biggest = max((v for v in values.values() if v is not None), default=0.0) or 1.0
+        for runner in runners:
+            value = values[runner]
             draw.text((12, y + 7), labels[runner], fill="black", font=font)
-            draw.rectangle([left, y, left + max(length, 1), y + bar], fill=colours[runner])
-            draw.text((left + length + 8, y + 7), fmt.format(value), fill="black", font=font)
+            if value is None:
+                draw.text((left + 8, y + 7), "-", fill="black", font=font)
+            else:
+                length = int((width - left - 110) * value / biggest)
+                draw.rectangle([left, y, left + max(length, 1), y + bar], fill=colours[runner])
+                draw.text((left + length + 8, y + 7), fmt.format(value), fill="black", font=font)
             y += bar + gap
         y += 36
     image.save(path)

@@ -11,6 +11,7 @@ from smolcli.convert.safetensors_file import TensorEntry, read_header
 from smolcli.errors import SmolcliError
 from smolcli.models import family_for
 from smolcli.models.family import ModelFamily
+from smolcli.models.smolvlm_video import checkpoint_video_sampling
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -121,7 +122,10 @@ def resolve_preprocessor(family: ModelFamily, root: Path, vision: dict) -> dict:
     merged.update(read_optional_json(root / "preprocessor_config.json"))
     processor = read_optional_json(root / "processor_config.json")
     merged.update(processor.get("image_processor", {}))
-    merged.update({k: v for k, v in processor.items() if k != "image_processor"})
+    merged.update({k: v for k, v in processor.items() if k not in ("image_processor", "video_processor")})
+    video = processor.get("video_processor") or {}
+    if isinstance(video, dict) and "video_sampling" in video:  # a newer processor_config.json nests it here
+        merged["video_sampling"] = video["video_sampling"]
     size = merged.get("size") or {}
     merged["longest_edge"] = int(size.get("longest_edge", vision["image_size"]))
     tile = (merged.get("max_image_size") or {}).get("longest_edge", vision["image_size"])
@@ -131,6 +135,7 @@ def resolve_preprocessor(family: ModelFamily, root: Path, vision: dict) -> dict:
             f"preprocessor tile size {merged['tile_size']} differs from the vision encoder's image_size "
             f"{vision['image_size']}; the checkpoint's configs disagree"
         )
+    checkpoint_video_sampling(merged)  # a malformed video_sampling fails here, before anything is written
     return merged
 
 

@@ -11,6 +11,7 @@ from smolcli.convert.checkpoint import Checkpoint, gguf_name
 from smolcli.convert.gguf_out import PlannedTensor, QType, row_chunks, tensor_qtype, write_gguf
 from smolcli.convert.quantize import QUANT_TYPES
 from smolcli.convert.safetensors_file import TensorEntry
+from smolcli.models.smolvlm_video import VIDEO_FPS_KEY, VIDEO_MAX_FRAMES_KEY, VIDEO_SIZE_KEY, checkpoint_video_sampling
 
 MMPROJ_TYPES = {"F32": QType.F32, "F16": QType.F16, "Q8_0": QType.Q8_0}
 
@@ -42,6 +43,12 @@ def add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, name: str, qty
     writer.add_vision_projector_scale_factor(checkpoint.scale_factor)
     writer.add_vision_preproc_image_size(pre["longest_edge"])
     writer.add_vision_use_gelu(True)
+    video = checkpoint_video_sampling(pre)
+    if video is not None:  # the runtime samples clips by it (api/video.py); absent: the releases' defaults
+        writer.add_float32(VIDEO_FPS_KEY, video["fps"])
+        writer.add_uint32(VIDEO_MAX_FRAMES_KEY, video["max_frames"])
+        if video["size"] is not None:
+            writer.add_uint32(VIDEO_SIZE_KEY, video["size"])
 
 
 def write_mmproj(

@@ -15,6 +15,29 @@ from smolcli.errors import BadInput
 from smolcli.models.smolvlm_image_layout import FAKE_TOKEN, GLOBAL_IMAGE
 
 VIDEO_MARKER = "<video>"  # where the clip stands in a user turn, as in transformers' chat template
+# The checkpoint's video sampling, as `smolcli convert` writes it into the mmproj (absent: the releases' 1 fps, 64)
+VIDEO_FPS_KEY = "smolcli.video.fps"
+VIDEO_MAX_FRAMES_KEY = "smolcli.video.max_frames"
+VIDEO_SIZE_KEY = "smolcli.video.size"  # the longest edge of a frame's first resize
+
+
+def checkpoint_video_sampling(preprocessor: dict) -> dict[str, float | int] | None:
+    """{fps, max_frames, size} as transformers' SmolVLMVideoProcessor reads them from the merged preprocessor
+    config, or None without `video_sampling` (SmolVLM v1). Its `size`, when given, replaces video_size."""
+    sampling = preprocessor.get("video_sampling")
+    if not isinstance(sampling, dict):
+        return None
+    size = preprocessor.get("size") or sampling.get("video_size") or {}
+    try:
+        found = {"fps": float(sampling["fps"]), "max_frames": int(sampling["max_frames"])}
+        found["size"] = int(size["longest_edge"]) if isinstance(size, dict) and "longest_edge" in size else None
+    except (KeyError, TypeError, ValueError):
+        raise BadInput(f"video_sampling {sampling!r} lacks a number for fps or max_frames") from None
+    if not found["fps"] > 0 or found["max_frames"] < 1:
+        raise BadInput(f"video_sampling {sampling!r}: fps must be above 0 and max_frames at least 1")
+    return found
+
+
 FRAME_SLOT = "\x00frame\x00"  # never in user text: one frame's image tokens go here
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()  # noqa: E501

@@ -49,6 +49,7 @@ SETTINGS = (
     "image_size",
     "max_tiles",
     "vision_engine",
+    "vision_precision",
     "verbose",
     "offline",
     "quant",

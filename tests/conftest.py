@@ -102,12 +102,21 @@ def private_smolcli_home(tmp_path_factory, monkeypatch) -> Path:
 def numpy_checkpoint(workdir):
     """make(generation, dtype) -> folder written by smolcli.synthetic.random_checkpoint (numpy only, quirks kept)."""
     made: dict[tuple, Path] = {}
+    seeds: dict[tuple, int] = {}
 
-    def make(generation: str = "SmolVLM", dtype: str = "BF16") -> Path:
-        key = (generation, dtype)
+    def make(generation: str = "SmolVLM", dtype: str = "BF16", large_gain: float = 1.0) -> Path:
+        """large_gain: the plain checkpoint's weights (its seed) with large-gain vision LayerNorm channels."""
+        key = (generation, dtype, large_gain)
         if key not in made:
+            seed = seeds.setdefault((generation, dtype), len(seeds))
+            suffix = "" if large_gain == 1.0 else f"-gain{large_gain:g}"
             made[key] = write_random_checkpoint(
-                workdir / f"np-{generation}-{dtype}", "tiny", generation, dtype, seed=len(made)
+                workdir / f"np-{generation}-{dtype}{suffix}",
+                "tiny",
+                generation,
+                dtype,
+                seed=seed,
+                large_gain=large_gain,
             )
         return made[key]
 
@@ -119,14 +128,15 @@ def hf_checkpoint(workdir, numpy_checkpoint):
     """make(generation, dtype) -> the same random model re-saved by transformers' save_pretrained."""
     made: dict[tuple, Path] = {}
 
-    def make(generation: str = "SmolVLM", dtype: str = "BF16") -> Path:
-        key = (generation, dtype)
+    def make(generation: str = "SmolVLM", dtype: str = "BF16", large_gain: float = 1.0) -> Path:
+        key = (generation, dtype, large_gain)
         if key not in made:
             import torch
             from transformers import AutoModelForImageTextToText
 
-            source = numpy_checkpoint(generation, dtype)
-            target = workdir / f"hf-{generation}-{dtype}"
+            source = numpy_checkpoint(generation, dtype, large_gain)
+            suffix = "" if large_gain == 1.0 else f"-gain{large_gain:g}"
+            target = workdir / f"hf-{generation}-{dtype}{suffix}"
             torch_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[dtype]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -150,11 +160,12 @@ def converted(workdir, numpy_checkpoint):
     """
     made: dict[tuple, object] = {}
 
-    def make(quant: str = "F16", mmproj_type: str = "F16", generation: str = "SmolVLM"):
-        key = (quant, mmproj_type, generation)
+    def make(quant: str = "F16", mmproj_type: str = "F16", generation: str = "SmolVLM", large_gain: float = 1.0):
+        key = (quant, mmproj_type, generation, large_gain)
         if key not in made:
-            outdir = workdir / f"gguf-{generation}-{quant}-{mmproj_type}"
-            source = numpy_checkpoint(generation, SOURCE_DTYPES[generation])
+            suffix = "" if large_gain == 1.0 else f"-gain{large_gain:g}"
+            outdir = workdir / f"gguf-{generation}-{quant}-{mmproj_type}{suffix}"
+            source = numpy_checkpoint(generation, SOURCE_DTYPES[generation], large_gain)
             made[key] = convert_checkpoint(source, outdir, quant, mmproj_type, name=f"tiny-{generation}")
         return made[key]
 

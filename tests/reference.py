@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,15 @@ class TransformersReference:
         return Run(inputs["input_ids"][0].tolist(), logits)
 
 
+def engine_options(**options) -> EngineOptions:
+    """Our side's engine options: on the CPU, or with SMOLCLI_TEST_GPU_LAYERS=N (-1: all) N layers and the mmproj
+    on the GPU, as benchmarks/gpu_check.sh runs these tests on a CUDA build."""
+    return EngineOptions(n_gpu_layers=int(os.environ.get("SMOLCLI_TEST_GPU_LAYERS", "0")), **options)
+
+
 class GGUFRun:
     def __init__(self, model: Path, mmproj: Path, image_token_id: int):
-        self.engine = Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2))
+        self.engine = Engine(resolve_model_files(model, mmproj), engine_options(threads=2))
         self.context = self.engine.new_context(2048)
         self.image_token_id = image_token_id
 

@@ -17,9 +17,9 @@ import smolcli
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.lora_adapter import convert_adapter
 from smolcli.runtime.gguf.model_files import resolve_model_files
-from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.llama.engine import Engine
 
-from reference import GGUFRun, TransformersReference, max_abs_diff
+from reference import GGUFRun, TransformersReference, engine_options, max_abs_diff
 
 pytestmark = pytest.mark.reference
 
@@ -125,7 +125,7 @@ def base_pairs(workdir, hf_checkpoint):
 
 class LoraRun(GGUFRun):
     def __init__(self, model: Path, mmproj: Path, image_token_id: int, lora=()):
-        self.engine = Engine(resolve_model_files(model, mmproj), EngineOptions(threads=2, lora=tuple(lora)))
+        self.engine = Engine(resolve_model_files(model, mmproj), engine_options(threads=2, lora=tuple(lora)))
         self.context = self.engine.new_context(2048)
         self.image_token_id = image_token_id
 

@@ -283,8 +283,10 @@ def test_json_report_has_every_field_with_sane_values(tiny_pair, images):
         "mmproj",
         "image_longest_edge",
         "vision_engine",
+        "vision_precision",
     }
     assert report["vision_engine"] == "onnx-int8"  # auto on a CPU build
+    assert report["vision_precision"] == "int8"
     assert report["image_longest_edge"] == 96  # the tiny model's own: two 48-px tiles
     assert report["text"] + "\n" == streamed
     assert report["finish_reason"] == "length"

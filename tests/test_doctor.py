@@ -329,6 +329,11 @@ def test_mlas_features_are_read_from_cpuinfo_flags():
     }
     assert features_from_cpuinfo(X86_CPUINFO.replace(" avx512bw", ""), "x86_64")["AVX-512"] is False
     assert features_from_cpuinfo(ARM_CPUINFO, "aarch64") == {"dot product": True, "i8mm": True}
+    from smolcli.util.cpu_features import bf16_from_cpuinfo
+
+    assert bf16_from_cpuinfo(X86_CPUINFO, "x86_64") and bf16_from_cpuinfo(ARM_CPUINFO, "aarch64")
+    assert not bf16_from_cpuinfo(X86_CPUINFO.replace(" avx512_bf16", ""), "x86_64")
+    assert not bf16_from_cpuinfo(ARM_CPUINFO.replace(" bf16", ""), "aarch64")
     assert features_from_cpuinfo(ARM_CPUINFO.replace(" asimddp i8mm", ""), "arm64") == {
         "dot product": False,
         "i8mm": False,

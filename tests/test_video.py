@@ -222,3 +222,36 @@ def test_frames_go_through_the_onnx_encoder_under_auto_and_mtmd_on_request(video
         assert answer.usage.images_encoded == 3 and answer.usage.image_tokens == 3 * 9
     # int8 frames against the F16 mmproj through mtmd: the same next token
     assert answers["auto"].logprobs[0].id == answers["mtmd"].logprobs[0].id
+
+
+def test_convert_writes_the_checkpoints_video_sampling_and_info_shows_it(converted, tmp_path):
+    """The checkpoint's video_sampling goes into the mmproj (fps, max frames, the first resize's edge: the
+    preprocessor's size, which overrides video_size in transformers); a file without it (SmolVLM v1) gives the
+    releases' 1 fps and 64; --fps and --max-frames still win; `info` shows it; a malformed one fails convert."""
+    from smolcli.api.video import video_sampling
+    from smolcli.convert import convert_checkpoint
+    from smolcli.runtime.gguf.gguf_file import read_gguf
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "ckpt", "tiny", "SmolVLM2", "F16", seed=1)
+    config = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    config["video_sampling"].update(fps=2, max_frames=8)
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(config))
+    pair = convert_checkpoint(checkpoint, tmp_path / "pair", "F16", "F16", name="tiny-sampling")
+    mmproj = read_gguf(pair.mmproj)
+    assert (mmproj.metadata["smolcli.video.fps"], mmproj.metadata["smolcli.video.max_frames"]) == (2.0, 8)
+    assert video_sampling(mmproj, None, None) == VideoSampling(2.0, 8, 96, 48)
+    assert video_sampling(mmproj, 1.5, 3) == VideoSampling(1.5, 3, 96, 48)
+    v1 = read_gguf(converted("F16", "F16", "SmolVLM").mmproj)
+    assert "smolcli.video.fps" not in v1.metadata
+    assert video_sampling(v1, None, None) == VideoSampling(1.0, 64, 96, 48)
+    shown = CliRunner().invoke(app, ["info", str(pair.mmproj)])
+    assert shown.exit_code == 0 and "video sampling    2 fps, at most 8 frames, frames to 96 px" in shown.stdout
+    assert json.loads(CliRunner().invoke(app, ["info", str(pair.mmproj), "--json"]).stdout)["mmproj"][
+        "video_sampling"
+    ] == {"fps": 2.0, "max_frames": 8, "size": 96}
+    assert "not in the file" in CliRunner().invoke(app, ["info", str(v1.path)]).stdout
+    config["video_sampling"]["fps"] = "fast"
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(config))
+    one_line_error(CliRunner().invoke(app, ["convert", str(checkpoint), "-o", str(tmp_path / "bad")]), "video_sampling")
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

@@ -201,3 +201,43 @@ def test_frames_through_onnx_fp32_match_transformers(clip, video_setup, tmp_path
     error = np.abs(logits[: expected_logits.shape[0]] - expected_logits).max()
     print(clip, "ONNX fp32 frames max |dlogit|", round(float(error), 5))  # shown with -s
     assert error <= F32_BOUND
+
+
+def test_a_checkpoints_own_video_sampling_matches_transformers(tmp_path):
+    """A fine-tune's preprocessor_config.json video_sampling (0.5 fps, at most 8 frames), not the releases' 1 fps
+    and 64: convert writes it into the mmproj and a 12 s clip gets transformers' frames (6, not 12), their
+    timestamps, its prompt tokens and logits within 1e-2; through the library's ask as well."""
+    import json
+
+    import smolcli
+    from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "ckpt", "tiny", "SmolVLM2", "F32", seed=5)
+    config = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    config["video_sampling"].update(fps=0.5, max_frames=8)
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(config))
+    pair = convert_checkpoint(checkpoint, tmp_path / "pair", "F32", "F32", name="tiny-sampling")
+    clip = make_clip(tmp_path / "clip.mp4", 12, 10, 64, 48)
+    reference = VideoReference(checkpoint)
+    expected_ids, expected_logits, expected_times, _ = reference.run(clip, QUESTION)
+    assert len(expected_times) == 6  # the releases' rule takes 12
+
+    mmproj = read_gguf(pair.mmproj)
+    sampling = video_sampling(mmproj, None, None)
+    assert (sampling.fps, sampling.max_frames) == (0.5, 8)
+    with open_clip(clip) as opened:
+        plan = opened.plan(sampling)
+        frames = opened.frames(plan, sampling)
+    assert [frame.timestamp for frame in frames] == pytest.approx(expected_times, abs=5e-4)
+    with Engine(resolve_model_files(pair.model, None), EngineOptions(threads=2)) as engine:
+        exact_attention(engine)
+        vision = FrameVision(engine, mmproj)
+        try:
+            ids, logits = _our_logits(engine, vision, reference, frames, plan.duration)
+        finally:
+            vision.close()
+    assert ids == expected_ids
+    assert np.abs(logits[: expected_logits.shape[0]] - expected_logits).max() <= F32_BOUND
+    with smolcli.load(pair.model, threads=2, embedding_cache=False) as model:
+        answer = model.ask(QUESTION, video=clip, max_tokens=1)
+    assert answer.video["frames_used"] == 6 and answer.usage.prompt_tokens == len(expected_ids)

@@ -81,6 +81,12 @@ class Answer:
     video: dict | None = None  # with a video: its duration and the frames used, with their timestamps
     vision_engine: str | None = None  # with images: which encoder made their embeddings (mtmd, onnx-int8, ...)
 
+    @property
+    def vision_precision(self) -> str | None:
+        """With images on the ONNX encoder: the precision that ran (int8, or fp32 asked or after int8's self-check)."""
+        engine = self.vision_engine or ""
+        return engine.removeprefix("onnx-") if engine.startswith("onnx-") else None
+
     def __str__(self) -> str:
         return self.text
 
@@ -95,6 +101,7 @@ class Answer:
             "mmproj": self.mmproj,
             "image_longest_edge": self.image_longest_edge,
             "vision_engine": self.vision_engine,
+            "vision_precision": self.vision_precision,
         }
         if self.json is not None:
             report["json"] = self.json

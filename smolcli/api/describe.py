@@ -6,6 +6,7 @@ from pathlib import Path
 
 from smolcli.convert.lora_adapter import KEY_BASE, KEY_MMPROJ, KEY_MODULES, KEY_RANK, KEY_RSLORA
 from smolcli.errors import ModelFileError
+from smolcli.models.smolvlm_video import VIDEO_FPS_KEY, VIDEO_MAX_FRAMES_KEY, VIDEO_SIZE_KEY
 from smolcli.runtime.gguf.gguf_file import GGUFSummary, read_gguf
 from smolcli.runtime.gguf.model_files import fit_problem, mmproj_beside
 
@@ -56,7 +57,15 @@ def describe_mmproj(summary: GGUFSummary) -> dict:
         "projection_dim": summary.projection_dim,
         "vision_embedding_length": meta.get("clip.vision.embedding_length"),
         "vision_layers": meta.get("clip.vision.block_count"),
+        "video_sampling": _video_sampling(meta),
     }
+
+
+def _video_sampling(meta: dict) -> dict | None:
+    """The checkpoint's video sampling that convert wrote, or None (clips then take the releases' 1 fps, 64)."""
+    if meta.get(VIDEO_FPS_KEY) is None:
+        return None
+    return {"fps": meta[VIDEO_FPS_KEY], "max_frames": meta.get(VIDEO_MAX_FRAMES_KEY), "size": meta.get(VIDEO_SIZE_KEY)}
 
 
 def describe_adapter(summary: GGUFSummary) -> dict:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from smolcli.api.adapters import parse_lora
 from smolcli.api.memory import MemoryLimit, parse_max_memory
-from smolcli.api.vision_engine import check_vision_engine, vision_encoder_for
+from smolcli.api.vision_engine import check_vision_engine, check_vision_precision, vision_encoder_for
 from smolcli.errors import BadInput
 from smolcli.runtime.decoding.generation import GenerationLimits
 from smolcli.runtime.decoding.grammar import Constraint, grammar_constraint, schema_constraint
@@ -112,6 +112,7 @@ class LoadOptions:
         (), "LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)"
     )
     vision_engine: str = setting("auto", "auto, onnx or mtmd: which encoder turns images into embeddings")
+    vision_precision: str = setting("auto", "the ONNX encoder's precision: auto, int8, bf16 (refused) or fp32 (exact)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora", parse_lora(self.lora))
@@ -125,6 +126,7 @@ class LoadOptions:
         if self.image_size is not None and self.max_tiles is not None:
             raise BadInput("give {image_size} or {max_tiles}, not both")
         check_vision_engine(self.vision_engine)
+        check_vision_precision(self.vision_precision, self.vision_engine)
         parse_max_memory(self.max_memory)  # a typo fails before anything is pulled or loaded
 
     @property
@@ -147,5 +149,5 @@ class LoadOptions:
             repack_weights=self.repack_weights,
             lora=self.lora,
             # under max_memory the plan picks between them (api/memory.py): ONNX when it fits, else mtmd
-            vision_encoder=vision_encoder_for(self.vision_engine, n_gpu_layers, self.threads),
+            vision_encoder=vision_encoder_for(self.vision_engine, n_gpu_layers, self.threads, self.vision_precision),
         )

@@ -1,8 +1,8 @@
 """Model.ask with a video clip: frames planned, decoded, laid out as SmolVLM2 was trained, and answered.
 
-The clip's frames come from the release's sampling rule (1 frame a second, at most 64, each
-resized to the mmproj's longest edge and then one tile's square, as transformers does); `fps` and
-`max_frames` override it. The context is sized for the frames before any is decoded, so a clip
+The clip's frames come from the checkpoint's sampling rule, which `smolcli convert` writes into the mmproj
+(else the releases': 1 frame a second, at most 64), each resized to the mmproj's longest edge and then one
+tile's square, as transformers does; `fps` and `max_frames` override it. The context is sized for the frames before any is decoded, so a clip
 that cannot fit is refused at once with the number of frames that would.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable
 from smolcli.api.loaded_pair import LoadedPair
 from smolcli.api.video_plan import check_frames_fit_context, check_frames_fit_memory, planned_tokens
 from smolcli.errors import BadInput, ModelFileError
-from smolcli.models.smolvlm_video import video_text
+from smolcli.models.smolvlm_video import VIDEO_FPS_KEY, VIDEO_MAX_FRAMES_KEY, VIDEO_SIZE_KEY, video_text
 from smolcli.runtime.planning.memory_plan import MemoryPlan
 from smolcli.runtime.video.clip import FrameProgress, VideoFrame, VideoPlan, VideoSampling, open_clip
 from smolcli.runtime.video.video_prompt import (
@@ -26,7 +26,7 @@ from smolcli.runtime.video.video_prompt import (
 from smolcli.runtime.vision.image_tiles import tile_size_of
 from smolcli.runtime.vision.images import RGBImage
 
-RELEASE_FPS = 1.0  # every SmolVLM2 release's preprocessor_config.json video_sampling
+RELEASE_FPS = 1.0  # every SmolVLM2 release's preprocessor_config.json video_sampling (when the mmproj has none)
 RELEASE_MAX_FRAMES = 64
 PROGRESS_AFTER_S = 1.0  # frames taking longer than this show "frame i of N" lines on stderr
 PROGRESS_AFTER_VARIABLE = "SMOLCLI_PROGRESS_AFTER_S"  # tests set it to 0
@@ -44,8 +44,15 @@ def video_sampling(mmproj, fps: float | None, max_frames: int | None) -> VideoSa
     if max_frames is not None and max_frames < 1:
         raise BadInput(f"{{max_frames}} must be at least 1, not {max_frames}")
     size = tile_size_of(mmproj)
-    # transformers' video processor resizes to the preprocessor's `size` first (it overrides video_size)
-    return VideoSampling(fps or RELEASE_FPS, max_frames or RELEASE_MAX_FRAMES, size.default_edge, size.tile)
+    meta = mmproj.metadata
+    # the checkpoint's own sampling (convert wrote it), else the releases'; transformers' video processor resizes
+    # to the preprocessor's `size` first (it overrides video_size): the image edge, where convert wrote no size
+    return VideoSampling(
+        fps or float(meta.get(VIDEO_FPS_KEY) or RELEASE_FPS),
+        max_frames or int(meta.get(VIDEO_MAX_FRAMES_KEY) or RELEASE_MAX_FRAMES),
+        int(meta.get(VIDEO_SIZE_KEY) or size.default_edge),
+        size.tile,
+    )
 
 
 def clip_sampling(pair: LoadedPair, fps: float | None, max_frames: int | None) -> VideoSampling:

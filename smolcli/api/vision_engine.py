@@ -3,12 +3,25 @@
 auto: ONNX Runtime when every layer runs on the CPU (n_gpu_layers 0, or a llama.cpp built without a
 GPU) and onnxruntime imports, else mtmd; an mmproj that cannot be converted then falls back to mtmd
 with one stderr line. onnx: ONNX Runtime or a one-line error. mtmd: llama.cpp's own encoder.
+
+--vision-precision auto|int8|bf16|fp32: what the ONNX encoder computes in (docs/vision-precision.md).
+auto: int8, which checks itself against fp32 when it is built and is built in fp32 where it does not hold
+(onnx_vision.build). fp32: exact (transformers' arithmetic). bf16: refused, one line: ONNX Runtime's CPU
+provider has no bfloat16 MatMul or Gemm kernel (measured with onnxruntime 1.32: NOT_IMPLEMENTED), so a bf16
+graph cannot run, on CPUs with AVX-512 BF16 or AMX too. An explicit int8 or fp32 asks for the ONNX encoder:
+under auto it is chosen with GPU layers too; with --vision-engine mtmd (the mmproj's own type) it is an error.
 """
 
 from __future__ import annotations
 
 from smolcli.errors import BadInput, SmolcliError
-from smolcli.runtime.vision.onnx_vision import VISION_ENGINES, OnnxVisionEncoder, onnxruntime_available
+from smolcli.runtime.vision.onnx_vision import (
+    DEFAULT_PRECISION,
+    VISION_ENGINES,
+    OnnxVisionEncoder,
+    onnxruntime_available,
+)
+from smolcli.util.cpu_features import native_bf16
 
 
 def check_vision_engine(name: str) -> None:
@@ -16,15 +29,39 @@ def check_vision_engine(name: str) -> None:
         raise BadInput(f"{{vision_engine}} {name!r} is not an engine; use {', '.join(VISION_ENGINES)}")
 
 
-def vision_encoder_for(name: str, n_gpu_layers: int, threads: int | None) -> OnnxVisionEncoder | None:
+VISION_PRECISIONS = ("auto", "int8", "bf16", "fp32")
+
+
+def check_vision_precision(precision: str, engine: str = "auto") -> None:
+    if precision not in VISION_PRECISIONS:
+        raise BadInput(f"{{vision_precision}} {precision!r} is not a precision; use {', '.join(VISION_PRECISIONS)}")
+    if precision == "bf16":
+        native = native_bf16()
+        cpu = "" if native is None else (" (this CPU has bf16 instructions)" if native else " (nor this CPU bf16)")
+        raise BadInput(
+            f"{{vision_precision}} bf16 cannot run: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel{cpu}; "
+            "use {vision_precision=fp32} (exact) or int8"
+        )
+    if engine == "mtmd" and precision != "auto":
+        raise BadInput(
+            f"{{vision_precision}} {precision} is the ONNX encoder's; mtmd runs the mmproj's own type: "
+            "leave {vision_engine} out or use {vision_engine=onnx}"
+        )
+
+
+def vision_encoder_for(
+    name: str, n_gpu_layers: int, threads: int | None, precision: str = "auto"
+) -> OnnxVisionEncoder | None:
     """The ONNX encoder the engine should use, or None for mtmd."""
     from smolcli.runtime.llama.engine import default_threads
 
     check_vision_engine(name)
-    if name == "mtmd" or (name == "auto" and n_gpu_layers != 0):
+    check_vision_precision(precision, name)
+    if name == "mtmd" or (name == "auto" and n_gpu_layers != 0 and precision == "auto"):
         return None
     if not onnxruntime_available():
         if name == "onnx":
             raise SmolcliError("{vision_engine=onnx} needs onnxruntime and onnx: pip install onnxruntime onnx")
         return None
-    return OnnxVisionEncoder(threads or default_threads(), fallback_to_mtmd=name == "auto")
+    chosen = DEFAULT_PRECISION if precision == "auto" else precision
+    return OnnxVisionEncoder(threads or default_threads(), chosen, fallback_to_mtmd=name == "auto")

@@ -32,6 +32,7 @@ LABELS = {
     "projection_dim": "projection dim",
     "vision_embedding_length": "vision width",
     "vision_layers": "vision layers",
+    "video_sampling": "video sampling",
     "adapter_type": "adapter type",
     "rank": "rank",
     "alpha": "alpha",
@@ -43,10 +44,15 @@ LABELS = {
 
 
 def _value_text(key: str, value) -> str:
+    if key == "video_sampling" and value is None:
+        return "not in the file (clips: the releases' 1 fps, at most 64 frames)"
     if value is None:
         return "unknown"
     if key == "parameters":
         return f"{count_text(value)} ({value:,})"
+    if key == "video_sampling":
+        size = f", frames to {value['size']} px" if value.get("size") else ""
+        return f"{value['fps']:g} fps, at most {value['max_frames']} frames{size}"
     if key == "tensor_types":
         return ", ".join(f"{name} x{count}" for name, count in value.items())
     if isinstance(value, bool):

@@ -75,6 +75,13 @@ VisionEngine = Annotated[
         help="Image encoder: onnx (ONNX Runtime int8, CPU), mtmd (llama.cpp) or auto (onnx when every layer is on the CPU).",
     ),
 ]
+VisionPrecision = Annotated[
+    str,
+    typer.Option(
+        "--vision-precision",
+        help="The ONNX image encoder's arithmetic: int8, fp32 (exact, slower) or auto (int8, fp32 where int8 fails its self-check).",
+    ),
+]
 NoMmprojOffload = Annotated[bool, typer.Option("--no-mmproj-offload", help="Keep the vision encoder on the CPU.")]
 Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads (default: all cores).")]
 Ctx = Annotated[
@@ -176,6 +183,7 @@ def load_settings(
     offline: Offline = False,
     lora: Lora = None,
     vision_engine: VisionEngine = "auto",
+    vision_precision: VisionPrecision = "auto",
 ) -> LoadOptions:
     """The device, memory and detail options ask and chat share, as the library's settings (checked there)."""
     return LoadOptions(
@@ -194,6 +202,7 @@ def load_settings(
         offline=offline,
         lora=tuple(lora or ()),
         vision_engine=vision_engine,
+        vision_precision=vision_precision,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,11 +117,26 @@ def tensor_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     return dict(sorted(shapes.items()))
 
 
-def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Weights scaled so that activations and logits stay of order one."""
+# Trained SigLIP towers' LayerNorms give a few channels tens of times the gain of the rest, the same few in every
+# layer ("massive activations"; RepQ-ViT): random towers have none, so int8's one scale per token row is never
+# tested against them. write_random_checkpoint(large_gain=LARGE_GAIN) gives a checkpoint such channels.
+LARGE_GAIN = 40.0
+VISION_LAYER_NORM = re.compile(r"vision_model\.(encoder\.layers\.\d+\.layer_norm[12]|post_layernorm)\.weight$")
+
+
+def large_gain_channels(width: int) -> list[int]:
+    """The few channels (3 of any width) that a large-gain checkpoint's vision LayerNorms amplify."""
+    return sorted({width // 8 + 1, width // 2 - 3, width - 5})
+
+
+def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...], large_gain: float = 1.0) -> np.ndarray:
+    """Weights scaled so that activations and logits stay of order one; large_gain: see LARGE_GAIN."""
     if len(shape) == 1:
         base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
-        return (base + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+        values = (base + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+        if large_gain != 1.0 and VISION_LAYER_NORM.search(name):
+            values[large_gain_channels(shape[0])] *= np.float32(large_gain)
+        return values
     fan_in = int(np.prod(shape[1:]))
     scale = 1.0 if name.endswith("embed_tokens.weight") else 1.0 / np.sqrt(fan_in)
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
@@ -134,7 +150,9 @@ def encode(data: np.ndarray, dtype: str) -> bytes:
     return data.astype({"F16": "<f2", "F32": "<f4"}[dtype]).tobytes()
 
 
-def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str, seed: int) -> None:
+def write_safetensors(
+    path: Path, shapes: dict[str, tuple[int, ...]], dtype: str, seed: int, large_gain: float = 1.0
+) -> None:
     itemsize = 4 if dtype == "F32" else 2
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
@@ -153,15 +171,22 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
         handle.write(len(raw).to_bytes(8, "little"))
         handle.write(raw)
         for name, shape in shapes.items():
-            handle.write(encode(random_tensor(rng, name, shape), dtype))
+            handle.write(encode(random_tensor(rng, name, shape, large_gain), dtype))
 
 
 def write_random_checkpoint(
-    folder: Path, shape: str | dict = "tiny", generation: str = "SmolVLM", dtype: str = "BF16", seed: int = 0
+    folder: Path,
+    shape: str | dict = "tiny",
+    generation: str = "SmolVLM",
+    dtype: str = "BF16",
+    seed: int = 0,
+    large_gain: float = 1.0,
 ) -> Path:
     """Write a complete checkpoint folder; files appear under their final names only when whole.
 
-    `shape` names an entry of models.smolvlm_shapes.SHAPES or is such an entry itself.
+    `shape` names an entry of models.smolvlm_shapes.SHAPES or is such an entry itself. large_gain: the vision
+    LayerNorms' large_gain_channels get this gain (LARGE_GAIN: as trained towers), every other weight the same as
+    with 1.0 and the same seed.
     """
     shape = SHAPES[shape] if isinstance(shape, str) else shape
     folder = Path(folder)
@@ -177,6 +202,6 @@ def write_random_checkpoint(
         partial.write_text(content, encoding="utf-8")
         os.replace(partial, folder / name)
     partial = folder / ".model.safetensors.partial"
-    write_safetensors(partial, tensor_shapes(shape), dtype, seed)
+    write_safetensors(partial, tensor_shapes(shape), dtype, seed, large_gain)
     os.replace(partial, folder / "model.safetensors")
     return folder

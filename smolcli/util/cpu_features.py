@@ -71,3 +71,26 @@ def cpu_features(root: Path = Path("/")) -> dict[str, bool] | None:
     if not any(line.lower().startswith(("flags", "features")) for line in text.splitlines()):
         return None
     return features_from_cpuinfo(text, machine)
+
+
+# bfloat16 arithmetic in hardware: AVX-512 BF16 or AMX-BF16 (x86-64), the bf16 extension (Arm)
+BF16_FLAGS = {"x86": ("avx512_bf16", "amx_bf16"), "arm": ("bf16",)}
+
+
+def bf16_from_cpuinfo(text: str, machine: str) -> bool:
+    """Whether /proc/cpuinfo's flags (x86) or Features (Arm) name a native bfloat16 instruction set."""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return any(flag in flags for flag in BF16_FLAGS["arm" if is_arm(machine) else "x86"])
+
+
+def native_bf16(root: Path = Path("/")) -> bool | None:
+    """This CPU computes bfloat16 natively; None where /proc/cpuinfo cannot be read."""
+    try:
+        text = (root / "proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    return bf16_from_cpuinfo(text, platform.machine())

@@ -53,10 +53,12 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
                   [patches, ff] float buffers and four [patches, width] ones; 256M: 50 MB by the formula,
                   44 MB measured (graph format 6; format 5's head-pair scores took 90-95 MB)
   vision_build    only when the ONNX file is not cached yet: the first run builds it, each initializer written
-                  to the weights file as it is made (one tensor in float32 and int8 at a time, the mmproj's
-                  mapped pages): ONNX_BUILD_PER_PARAM bytes per vision parameter and the onnx package's
-                  import; 256M: 180 MB measured over the imports (221 MB peak), 87.6M parameters. The build
-                  ends before the session loads, so counting both errs high
+                  to the weights file as it is made (the mmproj's mapped pages), then checks the int8 graph
+                  against the fp32 one on probe tiles (onnx_probe: the fp32 reference's session holds every
+                  weight in float32, a session at a time, a tile per run): ONNX_BUILD_PER_PARAM bytes per vision
+                  parameter and the onnx package's import; 256M: 674 MB measured over the imports (715 MB
+                  peak; the build alone 180 MB), 87.6M parameters. The build ends before the session loads,
+                  so counting both errs high
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
   runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
@@ -313,7 +315,7 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
 # resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
 # is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
 ONNX_INT8_RESIDENT = 1.3
-ONNX_BUILD_PER_PARAM = 2.5  # peak bytes per vision parameter while the ONNX file is built (measured 2.05 on 256M)
+ONNX_BUILD_PER_PARAM = 8  # peak bytes per vision parameter while the ONNX file is built and self-checked (7.7 on 256M)
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
 ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
 

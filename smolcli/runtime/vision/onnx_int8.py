@@ -5,7 +5,16 @@ connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry m
 and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
 llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
 
-- "asym-fp32-o" (the default): per-row-asym, with the connector projection (0.5% of the
+- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 7): "asym-fp32-o" with the LayerNorm outputs'
+  outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
+  LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
+  attn_q and attn_k in fp32 in the layers that have them (_outlier_split_form says why). On a checkpoint
+  without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps per-tile
+  cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
+- "smooth-asym-fp32-o": "asym-fp32-o" on SmoothQuant-folded weights (onnx_smooth.smoothed, alpha 0.5):
+  measured beside it, it only reached cosine 0.990 on the same large-gain checkpoint: attention's q . k
+  takes the columns the fold made large, so the default splits the channels off instead.
+- "asym-fp32-o": per-row-asym, with the connector projection (0.5% of the
   multiply-adds, the largest single error) and attn_out (1/12 of the linear ones) in fp32.
 - "asym-fp32-vo": the same with attn_v in fp32 too: closer still, slower.
 - "asym-fp32-c": per-row-asym with only the connector in fp32.
@@ -29,6 +38,8 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from smolcli.runtime.vision.onnx_graph import (
@@ -41,10 +52,12 @@ from smolcli.runtime.vision.onnx_graph import (
     build_model,
     float_linear,
 )
+from smolcli.runtime.vision.onnx_smooth import layer_outliers, smoothed
 
 PER_ROW_OPSET = 21  # blocked QuantizeLinear
 NBITS_BLOCK = 32  # Q8_0's block
 CONNECTOR, ATTN_OUT, ATTN_V = "mm.model.fc", "attn_out", "attn_v"  # layer name endings
+ATTN_Q, ATTN_K = "attn_q", "attn_k"
 V5_DEFAULT = "asym-fp32-o-v5"  # the default form as FORMAT_VERSION 5 wrote it: benchmarks measure against it
 
 
@@ -160,6 +173,37 @@ def by_layer(default: Linear, chosen: dict[str, Linear]) -> Linear:
     return linear
 
 
+def outlier_split(inner: Linear, outliers: dict[str, np.ndarray]) -> Linear:
+    """A linear writer whose layers listed in `outliers` (name -> input channels) read those channels in fp32.
+
+    LLM.int8()'s decomposition with the channels known from the weights (onnx_smooth.layer_outliers): the
+    int8 product sees the input with those channels zeroed (one Mul per input, shared by q, k and v) and a
+    weight without their columns, so neither the activations' row scale nor the weights' channel scale is set
+    by them; a [tokens, few] x [few, out] fp32 product of the gathered channels is added back.
+    """
+    masked: dict[tuple[str, bytes], tuple[str, str]] = {}  # (input, channels) -> (masked input, gathered channels)
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        channels = outliers.get(name)
+        if channels is None:
+            return inner(g, x, weight, bias, name)
+        key = (x, channels.tobytes())
+        if key not in masked:
+            mask = np.ones(weight.shape[1], np.float32)
+            mask[channels] = 0
+            kept = g.op("Mul", [x, g.const(g.name("outlier.mask"), mask)])
+            gathered = g.op("Gather", [x, g.const(g.name("outlier.idx"), channels)], axis=-1)
+            masked[key] = kept, gathered
+        kept, gathered = masked[key]
+        rest = weight.copy()
+        rest[:, channels] = 0
+        y = inner(g, kept, rest, bias, name)
+        few = g.op("MatMul", [gathered, g.const(f"{name}.outlier.wt", np.ascontiguousarray(weight[:, channels].T))])
+        return g.op("Add", [y, few], name)
+
+    return linear
+
+
 _ASYM = per_row_asym_linear
 LINEARS: dict[str, Linear] = {
     "asym-fp32-o": by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear}),
@@ -173,7 +217,34 @@ LINEARS: dict[str, Linear] = {
     "per-row": per_row_linear,
     "nbits": nbits_linear,
 }
-INT8_KINDS = (*LINEARS, "dynamic")
+# Forms read from the weights themselves: (VisionWeights) -> (the weights the graph is built from, its linear writer)
+WeightForm = Callable[[VisionWeights], tuple[VisionWeights, Linear]]
+OUTLIER_DEFAULT = "outlier-asym-fp32-o"
+
+
+def _outlier_split_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
+    """asym-fp32-o with the outlier channels split off; in a layer that has them, attn_q and attn_k in fp32.
+
+    Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
+    error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
+    to fp32 on the probe 0.958 per-row, 0.9983 with the split alone, 0.9996 with q and k in fp32 too."""
+    outliers = layer_outliers(weights)
+    exact = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+    split = {name: channels for name, channels in outliers.items() if name not in exact}
+    inner = LINEARS["asym-fp32-o"]
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        return (float_linear if name in exact else inner)(g, x, weight, bias, name)
+
+    return weights, outlier_split(linear, split)
+
+
+def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
+    return smoothed(weights), LINEARS["asym-fp32-o"]
+
+
+FORMS: dict[str, WeightForm] = {OUTLIER_DEFAULT: _outlier_split_form, "smooth-asym-fp32-o": _smoothed_form}
+INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 
 
@@ -188,10 +259,14 @@ def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION, we
     onnx_graph.build_model's ("dynamic", ORT's own quantizer, reads every weight from the proto: built in memory)."""
     if kind == "dynamic":  # its quantizer's shape inference cannot see through MultiHeadAttention
         return quantize_dynamic_model(build_model(weights, attention="matmul"))
-    if kind not in LINEARS:
+    if kind in FORMS:
+        weights, linear = FORMS[kind](weights)
+    elif kind in LINEARS:
+        linear = LINEARS[kind]
+    else:
         raise ValueError(f"unknown int8 kind {kind!r}")
     attention = ATTENTION_OF.get(kind, attention)
-    return build_model(weights, LINEARS[kind], opset=PER_ROW_OPSET, attention=attention, weights_file=weights_file)
+    return build_model(weights, linear, opset=PER_ROW_OPSET, attention=attention, weights_file=weights_file)
 
 
 def quantize_dynamic_model(model):

@@ -12,6 +12,7 @@ in one run took 1.7 GB) at no cost in speed: a tile's 1024 rows already fill the
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -37,8 +38,8 @@ from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
-INT8_KIND = "asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
-FORMAT_VERSION = 6  # bump when the graph changes: old cached files are then rebuilt under a new name
+INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
+FORMAT_VERSION = 7  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
@@ -68,12 +69,15 @@ def _build(weights, precision: str, int8_kind: str, weights_file=None):
     return build_int8(weights, int8_kind, weights_file=weights_file)
 
 
-def _build_staged(weights, precision: str, int8_kind: str, target: Path) -> None:
+def _build_staged(
+    weights, precision: str, int8_kind: str, target: Path, check=None, bound: float = 0.0
+) -> float | None:
     """target: <folder>/<form>/model.onnx with its weights beside it, built in a hidden folder and renamed whole.
 
     The weights go to their file tensor by tensor as the graph is built (onnx_graph.WeightsFile), so the build
     holds one tensor at a time, never the model; and with the weights in their own file, loading a session reads
     no 100 MB protobuf beside the initializers and MLAS's packed copy of them.
+    check(staged model.onnx) -> a probe cosine, run before the rename: under `bound` the build is not kept.
     """
     import shutil
 
@@ -100,11 +104,15 @@ def _build_staged(weights, precision: str, int8_kind: str, target: Path) -> None
         else:
             onnx.save(model, stage / target.name)
         del model
+        cosine = check(stage / target.name) if check else None
+        if cosine is not None and cosine < bound:
+            return cosine
         try:
             os.replace(stage, built)
         except OSError:
             if not target.is_file():  # else another process renamed the same build into place first
                 raise
+        return cosine
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -120,12 +128,19 @@ def cached_path(mmproj: Path, precision: str, folder: Path | None = None, int8_k
     return folder / f"{content_digest(mmproj, folder / 'file-digests')}-{form}-v{FORMAT_VERSION}" / "model.onnx"
 
 
-def built_forms() -> list[Path]:
-    """Every ONNX build in the cache (this format's folders, and older formats' single files)."""
+MARKER_SUFFIX = ".fp32.json"  # fallback_marker's files: the int8 self-check's verdicts, not builds
+
+
+def _cache_entries() -> list[Path]:
     folder = onnx_folder()
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "file-digests")
+
+
+def built_forms() -> list[Path]:
+    """Every ONNX build in the cache (this format's folders, and older formats' single files)."""
+    return [p for p in _cache_entries() if not p.name.endswith(MARKER_SUFFIX)]
 
 
 def built_bytes() -> int:
@@ -134,29 +149,99 @@ def built_bytes() -> int:
 
 def clear_built() -> tuple[int, int]:
     """Remove every ONNX build: (how many, bytes freed); one that cannot be removed is left. The next image on
-    the CPU builds its encoder again."""
-    return remove_all(built_forms())
+    the CPU builds its encoder again (and checks an int8 one again: the self-check's markers go too)."""
+    removed, freed = remove_all(built_forms())
+    remove_all([p for p in _cache_entries() if p.name.endswith(MARKER_SUFFIX)])
+    return removed, freed
 
 
 def build_or_reuse(
     mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND
 ) -> Path | bytes:
-    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be.
+    """The cached ONNX file for this mmproj and precision, built when missing; ModelFileError when it cannot be."""
+    return build(mmproj, precision, folder, int8_kind).source
+
+
+@dataclass(frozen=True)
+class Built:
+    """An ONNX build: its file (or bytes), the precision it computes in, and the int8 self-check's cosine."""
+
+    source: Path | bytes
+    precision: str  # what was asked, or "fp32" where the int8 graph failed its self-check
+    probe_cosine: float | None = None
+
+
+def fallback_marker(target: Path) -> Path:
+    """Beside an int8 build's folder: the file that says its int8 graph failed the self-check (fp32 runs instead)."""
+    return target.parent.with_name(target.parent.name + MARKER_SUFFIX)
+
+
+def runs_as(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> str:
+    """The precision this mmproj's images are encoded in: `precision`, or fp32 after a failed int8 self-check."""
+    if precision != "int8" or int8_kind != INT8_KIND:
+        return precision
+    return "fp32" if fallback_marker(cached_path(mmproj, precision, folder, int8_kind)).is_file() else precision
+
+
+def build(
+    mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND, threads: int = 2
+) -> Built:
+    """build_or_reuse's build, and what it computes in.
 
     Where the cache cannot be written (a read-only or full disk), the model is built in memory and its
     bytes returned instead: the answer does not need the cache, only the next run's speed does.
+    The default int8 form checks itself against fp32 on a probe image when it is built (onnx_probe); under
+    PROBE_BOUND the fp32 graph is built instead, said once on stderr, and a marker keeps the choice.
     """
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine, probe_cosine_of_file
 
     target = cached_path(mmproj, precision, folder, int8_kind)
+    self_check = precision == "int8" and int8_kind == INT8_KIND  # other kinds: benchmarks measure them as they are
+    marker = fallback_marker(target)
+    if self_check and marker.is_file():
+        cosine = _marked_cosine(marker)
+        return Built(build(mmproj, "fp32", folder, threads=threads).source, "fp32", cosine)
     if target.is_file():
-        return target
+        return Built(target, precision)
     weights = read_vision_weights(mmproj)
+    check = (lambda staged: probe_cosine_of_file(weights, staged, threads)) if self_check else None
     try:
-        _build_staged(weights, precision, int8_kind, target)
+        cosine = _build_staged(weights, precision, int8_kind, target, check, PROBE_BOUND)
+    except OSError:  # no cache to write: whole, in memory
+        model = _build(weights, precision, int8_kind)
+        cosine = probe_cosine(weights, model, threads) if self_check else None
+        if cosine is None or cosine >= PROBE_BOUND:
+            return Built(model.SerializeToString(), precision, cosine)
+    if cosine is not None and cosine < PROBE_BOUND:
+        print(
+            f"smolcli: the int8 vision encoder of {mmproj.name} is off its fp32 form on a probe image (tile cosine "
+            f"{cosine:.5f} < {PROBE_BOUND}); its images are encoded in fp32 instead (slower, exact)",
+            file=sys.stderr,
+        )
+        _write_marker(marker, cosine)
+        return Built(build(mmproj, "fp32", folder, threads=threads).source, "fp32", cosine)
+    return Built(target, precision, cosine)
+
+
+def _marked_cosine(marker: Path) -> float | None:
+    try:
+        return float(json.loads(marker.read_text())["probe_cosine"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_marker(marker: Path, cosine: float) -> None:
+    """The self-check's verdict, written whole (a hidden name renamed); a cache that cannot be written: none."""
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND
+
+    staged = marker.with_name(f".{marker.name}.{os.getpid()}")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps({"runs": "fp32", "probe_cosine": cosine, "bound": PROBE_BOUND}))
+        os.replace(staged, marker)
     except OSError:
-        return _build(weights, precision, int8_kind).SerializeToString()  # no cache to write: whole, in memory
-    return target
+        staged.unlink(missing_ok=True)
 
 
 KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
@@ -196,10 +281,14 @@ class OnnxVisionEncoder:
     _refused: set = field(default_factory=set)  # mmproj paths that could not be converted
     _tiles: OrderedDict = field(default_factory=OrderedDict)  # digest -> [tiles, tokens, n_embd], the last few
     build_seconds: float = 0.0
+    runs: str = ""  # the precision the last mmproj's images are encoded in (runs_as): precision, or fp32
 
     @property
     def name(self) -> str:
-        return f"onnx-{self.precision}"
+        return f"onnx-{self.runs or self.precision}"
+
+    def _note_mmproj(self, mmproj: GGUFSummary) -> None:
+        self.runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
 
     @property
     def cache_tag(self) -> str:
@@ -275,7 +364,8 @@ class OnnxVisionEncoder:
         import onnxruntime as ort
 
         started = time.perf_counter()
-        path = build_or_reuse(mmproj.path, self.precision, self.folder, self.int8_kind)
+        built = build(mmproj.path, self.precision, self.folder, self.int8_kind, self.threads)
+        path, self.runs = built.source, built.precision
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -292,13 +382,16 @@ class OnnxVisionEncoder:
         return self._session
 
     def is_built(self, mmproj: GGUFSummary) -> bool:
-        """Whether this mmproj's ONNX file is cached already (else the first image builds it)."""
-        return cached_path(mmproj.path, self.precision, self.folder, self.int8_kind).is_file()
+        """Whether this mmproj's ONNX file is cached already (else the first image builds it): the fp32 one where
+        the int8 graph failed its self-check."""
+        runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
+        return cached_path(mmproj.path, runs, self.folder, self.int8_kind).is_file()
 
     def engine_for(self, mmproj: GGUFSummary) -> str:
         """The name of the engine that encodes this mmproj's tiles: ours, or "mtmd" after a fallback."""
         if mmproj.path in self._refused:
             return "mtmd"
+        self._note_mmproj(mmproj)
         # a session made for it (and maybe dropped since), or its build cached: the session waits for a tile
         # that needs encoding (every tile in the embedding cache: none at all)
         if mmproj.path == self._session_mmproj or self.is_built(mmproj):
@@ -325,6 +418,7 @@ class OnnxVisionEncoder:
 
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
         """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        self._note_mmproj(mmproj)
         if digest in self._tiles and self._session_mmproj == mmproj.path:
             tiles = self._tiles[digest]
             return np.ascontiguousarray(tiles[tile % len(tiles)])
