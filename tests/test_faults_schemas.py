@@ -43,6 +43,9 @@ def _nested(depth: int) -> dict:
         ({"type": "string", "pattern": "^(a)\\1$"}, ["/pattern", "back-reference"]),
         ({"type": "string", "pattern": "^(?P<x>a)(?P=x)$"}, ["/pattern", "back-reference"]),
         ({"type": "string", "pattern": "^\ud800$"}, ["/pattern", "lone surrogate"]),
+        # llama-cpp-python's pattern converter looped forever on these (found by tests/test_faults_fuzz.py)
+        ({"type": "string", "pattern": "^K}\u00af$"}, ["/pattern", "'}' closes nothing"]),
+        ({"type": "string", "pattern": "^a{2}]$"}, ["/pattern", "']' closes nothing"]),
         ({"type": "object", "properties": {'a"b': {"type": "string"}}}, ["/properties", "quote"]),
         ({"type": "object", "properties": {"a\x00b": {"type": "string"}}}, ["/properties", "control character"]),
         ({"enum": ["fine", "new\nline"]}, ["/enum", "control character"]),

@@ -283,9 +283,36 @@ def _check_string(schema: dict, pointer: str, _refs: dict) -> None:
         raise _refuse(
             f"{pointer}/pattern", "a back-reference in a pattern cannot be enforced by the grammar; remove it"
         )
+    stray = stray_closing(pattern) if pattern is not None else None
+    if stray is not None:
+        raise _refuse(f"{pointer}/pattern", f"the pattern's {stray!r} closes nothing; escape it as '\\{stray}'")
     form = schema.get("format")
     if form is not None and form not in STRING_FORMATS:
         raise _refuse(pointer, f"format {form!r} is not supported (only {', '.join(STRING_FORMATS)})")
+
+
+def stray_closing(pattern: str) -> str | None:
+    """A ']' or '}' that closes no character class or quantifier, or None. llama-cpp-python's pattern converter
+    never moves past one (an endless loop: a request's schema would hold the server's worker for good). The scan
+    reads the pattern as the converter does: a backslash escapes one character, a class runs to its first
+    unescaped ']', a quantifier to its first '}'."""
+    at = 0
+    while at < len(pattern):
+        char = pattern[at]
+        if char == "\\":
+            at += 2
+        elif char == "[":
+            at += 1
+            while at < len(pattern) and pattern[at] != "]":
+                at += 2 if pattern[at] == "\\" else 1
+            at += 1
+        elif char == "{" and "}" in pattern[at:]:
+            at = pattern.index("}", at) + 1
+        elif char in "]}":
+            return char
+        else:
+            at += 1
+    return None
 
 
 def _check_ref(ref, pointer: str, refs: dict) -> None:
