@@ -13,7 +13,7 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
 - "outlier-asym-fp32-o-a8": the default with attention's two products in int8 too (onnx_attention_int8), fp32
   MultiHeadAttention kept in the layers with outlier channels. It holds the bounds on plain weights (per-tile
-  cosine 0.99980 on 256M shapes) but is slower than ORT's fused fp32 attention (the scores are written out and
+  cosine 0.99980 on 256M shapes) but is no faster than ORT's fused fp32 attention (the scores are written out and
   softmaxed and quantized by separate ops; docs/benchmarks.md), so not the default.
 - "smooth-asym-fp32-o": "asym-fp32-o" on SmoothQuant-folded weights (onnx_smooth.smoothed, alpha 0.5):
   measured beside it, it only reached cosine 0.990 on the same large-gain checkpoint: attention's q . k
