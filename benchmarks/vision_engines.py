@@ -13,8 +13,8 @@ vision model + connector on the same pixels, and its ratio to the "nbits" form's
 weights and activations: Q8_0's arithmetic). Ratios mean more than the seconds: the machine may be
 shared, so the load average is printed with the figures.
 
---profile: the int8 form (the default kind, or the first of --kinds) under ORT's profiler, kernel time
-by op type, its int8 multiply-adds per tile, and their rate against a large square u8 x s8
+--profile: the int8 form (the default kind, or each of --kinds in turn) under ORT's profiler, kernel time
+by op type, each op type's multiply-adds per tile and its rate, and those rates against a large square u8 x s8
 MatMulInteger through ORT on the same threads (the practical int8 peak) and AVX-512 VNNI's
 theoretical one from the clock.
 """
@@ -139,8 +139,9 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {args.threads} threads, {os.cpu_count()} cores (shared machine: compare ratios)")
     folder = Path(tempfile.mkdtemp(prefix="smolcli-onnx-bench-"))  # the ONNX files: hundreds of MB, removed at the end
     try:
-        if args.profile:
-            profile(args.threads, f16.mmproj, pixels_of(f16.mmproj, image), folder, kinds[0])
+        if args.profile:  # each kind in turn, in one run: before and after side by side
+            for kind in kinds:
+                profile(args.threads, f16.mmproj, pixels_of(f16.mmproj, image), folder, kind)
         else:
             measure(args, kinds, q8, f16, image, folder)
     finally:
@@ -232,7 +233,15 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
 def profile(threads: int, mmproj: Path, pixels: np.ndarray, folder: Path, kind: str) -> None:
     import onnx
 
-    from smolcli.bench.onnx_profile import INT8_OPS, encoder_macs, matmul_peak, time_by_op, vnni_peak
+    from smolcli.bench.onnx_profile import (
+        INT8_ATTENTION,
+        INT8_OPS,
+        encoder_macs,
+        matmul_peak,
+        op_macs,
+        time_by_op,
+        vnni_peak,
+    )
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
     from smolcli.runtime.vision.onnx_vision import build_or_reuse
 
@@ -241,16 +250,21 @@ def profile(threads: int, mmproj: Path, pixels: np.ndarray, folder: Path, kind: 
     print(f"profiling int8 {kind}, one tile, {threads} threads; {load_average()}")
     by_op, wall = time_by_op(str(path), tiles, threads)
     w = read_vision_weights(mmproj)
-    macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
+    graph = onnx.load(path)
+    macs = encoder_macs(graph, w.grid**2, w.tokens, w.width, w.layers)
+    per_op = op_macs(graph, w.grid**2, w.tokens, w.width, w.layers)
     total = sum(by_op.values())
-    print(f"run {wall:.3f} s, kernels {total:.3f} s")
-    print("| op type | seconds | share |")
-    print("| --- | --- | --- |")
-    for op, seconds in sorted(by_op.items(), key=lambda item: -item[1]):
-        print(f"| {op} | {seconds:.3f} | {seconds / total:.1%} |")
-    int8_seconds = sum(by_op.get(op, 0.0) for op in INT8_OPS)
-    float_seconds = sum(by_op.get(op, 0.0) for op in ("MatMul", "Conv", "MultiHeadAttention"))
     practical, float_peak, theoretical = matmul_peak(threads), matmul_peak(threads, "MatMul"), vnni_peak(threads)
+    print(f"run {wall:.3f} s, kernels {total:.3f} s")
+    # each op type's multiply-adds over its kernel time, as a fraction of the practical int8 peak
+    print("| op type | seconds | share | G multiply-adds | GMAC/s | of the int8 peak |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for op, seconds in sorted(by_op.items(), key=lambda item: -item[1]):
+        rate = per_op.get(op, 0) / seconds / 1e9 if seconds else 0.0
+        cells = [f"{per_op[op] / 1e9:.1f}", f"{rate:.0f}", f"{rate / practical:.0%}"] if op in per_op else [""] * 3
+        print(f"| {op} | {seconds:.3f} | {seconds / total:.1%} | {' | '.join(cells)} |")
+    int8_seconds = sum(by_op.get(op, 0.0) for op in (*INT8_OPS, INT8_ATTENTION))
+    float_seconds = sum(by_op.get(op, 0.0) for op in ("MatMul", "Conv", "MultiHeadAttention"))
     int8_rate = macs["int8"] / int8_seconds / 1e9 if int8_seconds else 0.0
     whole = (macs["int8"] + macs["float"]) / wall / 1e9
     print(f"multiply-adds per tile: int8 {macs['int8'] / 1e9:.1f} G, float {macs['float'] / 1e9:.1f} G")

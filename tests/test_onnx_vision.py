@@ -552,3 +552,85 @@ def test_vision_precision_refusals_are_one_line(tiny_pair, images, options, word
         one_line_error(CliRunner().invoke(app, arguments), *words)
     with pytest.raises(smolcli.errors.BadInput, match="vision_precision="):
         smolcli.load(model, vision_precision=options[1] if options[1] != "fp32" else "fp8")
+
+
+@pytest.mark.parametrize(
+    "tiles, patches, heads, head_dim", [(2, 64, 4, 16), (1, 256, 12, 64)], ids=["tiny", "256m-heads"]
+)
+def test_int8_attention_keeps_multi_head_attentions_context(tiles, patches, heads, head_dim):
+    """Attention's two products in int8 (onnx_attention_int8) against ORT's fp32 MultiHeadAttention on the same
+    q, k, v: every tile's context within cosine 0.999, with no float attention left in the graph."""
+    from onnx import TensorProto, helper
+
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.vision.onnx_attention_int8 import int8_attention
+    from smolcli.runtime.vision.onnx_graph import MS_DOMAIN, Graph
+
+    width = heads * head_dim
+
+    def model(attend) -> bytes:
+        g = Graph()
+        out = attend(g)
+        g.nodes.append(helper.make_node("Identity", [out], ["context"]))
+        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["tiles", patches, width]) for n in "qkv"]
+        graph = helper.make_graph(
+            g.nodes,
+            "attention",
+            inputs,
+            [helper.make_tensor_value_info("context", TensorProto.FLOAT, None)],
+            g.initializers,
+        )
+        opsets = [helper.make_opsetid("", 21), helper.make_opsetid(MS_DOMAIN, 1)]
+        made = helper.make_model(graph, opset_imports=opsets)
+        made.ir_version = 10
+        return made
+
+    rng = np.random.default_rng(23)
+    feeds = {n: (rng.standard_normal((tiles, patches, width)) * 2).astype(np.float32) for n in "qkv"}
+    mha = model(lambda g: g.op("MultiHeadAttention", ["q", "k", "v"], domain=MS_DOMAIN, num_heads=heads))
+    int8 = model(lambda g: int8_attention(g, "q", "k", "v", heads, head_dim, patches))
+    assert {n.op_type for n in int8.graph.node} >= {"MatMulIntegerToFloat", "Softmax"}
+    assert "MultiHeadAttention" not in {n.op_type for n in int8.graph.node}
+    ref = session(mha.SerializeToString(), 2).run(None, feeds)[0]
+    ours = session(int8.SerializeToString(), 2).run(None, feeds)[0]
+    assert ours.shape == ref.shape
+    cosines = per_tile_cosines(ref, ours)
+    assert cosines.min() >= 0.999 and not np.array_equal(ours, ref), cosines
+
+
+@pytest.mark.parametrize("large_gain", [1.0, LARGE_GAIN], ids=["plain", "large-gain"])
+def test_the_int8_attention_form_holds_and_keeps_fp32_attention_where_the_softmax_is_sharp(
+    large_gain, converted, images
+):
+    """The default form with int8 attention: within cosine 0.999 of fp32 on every tile; int8 attention in every
+    layer of the plain checkpoint (its products counted as int8 multiply-adds), fp32 MultiHeadAttention in every
+    layer with large-gain channels (the default form keeps q and k in fp32 there)."""
+    import onnx
+
+    from smolcli.bench.onnx_profile import op_macs, session
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import INT8_ATTENTION, build_int8
+
+    weights = read_vision_weights(converted("F32", "F32", "SmolVLM", large_gain).mmproj)
+    pixels = np.concatenate(
+        [
+            pixel_values(load_image(images[c]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+            for c in CASES
+        ]
+    )
+    model = build_int8(weights, INT8_ATTENTION)
+    ops = [n.op_type for n in model.graph.node]
+    fp32 = session(build_model(weights).SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+    ours = session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+    assert per_tile_cosines(fp32, ours).min() >= 0.999
+    patches = weights.grid**2
+    macs = op_macs(
+        onnx.load_from_string(model.SerializeToString()), patches, weights.tokens, weights.width, weights.layers
+    )
+    attention = weights.layers * 2 * patches * patches * weights.width
+    if large_gain == 1.0:
+        assert ops.count("MultiHeadAttention") == 0 and "MultiHeadAttention" not in macs
+        assert macs["MatMulIntegerToFloat (attention)"] == attention
+    else:
+        assert ops.count("MultiHeadAttention") == weights.layers and macs["MultiHeadAttention"] == attention

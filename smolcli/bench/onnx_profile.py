@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from smolcli.runtime.vision.onnx_attention_int8 import PRODUCT
+
 INT8_OPS = ("MatMulInteger", "MatMulIntegerToFloat", "MatMulNBits")
+INT8_ATTENTION = "MatMulIntegerToFloat (attention)"  # onnx_attention_int8's products, apart from the linear layers'
 PEAK_SIZE = 2048  # M = K = N of the peak's MatMulInteger: large enough that packing is a small share
 PEAK_SECONDS = 1.5
 # one 512-bit VPDPBUSD (64 u8 x s8 multiply-adds) per cycle per core: AMD Zen 4's rate, and one port's on
@@ -52,34 +55,57 @@ def time_by_op(model: bytes | str, pixels: np.ndarray, threads: int) -> tuple[di
     by_op: dict[str, float] = defaultdict(float)
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and start <= event["ts"] <= end:
-            by_op[event["args"]["op_name"]] += event["dur"] / 1e6
+            by_op[_op_label(event["args"]["op_name"], event["name"])] += event["dur"] / 1e6
     return dict(by_op), last["dur"] / 1e6
 
 
+def _op_label(op_type: str, node_name: str) -> str:
+    return INT8_ATTENTION if op_type == "MatMulIntegerToFloat" and PRODUCT in node_name else op_type
+
+
 def encoder_macs(model, grid_tokens: int, tokens: int, width: int, layers: int) -> dict[str, int]:
-    """Multiply-adds per tile by kind: "int8" (MatMulInteger[ToFloat], MatMulNBits), "float" (MatMul, Conv).
+    """Multiply-adds per tile by kind: "int8" (MatMulInteger[ToFloat], MatMulNBits), "float" (MatMul, Conv,
+    attention), and by the op type that runs them (op_macs).
 
     Linear layers read their [K, N] (or MatMulNBits' K and N) from the graph; the connector's rows are
-    the tile's tokens, every other layer's the patches. Attention's two float MatMuls per layer are
-    patches^2 x width each (in MultiHeadAttention or as MatMuls).
+    the tile's tokens, every other layer's the patches. Attention's two products per layer are
+    patches^2 x width each: in MultiHeadAttention or as MatMuls (float), or as MatMulIntegerToFloat on two
+    computed inputs (onnx_attention_int8: int8).
     """
-    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
     counts = {"int8": 0, "float": 0}
+    for op, macs in op_macs(model, grid_tokens, tokens, width, layers).items():
+        counts["int8" if op in (*INT8_OPS, INT8_ATTENTION) else "float"] += macs
+    return counts
+
+
+def op_macs(model, grid_tokens: int, tokens: int, width: int, layers: int) -> dict[str, int]:
+    """Multiply-adds per tile by the op type that runs them (encoder_macs' count, split by op type)."""
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    counts: dict[str, int] = defaultdict(int)
+    int8_layers = set()  # layer prefixes of onnx_attention_int8's products
     for node in model.graph.node:
         rows = tokens if node.name.startswith("mm.") else grid_tokens
-        if node.op_type in ("MatMulInteger", "MatMulIntegerToFloat"):
+        if node.op_type in ("MatMulInteger", "MatMulIntegerToFloat") and node.input[1] not in shapes:
+            int8_layers.add(node.name.split(PRODUCT)[0])  # both operands computed: one of attention's products
+        elif node.op_type in ("MatMulInteger", "MatMulIntegerToFloat"):
             k, n = shapes[node.input[1]]
-            counts["int8"] += rows * k * n
+            counts[node.op_type] += rows * k * n
         elif node.op_type == "MatMulNBits":
             attrs = {a.name: a.i for a in node.attribute}
-            counts["int8"] += rows * attrs["K"] * attrs["N"]
+            counts[node.op_type] += rows * attrs["K"] * attrs["N"]
         elif node.op_type == "MatMul" and node.input[1] in shapes:
             k, n = shapes[node.input[1]]
-            counts["float"] += rows * k * n
+            counts[node.op_type] += rows * k * n
         elif node.op_type == "Conv":
-            counts["float"] += grid_tokens * int(np.prod(shapes[node.input[1]]))
-    counts["float"] += layers * 2 * grid_tokens * grid_tokens * width  # Q K^T and weights x V
-    return counts
+            counts[node.op_type] += grid_tokens * int(np.prod(shapes[node.input[1]]))
+    per_layer = 2 * grid_tokens * grid_tokens * width  # Q K^T and weights x V
+    fused = sum(node.op_type == "MultiHeadAttention" for node in model.graph.node)
+    for op, count in ((INT8_ATTENTION, len(int8_layers)), ("MultiHeadAttention", fused)):
+        if count:
+            counts[op] += count * per_layer
+    if layers > len(int8_layers) + fused:  # as MatMul / Softmax / MatMul
+        counts["MatMul"] += (layers - len(int8_layers) - fused) * per_layer
+    return dict(counts)
 
 
 def _square_model(op: str):

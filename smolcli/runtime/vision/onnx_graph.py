@@ -263,6 +263,9 @@ MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (MultiHeadAttention, Ma
 # MatMul), a few heads at a time: FORMAT_VERSION 5's graph, and what onnxruntime's quantize_dynamic can read.
 ATTENTIONS = ("mha", "matmul")
 ATTENTION = "mha"
+# Or attention written by a function (onnx_int8's int8 attention): (graph, layer prefix, q, k, v [tiles, patches,
+# width], heads, head_dim, patches) -> the [tiles, patches, width] context.
+Attend = Callable[["Graph", str, str, str, str, int, int, int], str]
 
 
 def grouped_attention(g: Graph, h: str, p: str, heads: int, head_dim: int, linear: Linear, t, shape) -> str:
@@ -287,24 +290,27 @@ def grouped_attention(g: Graph, h: str, p: str, heads: int, head_dim: int, linea
     return g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), shape(0, -1, width)])
 
 
+def qkv(g: Graph, h: str, p: str, linear: Linear, t) -> tuple[str, str, str]:
+    return tuple(linear(g, h, t[f"{p}{n}.weight"], t[f"{p}{n}.bias"], p + n) for n in ("attn_q", "attn_k", "attn_v"))
+
+
 def multi_head_attention(g: Graph, h: str, p: str, heads: int, linear: Linear, t) -> str:
     """[tiles, patches, width] context of one layer through com.microsoft MultiHeadAttention (scale 1/sqrt(head))."""
-    q, k, v = (linear(g, h, t[f"{p}{n}.weight"], t[f"{p}{n}.bias"], p + n) for n in ("attn_q", "attn_k", "attn_v"))
-    return g.op("MultiHeadAttention", [q, k, v], p + "attn", domain=MS_DOMAIN, num_heads=heads)
+    return g.op("MultiHeadAttention", list(qkv(g, h, p, linear, t)), p + "attn", domain=MS_DOMAIN, num_heads=heads)
 
 
 def build_model(
     w: VisionWeights,
     linear: Linear = float_linear,
     opset: int = OPSET,
-    attention: str = ATTENTION,
+    attention: str | Attend = ATTENTION,
     weights_file: WeightsFile | None = None,
 ):
-    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS. With weights_file, its large
-    initializers are in that file (save the proto beside it, as is), else all in the proto."""
+    """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS or an Attend function. With
+    weights_file, its large initializers are in that file (save the proto beside it, as is), else all in the proto."""
     from onnx import TensorProto, helper
 
-    if attention not in ATTENTIONS:
+    if not callable(attention) and attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}, not one of {ATTENTIONS}")
 
     g = Graph(weights_file)
@@ -333,7 +339,9 @@ def build_model(
     for bid in range(w.layers):
         p = f"v.blk.{bid}."
         h = layer_norm(x, p + "ln1")
-        if attention == "mha":
+        if callable(attention):
+            context = attention(g, p, *qkv(g, h, p, linear, t), heads, head_dim, grid * grid)
+        elif attention == "mha":
             context = multi_head_attention(g, h, p, heads, linear, t)
         else:
             context = grouped_attention(g, h, p, heads, head_dim, linear, t, shape)

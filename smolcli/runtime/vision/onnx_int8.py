@@ -11,6 +11,10 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   attn_q and attn_k in fp32 in the layers that have them (_outlier_split_form says why). On a checkpoint
   without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps per-tile
   cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
+- "outlier-asym-fp32-o-a8": the default with attention's two products in int8 too (onnx_attention_int8), fp32
+  MultiHeadAttention kept in the layers with outlier channels. It holds the bounds on plain weights (per-tile
+  cosine 0.99980 on 256M shapes) but is no faster than ORT's fused fp32 attention (the scores are written out and
+  softmaxed and quantized by separate ops; docs/benchmarks.md), so not the default.
 - "smooth-asym-fp32-o": "asym-fp32-o" on SmoothQuant-folded weights (onnx_smooth.smoothed, alpha 0.5):
   measured beside it, it only reached cosine 0.990 on the same large-gain checkpoint: attention's q . k
   takes the columns the fold made large, so the default splits the channels off instead.
@@ -42,9 +46,11 @@ from typing import Callable
 
 import numpy as np
 
+from smolcli.runtime.vision.onnx_attention_int8 import int8_attention
 from smolcli.runtime.vision.onnx_graph import (
     ATTENTION,
     MS_DOMAIN,
+    Attend,
     Graph,
     Linear,
     VisionWeights,
@@ -243,9 +249,30 @@ def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
     return smoothed(weights), LINEARS["asym-fp32-o"]
 
 
-FORMS: dict[str, WeightForm] = {OUTLIER_DEFAULT: _outlier_split_form, "smooth-asym-fp32-o": _smoothed_form}
+def _int8_attention_form(weights: VisionWeights) -> Attend:
+    """Attention's two products in int8 (onnx_attention_int8) in the layers without outlier channels; fp32
+    MultiHeadAttention in those with them, where the default form keeps q and k in fp32 too: there q . k's
+    logits are large and the softmax sharp, and int8's error in q and k moves it."""
+    outliers = layer_outliers(weights)
+    sharp = {name[: -len(ATTN_Q)] for name in outliers if name.endswith((ATTN_Q, ATTN_K))}  # "v.blk.3." prefixes
+
+    def attend(g: Graph, p: str, q: str, k: str, v: str, heads: int, head_dim: int, patches: int) -> str:
+        if p in sharp:
+            return g.op("MultiHeadAttention", [q, k, v], p + "attn", domain=MS_DOMAIN, num_heads=heads)
+        return int8_attention(g, q, k, v, heads, head_dim, patches, p)
+
+    return attend
+
+
+INT8_ATTENTION = OUTLIER_DEFAULT + "-a8"  # the default form with attention's two products in int8 too
+FORMS: dict[str, WeightForm] = {
+    OUTLIER_DEFAULT: _outlier_split_form,
+    INT8_ATTENTION: _outlier_split_form,
+    "smooth-asym-fp32-o": _smoothed_form,
+}
 INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
+ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION: _int8_attention_form}
 
 
 def _uint8(value: int):
@@ -254,7 +281,9 @@ def _uint8(value: int):
     return numpy_helper.from_array(np.array([value], np.uint8))
 
 
-def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION, weights_file: WeightsFile | None = None):
+def build_int8(
+    weights: VisionWeights, kind: str, attention: str | Attend = ATTENTION, weights_file: WeightsFile | None = None
+):
     """The int8 ModelProto of this kind (see INT8_KINDS), attention as onnx_graph.ATTENTIONS; weights_file as
     onnx_graph.build_model's ("dynamic", ORT's own quantizer, reads every weight from the proto: built in memory)."""
     if kind == "dynamic":  # its quantizer's shape inference cannot see through MultiHeadAttention
@@ -265,7 +294,7 @@ def build_int8(weights: VisionWeights, kind: str, attention: str = ATTENTION, we
         linear = LINEARS[kind]
     else:
         raise ValueError(f"unknown int8 kind {kind!r}")
-    attention = ATTENTION_OF.get(kind, attention)
+    attention = ATTENTION_FORMS[kind](weights) if kind in ATTENTION_FORMS else ATTENTION_OF.get(kind, attention)
     return build_model(weights, linear, opset=PER_ROW_OPSET, attention=attention, weights_file=weights_file)
 
 
