@@ -1,4 +1,4 @@
-"""Where an image prompt's prefill spends its time: the 1024x768 photo's prompt (886 tokens on 256M) prefilled
+"""Where an image prompt's prefill spends its time: the 1024x768 photo's prompt (889 tokens on 256M) prefilled
 as one run of rows under each setting of the text model's type, llama.cpp's weight repacking, n_ubatch,
 flash attention and threads, interleaved in one process.
 
