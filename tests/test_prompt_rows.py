@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
 
@@ -62,14 +63,22 @@ def decodes(monkeypatch) -> list[int]:
     return sizes
 
 
-def evaluated(pair, text: str, paths: list[Path], as_rows: bool, folder: Path, n_batch: int = 2048, flash=False):
+def evaluated(
+    pair, text: str, paths: list[Path], as_rows: bool, folder: Path, n_batch: int = 2048, flash=False, n_ubatch=512
+):
     """(last logits, counters, prompt chunk kinds) of the prompt evaluated one way."""
     encoder = OnnxVisionEncoder(2, "fp32", folder=folder)
     options = EngineOptions(
-        threads=2, vision_encoder=encoder, prefill_as_rows=as_rows, n_batch=n_batch, flash_attention=flash
+        threads=2,
+        vision_encoder=encoder,
+        prefill_as_rows=as_rows,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        flash_attention=flash,
     )
     with Engine(resolve_model_files(pair.model, pair.mmproj), options) as engine:
         context = engine.new_context(2048)
+        assert llama_cpp.llama_n_ubatch(context.handle) == min(n_ubatch, n_batch)
         prompt = engine.tokenize(text, [load_image(p) for p in paths])
         assert prompt.handle is None  # our own layout
         engine.evaluate(prompt, context)
@@ -128,6 +137,17 @@ def test_mostly_text_and_three_images_in_n_batch_batches(n_batch, converted, ima
         counted_rows.images_encoded == counted.images_encoded == 5 + 3 + 5
     )  # tiles asked for, as the per-chunk path counts them
     assert np.array_equal(rows, per_chunk), float(np.abs(rows - per_chunk).max())
+
+
+def test_n_ubatch_cuts_the_prompt_into_graphs_of_that_many_rows_with_the_same_logits(converted, images, tmp_path):
+    """n_ubatch (the engine's option, prefill_sweep.py's) is how many rows one compute graph takes; on the F32 pair
+    without flash attention, how they are cut does not move the logits."""
+    pair = converted("F32", "F32")
+    whole, _, _ = evaluated(pair, ONE_IMAGE, [images["photo"]], True, tmp_path)
+    cut, counted, _ = evaluated(pair, ONE_IMAGE, [images["photo"]], True, tmp_path, n_ubatch=16)
+    assert counted.text_tokens + counted.image_tokens > 16 * 4  # several graphs
+    assert np.abs(whole).max() > 0.5
+    assert np.array_equal(whole, cut), float(np.abs(whole - cut).max())
 
 
 def test_a_chat_follow_up_with_and_without_an_image_matches_the_per_chunk_path(converted, images, tmp_path):

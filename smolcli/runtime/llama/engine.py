@@ -49,6 +49,7 @@ class EngineOptions:
     threads: int | None = None
     cache_type: str = "f16"  # the KV cache of a context made without one
     n_batch: int = 2048
+    n_ubatch: int = 512  # rows per llama.cpp compute graph: benchmarks/prefill_sweep.py
     # llama.cpp's CPU_REPACK: a second, reordered copy of the CPU weights for its faster matrix kernels
     repack_weights: bool = False
     verbose: bool = False
@@ -193,7 +194,7 @@ class Engine:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = min(self.options.n_batch, n_ctx)
-        params.n_ubatch = min(512, n_ctx)
+        params.n_ubatch = min(self.options.n_ubatch, self.options.n_batch, n_ctx)
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.type_k = cache
