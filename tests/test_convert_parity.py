@@ -8,7 +8,7 @@ from conftest import SOURCE_DTYPES
 
 from smolcli.convert import convert_checkpoint
 
-from reference import GGUFRun, TransformersReference, cosine, max_abs_diff
+from reference import GGUFRun, TransformersReference, cosine, logprob_diff, max_abs_diff
 
 pytestmark = pytest.mark.reference  # against transformers/torch: the slow lane
 
@@ -78,17 +78,6 @@ def test_f32_matches_transformers(generation, kind, case, references, gguf_runs,
     print(generation, kind, case, [round(e, 5) for e in errors])  # last logits, first-token log-probs (-s)
     assert max(errors) < F32_BOUND
     assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bound means something
-
-
-def logprob_diff(reference, ours) -> float:
-    """The first answer token's log-probabilities (log-softmax of the last logits): largest difference."""
-    n = reference.logits.shape[0]
-
-    def log_softmax(logits: np.ndarray) -> np.ndarray:
-        shifted = logits.astype(np.float64) - logits.max()
-        return shifted - np.log(np.exp(shifted).sum())
-
-    return float(np.abs(log_softmax(reference.logits) - log_softmax(ours.logits[:n])).max())
 
 
 def test_image_prompts_are_tiled_with_a_global_view(references):

@@ -31,6 +31,7 @@ from smolcli.synthetic.random_checkpoint import LARGE_GAIN
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_checks import one_line_error  # noqa: E402
+from reference import log_softmax  # noqa: E402
 
 IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
 # photo (200x150) is downscaled to the 96 px longest edge of the tiny models, tall (50x110) upscaled
@@ -87,17 +88,19 @@ def onnx_reference(hf_checkpoint):
 @pytest.mark.parametrize("generation", ["SmolVLM", "SmolVLM2"])
 @pytest.mark.parametrize("case", CASES)
 def test_onnx_paths_match_transformers(generation, case, large_gain, onnx_reference, converted, images, tmp_path):
-    """fp32 ONNX: max |dlogit| <= 5e-3; int8 (the default form): no worse than the Q8_0 mmproj through mtmd
+    """fp32 ONNX and mtmd with the F32 mmproj (the GPU's path, handed our own tiles): max |dlogit| and the first
+    token's log-probabilities within 5e-3; int8 (the default form): no worse than the Q8_0 mmproj through mtmd
     on the same case (issue 10's target), and the same top token; the token layout identical on every path.
     On plain checkpoints and on large-gain ones (a few LayerNorm channels x40, as trained towers have)."""
     reference = onnx_reference(generation, large_gain).run(IMAGE_PROMPT, [images[case]])
     f32, q8 = converted("F32", "F32", generation, large_gain), converted("F32", "Q8_0", generation, large_gain)
     n = len(reference.logits)
-    errors = {}
+    errors, logprob_errors = {}, {}
     for label, pair, encoder in (
         ("fp32", f32, OnnxVisionEncoder(2, "fp32", folder=tmp_path)),
         ("int8", f32, OnnxVisionEncoder(2, "int8", folder=tmp_path)),
         ("mtmd-q8", q8, None),
+        ("mtmd-f32", f32, None),
     ):
         layout, logits, used, _ = run_engine(pair.model, pair.mmproj, images[case], encoder)
         image_id = onnx_reference(generation, large_gain).image_token_id
@@ -105,9 +108,11 @@ def test_onnx_paths_match_transformers(generation, case, large_gain, onnx_refere
         assert used == (encoder.name if encoder else "mtmd")
         assert int(np.argmax(logits[:n])) == int(np.argmax(reference.logits))
         errors[label] = float(np.abs(logits[:n] - reference.logits).max())
+        logprob_errors[label] = float(np.abs(log_softmax(logits[:n]) - log_softmax(reference.logits)).max())
     assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bounds mean something
     print(generation, large_gain, case, {k: round(v, 4) for k, v in errors.items()})  # shown with -s
-    assert errors["fp32"] <= FP32_BOUND, errors
+    for exact in ("fp32", "mtmd-f32"):
+        assert max(errors[exact], logprob_errors[exact]) <= FP32_BOUND, (exact, errors, logprob_errors)
     assert errors["int8"] <= errors["mtmd-q8"], errors
 
 
