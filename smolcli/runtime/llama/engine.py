@@ -59,6 +59,9 @@ class EngineOptions:
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
     # image tiles encoded outside llama.cpp (ONNX Runtime's OnnxVisionEncoder): mtmd only where it refuses
     vision_encoder: LayoutEncoder | None = None
+    # mtmd handed our own tiles (MtmdTiles: transformers' resizes); False: mtmd cuts whole images with its own
+    # resampler, as before (benchmarks compare the two)
+    mtmd_own_tiles: bool = True
     # None: on for a quantized V cache (it needs it), else llama.cpp's choice (on, on the CPU). Off is exact over long
     # caches (CPU flash attention moves the logits when a few tokens attend over many: benchmarks/flash_attention_logits.py)
     # but costs memory: 2.2B's compute buffer at n_ctx 8192 is 556 MiB instead of 104 (llama.cpp's log), and 15% of prefill
@@ -161,7 +164,7 @@ class Engine:
         the context is opened from the mmproj's copy whose longest edge is one tile, so mtmd resamples nothing.
         An mmproj without a longest edge (an old conversion), or a copy that cannot be written: mtmd's own
         context on whole images (its resampler, about 1e-2 off transformers on upscaled images)."""
-        if mmproj.metadata.get(PREPROC_KEY) is None:
+        if not self.options.mtmd_own_tiles or mmproj.metadata.get(PREPROC_KEY) is None:
             return self.mtmd.open(mmproj), None
         try:
             tiles = with_longest_edge(mmproj, tile_size_of(mmproj).tile)
