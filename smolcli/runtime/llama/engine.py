@@ -6,6 +6,9 @@ our control: a new turn evaluates only what is new. The jobs live beside it: lla
 clear, rewind), llama/prompt.py and llama/own_layout.py (tokenized prompts), llama/mtmd_vision.py (mtmd),
 llama/image_embeddings.py (a tile's embeddings, cached), llama/prefill.py (a prompt into a context).
 
+On mtmd the images are laid out as on the ONNX path too: mtmd is handed our own tiles (llama/mtmd_tiles.py,
+the engine's layout_encoder) through a context from the mmproj's tile-edge copy, so it resamples nothing.
+
 With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no mtmd context is made: the
 prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess) and the tiles'
 embeddings go into the cache through a llama_batch (embedding_batch), so the mmproj's weights are read only to
