@@ -1,6 +1,7 @@
 """Seconds per image tile: mtmd (Q8_0 mmproj, today's default) against ONNX Runtime fp32 and each int8 form, side by side.
 
     python benchmarks/vision_engines.py --threads 2 [--repeats 2] [--kinds asym-fp32-vo,per-row,nbits]
+    python benchmarks/vision_engines.py --threads 2 --mtmd-only   # mtmd on our own tiles against whole images
     python benchmarks/vision_engines.py --threads 2 --profile [--kinds asym-fp32-vo]
 
 Random weights in SmolVLM-256M's real shapes (smolcli.bench.files.prepare_files: a Q8_0 model with a
@@ -51,15 +52,21 @@ def load_average() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple[float, int]:
-    """(encoder seconds per tile, tiles) of one prompt with the image, the ONNX session's loading left out."""
+def one_answer(model: Path, mmproj: Path, image, threads: int, encoder, own_tiles: bool = True) -> tuple[float, int]:
+    """(encoder seconds per tile, tiles) of one prompt with the image, the ONNX session's loading left out.
+
+    The image's preprocessing is in the figure wherever it runs: mtmd cutting whole images resizes them while
+    tokenizing (own_tiles False, its tokenize time added), our own tiles are cut on the first tile's encode."""
     from smolcli.runtime.gguf.model_files import resolve_model_files
     from smolcli.runtime.llama.engine import Engine, EngineOptions
 
     loading = encoder.build_seconds if encoder is not None else 0.0
-    with Engine(resolve_model_files(model, mmproj), EngineOptions(threads=threads, vision_encoder=encoder)) as engine:
+    options = EngineOptions(threads=threads, vision_encoder=encoder, mtmd_own_tiles=own_tiles)
+    with Engine(resolve_model_files(model, mmproj), options) as engine:
         context = engine.new_context(2048)
+        started = time.perf_counter()
         prompt = engine.tokenize(PROMPT, [image])
+        tokenizing = time.perf_counter() - started
         try:
             engine.evaluate(prompt, context)
         finally:
@@ -68,7 +75,7 @@ def one_answer(model: Path, mmproj: Path, image, threads: int, encoder) -> tuple
             loading = encoder.build_seconds - loading  # the session was loaded inside the first tile's encode
             encoder.release()  # an ORT session holds its arena (GBs for 13 tiles): one at a time
         tiles = engine.counters.images_encoded
-        return (engine.counters.encode_seconds - loading) / tiles, tiles
+        return (engine.counters.encode_seconds + tokenizing - loading) / tiles, tiles
 
 
 def pixels_of(mmproj: Path, image) -> np.ndarray:
@@ -124,6 +131,7 @@ def main() -> None:
         "--kinds", help=f"int8 forms, of {', '.join(INT8_KINDS)} (default: all; --profile: {INT8_KIND})"
     )
     parser.add_argument("--profile", action="store_true", help="time by op type and the int8 peak fraction")
+    parser.add_argument("--mtmd-only", action="store_true", help="only mtmd, on our own tiles and on whole images")
     args = parser.parse_args()
     kinds = [k for k in (args.kinds or "").split(",") if k] or ([INT8_KIND] if args.profile else list(INT8_KINDS))
     unknown = [k for k in kinds if k not in INT8_KINDS]
@@ -175,8 +183,12 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
 
     runs = [
         ("mtmd, Q8_0 mmproj", q8.mmproj, None),
-        ("ONNX fp32", f16.mmproj, OnnxVisionEncoder(args.threads, "fp32", folder=folder)),
+        ("mtmd, Q8_0, whole images", q8.mmproj, "whole"),  # mtmd's own resampler (EngineOptions.mtmd_own_tiles)
     ]
+    if args.mtmd_only:
+        kinds = []
+    else:
+        runs.append(("ONNX fp32", f16.mmproj, OnnxVisionEncoder(args.threads, "fp32", folder=folder)))
     for kind in kinds:
         label = f"ONNX int8 {kind}" + (" (default)" if kind == INT8_KIND else "")
         runs.append((label, f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=kind)))
@@ -185,7 +197,7 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
         encoder = OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=INT8_KIND)
         runs.append((f"ONNX int8 {INT8_KIND}, large-gain", gained, encoder))
     for label, mmproj, encoder in runs:  # built outside the timing, as a second answer finds them
-        if encoder is not None:
+        if encoder not in (None, "whole"):
             started = time.perf_counter()
             build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)
             # the default int8 form's build includes its self-check (the fp32 graph built and run on the probe)
@@ -195,19 +207,24 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
     tiles = 0
     for _ in range(args.repeats):
         for label, mmproj, encoder in runs:
-            per_tile, tiles = one_answer(q8.model, mmproj, image, args.threads, encoder)
+            if encoder == "whole":
+                per_tile, tiles = one_answer(q8.model, mmproj, image, args.threads, None, own_tiles=False)
+            else:
+                per_tile, tiles = one_answer(q8.model, mmproj, image, args.threads, encoder)
             best[label] = min(best[label], per_tile)
     print(f"after: {load_average()}")
     for label, _, _ in runs:  # printed before the reference, which may fail to load
         print(f"{label:32s} {best[label]:.3f} s/tile  {best[label] / best[runs[0][0]]:.2f}x mtmd", flush=True)
 
+    if args.mtmd_only:
+        return
     pixels = pixels_of(f16.mmproj, image)
     ref = transformers_embeddings(f16.checkpoint, pixels, args.threads)
     errors = {}
     if ref is None:
         print("(transformers not installed: no embedding errors)")
     else:
-        for label, mmproj, encoder in runs[1:]:
+        for label, mmproj, encoder in runs[2:]:
             if mmproj != f16.mmproj:  # another encoder's weights: transformers' reference is the plain one's
                 continue
             path = build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)

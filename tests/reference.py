@@ -90,6 +90,18 @@ def max_abs_diff(reference: Run, ours: Run) -> float:
     return float(np.abs(reference.logits - ours.logits[:n]).max())
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """The next token's log-probabilities from a position's logits (float64)."""
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def logprob_diff(reference: Run, ours: Run) -> float:
+    """The first answer token's log-probabilities (log-softmax of the last logits): the largest difference."""
+    n = reference.logits.shape[0]
+    return float(np.abs(log_softmax(reference.logits) - log_softmax(ours.logits[:n])).max())
+
+
 def cosine(reference: Run, ours: Run) -> float:
     a, b = reference.logits, ours.logits[: reference.logits.shape[0]]
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

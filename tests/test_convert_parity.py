@@ -8,14 +8,15 @@ from conftest import SOURCE_DTYPES
 
 from smolcli.convert import convert_checkpoint
 
-from reference import GGUFRun, TransformersReference, cosine, max_abs_diff
+from reference import GGUFRun, TransformersReference, cosine, logprob_diff, max_abs_diff
 
 pytestmark = pytest.mark.reference  # against transformers/torch: the slow lane
 
 TEXT_PROMPT = "<|im_start|>User: What is in the picture?<end_of_utterance>\nAssistant:"
 IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance>\nAssistant:"
-# tall is upscaled twice before tiling, where llama.cpp's and Pillow's Lanczos differ most
-F32_BOUND = {"text": 5e-3, "square": 5e-3, "wide": 5e-3, "photo": 5e-3, "tall": 1e-2}
+# the mtmd path is handed our own tiles (transformers' Pillow resizes: runtime/llama/mtmd_tiles.py), so tall,
+# upscaled twice before tiling, is held as close as the rest (mtmd's own resampler left it at 1e-2)
+F32_BOUND = 5e-3
 CASES = ["text", "square", "wide", "photo", "tall"]
 SOURCES = [("SmolVLM", "transformers"), ("SmolVLM2", "transformers"), ("SmolVLM2", "quirky")]
 
@@ -73,7 +74,9 @@ def test_f32_matches_transformers(generation, kind, case, references, gguf_runs,
     reference = references(generation, kind)[1][case]
     ours = gguf_runs(generation, kind, "F32", "F32").run(*prompt_for(case, images))
     assert ours.token_ids == reference.token_ids
-    assert max_abs_diff(reference, ours) < F32_BOUND[case]
+    errors = (max_abs_diff(reference, ours), logprob_diff(reference, ours))
+    print(generation, kind, case, [round(e, 5) for e in errors])  # last logits, first-token log-probs (-s)
+    assert max(errors) < F32_BOUND
     assert np.abs(reference.logits).max() > 0.5  # logits of order one, so the bound means something
 
 

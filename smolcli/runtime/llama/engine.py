@@ -6,6 +6,9 @@ our control: a new turn evaluates only what is new. The jobs live beside it: lla
 clear, rewind), llama/prompt.py and llama/own_layout.py (tokenized prompts), llama/mtmd_vision.py (mtmd),
 llama/image_embeddings.py (a tile's embeddings, cached), llama/prefill.py (a prompt into a context).
 
+On mtmd the images are laid out as on the ONNX path too: mtmd is handed our own tiles (llama/mtmd_tiles.py,
+the engine's layout_encoder) through a context from the mmproj's tile-edge copy, so it resamples nothing.
+
 With an ONNX vision encoder (options.vision_encoder) that takes the mmproj, no mtmd context is made: the
 prompt's image layout is our own (models.smolvlm_image_layout, the grid from image_preprocess) and the tiles'
 embeddings go into the cache through a llama_batch (embedding_batch), so the mmproj's weights are read only to
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from smolcli.runtime.gguf.token_embeddings import TokenEmbeddings, plain_lookup_
 from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.counters import Counters
 from smolcli.runtime.llama.image_embeddings import ImageEmbeddings
+from smolcli.runtime.llama.mtmd_tiles import MtmdTiles
 from smolcli.runtime.llama.mtmd_vision import MtmdVision
 from smolcli.runtime.llama.own_layout import own_layout_prompt
 from smolcli.runtime.llama.prefill import Prefill
@@ -35,8 +40,9 @@ from smolcli.runtime.llama.prompt import Chunk, Prompt
 from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 from smolcli.runtime.vision.embedding_cache import EmbeddingCache
 from smolcli.runtime.vision.encoder import LayoutEncoder
-from smolcli.runtime.vision.image_tiles import fit_for_tiling
+from smolcli.runtime.vision.image_tiles import PREPROC_KEY, fit_for_tiling, tile_size_of
 from smolcli.runtime.vision.images import RGBImage
+from smolcli.runtime.vision.mmproj_variant import with_longest_edge
 from smolcli.util.threads import usable_cores
 
 __all__ = ["Chunk", "Counters", "Engine", "EngineOptions", "Prompt", "default_threads"]
@@ -57,6 +63,9 @@ class EngineOptions:
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
     # image tiles encoded outside llama.cpp (ONNX Runtime's OnnxVisionEncoder): mtmd only where it refuses
     vision_encoder: LayoutEncoder | None = None
+    # mtmd handed our own tiles (MtmdTiles: transformers' resizes); False: mtmd cuts whole images with its own
+    # resampler, as before (benchmarks compare the two)
+    mtmd_own_tiles: bool = True
     # None: on for a quantized V cache (it needs it), else llama.cpp's choice (on, on the CPU). Off is exact over long
     # caches (CPU flash attention moves the logits when a few tokens attend over many: benchmarks/flash_attention_logits.py)
     # but costs memory: 2.2B's compute buffer at n_ctx 8192 is 556 MiB instead of 104 (llama.cpp's log), and 15% of prefill
@@ -83,6 +92,9 @@ class Engine:
         self._contexts: list[LlamaContext] = []  # every context made and not yet freed: freed before the model
         self.mtmd_ctx = None  # mtmd's context for the engine's mmproj (None: no mmproj, or the images go outside)
         self.vision_outside_mtmd = False  # the mmproj's images go through options.vision_encoder, no mtmd context
+        # whose tile layout the images follow: options.vision_encoder outside mtmd, mtmd on our own tiles
+        # (MtmdTiles), or None where mtmd cuts whole images itself (an mmproj without a longest edge)
+        self.layout_encoder: LayoutEncoder | None = None
         self._utf8_vocabulary = None
         self._token_embeddings: TokenEmbeddings | None = None  # mapped on the first prompt fed as rows
         self.threads = options.threads or default_threads()
@@ -144,11 +156,35 @@ class Engine:
             self.mtmd.free(self.mtmd_ctx)
             self.mtmd_ctx = None
         self.vision_outside_mtmd = outside
+        self.layout_encoder = encoder if outside else None
         if not outside:
-            self.mtmd_ctx = self.mtmd.open(mmproj)
+            self.mtmd_ctx, self.layout_encoder = self._open_mtmd(mmproj)
         self.files = dataclasses.replace(self.files, mmproj=mmproj)
         self.images.forget_digest()
         self.load_seconds += time.perf_counter() - started
+
+    def _open_mtmd(self, mmproj: GGUFSummary) -> tuple[object, MtmdTiles | None]:
+        """mtmd's context for this mmproj, and the encoder that hands it our own tiles (transformers' resizes):
+        the context is opened from the mmproj's copy whose longest edge is one tile, so mtmd resamples nothing.
+        An mmproj without a longest edge (an old conversion), or a copy that cannot be written: mtmd's own
+        context on whole images (its resampler, about 1e-2 off transformers on upscaled images)."""
+        if not self.options.mtmd_own_tiles or mmproj.metadata.get(PREPROC_KEY) is None:
+            return self.mtmd.open(mmproj), None
+        try:
+            tiles = with_longest_edge(mmproj, tile_size_of(mmproj).tile)
+        except SmolcliError as error:
+            print(
+                f"smolcli: {error}; mtmd resizes the images itself instead (less close to transformers)",
+                file=sys.stderr,
+            )
+            return self.mtmd.open(mmproj), None
+        try:
+            handle = self.mtmd.open(tiles)
+        except ModelFileError:
+            raise ModelFileError(
+                f"{mmproj.path}: mtmd could not load this mmproj; rerun with {{verbose}} for its log", path=mmproj.path
+            ) from None
+        return handle, MtmdTiles(self.mtmd, handle)
 
     def open_vision_context(self, mmproj: GGUFSummary, purpose: str = " for video frames"):
         """Another mtmd context over this model from this mmproj (free it with free_vision_context)."""
@@ -240,9 +276,9 @@ class Engine:
             raise ModelFileError("images need the vision encoder: pass the mmproj file with {mmproj}")
         mmproj = self.files.mmproj
         images = [img if mmproj is None else fit_for_tiling(mmproj, img) for img in images]
-        if mtmd_ctx is None:  # text alone, or images through the ONNX encoder
-            encoder = self.options.vision_encoder
-            return own_layout_prompt(text, images, add_special, encoder, mmproj, self.text_tokens)
+        if vision_ctx is None and (mtmd_ctx is None or self.layout_encoder is not None):
+            # text alone, or images on our own layout (the ONNX encoder, or mtmd on our tiles)
+            return own_layout_prompt(text, images, add_special, self.layout_encoder, mmproj, self.text_tokens)
         text = text.replace(IMAGE_MARKER, self.mtmd.marker())
         return self.mtmd.tokenize(mtmd_ctx, text, images, add_special, self.options.embedding_cache is not None)
 
@@ -293,6 +329,7 @@ class Engine:
         if self.mtmd_ctx:
             self.mtmd.free(self.mtmd_ctx)
             self.mtmd_ctx = None
+            self.layout_encoder = None
         for context in list(self._contexts):
             context.free()  # a context outliving its model would crash when freed
         if self.model:

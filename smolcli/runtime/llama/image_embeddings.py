@@ -48,7 +48,7 @@ class ImageEmbeddings:
         return embeddings
 
     def tile_rows(self, described: Chunk, encode: Callable | None = None) -> np.ndarray:
-        """A tile's float32 [n_tokens, n_embd] rows on our own layout: from the cache, or the LayoutEncoder
+        """A tile's float32 [n_tokens, n_embd] rows on our own layout: from the cache, or the engine's LayoutEncoder
         (stored for next time). encode: what makes them instead of the encoder's tile of a remembered image
         (a video frame's frame_encoder)."""
         key = self._key(described)
@@ -56,20 +56,21 @@ class ImageEmbeddings:
         embeddings = (
             np.ctypeslib.as_array(stored) if stored is not None else self._encode_outside(described, key, encode)
         )
-        self.last_engine = self._engine.options.vision_encoder.name
+        self.last_engine = self._engine.layout_encoder.name
         return embeddings.reshape(described.n_tokens, -1)
 
     def _encode_outside(self, described: Chunk, key: EmbeddingKey | None, encode=None) -> np.ndarray:
         engine = self._engine
         if encode is None:
-            tile = engine.options.vision_encoder.tile_embeddings(engine.files.mmproj, described.image, described.tile)
+            tile = engine.layout_encoder.tile_embeddings(engine.files.mmproj, described.image, described.tile)
         else:
             tile = encode()
         n_embd = engine.n_embd
         if tile is None or tile.shape != (described.n_tokens, n_embd):
+            fix = "; use {vision_engine=mtmd}" if engine.vision_outside_mtmd else ""
             raise SmolcliError(
-                f"the ONNX vision encoder gave {None if tile is None else tile.shape} embeddings where the model "
-                f"expects {(described.n_tokens, n_embd)}; use {{vision_engine=mtmd}}"
+                f"the vision encoder ({engine.layout_encoder.name}) gave {None if tile is None else tile.shape} "
+                f"embeddings where the model expects {(described.n_tokens, n_embd)}{fix}"
             )
         tile = np.ascontiguousarray(tile, dtype=np.float32).reshape(-1)
         engine.counters.images_encoded += 1
@@ -95,7 +96,7 @@ class ImageEmbeddings:
             digest = cache.file_digest(mmproj_path)  # another vision context's chunk: mtmd's numbers
         else:
             if self._mmproj_digest is None:
-                tag = engine.options.vision_encoder.cache_tag if engine.vision_outside_mtmd else None
+                tag = engine.layout_encoder.cache_tag if engine.layout_encoder is not None else None
                 self._mmproj_digest = cache.encoder_digest(engine.files.mmproj.path, tag)
             digest = self._mmproj_digest
         # an encoder's output holds n_tokens rows of the language model's input width

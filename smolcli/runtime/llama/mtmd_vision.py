@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
+
 from smolcli.errors import ModelFileError, SmolcliError
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.llama.context import LlamaContext
@@ -121,6 +123,28 @@ class MtmdVision:
         if self._mtmd.mtmd_encode_chunk(mtmd_ctx, chunk) != 0:
             raise SmolcliError("the vision encoder failed on an image")
         return self._mtmd.mtmd_get_output_embd(mtmd_ctx)
+
+    def encode_square(self, mtmd_ctx, square: RGBImage) -> np.ndarray:
+        """float32 [n_tokens, n_embd] of one tile-size image, through a context whose longest edge is that tile
+        (mmproj_variant.with_longest_edge): mtmd cuts it into a 1x1 grid and its global view, both the very same
+        pixels (its resize of an image to its own size is a copy), and only the global view is encoded.
+
+        The rows are copied out of mtmd's buffer (host memory, wherever the encoder ran), so they outlive the next
+        encode."""
+        prompt = self.tokenize(mtmd_ctx, self.marker(), [square], add_special=False, keyed=False)
+        try:
+            images = [i for i, chunk in enumerate(prompt.chunks) if chunk.kind == "image"]
+            if len(images) != 2:
+                raise SmolcliError(
+                    f"mtmd cut a {square.width}x{square.height} tile into {len(images)} image chunks, where 2 "
+                    "(tile, global view) were due"
+                )
+            n_tokens = prompt.chunks[images[-1]].n_tokens
+            output = self.encode(mtmd_ctx, prompt.mtmd_chunk(images[-1]))
+            n_embd = int(self._llama.llama_model_n_embd_inp(self._model))
+            return np.ctypeslib.as_array(output, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
+        finally:
+            prompt.free()
 
     def decode(self, mtmd_ctx, context: LlamaContext, chunk, embeddings) -> None:
         """An image chunk's embeddings into the context's cache at its position, as mtmd lays them out."""

@@ -1,6 +1,7 @@
-"""A prompt laid out as transformers' processor does, without mtmd: text runs tokenized by llama.cpp's vocabulary
-and each image's tiles (TileSlots) from the LayoutEncoder's grid, keyed by the image's content and the tile's index
-within it, as mtmd's are. The prompt has no mtmd handle; its tiles' rows come from the encoder (ImageEmbeddings)."""
+"""A prompt laid out as transformers' processor does, without mtmd's tokenizer: text runs tokenized by llama.cpp's
+vocabulary and each image's tiles (TileSlots) from the LayoutEncoder's grid (ONNX Runtime's, or MtmdTiles: mtmd's
+encoder on our tiles), keyed by the image's content and the tile's index within it, as mtmd's are. The prompt has
+no mtmd handle; its tiles' rows come from the encoder (ImageEmbeddings)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class Prefill:
         if prompt.handle is None and self._as_rows(prompt):
             self.evaluate_rows(context, [(chunk, None) for chunk in prompt.chunks])
             return
-        if prompt.handle is None:  # our own layout: text runs, and tiles for the ONNX encoder
+        if prompt.handle is None:  # our own layout: text runs, and tiles for the engine's LayoutEncoder
             for chunk in prompt.chunks:
                 if chunk.kind == "text":
                     context.decode_tokens(chunk.tokens)
@@ -110,7 +110,7 @@ class Prefill:
         return lambda: encoder.frame_embeddings(engine.files.mmproj, frame)
 
     def _decode_tile(self, context: LlamaContext, described: Chunk, encode=None) -> None:
-        """One tile of our own layout: its embeddings from the cache or the ONNX encoder, into the KV cache."""
+        """One tile of our own layout: its embeddings from the cache or the engine's LayoutEncoder, into the KV cache."""
         counters = self._engine.counters
         started = time.perf_counter()
         rows = self._images.tile_rows(described, encode)

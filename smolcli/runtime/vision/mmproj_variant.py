@@ -90,7 +90,10 @@ def _write_variant(source: Path, offset: int, current: int, edge: int, target: P
             f"in {target.parent}: {error.strerror or error}; free disk space or set SMOLCLI_HOME"
         ) from None
     finally:
-        temp.unlink(missing_ok=True)
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:  # its folder is not one (SMOLCLI_HOME a file): nothing was written
+            pass
 
 
 def _evict(folder: Path, keep: Path) -> None:

@@ -247,7 +247,8 @@ def _write_marker(marker: Path, cosine: float) -> None:
 KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
 
 
-def _keep(kept: OrderedDict, key: str, value) -> None:
+def keep_recent(kept: OrderedDict, key: str, value) -> None:
+    """Hold value under key, the last KEPT_IMAGES keys used (an encoder's images and their tiles)."""
     kept[key] = value
     kept.move_to_end(key)
     while len(kept) > KEPT_IMAGES:
@@ -306,7 +307,7 @@ class OnnxVisionEncoder:
         self._session, self._session_mmproj = None, None
 
     def remember(self, digest: str, image: RGBImage) -> None:
-        _keep(self.images, digest, image)
+        keep_recent(self.images, digest, image)
 
     def drop_session(self) -> None:
         """Free the session (weights and arena), keeping the tiles held: the next image not held loads it again."""
@@ -338,7 +339,7 @@ class OnnxVisionEncoder:
         for digest, image in missing:
             self.remember(digest, image)
             if digest not in self._tiles:
-                _keep(self._tiles, digest, self._encode(session, mmproj, image))
+                keep_recent(self._tiles, digest, self._encode(session, mmproj, image))
         encoded = time.perf_counter() - encoding
         del session  # the last reference but the encoder's own: drop_session frees it
         self.drop_session()
@@ -429,7 +430,7 @@ class OnnxVisionEncoder:
             image = self.images.get(digest)
             if image is None:
                 raise SmolcliError("the ONNX vision encoder was asked for an image it was not given")
-            _keep(self._tiles, digest, self._encode(session, mmproj, image))
+            keep_recent(self._tiles, digest, self._encode(session, mmproj, image))
         tiles = self._tiles[digest]
         # the engine counts tiles per image over the whole prompt: the same image twice continues the count
         return np.ascontiguousarray(tiles[tile % len(tiles)])
