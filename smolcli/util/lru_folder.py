@@ -72,6 +72,10 @@ class LruFolder:
             return False
         return True
 
+    def remove(self, name: str) -> None:
+        """Drop one entry (its reader found it unusable after parsing it)."""
+        remove_entry(self.folder / name)
+
     def info(self) -> tuple[int, int]:
         """(entries, bytes)."""
         entries = self.entries()
