@@ -260,11 +260,10 @@ class Engine:
 
     def evaluate(self, prompt: Prompt, context: LlamaContext, reuse_prefix: bool = False) -> None:
         """Run every chunk of the prompt through the model, appending to the context's cache (llama/prefill.py).
-        reuse_prefix: a question's whole prompt into an empty context, its shared prefix's state restored from
-        the prefix cache (or stored there) where that is exact (llama/prefix_cache.py)."""
-        cache = self.options.prefix_cache
-        if reuse_prefix and cache is not None:
-            reuse = PrefixReuse(self, cache)
+        reuse_prefix: a question's whole prompt into an empty context, its shared prefix first (its state restored
+        from the prefix cache, or stored there) where that is exact (llama/prefix_cache.py)."""
+        if reuse_prefix:
+            reuse = PrefixReuse(self, self.options.prefix_cache)
             if reuse.applies(prompt, context):
                 reuse.evaluate(prompt, context)
                 return

@@ -9,8 +9,8 @@ the way the prefix went in (as rows or per chunk, and the batch size where it sp
 and llama-cpp-python's version (its state format). The context's size is not in it: llama.cpp's sequence
 state holds cells and positions, and loads into any context with room for them.
 
-Both halves of a prompt go in the same way on a miss and on a hit (the prefix evaluated alone, then the
-rest), so a hit answers bit for bit as the run that stored it.
+Both halves of a prompt go in the same way on a miss, on a hit and with the cache off (the prefix evaluated
+alone, then the rest), so a hit answers bit for bit as the run that stored it and as a run without the cache.
 
 Only where that holds and was measured: the CPU (no layers on a GPU), our own layout (the ONNX encoder's
 prompts; mtmd's chunks are mtmd's to decode), no LoRA adapters; elsewhere the prompt goes in whole as before.
@@ -130,10 +130,15 @@ def shared_prefix_end(prompt: Prompt) -> int:
 
 
 class PrefixReuse:
-    """An own-layout image prompt into an empty context, its prefix's state restored from the cache when stored
-    there, else evaluated and stored; then the prompt's own chunks."""
+    """An own-layout image prompt into an empty context in two parts: its prefix's state restored from the cache
+    when stored there, else evaluated (and stored); then the prompt's own chunks.
 
-    def __init__(self, engine: "Engine", cache: PrefixCache):
+    Without a cache the prompt still goes in in the same two parts: the question's own tokens are then a batch
+    of their own whether the prefix was restored or not, so a run with the cache, a run that restores from it
+    and a run without it give the same logits bit for bit. (Under CPU flash attention a few tokens attending
+    over many round differently from a large batch; a prompt evaluated whole moved the logits by about 1e-3.)"""
+
+    def __init__(self, engine: "Engine", cache: PrefixCache | None):
         self.engine = engine
         self.cache = cache
 
@@ -156,15 +161,18 @@ class PrefixReuse:
         at = shared_prefix_end(prompt)
         prefix, rest = prompt.chunks[:at], prompt.chunks[at:]
         as_rows = engine.prefill.as_rows(prompt)
-        key = self.key(prefix, context, as_rows)
-        state = self.cache.get(key)
+        cache = self.cache
+        key = self.key(prefix, context, as_rows) if cache is not None else None
+        state = cache.get(key) if cache is not None else None
         if state is not None and context.restore_state(state, key.n_tokens):
             engine.counters.prefix_tokens_restored += key.n_tokens
+            engine.images.last_engine = engine.options.vision_encoder.name  # the encoder that made the stored tiles
         else:
             if state is not None:
-                self.cache.forget(key)  # refused by llama.cpp: stored again below
+                cache.forget(key)  # refused by llama.cpp: stored again below
             engine.prefill.evaluate_chunks(context, prefix, as_rows)
-            self.cache.put(key, context.saved_state())
+            if cache is not None:
+                cache.put(key, context.saved_state())
         engine.prefill.evaluate_chunks(context, rest, as_rows)
 
     def key(self, prefix: list[Chunk], context: LlamaContext, as_rows: bool) -> PrefixKey:
