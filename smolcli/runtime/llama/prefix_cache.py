@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,11 @@ class PrefixReuse:
         prefix, rest = prompt.chunks[:at], prompt.chunks[at:]
         as_rows = engine.prefill.as_rows(prompt)
         cache = self.cache
+        started = time.perf_counter()
         key = self.key(prefix, context, as_rows) if cache is not None else None
         state = cache.get(key) if cache is not None else None
+        # reading the cache is the images' encode time, as the embedding cache's reads are; loading it, prefill
+        engine.counters.encode_seconds += time.perf_counter() - started
         if state is not None and context.restore_state(state, key.n_tokens):
             engine.counters.prefix_tokens_restored += key.n_tokens
             engine.images.last_engine = engine.options.vision_encoder.name  # the encoder that made the stored tiles
