@@ -9,8 +9,9 @@ photo-like image (13 tiles). Each ask is a fresh `smolcli ask --json` process, o
 with the ONNX encoder built beforehand (once, outside the timings) and the embedding and prefix caches emptied:
   first     the first question (encodes the tiles, prefills the prompt, stores both caches)
   second    another question about the image (restores the prefix, prefills its own tokens)
-  embedded  that question again with the prefix cache bounded to nothing (SMOLCLI_PREFIX_CACHE_MAX_BYTES=0):
-            its tiles from the embedding cache, the whole prompt prefilled, as before the prefix cache
+  embedded  that question again with the prefix cache off (SMOLCLI_PREFIX_CACHE_MAX_BYTES=0): its tiles from
+            the embedding cache, the whole prompt prefilled again (as before the prefix cache, but in the
+            same two parts: the prefix, then the question's own tokens)
 The second's and embedded's greedy token and top-5 logprobs are compared (the same bits are expected).
 Prints each run and the medians' ratios as JSON; ratios are within one run of the script.
 """
@@ -54,7 +55,7 @@ def ask(files, question: str, home, threads: int, *extra: str, env_extra: dict |
         "images_encoded": usage["images_encoded"],
         "image_cache_hits": usage["image_cache_hits"],
         "prompt_tokens": usage["prompt_tokens"],
-        "answer": report["logprobs"],
+        "answer": report.get("logprobs"),
     }
 
 

@@ -120,6 +120,18 @@ def test_off_with_embedding_cache_false(tiny_pair, images, private_smolcli_home)
     assert states(private_smolcli_home) == []
 
 
+def test_bounded_to_nothing_it_is_off(tiny_pair, images, private_smolcli_home, monkeypatch):
+    model, mmproj = tiny_pair
+    with load(model, mmproj=mmproj, threads=1) as loaded:
+        loaded.ask(QUESTION, images=[images["photo"]], max_tokens=2)
+    assert len(states(private_smolcli_home)) == 1
+    monkeypatch.setenv(MAX_BYTES_ENV, "0")
+    with load(model, mmproj=mmproj, threads=1) as loaded:
+        answer = loaded.ask(QUESTION, images=[images["photo"]], max_tokens=2)
+        assert loaded.engine.counters.prefix_tokens_restored == 0  # the stored state is not read either
+        assert answer.usage.image_cache_hits > 0
+
+
 def test_cache_info_and_clear_show_the_prefix_states(tiny_pair, images, private_smolcli_home):
     model, _ = tiny_pair
     ask_process(model, images["photo"])

@@ -132,6 +132,22 @@ class LruFolder:
         return list(self.folder.glob(".*.tmp")) if self.folder.is_dir() else []
 
 
+class LruStore:
+    """A cache over an LruFolder, as `smolcli cache` sees it: where it is, its bound, what it holds, clear."""
+
+    def __init__(self, folder: Path, suffix: str, max_bytes: int):
+        self.entries = LruFolder(folder, suffix, max_bytes)
+        self.folder, self.max_bytes = self.entries.folder, max_bytes
+
+    def info(self) -> tuple[int, int]:
+        """(entries, bytes)."""
+        return self.entries.info()
+
+    def clear(self) -> int:
+        """Remove every entry (and stray temp files); the number removed (SmolcliError when some could not be)."""
+        return self.entries.clear()
+
+
 def remove_entry(path: Path) -> bool:
     try:
         path.unlink()

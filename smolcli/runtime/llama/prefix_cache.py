@@ -32,19 +32,17 @@ from typing import TYPE_CHECKING
 from smolcli.runtime.gguf.file_identity import content_digest
 from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.prompt import Chunk, Prompt
-from smolcli.util.lru_folder import LruFolder, max_bytes_from_env
+from smolcli.util.lru_folder import LruStore, max_bytes_from_env
 from smolcli.util.user_cache import cache_dir
 
 if TYPE_CHECKING:
     from smolcli.runtime.llama.engine import Engine
 
-FORMAT_VERSION = 1
 MAX_BYTES_ENV = "SMOLCLI_PREFIX_CACHE_MAX_BYTES"
-DEFAULT_MAX_BYTES = 2 << 30
-SUFFIX = ".kv"
-# magic, version, the prefix's tokens, the state's bytes, crc32 of the state
-HEADER = struct.Struct("<4sIIQI")
-MAGIC = b"SMPC"
+DEFAULT_MAX_BYTES = 2 << 30  # 256M's state for a 13-tile photo is 20 MB, 2.2B's about 0.3 GB
+# an entry `<key digest>.kv`: this header (magic, format version, the prefix's tokens, the state's bytes, crc32 of
+# the state), then llama.cpp's state of sequence 0
+HEADER, MAGIC, FORMAT_VERSION, SUFFIX = struct.Struct("<4sIIQI"), b"SMPC", 1, ".kv"
 
 
 @dataclass(frozen=True)
@@ -67,23 +65,15 @@ class PrefixKey:
         return hashlib.blake2b(text.encode(), digest_size=20).hexdigest() + SUFFIX
 
 
-class PrefixCache:
+class PrefixCache(LruStore):
     """The stored prefix states, under a size bound (least recently used dropped first)."""
 
     def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.entries = LruFolder(folder, SUFFIX, max_bytes)
+        super().__init__(folder, SUFFIX, max_bytes)
 
     @classmethod
     def default(cls) -> "PrefixCache":
         return cls(cache_dir() / "prefixes", max_bytes_from_env(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
-
-    @property
-    def folder(self) -> Path:
-        return self.entries.folder
-
-    @property
-    def max_bytes(self) -> int:
-        return self.entries.max_bytes
 
     def file_digest(self, path: Path) -> str:
         """A model or vision file's content digest, hashed once per version of the file."""
@@ -101,14 +91,6 @@ class PrefixCache:
     def forget(self, key: PrefixKey) -> None:
         """Drop an entry llama.cpp refused (it is written again after the prompt is evaluated)."""
         self.entries.remove(key.file_name())
-
-    def info(self) -> tuple[int, int]:
-        """(entries, bytes)."""
-        return self.entries.info()
-
-    def clear(self) -> int:
-        """Remove every entry; the number removed (SmolcliError when some could not be removed)."""
-        return self.entries.clear()
 
 
 def _parse(data: bytearray, key: PrefixKey) -> bytearray | None:
@@ -141,7 +123,7 @@ class PrefixReuse:
 
     def __init__(self, engine: "Engine", cache: PrefixCache | None):
         self.engine = engine
-        self.cache = cache
+        self.cache = cache if cache is not None and cache.max_bytes > 0 else None  # bounded to nothing: off
 
     def applies(self, prompt: Prompt, context: LlamaContext) -> bool:
         """Where a restored prefix answers as the run that stored it (see the module's header)."""

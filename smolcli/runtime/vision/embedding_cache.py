@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from smolcli.runtime.gguf.file_identity import content_digest
-from smolcli.util.lru_folder import LruFolder
+from smolcli.util.lru_folder import LruStore
 from smolcli.util.lru_folder import max_bytes_from_env as bytes_bound
 from smolcli.util.user_cache import cache_dir
 
@@ -51,17 +51,9 @@ def max_bytes_from_env() -> int:
     return bytes_bound(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)
 
 
-class EmbeddingCache:
+class EmbeddingCache(LruStore):
     def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.entries = LruFolder(folder, SUFFIX, max_bytes)
-
-    @property
-    def folder(self) -> Path:
-        return self.entries.folder
-
-    @property
-    def max_bytes(self) -> int:
-        return self.entries.max_bytes
+        super().__init__(folder, SUFFIX, max_bytes)
 
     @classmethod
     def default(cls) -> "EmbeddingCache":
@@ -89,15 +81,6 @@ class EmbeddingCache:
         payload = floats.tobytes()
         header = HEADER.pack(MAGIC, FORMAT_VERSION, key.n_tokens, key.n_embd, zlib.crc32(payload))
         self.entries.write(key.file_name(), header + payload)
-
-    def info(self) -> tuple[int, int]:
-        """(entries, bytes)."""
-        return self.entries.info()
-
-    def clear(self) -> int:
-        """Remove every entry (and stray temp files); the number of entries removed (SmolcliError when some could
-        not be removed)."""
-        return self.entries.clear()
 
 
 def _parse(data: bytearray, key: EmbeddingKey) -> np.ndarray | None:
