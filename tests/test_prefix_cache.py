@@ -166,7 +166,7 @@ def key(n_tokens: int = 4, model: str = "model-digest") -> PrefixKey:
 
 def test_put_then_get_round_trips_and_other_keys_miss(tmp_path):
     cache = PrefixCache(tmp_path, max_bytes=1 << 20)
-    state = os.urandom(1000)
+    state = memoryview(os.urandom(1000))
     assert cache.put(key(), state)
     assert cache.get(key()) == bytearray(state)
     assert cache.get(key(model="another")) is None
@@ -176,12 +176,12 @@ def test_put_then_get_round_trips_and_other_keys_miss(tmp_path):
 def test_least_recently_used_state_goes_first(tmp_path):
     cache = PrefixCache(tmp_path, max_bytes=2 * (HEADER.size + 1000))
     first, second, third = key(model="a"), key(model="b"), key(model="c")
-    cache.put(first, os.urandom(1000))
-    cache.put(second, os.urandom(1000))
+    cache.put(first, memoryview(os.urandom(1000)))
+    cache.put(second, memoryview(os.urandom(1000)))
     old = (tmp_path / second.file_name()).stat().st_mtime - 10
     os.utime(tmp_path / second.file_name(), (old, old))
     assert cache.get(first) is not None  # used last: kept
-    cache.put(third, os.urandom(1000))
+    cache.put(third, memoryview(os.urandom(1000)))
     assert cache.get(second) is None
     assert cache.get(first) is not None and cache.get(third) is not None
     assert cache.info() == (2, 2 * (HEADER.size + 1000))
@@ -190,7 +190,7 @@ def test_least_recently_used_state_goes_first(tmp_path):
 @pytest.mark.parametrize("size", [0, HEADER.size - 1, HEADER.size + 999])
 def test_short_or_damaged_states_are_misses_and_removed(tmp_path, size):
     cache = PrefixCache(tmp_path, max_bytes=1 << 20)
-    cache.put(key(), os.urandom(1000))
+    cache.put(key(), memoryview(os.urandom(1000)))
     path = tmp_path / key().file_name()
     path.write_bytes(path.read_bytes()[:size])
     assert cache.get(key()) is None

@@ -46,7 +46,8 @@ class LruFolder:
         path = self.folder / name
         try:
             with open(path, "rb") as file:
-                data = bytearray(file.read())
+                data = bytearray(os.fstat(file.fileno()).st_size)  # read in place: one copy of a large entry
+                del data[file.readinto(data) :]
         except OSError:
             return None
         parsed = parse(data)
@@ -59,14 +60,15 @@ class LruFolder:
             pass
         return parsed
 
-    def write(self, name: str, data: bytes) -> bool:
-        """Store an entry (atomically) and evict down to the bound; False when it was not stored: larger than the
-        bound, or a full disk or unwritable folder (that only means the next run computes it again)."""
-        if len(data) > self.max_bytes:
+    def write(self, name: str, data: bytes, *more: bytes) -> bool:
+        """Store an entry (atomically; more: further parts after data) and evict down to the bound; False when it
+        was not stored: larger than the bound, or a full disk or unwritable folder (that only means the next run
+        computes it again)."""
+        if len(data) + sum(len(part) for part in more) > self.max_bytes:
             return False
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.folder / name, data)
+            write_atomically(self.folder / name, data, *more)
             self.evict()
         except OSError:
             return False

@@ -87,22 +87,24 @@ class LlamaContext:
 
     # --- its state -----------------------------------------------------------------------
 
-    def saved_state(self) -> bytes:
-        """llama.cpp's state of this context's sequence (its KV cells, their positions and values), as bytes."""
+    def saved_state(self) -> memoryview:
+        """llama.cpp's state of this context's sequence (its KV cells, their positions and values), copied once."""
         llama_cpp = self._llama
         size = llama_cpp.llama_state_seq_get_size(self.handle, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.handle, buffer, size, 0)
-        return bytes(memoryview(buffer)[:written])
+        buffer = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(self.handle, (ctypes.c_uint8 * size).from_buffer(buffer), size, 0)
+        return memoryview(buffer)[:written]
 
-    def restore_state(self, state: bytearray, n_tokens: int) -> bool:
-        """Load a saved_state() of n_tokens positions into this empty context; False (the context left empty)
-        when llama.cpp refuses it (another model, cache type or layout, or too few cells)."""
+    def restore_state(self, state: memoryview, n_tokens: int) -> bool:
+        """Load a saved_state() of n_tokens positions (a writable view) into this empty context; False (the
+        context left empty) when llama.cpp refuses it (another model, cache type or layout, or too few cells)."""
         llama_cpp = self._llama
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer(state)
+        size = state.nbytes
+        if n_tokens > self.n_ctx:
+            return False
         started = time.perf_counter()
-        read = llama_cpp.llama_state_seq_set_data(self.handle, buffer, len(state), 0)
-        if read != len(state) or n_tokens > self.n_ctx:
+        read = llama_cpp.llama_state_seq_set_data(self.handle, (ctypes.c_uint8 * size).from_buffer(state), size, 0)
+        if read != size:
             self.clear()
             return False
         self.n_past = n_tokens

@@ -79,27 +79,28 @@ class PrefixCache(LruStore):
         """A model or vision file's content digest, hashed once per version of the file."""
         return content_digest(path, self.folder / "file-digests")
 
-    def get(self, key: PrefixKey) -> bytearray | None:
+    def get(self, key: PrefixKey) -> memoryview | None:
         """The stored state (writable), or None; a damaged entry is None and removed."""
         return self.entries.read(key.file_name(), lambda data: _parse(data, key))
 
-    def put(self, key: PrefixKey, state: bytes) -> bool:
+    def put(self, key: PrefixKey, state: memoryview) -> bool:
         """Store a state; False when it was not (larger than the bound, a full disk: the next run prefills)."""
-        header = HEADER.pack(MAGIC, FORMAT_VERSION, key.n_tokens, len(state), zlib.crc32(state))
-        return self.entries.write(key.file_name(), header + state)
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, key.n_tokens, state.nbytes, zlib.crc32(state))
+        return self.entries.write(key.file_name(), header, state)
 
     def forget(self, key: PrefixKey) -> None:
         """Drop an entry llama.cpp refused (it is written again after the prompt is evaluated)."""
         self.entries.remove(key.file_name())
 
 
-def _parse(data: bytearray, key: PrefixKey) -> bytearray | None:
+def _parse(data: bytearray, key: PrefixKey) -> memoryview | None:
+    """The state within an entry's bytes (a view: a 2.2B state is hundreds of MB), or None when damaged."""
     if len(data) < HEADER.size:
         return None
     magic, version, n_tokens, size, crc = HEADER.unpack_from(data)
     if (magic, version, n_tokens) != (MAGIC, FORMAT_VERSION, key.n_tokens) or len(data) != HEADER.size + size:
         return None
-    state = data[HEADER.size :]
+    state = memoryview(data)[HEADER.size :]
     return state if zlib.crc32(state) == crc else None
 
 
