@@ -160,7 +160,7 @@ def test_bad_size_bound_is_one_line_error(tiny_pair, images, monkeypatch):
 
 def key(n_tokens: int = 4, model: str = "model-digest") -> PrefixKey:
     return PrefixKey(
-        model, "encoder-digest", (("text", 1, 2), ("image", "img", 0, 2)), n_tokens, "f16", 1, True, 0, 1, "x"
+        model, "encoder-digest", (("text", 1, 2), ("image", "img", 0, 2)), n_tokens, "f16", 1, True, 0, 1, False, "x"
     )
 
 

@@ -5,8 +5,8 @@ The prefix is everything up to the text after the last image (the template, the 
 tokens); the question's own words and the assistant's turn follow it. An entry's key holds all that makes
 those KV values: the model file's content, the vision encoder (its file and cache tag: form and precision),
 the prefix's chunks (text tokens, each tile's image digest and index), the KV-cache type, flash attention,
-the way the prefix went in (as rows or per chunk, and the batch size where it split the prefix), the threads
-and llama-cpp-python's version (its state format). The context's size is not in it: llama.cpp's sequence
+the way the prefix went in (as rows or per chunk, and the batch size where it split the prefix), the threads,
+repacked weights and llama-cpp-python's version (its state format). The context's size is not in it: llama.cpp's sequence
 state holds cells and positions, and loads into any context with room for them.
 
 Both halves of a prompt go in the same way on a miss, on a hit and with the cache off (the prefix evaluated
@@ -58,6 +58,7 @@ class PrefixKey:
     as_rows: bool
     split_batch: int  # n_batch where it cut the prefix into several decodes, else 0
     threads: int
+    repacked: bool  # llama.cpp's reordered CPU weights (--repack-weights): other kernels
     runtime: str  # llama-cpp-python's version: its state format
 
     def file_name(self) -> str:
@@ -176,6 +177,7 @@ class PrefixReuse:
             as_rows=as_rows,
             split_batch=context.n_batch if context.n_batch < n_tokens else 0,
             threads=engine.threads,
+            repacked=engine.options.repack_weights,
             runtime=engine.runtime_version,
         )
 
