@@ -153,6 +153,8 @@ def test_bad_size_bound_is_one_line_error(tiny_pair, images, monkeypatch):
     assert result.exit_code != 0
     assert f"{MAX_BYTES_ENV}='lots' is not a size" in result.stderr
     assert "Traceback" not in result.stderr
+    info = CliRunner().invoke(app, ["cache", "info"])
+    assert info.exit_code == 1 and info.stdout == ""  # refused before any line
 
 
 # --- the store itself ------------------------------------------------------------------------

@@ -23,13 +23,12 @@ app = typer.Typer(
 @app.command("info")
 def info() -> None:
     """Where the image-embedding cache is, how many entries it holds and their size."""
-    cache = EmbeddingCache.default()
+    cache, prefixes = EmbeddingCache.default(), PrefixCache.default()  # a bad size bound refused before any line
     entries, n_bytes = cache.info()
     typer.echo(f"folder: {cache.folder}")
     typer.echo(f"entries: {entries}")
     typer.echo(f"bytes: {n_bytes} ({size_text(n_bytes)})")
     typer.echo(f"limit: {cache.max_bytes} ({size_text(cache.max_bytes)}; set {MAX_BYTES_ENV} to change)")
-    prefixes = PrefixCache.default()
     states, state_bytes = prefixes.info()
     typer.echo(
         f"prefix states: {states} in {prefixes.folder}, {state_bytes} bytes ({size_text(state_bytes)}; "
@@ -50,10 +49,9 @@ def info() -> None:
 @app.command("clear")
 def clear() -> None:
     """Remove every stored image embedding, prefix state, mmproj copy and ONNX vision encoder; the next ask or chat rebuilds what it needs."""
-    cache = EmbeddingCache.default()
+    cache, prefixes = EmbeddingCache.default(), PrefixCache.default()
     removed = cache.clear()
     typer.echo(f"removed {removed} entries from {cache.folder}")
-    prefixes = PrefixCache.default()
     typer.echo(f"removed {prefixes.clear()} prefix states from {prefixes.folder}")
     copies, freed = clear_variants()
     typer.echo(f"removed {copies} mmproj copies ({size_text(freed)}) from {variants_folder()}")
