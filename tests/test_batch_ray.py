@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from test_batch import run
+
+from smolcli.runtime.llama.prefix_cache import MAX_BYTES_ENV as PREFIX_MAX_BYTES_ENV
 
 from cli_checks import one_line_error
 
@@ -26,8 +29,10 @@ def test_ray_answers_equal_a_local_batch_and_bad_rows_stay_errors(tiny_pair, ima
     out = tmp_path / "out.jsonl"
     out.write_text(json.dumps({"id": "square", "text": "answered before"}) + "\n")  # resumed: skipped
     command = [str(SMOLCLI), "batch", "-m", str(tiny_pair[0]), "-t", "1", "-n", "6", str(requests), "-o", str(out)]
+    # the prefix cache off for the actors: their tiles come from the encoder or the embedding cache, as counted below
+    no_prefix = {**os.environ, PREFIX_MAX_BYTES_ENV: "0"}
     remote = subprocess.run(
-        [*command, "--ray", "local", "--ray-actors", "2"], capture_output=True, text=True, timeout=300
+        [*command, "--ray", "local", "--ray-actors", "2"], capture_output=True, text=True, timeout=300, env=no_prefix
     )
     assert remote.returncode == 3, remote.stderr
     expected = [json.loads(line) for line in local.stdout.splitlines() if json.loads(line)["id"] != "square"]

@@ -15,9 +15,17 @@ import pytest
 from typer.testing import CliRunner
 
 from smolcli.cli.app import app
+from smolcli.runtime.llama.prefix_cache import MAX_BYTES_ENV as PREFIX_MAX_BYTES_ENV
 from smolcli.runtime.vision.embedding_cache import HEADER, MAX_BYTES_ENV, EmbeddingCache, EmbeddingKey
 
 QUESTION = "What is in the picture?"
+
+
+@pytest.fixture(autouse=True)
+def no_prefix_states(monkeypatch):
+    """These tests are about the tiles' embeddings: a stored prefix state would skip them altogether on a second
+    ask (tests/test_prefix_cache.py), so it is bounded to nothing here."""
+    monkeypatch.setenv(PREFIX_MAX_BYTES_ENV, "0")
 
 
 def ask_report(model, image, *extra: str) -> dict:

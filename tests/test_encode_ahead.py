@@ -12,6 +12,7 @@ import numpy as np
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.runtime.llama.engine import Engine
+from smolcli.runtime.llama.prefix_cache import MAX_BYTES_ENV as PREFIX_MAX_BYTES_ENV
 from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder
 
 QUESTION = "Compare <image> with <image>."
@@ -74,6 +75,7 @@ def test_a_first_question_encodes_before_the_model_loads_and_answers_as_a_loaded
 
 def test_cached_tiles_make_no_session_at_all(tiny_pair, images, monkeypatch):
     model, mmproj = tiny_pair
+    monkeypatch.setenv(PREFIX_MAX_BYTES_ENV, "0")  # the tiles from the embedding cache, not a stored prefix state
     shown = [images["photo"], images["wide"]]
     with opened(model, mmproj) as first:
         text, logprobs, _ = answer_of(first, shown)

@@ -95,7 +95,7 @@ class ImagesInput:
         return context
 
     def evaluate(self, prompt, context: LlamaContext) -> None:
-        self.pair.engine.evaluate(prompt, context)
+        self.pair.engine.evaluate(prompt, context, reuse_prefix=True)
 
 
 class ClipInput:

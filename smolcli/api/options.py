@@ -15,6 +15,7 @@ from smolcli.runtime.decoding.generation import GenerationLimits
 from smolcli.runtime.decoding.grammar import Constraint, grammar_constraint, schema_constraint
 from smolcli.runtime.decoding.sampling import SamplingOptions
 from smolcli.runtime.llama.engine import EngineOptions
+from smolcli.runtime.llama.prefix_cache import PrefixCache
 from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.vision.embedding_cache import EmbeddingCache
 from smolcli.util.threads import check_threads
@@ -99,7 +100,8 @@ class LoadOptions:
         None, "'2G', '1.5GB', '800M', '512MiB' or bytes: plan each run's peak memory under it"
     )
     embedding_cache: bool = setting(
-        True, "keep each image tile's encoder output on disk, to skip the encoder next time"
+        True,
+        "keep each image tile's encoder output, and an image prompt's prefilled prefix, on disk: skip both next time",
     )
     repack_weights: bool = setting(False, "llama.cpp's reordered second copy of the CPU weights: faster, more memory")
     image_size: int | None = setting(
@@ -146,6 +148,7 @@ class LoadOptions:
             cache_type=self.cache_type or "f16",
             verbose=self.verbose,
             embedding_cache=EmbeddingCache.default() if self.embedding_cache else None,
+            prefix_cache=PrefixCache.default() if self.embedding_cache else None,
             repack_weights=self.repack_weights,
             lora=self.lora,
             # under max_memory the plan picks between them (api/memory.py): ONNX when it fits, else mtmd

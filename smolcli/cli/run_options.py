@@ -101,7 +101,8 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's
 NoCache = Annotated[
     bool,
     typer.Option(
-        "--no-cache", help="Encode every image again instead of reusing stored embeddings (smolcli cache info)."
+        "--no-cache",
+        help="Encode and prefill every image again instead of reusing stored embeddings and prefix states (smolcli cache info).",
     ),
 ]
 MaxMemory = Annotated[

@@ -8,10 +8,12 @@ from pathlib import Path
 from smolcli.util.staging import staged_file
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old bytes or the new ones, never a mix; concurrent writers each leave a whole file."""
+def write_atomically(path: Path, data: bytes, *more: bytes) -> None:
+    """Readers see the old bytes or the new ones, never a mix; concurrent writers each leave a whole file.
+    more: further parts written after data (a header and a large payload, without joining them in memory)."""
     with staged_file(path) as temp:
         with open(temp, "wb") as handle:
-            handle.write(data)
+            for part in (data, *more):
+                handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())

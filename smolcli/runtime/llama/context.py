@@ -7,6 +7,7 @@ shared; a context costs its KV cache and compute buffer. Contexts are made by En
 
 from __future__ import annotations
 
+import ctypes
 import time
 
 import numpy as np
@@ -83,6 +84,32 @@ class LlamaContext:
         """llama.cpp's own buffer of the last position's logits, the one the sampler reads: writes are seen."""
         pointer = self._llama.llama_get_logits_ith(self.handle, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+
+    # --- its state -----------------------------------------------------------------------
+
+    def saved_state(self) -> memoryview:
+        """llama.cpp's state of this context's sequence (its KV cells, their positions and values), copied once."""
+        llama_cpp = self._llama
+        size = llama_cpp.llama_state_seq_get_size(self.handle, 0)
+        buffer = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(self.handle, (ctypes.c_uint8 * size).from_buffer(buffer), size, 0)
+        return memoryview(buffer)[:written]
+
+    def restore_state(self, state: memoryview, n_tokens: int) -> bool:
+        """Load a saved_state() of n_tokens positions (a writable view) into this empty context; False (the
+        context left empty) when llama.cpp refuses it (another model, cache type or layout, or too few cells)."""
+        llama_cpp = self._llama
+        size = state.nbytes
+        if n_tokens > self.n_ctx:
+            return False
+        started = time.perf_counter()
+        read = llama_cpp.llama_state_seq_set_data(self.handle, (ctypes.c_uint8 * size).from_buffer(state), size, 0)
+        if read != size:
+            self.clear()
+            return False
+        self.n_past = n_tokens
+        self.counters.prefill_seconds += time.perf_counter() - started
+        return True
 
     # --- emptying ------------------------------------------------------------------------
 

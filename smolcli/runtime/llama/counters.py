@@ -11,6 +11,7 @@ class Counters:
     images_encoded: int = 0  # image chunks (tiles) run through the vision encoder
     cache_hits: int = 0  # image chunks whose embeddings came from the embedding cache instead
     cache_misses: int = 0
+    prefix_tokens_restored: int = 0  # prompt tokens whose KV state came from the prefix cache instead of a prefill
     image_tokens: int = 0
     text_tokens: int = 0
     generated_tokens: int = 0

@@ -36,6 +36,7 @@ from smolcli.runtime.llama.mtmd_tiles import MtmdTiles
 from smolcli.runtime.llama.mtmd_vision import MtmdVision
 from smolcli.runtime.llama.own_layout import own_layout_prompt
 from smolcli.runtime.llama.prefill import Prefill
+from smolcli.runtime.llama.prefix_cache import PrefixCache, PrefixReuse
 from smolcli.runtime.llama.prompt import Chunk, Prompt
 from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES as CACHE_TYPES  # name -> GGML type
 from smolcli.runtime.vision.embedding_cache import EmbeddingCache
@@ -60,6 +61,7 @@ class EngineOptions:
     repack_weights: bool = False
     verbose: bool = False
     embedding_cache: EmbeddingCache | None = None  # None: every image tile goes through the encoder
+    prefix_cache: PrefixCache | None = None  # None: an image prompt's shared prefix is prefilled on every question
     lora: tuple[tuple[str, float], ...] = ()  # LoRA adapter GGUFs and their scales, stacked on every context
     # image tiles encoded outside llama.cpp (ONNX Runtime's OnnxVisionEncoder): mtmd only where it refuses
     vision_encoder: LayoutEncoder | None = None
@@ -235,7 +237,7 @@ class Engine:
         params.n_threads_batch = self.threads
         params.type_k = cache
         params.type_v = cache
-        params.flash_attn_type = self._flash_attention_type(cache)
+        params.flash_attn_type = self.flash_attention_type(cache_type)
         handle = llama_cpp.llama_init_from_model(self.model, params)
         if not handle:
             # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
@@ -253,8 +255,10 @@ class Engine:
             raise
         return context
 
-    def _flash_attention_type(self, cache: int) -> int:
+    def flash_attention_type(self, cache_type: str) -> int:
+        """llama.cpp's flash-attention setting for a context of this KV-cache type."""
         llama_cpp = self._llama
+        cache = CACHE_TYPES[cache_type]
         wanted = self.options.flash_attention
         if wanted is None and cache != CACHE_TYPES["f16"]:  # a quantized V cache needs flash attention
             wanted = True
@@ -291,9 +295,21 @@ class Engine:
             raise SmolcliError("the prompt could not be tokenized")
         return count, list(buffer[:count])
 
-    def evaluate(self, prompt: Prompt, context: LlamaContext) -> None:
-        """Run every chunk of the prompt through the model, appending to the context's cache (llama/prefill.py)."""
+    def evaluate(self, prompt: Prompt, context: LlamaContext, reuse_prefix: bool = False) -> None:
+        """Run every chunk of the prompt through the model, appending to the context's cache (llama/prefill.py).
+        reuse_prefix: a question's whole prompt into an empty context, its shared prefix first (its state restored
+        from the prefix cache, or stored there) where that is exact (llama/prefix_cache.py)."""
+        if reuse_prefix:
+            reuse = PrefixReuse(self, self.options.prefix_cache)
+            if reuse.applies(prompt, context):
+                reuse.evaluate(prompt, context)
+                return
         self.prefill.evaluate(prompt, context)
+
+    @property
+    def runtime_version(self) -> str:
+        """llama-cpp-python's version (its llama.cpp's state format)."""
+        return str(getattr(self._llama, "__version__", "unknown"))
 
     def token_embeddings(self) -> TokenEmbeddings | None:
         """The model's token_embd rows, where feeding them equals feeding the tokens (else None)."""

@@ -25,15 +25,8 @@ class Prefill:
     def evaluate(self, prompt: Prompt, context: LlamaContext) -> None:
         """Run every chunk of the prompt through the model, appending to the context's cache."""
         context.check_fits(prompt.n_tokens)
-        if prompt.handle is None and self._as_rows(prompt):
-            self.evaluate_rows(context, [(chunk, None) for chunk in prompt.chunks])
-            return
         if prompt.handle is None:  # our own layout: text runs, and tiles for the engine's LayoutEncoder
-            for chunk in prompt.chunks:
-                if chunk.kind == "text":
-                    context.decode_tokens(chunk.tokens)
-                else:
-                    self._decode_tile(context, chunk)
+            self.evaluate_chunks(context, prompt.chunks, self.as_rows(prompt))
             return
         for index, described in enumerate(prompt.chunks):
             if described.kind == "text":
@@ -41,7 +34,20 @@ class Prefill:
             else:
                 self.decode_image_chunk(context, prompt.mtmd_chunk(index), described)
 
-    def _as_rows(self, prompt: Prompt) -> bool:
+    def evaluate_chunks(self, context: LlamaContext, chunks: list[Chunk], as_rows: bool) -> None:
+        """Some of an own-layout prompt's chunks, in order: as one run of rows, or a decode per text run and tile
+        (a prompt evaluated in two parts, around its prefix's state, keeps one way for both: as_rows(prompt))."""
+        if as_rows:
+            self.evaluate_rows(context, [(chunk, None) for chunk in chunks])
+            return
+        for chunk in chunks:
+            if chunk.kind == "text":
+                context.decode_tokens(chunk.tokens)
+            else:
+                self._decode_tile(context, chunk)
+
+    def as_rows(self, prompt: Prompt) -> bool:
+        """Whether this own-layout prompt goes in as one run of embedding rows."""
         wanted = self._engine.options.prefill_as_rows
         if wanted is None:
             wanted = any(chunk.kind == "image" for chunk in prompt.chunks)
