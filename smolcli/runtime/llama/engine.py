@@ -183,10 +183,11 @@ class Engine:
     def n_ctx_train(self) -> int:
         return int(self._llama.llama_model_n_ctx_train(self.model))
 
-    def new_context(self, n_ctx: int, cache_type: str | None = None) -> LlamaContext:
+    def new_context(self, n_ctx: int, cache_type: str | None = None, n_seq: int = 1) -> LlamaContext:
         """A context of its own for a conversation: n_ctx positions of a `cache_type` KV cache (the options' by
         default), with the model's LoRA adapters set. The caller owns it (free() it); the engine frees what
-        is left when it closes, before the weights."""
+        is left when it closes, before the weights. n_seq > 1: that many sequences sharing the n_ctx cells (a
+        BatchDecoder's)."""
         llama_cpp = self._llama
         cache_type = cache_type or self.options.cache_type
         cache = CACHE_TYPES[cache_type]
@@ -199,6 +200,8 @@ class Engine:
         params.type_k = cache
         params.type_v = cache
         params.flash_attn_type = self._flash_attention_type(cache)
+        params.n_seq_max = n_seq
+        params.kv_unified = n_seq > 1  # one pool of cells: each sequence takes what it needs, not n_ctx / n_seq
         handle = llama_cpp.llama_init_from_model(self.model, params)
         if not handle:
             # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
@@ -207,7 +210,7 @@ class Engine:
                 f"llama.cpp could not create a {n_ctx}-token context with a {cache_type} KV cache; "
                 f"{fix} (rerun with {{verbose}} for its log)"
             )
-        context = LlamaContext(llama_cpp, handle, int(params.n_batch), cache_type, self.n_vocab, self.counters)
+        context = LlamaContext(llama_cpp, handle, int(params.n_batch), cache_type, self.n_vocab, self.counters, n_seq)
         self._contexts = [made for made in self._contexts if not made.freed] + [context]
         try:
             self._set_adapters(context)
