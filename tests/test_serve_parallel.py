@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import ollama
 import pytest
 from test_serve import data_uri, image_message, serving
 
@@ -90,10 +91,16 @@ def test_a_decoder_with_no_room_left_decodes_the_next_answer_alone(tiny_pair):
         expected = [model.chat(max_tokens=MAX_TOKENS, temperature=0).send(q).text for q in QUESTIONS[:3]]
         decoder = model.batch_decoder(2)  # three answers, two sequences: the third decodes in its own context
         chats = [model.chat(max_tokens=MAX_TOKENS, temperature=0) for _ in range(3)]
-        streams = [chat.send(q, stream=True, decoder=decoder) for chat, q in zip(chats, QUESTIONS, strict=True)]
+        streams = [chat.send(q, stream=True, decoder=decoder) for chat, q in zip(chats, QUESTIONS[:3], strict=True)]
         assert drive(streams, decoder) == (expected, 2)
-    with pytest.raises(BadInput, match="at least 1"):
-        smolcli.load(tiny_pair[0], threads=2).batch_decoder(0)
+        # 256 cells, and each answer may take 200 tokens: one at a time fits, the others decode alone
+        long = [model.chat(max_tokens=200, temperature=0).send(q).text for q in QUESTIONS[:3]]
+        narrow = model.batch_decoder(4, n_ctx=256)
+        chats = [model.chat(max_tokens=200, temperature=0) for _ in range(3)]
+        streams = [chat.send(q, stream=True, decoder=narrow) for chat, q in zip(chats, QUESTIONS[:3], strict=True)]
+        assert drive(streams, narrow) == (long, 1)
+        with pytest.raises(BadInput, match="at least 1"):
+            model.batch_decoder(0)
 
 
 def test_serve_limits_refuse_parallel_below_one():
@@ -145,3 +152,17 @@ def test_four_concurrent_requests_answer_as_sequential_ones_and_a_cancelled_one_
             assert started.is_set()
             assert [future.result(timeout=120) for future in others] == [sequential[i] for i in (0, 2, 3)]
         assert ask(requests[1]) == sequential[1]  # and the server goes on
+
+        # ollama's API, through its own client: the same, four at once against one at a time
+        ollama_client = ollama.Client(host=running.base)
+        name = tiny_pair[0].stem + ":latest"
+
+        def ollama_ask(text: str) -> str:
+            greedy = {"temperature": 0, "num_predict": MAX_TOKENS}
+            return ollama_client.chat(
+                model=name, messages=[{"role": "user", "content": text}], options=greedy
+            ).message.content
+
+        alone = [ollama_ask(text) for text in QUESTIONS]
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ollama_ask, QUESTIONS)) == alone

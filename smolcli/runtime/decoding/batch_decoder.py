@@ -62,7 +62,8 @@ class BatchDecoder:
         if n_seq < 1:
             raise ValueError(f"a BatchDecoder needs at least one sequence, not {n_seq}")
         self.engine = engine
-        self.shared = engine.new_context(n_ctx, cache_type, n_seq=n_seq)
+        # one token per sequence per decode: a compute buffer sized for n_seq tokens, not for a prompt's 512
+        self.shared = engine.new_context(n_ctx, cache_type, n_seq=n_seq, n_batch=n_seq)
         self._free = list(range(n_seq))
         self._joined: list[Sequence] = []
         self._reserved = 0

@@ -183,18 +183,21 @@ class Engine:
     def n_ctx_train(self) -> int:
         return int(self._llama.llama_model_n_ctx_train(self.model))
 
-    def new_context(self, n_ctx: int, cache_type: str | None = None, n_seq: int = 1) -> LlamaContext:
+    def new_context(
+        self, n_ctx: int, cache_type: str | None = None, n_seq: int = 1, n_batch: int | None = None
+    ) -> LlamaContext:
         """A context of its own for a conversation: n_ctx positions of a `cache_type` KV cache (the options' by
         default), with the model's LoRA adapters set. The caller owns it (free() it); the engine frees what
         is left when it closes, before the weights. n_seq > 1: that many sequences sharing the n_ctx cells (a
-        BatchDecoder's)."""
+        BatchDecoder's). n_batch: the most tokens one decode takes (default the options'); a context that only ever
+        decodes a few at a time asks for few, and llama.cpp's compute buffer shrinks with it."""
         llama_cpp = self._llama
         cache_type = cache_type or self.options.cache_type
         cache = CACHE_TYPES[cache_type]
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = min(self.options.n_batch, n_ctx)
-        params.n_ubatch = min(512, n_ctx)
+        params.n_batch = min(n_batch or self.options.n_batch, n_ctx)
+        params.n_ubatch = min(512, params.n_batch)
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.type_k = cache
