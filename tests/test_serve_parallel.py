@@ -19,19 +19,25 @@ QUESTIONS = ("Describe it.", "What colours are in it?", "Is there a person?", "C
 MAX_TOKENS = 24
 
 
-def drive(streams: list, decoder) -> tuple[list[str], int]:
+def drive(streams: list, decoder, close_after: tuple[int, int] | None = None) -> tuple[list[str], int]:
     """Round after round: one next() per stream, then one decoder step (what the server's worker does); the
-    answers, and the most tokens one step decoded."""
+    answers, and the most tokens one step decoded. close_after (rounds, index): that stream is closed then,
+    before the round's step, as the server closes a stream whose client went away."""
     iterators = [iter(stream) for stream in streams]
     texts = [""] * len(streams)
     running = set(range(len(streams)))
-    widest = 0
+    widest = rounds = 0
     while running:
         for index in sorted(running):
             try:
                 texts[index] += next(iterators[index])
             except StopIteration:
                 running.discard(index)
+        rounds += 1
+        if close_after is not None and rounds == close_after[0]:
+            streams[close_after[1]].close()  # AnswerStream.close(), as the server calls it
+            running.discard(close_after[1])
+            assert decoder.joined == len(running)
         widest = max(widest, decoder.step())
     return texts, widest
 
@@ -65,22 +71,8 @@ def test_a_stream_closed_midway_leaves_the_others_and_its_own_conversation_as_th
         expected = [model.chat(max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True).send(q).text for q in QUESTIONS]
         decoder = model.batch_decoder(4)
         chats = [model.chat(max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True) for _ in QUESTIONS]
-        streams = [iter(chat.send(q, stream=True, decoder=decoder)) for chat, q in zip(chats, QUESTIONS, strict=True)]
-        texts = [""] * 4
-        running = [0, 1, 2, 3]
-        rounds = 0
-        while running:
-            for index in list(running):
-                try:
-                    texts[index] += next(streams[index])
-                except StopIteration:
-                    running.remove(index)
-            rounds += 1
-            if rounds == 5:
-                streams[1].close()  # what the server does for a client that went away
-                running.remove(1)
-                assert decoder.joined == 3
-            decoder.step()
+        streams = [chat.send(q, stream=True, decoder=decoder) for chat, q in zip(chats, QUESTIONS, strict=True)]
+        texts, _ = drive(streams, decoder, close_after=(5, 1))
         assert [texts[i] for i in (0, 2, 3)] == [expected[i] for i in (0, 2, 3)]
         assert chats[1].n_past == 0 and chats[1].messages == []  # its turn left no trace
         assert chats[1].send(QUESTIONS[1]).text == expected[1]
