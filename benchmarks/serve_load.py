@@ -20,6 +20,15 @@ Every side reads images at --detail (1024) px, the longest side: smolcli's --ima
 peer the mmproj variant smolcli makes for that size (the model's own 2048 makes 13 tiles of a 4:3
 image, minutes per cold image on two cores).
 Prints one JSON object; every request is bounded by --timeout seconds on the client side.
+
+    python benchmarks/serve_load.py --parallel 4 --threads 2   # only this: serve --parallel's decode throughput
+
+--parallel N runs only this phase: one server with --parallel N, text questions of --decode-tokens (64) tokens
+each (the end of answer ignored, so every answer has them all), --rounds (3) times in turn: one client alone,
+then N clients at once; decode throughput is their completion tokens over the wall time, and the N clients'
+total over the one client's is the figure (medians of the rounds). The N answers given together must equal
+the same questions asked one at a time (greedy). The same N clients against a --parallel 1 server (today's
+one at a time) are timed beside.
 """
 
 from __future__ import annotations
@@ -131,9 +140,11 @@ class Server:
             return -9
 
 
-def smolcli_server(model: Path, home: Path, log: Path, threads: int, queue: int, detail: int) -> Server:
+def smolcli_server(
+    model: Path, home: Path, log: Path, threads: int, queue: int, detail: int, parallel: int = 1
+) -> Server:
     command = [sys.executable, "-m", "smolcli", "serve", "-m", str(model), "--port", "0", "--threads", str(threads)]
-    command += ["--queue", str(queue), "--image-size", str(detail)]
+    command += ["--queue", str(queue), "--image-size", str(detail), "--parallel", str(parallel)]
     return Server(command, home, log, r"listening on http://127\.0\.0\.1:(\d+)", "/health")
 
 
@@ -252,6 +263,85 @@ def conversation(server: Server, image: bytes, max_tokens: int, timeout: float) 
     return {"turn_s": turns, "total_s": round(sum(turns), 3), "prompt_tokens": prompts}
 
 
+PARALLEL_QUESTIONS = (
+    "Tell me a long story about a lighthouse.",
+    "Explain how bread rises.",
+    "List the planets and one fact about each.",
+    "Describe a walk through a forest in autumn.",
+    "What makes a good cup of tea?",
+    "Write a letter to a friend about the sea.",
+    "How does a bicycle stay upright?",
+    "Describe the city at night.",
+)
+
+
+def decode_round(client: openai.OpenAI, questions: list[str], max_tokens: int) -> tuple[float, list[str], float]:
+    """The questions at once, one client each: (completion tokens per second of wall time, the answers, wall)."""
+
+    def one(text: str):
+        answer = client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=max_tokens,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        return answer.usage.completion_tokens, answer.choices[0].message.content
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(questions)) as pool:
+        done = list(pool.map(one, questions))
+    wall = time.perf_counter() - started
+    return sum(tokens for tokens, _ in done) / wall, [text for _, text in done], wall
+
+
+def parallel_decode(files, scratch: Path, args) -> dict:
+    n = args.parallel
+    questions = [PARALLEL_QUESTIONS[i % len(PARALLEL_QUESTIONS)] for i in range(n)]
+    report: dict = {"parallel": n, "decode_tokens": args.decode_tokens, "rounds": args.rounds}
+    server = smolcli_server(
+        files.model,
+        scratch / "home-par",
+        scratch / "par.log",
+        args.threads,
+        queue=2 * n,
+        detail=args.detail,
+        parallel=n,
+    )
+    try:
+        client = server.client(args.timeout)
+        decode_round(client, questions[:1], 4)  # warm: the first request's setup is not decoding
+        alone = [decode_round(client, [question], args.decode_tokens)[1][0] for question in questions]
+        one_client, n_clients = [], []
+        for _ in range(args.rounds):
+            one_client.append(decode_round(client, questions[:1], args.decode_tokens)[0])
+            rate, together, _ = decode_round(client, questions, args.decode_tokens)
+            n_clients.append(rate)
+            report["same_answers_as_one_at_a_time"] = report.get("same_answers_as_one_at_a_time", True) and (
+                together == alone
+            )
+        report["one_client_tok_s"] = [round(r, 1) for r in one_client]
+        report[f"{n}_clients_tok_s"] = [round(r, 1) for r in n_clients]
+        report[f"{n}_clients_over_one"] = round(statistics.median(n_clients) / statistics.median(one_client), 2)
+        report["server_peak_rss_mb"] = server.peak_rss_mb()
+    finally:
+        report["exit_status"] = server.stop()
+    # today's server, one answer at a time, under the same N clients
+    server = smolcli_server(
+        files.model, scratch / "home-one", scratch / "one.log", args.threads, queue=2 * n, detail=args.detail
+    )
+    try:
+        client = server.client(args.timeout)
+        decode_round(client, questions[:1], 4)
+        rates = [decode_round(client, questions, args.decode_tokens)[0] for _ in range(args.rounds)]
+        report[f"parallel_1_{n}_clients_tok_s"] = [round(r, 1) for r in rates]
+        report[f"parallel_1_{n}_clients_over_one"] = round(statistics.median(rates) / statistics.median(one_client), 2)
+        report["parallel_1_peak_rss_mb"] = server.peak_rss_mb()
+    finally:
+        server.stop()
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="256m", help="the random pair's shape: 256m, or tiny for a quick run")
@@ -266,9 +356,18 @@ def main() -> None:
     parser.add_argument("--detail", type=int, default=1024, help="the longest side images are read at, every side")
     parser.add_argument("--timeout", type=float, default=600.0, help="the client's limit per request")
     parser.add_argument("--peer", action="store_true", help="also time llama-cpp-python's server")
+    parser.add_argument("--parallel", type=int, default=0, help="only serve --parallel N's decode throughput")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="--parallel: tokens per answer")
+    parser.add_argument("--rounds", type=int, default=3, help="--parallel: one client, then N, this many times")
     args = parser.parse_args()
 
     files, _ = prepare_files(args.shape, "Q4_K_M", "Q8_0", report=lambda line: print(line, file=sys.stderr))
+    if args.parallel:
+        report = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "shape": args.shape}
+        with tempfile.TemporaryDirectory() as scratch:
+            report["serve_parallel"] = parallel_decode(files, Path(scratch), args)
+        print(json.dumps(report, indent=2))
+        return
     images = client_images(args.clients, args.image_size)
     report: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "shape": args.shape}
     report["settings"] = {k: v for k, v in vars(args).items() if k not in ("peer",)}

@@ -18,6 +18,7 @@ from smolcli.api.turn import Turn, checked_constraint, with_video
 from smolcli.api.video import ClipRequest
 from smolcli.errors import BadInput
 from smolcli.runtime.chat.session import ChatSession, Message, TurnStats
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.decoding.sampling import Sampler
 from smolcli.runtime.llama.context_size import chat_context_size
 from smolcli.runtime.vision.images import RGBImage, image_from
@@ -174,6 +175,7 @@ class Chat:
         fps: float | None = None,
         max_frames: int | None = None,
         report: Callable[[str], None] = quiet,
+        decoder: BatchDecoder | None = None,
     ) -> Answer | AnswerStream:
         """One user turn: its answer, or with stream=True an AnswerStream of its text.
 
@@ -181,6 +183,8 @@ class Chat:
         json_schema (or grammar) this turn's answer is held to it, as in Model.ask. `video` (a
         path, '-' or the file's bytes) goes with this turn as in Model.ask(video=...): its frames
         stay in the conversation for the turns after it; `report` gets the frames' progress lines.
+        `decoder` (Model.batch_decoder()): the answer is decoded beside other conversations', its stream
+        giving one piece per token (empty when no text became final), to be stepped as batch_decoder.py says.
         """
         settings = self._settings  # the chat's own, for every turn, unless this turn brings a grammar
         if json_schema is not None or grammar is not None:
@@ -215,7 +219,7 @@ class Chat:
         # a grammar holds state as the answer grows: a fresh sampler for each turn it constrains
         turn_sampler = turn.sampler() if constraint is not None else None
         self._session.sampler = turn_sampler or self._sampler
-        pieces = self._session.stream(text, logprobs, turn.guard())
+        pieces = self._session.stream(text, logprobs, turn.guard(), decoder)
 
         def counts(_generation) -> tuple[int, int, int]:
             done = self._session.turns[-1]

@@ -23,11 +23,15 @@ from smolcli.api.resolve import model_files
 from smolcli.api.turn import Question, checked_constraint
 from smolcli.api.video import ClipRequest
 from smolcli.errors import BadInput
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.engine import Engine
 from smolcli.runtime.vision.images import RGBImage, image_from
 from smolcli.util.report import quiet
+
+# a BatchDecoder's cells per conversation by default: an image question and its answer, in the shared pool
+PARALLEL_CELLS_EACH = 2048
 
 Report = Callable[[str], None]
 
@@ -201,6 +205,18 @@ class Model:
         made = Chat(self, system, images, **settings)
         self.pair.track(made)
         return made
+
+    def batch_decoder(self, n_seq: int, n_ctx: int | None = None) -> BatchDecoder:
+        """What decodes up to n_seq conversations' answers together (Chat.send(decoder=...)): sequences of one
+        llama.cpp context of n_ctx cells (default: n_seq x this model's ctx, or 2048 each), shared by them.
+        Closed with the model; answers are the same as decoded alone."""
+        if n_seq < 1:
+            raise BadInput(f"decoding together needs at least 1 conversation, not {n_seq}")
+        engine = self.engine
+        cells = n_ctx or n_seq * (self.options.ctx or PARALLEL_CELLS_EACH)
+        decoder = BatchDecoder(engine, n_seq, cells, self.options.cache_type or "f16")
+        self.pair.track(decoder)
+        return decoder
 
     def __repr__(self) -> str:
         return f"<smolcli.Model {self.files.model.path.name}{' (loaded)' if self.loaded else ''}>"

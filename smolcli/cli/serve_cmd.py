@@ -45,6 +45,12 @@ def serve(
     queue_size: Annotated[
         int, typer.Option("--queue", help="Requests that may wait for the model; one more gets 503 + Retry-After.")
     ] = 8,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel", help="Requests answered together, their tokens decoded in one batch (1: one at a time)."
+        ),
+    ] = 1,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds a request may take, waiting included; then 408.")
     ] = 300.0,
@@ -112,6 +118,7 @@ def serve(
         max_connections=max_connections,
         fetch_timeout_s=fetch_timeout,
         queue_size=queue_size,
+        parallel=parallel,
         conversations=conversations,
     )
     # set but empty is a mistake like --api-key '' (refused by ServeSettings), never "no key"

@@ -20,6 +20,8 @@ class ServerCounters:
     conversations_continued: int = 0  # requests that went on from a kept Chat's KV cache
     conversations_replayed: int = 0  # requests whose history had to be evaluated again
     completion_tokens: int = 0
+    batch_steps: int = 0  # --parallel: llama_decode calls that decoded several answers' tokens together
+    batch_tokens: int = 0  # the tokens they decoded (over batch_steps: how many answers went together)
 
 
 # engine counter -> (metric name, help)

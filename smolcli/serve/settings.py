@@ -24,7 +24,8 @@ class ServeLimits:
     max_messages: int = 256
     max_tokens: int = 1024  # the ceiling of max_tokens, and its value when a request gives none
     timeout_s: float = 300.0  # from arrival to the last token, queueing included
-    queue_size: int = 8  # requests waiting behind the one being answered; one more is a 503
+    queue_size: int = 8  # requests waiting behind those being answered; one more is a 503
+    parallel: int = 1  # requests answered together, their answers decoded in one batch (--parallel)
     conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
     max_frames: int | None = None  # a video_url clip's frames at most (None: the release's 64)
     video_fps: float | None = None  # frames sampled per second of a clip (None: the release's 1)
@@ -44,6 +45,7 @@ class ServeLimits:
             "max_tokens",
             "conversations",
             "max_connections",
+            "parallel",
         ):
             if getattr(self, name) < 1:
                 raise BadInput(f"serve limit {name} must be at least 1, not {getattr(self, name)}")

@@ -1,9 +1,14 @@
-"""The one thread that owns the Model: requests queue for it, and it answers them one at a time.
+"""The one thread that owns the Model: requests queue for it, and it answers up to --parallel of them at a time.
 
 A Model is not thread-safe, so only this thread touches it: it loads it, answers each job, and
 closes it. The event loop hands jobs in (submit, refused with 503 when the queue is full) and
 gets each answer's pieces back as events on the job's asyncio queue. A job cancelled while
 waiting frees its place at once; one cancelled while generating stops at the next token.
+
+With --parallel N, up to N jobs are answered together: each job's work is a generator that does its prompt
+(replay, images, prefill) on its first step and then one token per step; every round, each running job takes
+one step, then the Model's BatchDecoder decodes all their tokens in one llama_decode. A new job's prompt is
+evaluated between two rounds, so the others wait for it as they would behind it in the queue.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 from smolcli.api.answer import Answer
 from smolcli.api.chat import Chat
 from smolcli.api.model import Model
 from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.llama.context_size import GRANULE
 from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling, request_timeout
 from smolcli.serve.chat_request import ChatRequest, Turn
@@ -83,6 +89,7 @@ class ModelWorker:
         self._lock = threading.Lock()
         self._admitted = 0  # waiting or being answered
         self._seconds_per_job = 1.0  # a running average, for Retry-After
+        self._decoder: BatchDecoder | None = None  # with --parallel N > 1: the jobs' answers decoded together
         self._thread = threading.Thread(target=self._run, name="smolcli-model", daemon=True)
 
     # --- the event loop's side ----------------------------------------------------------
@@ -108,8 +115,8 @@ class ModelWorker:
                 headers={"Retry-After": "2"},
             )
         with self._lock:
-            if self._admitted >= self.limits.queue_size + 1:
-                wait = max(1, math.ceil(self._seconds_per_job * self._admitted))
+            if self._admitted >= self.limits.queue_size + self.limits.parallel:
+                wait = max(1, math.ceil(self._seconds_per_job * self._admitted / self.limits.parallel))
                 self.metrics.add(rejected_queue_full=1)
                 raise APIError(
                     503,
@@ -145,38 +152,66 @@ class ModelWorker:
         try:
             self.model = self._open_model()
             self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
+            if self.limits.parallel > 1:
+                self._decoder = self.model.batch_decoder(self.limits.parallel)
         except BaseException as error:  # noqa: BLE001 - reported to the server, which stops
             self.load_error = error
             self.on_load_failed(error)
             return
         self.ready.set()
         try:
-            while True:
-                job = self._jobs.get()
+            self._serve_jobs()
+        finally:
+            self.ready.clear()
+            if self._decoder is not None:
+                self._decoder.close()
+            self.conversations.close()
+            self.model.close()
+
+    def _serve_jobs(self) -> None:
+        """Rounds until the stop mark: jobs started while there is room, one step each, one decoder step."""
+        running: list[tuple[Job, Generator[None, None, None], float]] = []
+        stopping = False
+        while running or not stopping:
+            while not stopping and len(running) < self.limits.parallel:
+                try:
+                    job = self._jobs.get(block=not running)
+                except queue.Empty:
+                    break
                 if job is None:
+                    stopping = True  # after the jobs already queued: the mark is put behind them
                     break
                 with self._lock:
                     if job.state == "cancelled":
                         continue
                     job.state = "running"
-                started = time.monotonic()
-                try:
-                    self._answer(job)
-                finally:
-                    with self._lock:
-                        job.state = "done"
-                        self._admitted -= 1
-                    self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
-        finally:
-            self.ready.clear()
-            self.conversations.close()
-            self.model.close()
+                steps = self._answer(job)
+                running.append((job, steps, time.monotonic()))
+                if not self._step(job, steps, running[-1][2]):
+                    running.pop()
+            decoded = self._decoder.step() if self._decoder is not None else 0  # every token the last steps queued
+            if decoded:
+                self.metrics.add(batch_steps=1, batch_tokens=decoded)
+            running = [(job, steps, started) for job, steps, started in running if self._step(job, steps, started)]
 
-    def _answer(self, job: Job) -> None:
+    def _step(self, job: Job, steps: Generator[None, None, None], started: float) -> bool:
+        """One step of a job (its prompt, or one token); False once it has ended, and its place is freed."""
+        try:
+            next(steps)
+            return True
+        except StopIteration:
+            with self._lock:
+                job.state = "done"
+                self._admitted -= 1
+            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
+            return False
+
+    def _answer(self, job: Job) -> Generator[None, None, None]:
         try:
             if job.stop_requested():
                 raise Stopped
-            job.emit("done", self._turn(job))
+            outcome = yield from self._turn(job)
+            job.emit("done", outcome)
             self.metrics.add(requests=1)
         except Stopped:
             if job.timed_out:
@@ -196,14 +231,14 @@ class ModelWorker:
             print(f"smolcli serve: error while answering: {type(error).__name__}: {error}", file=sys.stderr)
             job.emit("error", APIError(500, f"internal error: {type(error).__name__}: {error}", "server_error"))
 
-    def _turn(self, job: Job) -> Outcome:
+    def _turn(self, job: Job) -> Generator[None, None, Outcome]:
         request = job.request
         key = history_key(request.system, request.history)
         chat = self.conversations.take(key) if request.history else None
         # a context size asked for (ollama's num_ctx) is at most the model's own; the server's --ctx wins
         asked = None if self.model.options.ctx or not request.ctx else min(request.ctx, self.model.engine.n_ctx_train)
         try:
-            return self._send(job, chat, key, ctx=asked)
+            return (yield from self._send(job, chat, key, ctx=asked))
         except ContextFull as error:
             # a kept conversation's context, or one sized for its first turn, can be too small for
             # this request: once, a new Chat with a context sized for everything, up to the model's
@@ -212,9 +247,10 @@ class ModelWorker:
             needed = -(-(error.n_past + error.n_new + reserve) // GRANULE) * GRANULE
             if error.n_ctx >= min(needed, n_ctx_train) or self.model.options.ctx:
                 raise
-            return self._send(job, None, key, ctx=min(needed, n_ctx_train))
+            return (yield from self._send(job, None, key, ctx=min(needed, n_ctx_train)))
 
-    def _send(self, job: Job, chat: Chat | None, key: str, ctx: int | None) -> Outcome:
+    def _send(self, job: Job, chat: Chat | None, key: str, ctx: int | None) -> Generator[None, None, Outcome]:
+        """The turn, one step per piece of its answer (with a decoder, one per token: the round's step)."""
         request, engine = job.request, self.model.engine
         before = engine.counters.snapshot()
         conversation = "continued"
@@ -244,15 +280,20 @@ class ModelWorker:
                 stream=True,
                 logprobs=request.logprobs,
                 json_schema=request.json_schema,
+                decoder=self._decoder,
             )
+            prompt_done = None  # the counters once this job's prompt is in: other jobs' prompts come later
             for piece in stream:
+                prompt_done = prompt_done or engine.counters.snapshot()
                 if job.stop_requested():
                     stream.close()  # the turn is undone: the conversation is as it was before it
                     raise Stopped
-                job.emit("piece", piece)
+                if piece:
+                    job.emit("piece", piece)
+                yield
             answer = stream.answer
+            done = prompt_done or engine.counters
             self.metrics.add(completion_tokens=answer.usage.completion_tokens)
-            done = engine.counters
             turns = [*request.history, request.last, Turn("assistant", answer.text)]
             self.conversations.put(history_key(request.system, turns), chat)
             kept = True

@@ -9,6 +9,7 @@ from typing import Callable, Generator
 from smolcli.errors import ContextFull, SmolcliError
 from smolcli.models.smolvlm_video import VIDEO_MARKER, place_video
 from smolcli.runtime.chat.prompting import first_turn, next_turn, place_images
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.decoding.generation import Generation, GenerationLimits, drain, generate_pieces
 from smolcli.runtime.decoding.utf8_guard import Utf8Guard
 from smolcli.runtime.llama.context import LlamaContext
@@ -84,9 +85,14 @@ class ChatSession:
         return drain(self.stream(text, logprobs), on_text)
 
     def stream(
-        self, text: str, logprobs: int | None = None, guard: Utf8Guard | None = None
+        self,
+        text: str,
+        logprobs: int | None = None,
+        guard: Utf8Guard | None = None,
+        decoder: BatchDecoder | None = None,
     ) -> Generator[str, None, Generation]:
-        """send() as a generator of the answer's text; a turn abandoned before its end leaves no trace."""
+        """send() as a generator of the answer's text; a turn abandoned before its end leaves no trace. With a
+        decoder, the answer is decoded beside others (generate_pieces says how)."""
         images, video = list(self.pending_images), self.pending_video
         rendered = self.render(text, len(images), video.text if video else None)
         try:
@@ -100,7 +106,9 @@ class ChatSession:
                 self._check_room(prompt.n_tokens, prompt.n_image_tokens)
                 self._evaluate(prompt, video)
                 prompt.free()
-                answer = yield from generate_pieces(self.engine, context, self.sampler, self.limits, logprobs, guard)
+                answer = yield from generate_pieces(
+                    self.engine, context, self.sampler, self.limits, logprobs, guard, decoder
+                )
             except BaseException:
                 # an interrupted or failed turn leaves no trace, so the next one starts clean
                 context.rewind(start)

@@ -9,6 +9,7 @@ from typing import Callable, Generator
 import numpy as np
 
 from smolcli.errors import BadInput, ContextFull
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.decoding.utf8_guard import Utf8Guard
 from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.engine import Engine
@@ -130,45 +131,59 @@ def generate_pieces(
     limits: GenerationLimits,
     logprobs: int | None = None,
     guard: Utf8Guard | None = None,
+    decoder: BatchDecoder | None = None,
 ) -> Generator[str, None, Generation]:
     """Continue from the prompt evaluated in `context`, feeding each kept token back, so its cache holds the answer.
 
     Yields the answer's text as it becomes final; returns the whole Generation. With `logprobs`
     (0 or more alternatives), each generated token's log-probability is kept as well. A guard
     (with a grammar) masks the tokens that would make the answer invalid UTF-8 before each choice.
+
+    With a decoder, the context's sequence joins it (alone in its own context when the decoder has no room) and
+    the generator yields once after every token fed back, an empty piece when no text became final: whoever
+    drives several generations steps the decoder between two rounds of next() (see batch_decoder.py).
     """
+    sequence = decoder.join(context, limits.max_tokens) if decoder is not None else None
+    source = sequence or context  # where the logits come from and the tokens go
     answer = AnswerText(limits.stop)
     tokens: list[int] = []
     choices: list[TokenChoice] | None = [] if logprobs is not None else None
     finish_reason, context_full = "length", False
-    while len(tokens) < limits.max_tokens:
-        raw = context.last_logits() if guard is not None and choices is not None else None  # before the guard's mask
-        if guard is not None:
-            guard.mask(context.logits_view())
-        token = sampler.sample(context.logits_view())
-        if engine.is_end(token) and not limits.ignore_eos:
-            finish_reason = "stop"
-            break
-        tokens.append(token)
-        if choices is not None:
-            choices.append(token_choice(engine, token, logprobs, context.last_logits() if raw is None else raw))
-        piece = engine.piece(token)
-        if guard is not None:
-            guard.advance(piece)
-        released = answer.feed(piece)
-        if released:
-            yield released
-        if answer.stopped:
-            finish_reason = "stop"
-            break
-        try:
-            context.accept(token)
-        except ContextFull:
-            context_full = True
-            break
-    tail = answer.finish()
-    if tail:
-        yield tail
+    try:
+        while len(tokens) < limits.max_tokens:
+            raw = source.last_logits() if guard is not None and choices is not None else None  # before the mask
+            if guard is not None:
+                guard.mask(source.logits_view())
+            token = sampler.sample(source.logits_view())
+            if engine.is_end(token) and not limits.ignore_eos:
+                finish_reason = "stop"
+                break
+            tokens.append(token)
+            if choices is not None:
+                choices.append(token_choice(engine, token, logprobs, source.last_logits() if raw is None else raw))
+            piece = engine.piece(token)
+            if guard is not None:
+                guard.advance(piece)
+            released = answer.feed(piece)
+            if released and decoder is None:
+                yield released
+            if answer.stopped:
+                finish_reason = "stop"
+            else:
+                try:
+                    source.accept(token)
+                except ContextFull:
+                    context_full = True
+            if decoder is not None and (released or not (answer.stopped or context_full)):
+                yield released  # one piece per token fed back: the decoder steps before the next
+            if answer.stopped or context_full:
+                break
+        tail = answer.finish()
+        if tail:
+            yield tail
+    finally:
+        if sequence is not None:
+            decoder.leave(sequence)  # its cache, answer included, back in the context
     return Generation(answer.text, finish_reason, tokens, context_full, choices, answer.stopped)
 
 

@@ -20,11 +20,14 @@ from smolcli.runtime.llama.embedding_batch import EmbeddingStream, decode_embedd
 class LlamaContext:
     """A llama.cpp context (`handle`), its size, its KV-cache type and position; decode, clear, rewind, free."""
 
-    def __init__(self, llama_cpp, handle, n_batch: int, cache_type: str, n_vocab: int, counters: Counters):
+    def __init__(
+        self, llama_cpp, handle, n_batch: int, cache_type: str, n_vocab: int, counters: Counters, n_seq: int = 1
+    ):
         self._llama = llama_cpp
         self.handle = handle
         self.n_ctx = int(llama_cpp.llama_n_ctx(handle))
         self.n_batch = n_batch
+        self.n_seq = n_seq  # sequences it holds: 1 for a conversation's, more for a BatchDecoder's
         self.cache_type = cache_type
         self.n_past = 0
         self._n_vocab = n_vocab
@@ -75,14 +78,55 @@ class LlamaContext:
         self.counters.generated_tokens += 1
         self.counters.decode_seconds += time.perf_counter() - started
 
+    def decode_step(self, entries: list[tuple[int, int, int]]) -> None:
+        """One llama_decode of one token per sequence, each entry (token, position, sequence), each with its
+        logits (logits_view(i) reads entry i's). For a context of several sequences (a BatchDecoder's)."""
+        llama_cpp = self._llama
+        batch = llama_cpp.llama_batch_init(len(entries), 0, 1)
+        try:
+            for i, (token, position, sequence) in enumerate(entries):
+                batch.token[i] = token
+                batch.pos[i] = position
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = sequence
+                batch.logits[i] = 1
+            batch.n_tokens = len(entries)
+            status = llama_cpp.llama_decode(self.handle, batch)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        if status != 0:
+            raise SmolcliError(f"llama.cpp failed to decode {len(entries)} sequences together (status {status})")
+
+    # --- a sequence's state, between contexts of one model ---------------------------------
+
+    def sequence_state(self, sequence: int = 0) -> bytes:
+        """A sequence's KV cache as llama.cpp saves it (llama_state_seq_get_data)."""
+        llama_cpp = self._llama
+        size = llama_cpp.llama_state_seq_get_size(self.handle, sequence)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.handle, buffer, size, sequence)
+        return ctypes.string_at(buffer, written)  # one copy (slicing the array would make a list of ints)
+
+    def load_sequence_state(self, state: bytes, sequence: int = 0) -> bool:
+        """Replace a sequence's KV cache by a saved one (of a context of the same model and cache type); False if
+        llama.cpp could not place it (no room, another cache type): the sequence is then empty."""
+        llama_cpp = self._llama
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        return llama_cpp.llama_state_seq_set_data(self.handle, buffer, len(state), sequence) == len(state)
+
+    def remove_sequence(self, sequence: int) -> None:
+        """Empty one sequence's cells (the others stay)."""
+        self._llama.llama_memory_seq_rm(self._llama.llama_get_memory(self.handle), sequence, -1, -1)
+
     # --- reading -------------------------------------------------------------------------
 
     def last_logits(self) -> np.ndarray:
         return self.logits_view().copy()
 
-    def logits_view(self) -> np.ndarray:
-        """llama.cpp's own buffer of the last position's logits, the one the sampler reads: writes are seen."""
-        pointer = self._llama.llama_get_logits_ith(self.handle, -1)
+    def logits_view(self, index: int = -1) -> np.ndarray:
+        """llama.cpp's own buffer of the last position's logits (or batch entry `index`'s), the one the sampler
+        reads: writes are seen."""
+        pointer = self._llama.llama_get_logits_ith(self.handle, index)
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
 
     # --- its state -----------------------------------------------------------------------

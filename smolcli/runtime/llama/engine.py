@@ -222,22 +222,28 @@ class Engine:
     def n_ctx_train(self) -> int:
         return int(self._llama.llama_model_n_ctx_train(self.model))
 
-    def new_context(self, n_ctx: int, cache_type: str | None = None) -> LlamaContext:
+    def new_context(
+        self, n_ctx: int, cache_type: str | None = None, n_seq: int = 1, n_batch: int | None = None
+    ) -> LlamaContext:
         """A context of its own for a conversation: n_ctx positions of a `cache_type` KV cache (the options' by
         default), with the model's LoRA adapters set. The caller owns it (free() it); the engine frees what
-        is left when it closes, before the weights."""
+        is left when it closes, before the weights. n_seq > 1: that many sequences sharing the n_ctx cells (a
+        BatchDecoder's). n_batch: the most tokens one decode takes (default the options'); a context that only ever
+        decodes a few at a time asks for few, and llama.cpp's compute buffer shrinks with it."""
         llama_cpp = self._llama
         cache_type = cache_type or self.options.cache_type
         cache = CACHE_TYPES[cache_type]
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = min(self.options.n_batch, n_ctx)
-        params.n_ubatch = min(self.options.n_ubatch, self.options.n_batch, n_ctx)
+        params.n_batch = min(n_batch or self.options.n_batch, n_ctx)
+        params.n_ubatch = min(self.options.n_ubatch, params.n_batch)
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.type_k = cache
         params.type_v = cache
         params.flash_attn_type = self.flash_attention_type(cache_type)
+        params.n_seq_max = n_seq
+        params.kv_unified = n_seq > 1  # one pool of cells: each sequence takes what it needs, not n_ctx / n_seq
         handle = llama_cpp.llama_init_from_model(self.model, params)
         if not handle:
             # the usual cause for a quantized cache: the model's head size is not a multiple of the block size
@@ -246,7 +252,7 @@ class Engine:
                 f"llama.cpp could not create a {n_ctx}-token context with a {cache_type} KV cache; "
                 f"{fix} (rerun with {{verbose}} for its log)"
             )
-        context = LlamaContext(llama_cpp, handle, int(params.n_batch), cache_type, self.n_vocab, self.counters)
+        context = LlamaContext(llama_cpp, handle, int(params.n_batch), cache_type, self.n_vocab, self.counters, n_seq)
         self._contexts = [made for made in self._contexts if not made.freed] + [context]
         try:
             self._set_adapters(context)
