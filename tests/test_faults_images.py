@@ -111,6 +111,23 @@ def test_the_same_image_given_three_times_is_encoded_once(tiny_pair, images):
         assert again.usage.images_encoded == 0 and again.usage.image_cache_hits == per_copy
 
 
+def test_more_images_in_one_prompt_than_the_onnx_encoder_keeps(tiny_pair, tmp_path):
+    """Ten different images in one question: each held until its tiles are encoded (the ONNX encoder once kept only
+    the last eight and failed with "asked for an image it was not given"); the next question goes on."""
+    model_path, mmproj = tiny_pair
+    shown = []
+    for index in range(10):
+        path = tmp_path / f"image-{index}.png"
+        Image.fromarray(np.full((50, 60 + index, 3), 20 * index, dtype=np.uint8)).save(path)
+        shown.append(path)
+    with library.load(model_path, mmproj=mmproj, threads=2, ctx=4096, embedding_cache=False) as model:
+        answer = model.ask("Which one?", images=shown, max_tokens=1)
+        assert answer.vision_engine.startswith("onnx")
+        assert answer.usage.images_encoded >= 10 * 3 and answer.usage.image_cache_hits == 0
+        again = model.ask("And this?", images=[shown[-1]], max_tokens=1)
+        assert again.usage.image_tokens > 0 and again.usage.images_encoded + again.usage.image_cache_hits > 0
+
+
 THIN = {"1x8000": (1, 8000), "200x1": (200, 1), "10x2000": (10, 2000)}
 
 

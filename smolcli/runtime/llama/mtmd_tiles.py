@@ -26,10 +26,8 @@ from smolcli.runtime.vision.image_preprocess import tile_images
 from smolcli.runtime.vision.image_tiles import PREPROC_KEY, TILE_KEY, TileGrid, tile_grid
 from smolcli.runtime.vision.images import RGBImage
 from smolcli.runtime.vision.onnx_vision import KEPT_IMAGES, keep_recent
+from smolcli.runtime.vision.prompt_images import PromptImages
 
-# prompts laid out and never evaluated (a context too small) hold no more than this many images between them;
-# more than any context holds: each image costs at least three tiles (a 1x2 grid and its global view)
-MOST_IMAGES_HELD = 128
 FORMAT = "v1"  # bump when the tiles handed to mtmd change: cached embeddings are then made again
 
 
@@ -42,26 +40,20 @@ class MtmdTiles:
 
     def __init__(self, mtmd: MtmdVision, mtmd_ctx):
         self._mtmd, self._ctx = mtmd, mtmd_ctx
-        self.images: OrderedDict = OrderedDict()  # digest -> RGBImage
-        self._encoded = False  # a tile was asked for since the last image was remembered
+        self.images = PromptImages(KEPT_IMAGES)
         self._tiles: OrderedDict = OrderedDict()  # digest -> the image's tiles and global view, as RGBImages
 
     def engine_for(self, mmproj: GGUFSummary) -> str:
         return self.name
 
     def remember(self, digest: str, image: RGBImage) -> None:
-        if self._encoded or len(self.images) >= MOST_IMAGES_HELD:  # the first image of another prompt
-            self._encoded = False
-            while len(self.images) > KEPT_IMAGES:
-                self.images.popitem(last=False)
-        self.images[digest] = image
-        self.images.move_to_end(digest)
+        self.images.remember(digest, image)
 
     def tile_grid(self, mmproj: GGUFSummary, image: RGBImage) -> TileGrid:
         return tile_grid(image.width, image.height, int(mmproj.metadata[PREPROC_KEY]), int(mmproj.metadata[TILE_KEY]))
 
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray:
-        self._encoded = True
+        self.images.asked()
         if digest not in self._tiles:
             image = self.images.get(digest)
             if image is None:

@@ -32,6 +32,7 @@ from smolcli.runtime.vision.embedding_cache import EmbeddingCache, EmbeddingKey,
 from smolcli.runtime.vision.image_preprocess import tile_images, tile_pixels
 from smolcli.runtime.vision.image_tiles import PREPROC_KEY, TILE_KEY, TileGrid, fit_for_tiling, tile_grid
 from smolcli.runtime.vision.images import RGBImage
+from smolcli.runtime.vision.prompt_images import PromptImages
 from smolcli.util.heap import return_freed_memory
 from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
@@ -276,7 +277,8 @@ class OnnxVisionEncoder:
     fallback_to_mtmd: bool = False
     folder: Path | None = None
     int8_kind: str = INT8_KIND  # benchmarks compare the int8 forms
-    images: OrderedDict = field(default_factory=OrderedDict)  # digest -> RGBImage, the last KEPT_IMAGES
+    # the prompt being laid out's images, however many, and the last KEPT_IMAGES before it
+    images: PromptImages = field(default_factory=lambda: PromptImages(KEPT_IMAGES))
     _session: object = None
     _session_mmproj: Path | None = None
     _refused: set = field(default_factory=set)  # mmproj paths that could not be converted
@@ -307,7 +309,7 @@ class OnnxVisionEncoder:
         self._session, self._session_mmproj = None, None
 
     def remember(self, digest: str, image: RGBImage) -> None:
-        keep_recent(self.images, digest, image)
+        self.images.remember(digest, image)
 
     def drop_session(self) -> None:
         """Free the session (weights and arena), keeping the tiles held: the next image not held loads it again."""
@@ -419,6 +421,7 @@ class OnnxVisionEncoder:
 
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray | None:
         """float32 [tokens, n_embd] of this tile, or None when this mmproj falls back to mtmd."""
+        self.images.asked()
         self._note_mmproj(mmproj)
         if digest in self._tiles and self._session_mmproj == mmproj.path:
             tiles = self._tiles[digest]
