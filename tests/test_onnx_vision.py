@@ -506,7 +506,13 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
 
     fp32 = run(build_model(weights))
     assert per_tile_cosines(fp32, run(build_int8(weights, "asym-fp32-o"))).min() < 0.999
-    assert per_tile_cosines(fp32, run(build_int8(weights, INT8_KIND))).min() >= 0.999
+    default = build_int8(weights, INT8_KIND)
+    assert per_tile_cosines(fp32, run(default)).min() >= 0.999
+    # FORMAT_VERSION 8: ffn_down in fp32 in the layers whose ffn_up reads outlier channels (here every one)
+    for model, ffn_down in ((default, {"MatMul"}), (build_int8(weights, f"{INT8_KIND}-v7"), {"MatMulIntegerToFloat"})):
+        for bid in range(weights.layers):
+            ops = {n.op_type for n in model.graph.node if n.name.startswith(f"v.blk.{bid}.ffn_down_")}
+            assert ops & {"MatMul", "MatMulIntegerToFloat"} == ffn_down, (bid, ops)
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
     assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
@@ -555,7 +561,7 @@ def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):
     assert [reports[p]["vision_precision"] for p in ("fp32", "auto", "int8")] == ["fp32", "int8", "int8"]
     assert reports["fp32"]["vision_engine"] == "onnx-fp32"
     builds = sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests")
-    assert builds == ["fp32-v7", "int8-outlier-asym-fp32-o-v7"]
+    assert builds == ["fp32-v8", "int8-outlier-asym-fp32-o-v8"]
     # a second fp32 answer reads its tiles from the embedding cache under fp32's keys: the same answer
     again = json.loads(runner.invoke(app, [*base, "--vision-precision", "fp32"]).stdout)
     assert again["text"] == reports["fp32"]["text"] and again["vision_precision"] == "fp32"
