@@ -179,7 +179,7 @@ def large_gain_twin(mmproj: Path, target: Path) -> Path:
 
 def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
     from smolcli.bench.onnx_profile import session
-    from smolcli.runtime.vision.onnx_vision import INT8_KIND, OnnxVisionEncoder, build_or_reuse
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND, OnnxVisionEncoder, build, build_or_reuse
 
     runs = [
         ("mtmd, Q8_0 mmproj", q8.mmproj, None),
@@ -192,16 +192,19 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
     for kind in kinds:
         label = f"ONNX int8 {kind}" + (" (default)" if kind == INT8_KIND else "")
         runs.append((label, f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=kind)))
-    if INT8_KIND in kinds:  # the default form with its outlier channels found: the fp32 side products at work
+    outlier_kinds = [kind for kind in kinds if kind.startswith(INT8_KIND)]  # the default and its former formats
+    if outlier_kinds:  # with their outlier channels found: the fp32 side products at work
         gained = large_gain_twin(f16.mmproj, folder / f"large-gain-{f16.mmproj.name}")
-        encoder = OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=INT8_KIND)
-        runs.append((f"ONNX int8 {INT8_KIND}, large-gain", gained, encoder))
+        for kind in outlier_kinds:
+            encoder = OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=kind)
+            runs.append((f"ONNX int8 {kind}, large-gain", gained, encoder))
     for label, mmproj, encoder in runs:  # built outside the timing, as a second answer finds them
         if encoder not in (None, "whole"):
             started = time.perf_counter()
-            build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)
+            built = build(mmproj, encoder.precision, folder, encoder.int8_kind)
             # the default int8 form's build includes its self-check (the fp32 graph built and run on the probe)
-            print(f"built {label} in {time.perf_counter() - started:.1f} s", flush=True)
+            checked = "" if built.probe_cosine is None else f" (self-check {built.probe_cosine:.5f}: {built.precision})"
+            print(f"built {label} in {time.perf_counter() - started:.1f} s{checked}", flush=True)
     print(f"timing {len(runs)} engines, {args.repeats} interleaved rounds; before: {load_average()}")
     best = {label: float("inf") for label, _, _ in runs}
     tiles = 0

@@ -214,6 +214,29 @@ def test_a_real_run_stays_under_its_plan(tiny_pair, images, tmp_path):
     assert (mtmd["vision_engine"], mtmd["memory_plan"]["vision_engine"]) == ("mtmd", "mtmd")
 
 
+# Peak RSS of `smolcli ask` on the bench's files (random weights in the release shapes, Q4_K_M + Q8_0 mmproj, the
+# 1024x768 photo; benchmarks/vision_memory.py, docs/benchmarks.md): the first run, which builds the ONNX file and
+# self-checks its int8 graph, and a later one. One run each, on a shared 2-core AMD EPYC.
+MEASURED_PEAKS = {"256m": (0.342e9, 0.322e9), "2.2b": (1.643e9, 1.619e9)}
+
+
+@pytest.mark.parametrize("shape", MEASURED_PEAKS)
+def test_a_first_runs_plan_is_not_below_its_measured_peak(shape):
+    """The plan of a first ONNX run (the build and the self-check counted) holds the peak measured on that shape,
+    and its vision_build part what the first run held over a later one."""
+    from smolcli.bench.plan_table import PHOTO, plan_row
+
+    model = next(m for m in registry.MODELS if m.shape == shape)
+    row = plan_row(model, "Q4_K_M")
+    dims = VisionDims.from_shape(SHAPES[shape])
+    vision = VisionFootprint(dims, mmproj_layout(dims, "Q8_0").file_bytes)
+    run = RunSettings(row.plan.n_ctx, images=(PHOTO,), vision_engine="onnx", onnx_built=False, vision_first=True)
+    first = plan_memory(TextFootprint.from_shape(SHAPES[shape]["text"], "Q4_K_M"), vision, run)
+    first_peak, later_peak = MEASURED_PEAKS[shape]
+    assert first.total >= first_peak, (size_text(first.total), size_text(first_peak))
+    assert first.part("vision_build").total >= first_peak - later_peak
+
+
 def test_auto_picks_onnx_when_its_plan_fits_and_mtmd_when_only_mtmds_does(tiny_pair, images, tmp_path):
     model, _ = tiny_pair
     shown = [images["photo"]]

@@ -436,6 +436,35 @@ def test_weights_streamed_to_their_file_as_built_give_the_same_embeddings(tiny_p
     assert np.array_equal(streamed, in_memory)
 
 
+def test_the_self_checks_layered_reference_equals_the_whole_fp32_graph(tiny_pair, tmp_path):
+    """The int8 self-check runs its fp32 reference a layer at a time (onnx_probe.layered_run, so that the first run
+    never holds the whole float32 tower): on the probe tiles it gives the whole graph's embeddings within float
+    tolerance; the pieces cover every node once, and each holds one layer's weights, not the tower's."""
+    import onnx
+
+    from smolcli.runtime.vision import onnx_graph, onnx_probe
+
+    weights = onnx_graph.read_vision_weights(tiny_pair[1])
+    path = build_or_reuse(tiny_pair[1], "fp32", tmp_path)
+    pixels = onnx_probe.probe_pixels(weights)
+    whole = onnx_probe._run_file(path, pixels, 2)
+    layered = onnx_probe.layered_run(path, weights.layers, pixels, 2)
+    assert layered.shape == whole.shape and np.abs(whole).max() > 0
+    np.testing.assert_allclose(layered, whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
+    assert onnx_probe.per_tile_cosine(whole, layered) > 1 - 1e-9
+    assert not path.with_name("piece.onnx").exists()
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    pieces = onnx_probe.layer_pieces(graph, weights.layers)
+    assert len(pieces) == weights.layers + 1 and pieces[0][0] == "pixel_values" and pieces[-1][2] == "embeddings"
+    assert [n.name for _, nodes, _ in pieces for n in nodes] == [n.name for n in graph.node]
+    sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer}
+    held = [sum(sizes[i] for n in nodes for i in set(n.input) if i in sizes) for _, nodes, _ in pieces]
+    assert max(held) < sum(sizes.values()) / 2
+    with pytest.raises(ValueError, match="does not cut"):
+        onnx_probe.layer_pieces(graph, weights.layers + 1)
+
+
 def test_a_large_gain_checkpoint_differs_from_its_plain_twin_only_in_the_chosen_layer_norm_channels(converted):
     """The test helper for trained towers' statistics: the same weights, the vision LayerNorms' few channels x gain."""
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
@@ -490,7 +519,13 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
 
     fp32 = run(build_model(weights))
     assert per_tile_cosines(fp32, run(build_int8(weights, "asym-fp32-o"))).min() < 0.999
-    assert per_tile_cosines(fp32, run(build_int8(weights, INT8_KIND))).min() >= 0.999
+    default = build_int8(weights, INT8_KIND)
+    assert per_tile_cosines(fp32, run(default)).min() >= 0.999
+    # FORMAT_VERSION 8: ffn_down in fp32 in the layers whose ffn_up reads outlier channels (here every one)
+    for model, ffn_down in ((default, {"MatMul"}), (build_int8(weights, f"{INT8_KIND}-v7"), {"MatMulIntegerToFloat"})):
+        for bid in range(weights.layers):
+            ops = {n.op_type for n in model.graph.node if n.name.startswith(f"v.blk.{bid}.ffn_down_")}
+            assert ops & {"MatMul", "MatMulIntegerToFloat"} == ffn_down, (bid, ops)
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
     assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
@@ -539,7 +574,7 @@ def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):
     assert [reports[p]["vision_precision"] for p in ("fp32", "auto", "int8")] == ["fp32", "int8", "int8"]
     assert reports["fp32"]["vision_engine"] == "onnx-fp32"
     builds = sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests")
-    assert builds == ["fp32-v7", "int8-outlier-asym-fp32-o-v7"]
+    assert builds == ["fp32-v8", "int8-outlier-asym-fp32-o-v8"]
     # a second fp32 answer reads its tiles from the embedding cache under fp32's keys: the same answer
     again = json.loads(runner.invoke(app, [*base, "--vision-precision", "fp32"]).stdout)
     assert again["text"] == reports["fp32"]["text"] and again["vision_precision"] == "fp32"

@@ -53,12 +53,15 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
                   [patches, ff] float buffers and four [patches, width] ones; 256M: 50 MB by the formula,
                   44 MB measured (graph format 6; format 5's head-pair scores took 90-95 MB)
   vision_build    only when the ONNX file is not cached yet: the first run builds it, each initializer written
-                  to the weights file as it is made (the mmproj's mapped pages), then checks the int8 graph
-                  against the fp32 one on probe tiles (onnx_probe: the fp32 reference's session holds every
-                  weight in float32, a session at a time, a tile per run): ONNX_BUILD_PER_PARAM bytes per vision
-                  parameter and the onnx package's import; 256M: 674 MB measured over the imports (715 MB
-                  peak; the build alone 180 MB), 87.6M parameters. The build ends before the session loads,
-                  so counting both errs high
+                  to the weights file as it is made (each mmproj tensor read into a buffer of its own), then
+                  checks the int8 graph against the fp32 one on probe tiles (onnx_probe: the fp32 reference run
+                  a layer at a time, one layer's float32 weights held, then the int8 graph's session without
+                  MLAS's packed copies). Each step holds less than the session that follows it, so what the
+                  first run adds at its peak is what the build leaves resident: the onnx package's import
+                  (ONNX_BUILD_FIXED) and its heap, ONNX_BUILD_PER_PARAM bytes per vision parameter, resident
+                  beside the session's phase and the language model's alike (in neither group). Measured
+                  first run against a later one (Q4_K_M + Q8_0 mmproj, the 13-tile photo): 256M 0.342 GB
+                  against 0.322 (93.6M vision parameters), 2.2B 1.643 GB against 1.619 (434M)
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
   runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
@@ -179,8 +182,9 @@ class RunSettings:
     vision_first: bool = False
 
 
-# What encode_ahead keeps apart: the ONNX session's phase, then the language model's
-VISION_PHASE = ("vision_weights", "vision_compute", "vision_build")
+# What encode_ahead keeps apart: the ONNX session's phase, then the language model's. vision_build is in neither:
+# what a first run's build leaves (the onnx import, its heap) stays resident beside both
+VISION_PHASE = ("vision_weights", "vision_compute")
 TEXT_PHASE = ("text_weights", "repacked_weights", "kv_cache", "text_compute")
 
 
@@ -315,7 +319,10 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
 # resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
 # is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
 ONNX_INT8_RESIDENT = 1.3
-ONNX_BUILD_PER_PARAM = 8  # peak bytes per vision parameter while the ONNX file is built and self-checked (7.7 on 256M)
+# a first run's peak over a later one's, per vision parameter, beyond ONNX_BUILD_FIXED: 256M 20 MB in all (0.21 per
+# parameter, less than the fixed part alone), 2.2B 24 MB (0.06); 0.5 errs high (the build, self-check included,
+# took 8 per parameter when its fp32 reference held the whole float32 tower)
+ONNX_BUILD_PER_PARAM = 0.5
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
 ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
 

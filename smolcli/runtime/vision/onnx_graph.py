@@ -64,14 +64,23 @@ class DequantizedTensors(Mapping):
 
     The graph reads every tensor once and keeps only its own (int8 or float32) copy: holding all of
     them in float32 at once would be 4 bytes per vision parameter (1.7 GB for 2.2B) on top of it.
+    A tensor's bytes are read from the file into a buffer of its own, not through the reader's mapping: each page
+    of the mapping read stays resident while the reader lives (the whole mmproj by the end of a build, 100 MB of
+    a first run's peak on 256M).
     """
 
-    def __init__(self, reader: gguf.GGUFReader):
+    def __init__(self, reader: gguf.GGUFReader, path: Path):
         self._tensors = {t.name: t for t in reader.tensors}
+        self._path = path
 
     def __getitem__(self, name: str) -> np.ndarray:
         t = self._tensors[name]
-        return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        with open(self._path, "rb") as file:  # t.data's shape and type only: its mapped pages are not read
+            file.seek(t.data_offset)
+            raw = np.fromfile(file, dtype=t.data.dtype, count=t.data.size).reshape(t.data.shape)
+        if raw.size != t.data.size:
+            raise ModelFileError(f"{self._path}: tensor {name} is cut short", path=self._path)
+        return gguf.quants.dequantize(raw, t.tensor_type).astype(np.float32, copy=False)
 
     def __iter__(self):
         return iter(self._tensors)
@@ -108,7 +117,7 @@ def read_vision_weights(path: Path) -> VisionWeights:
     missing = [numbers[name] for name, value in values.items() if value is None]
     if missing:
         raise ModelFileError(f"{path}: lacks {', '.join(missing)}", path=path)
-    tensors = DequantizedTensors(reader)
+    tensors = DequantizedTensors(reader, path)
     weights = VisionWeights(
         **{name: int(value) for name, value in values.items()},
         eps=float(_field(reader, KEY.Attention.LAYERNORM_EPS) or 1e-6),
@@ -248,6 +257,10 @@ def float_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, 
     return g.op("Add", [y, g.const(f"{name}.b", bias.astype(np.float32))], name) if bias is not None else y
 
 
+# The name every encoder layer's last node (its second residual Add) starts with, after the layer's own prefix:
+# onnx_probe cuts the fp32 graph there to run it a layer at a time.
+LAYER_END = "res2"
+
 HEADS_PER_GROUP = 2  # attention scores held at once: 2 heads x tokens^2 floats (8 MiB on 256M's 1024 patches)
 
 
@@ -351,7 +364,7 @@ def build_model(
         h = linear(g, h, t[p + "ffn_up.weight"], t[p + "ffn_up.bias"], p + "ffn_up")
         h = g.op("Gelu", [h], p + "gelu", approximate="tanh")
         h = linear(g, h, t[p + "ffn_down.weight"], t[p + "ffn_down.bias"], p + "ffn_down")
-        x = g.op("Add", [x, h], p + "res2")
+        x = g.op("Add", [x, h], p + LAYER_END)
     x = layer_norm(x, "v.post_ln")
     # Idefics3Connector.pixel_shuffle, step by step
     x = g.op("Reshape", [x, shape(0, grid, grid // s, width * s)])

@@ -5,12 +5,14 @@ connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry m
 and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
 llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
 
-- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 7): "asym-fp32-o" with the LayerNorm outputs'
+- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 8): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
-  attn_q and attn_k in fp32 in the layers that have them (_outlier_split_form says why). On a checkpoint
-  without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps per-tile
-  cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
+  attn_q, attn_k and ffn_down in fp32 in the layers that have them (_outlier_split_form says why). On a
+  checkpoint without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps
+  per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
+- "outlier-asym-fp32-o-v7": the default as FORMAT_VERSION 7 built it (ffn_down in int8 everywhere), kept for
+  benchmarks' side-by-side figures.
 - "outlier-asym-fp32-o-a8": the default with attention's two products in int8 too (onnx_attention_int8), fp32
   MultiHeadAttention kept in the layers with outlier channels. It holds the bounds on plain weights (per-tile
   cosine 0.99980 on 256M shapes) but is no faster than ORT's fused fp32 attention (the scores are written out and
@@ -64,6 +66,7 @@ PER_ROW_OPSET = 21  # blocked QuantizeLinear
 NBITS_BLOCK = 32  # Q8_0's block
 CONNECTOR, ATTN_OUT, ATTN_V = "mm.model.fc", "attn_out", "attn_v"  # layer name endings
 ATTN_Q, ATTN_K = "attn_q", "attn_k"
+FFN_UP, FFN_DOWN = "ffn_up", "ffn_down"
 V5_DEFAULT = "asym-fp32-o-v5"  # the default form as FORMAT_VERSION 5 wrote it: benchmarks measure against it
 
 
@@ -228,14 +231,20 @@ WeightForm = Callable[[VisionWeights], tuple[VisionWeights, Linear]]
 OUTLIER_DEFAULT = "outlier-asym-fp32-o"
 
 
-def _outlier_split_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
-    """asym-fp32-o with the outlier channels split off; in a layer that has them, attn_q and attn_k in fp32.
+def _outlier_split_form(weights: VisionWeights, exact_down: bool = True) -> tuple[VisionWeights, Linear]:
+    """asym-fp32-o with the outlier channels split off; in a layer that has them, attn_q and attn_k in fp32, and
+    ffn_down in fp32 where its ffn_up has them (exact_down; False: FORMAT_VERSION 7's form).
 
     Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
     error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
-    to fp32 on the probe 0.958 per-row, 0.9983 with the split alone, 0.9996 with q and k in fp32 too."""
+    to fp32 on the probe 0.958 per-row, 0.9983 with the split alone, 0.9996 with q and k in fp32 too. On the
+    1024x768 photo the worst tile was still 0.9947, from ffn_down: ffn_up's outputs there are all larger (each
+    reads the outlier channels), so GELU's rows are wider and no channel stands out to split off; ffn_down in fp32
+    in those layers gives 0.99947."""
     outliers = layer_outliers(weights)
     exact = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+    if exact_down:
+        exact |= {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
     split = {name: channels for name, channels in outliers.items() if name not in exact}
     inner = LINEARS["asym-fp32-o"]
 
@@ -265,8 +274,15 @@ def _int8_attention_form(weights: VisionWeights) -> Attend:
 
 
 INT8_ATTENTION = OUTLIER_DEFAULT + "-a8"  # the default form with attention's two products in int8 too
+
+
+def _outlier_split_v7_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
+    return _outlier_split_form(weights, exact_down=False)
+
+
 FORMS: dict[str, WeightForm] = {
     OUTLIER_DEFAULT: _outlier_split_form,
+    f"{OUTLIER_DEFAULT}-v7": _outlier_split_v7_form,
     INT8_ATTENTION: _outlier_split_form,
     "smooth-asym-fp32-o": _smoothed_form,
 }

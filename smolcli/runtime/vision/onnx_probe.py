@@ -5,7 +5,8 @@ When an int8 graph is built, both graphs encode the same probe tiles (smooth gra
 text, a little noise: the kinds of content the measured images have) and the worst per-tile cosine decides whether
 the int8 graph is kept (onnx_vision.build_or_reuse). The fp32 graph is built in a temporary folder (its weights
 streamed to an external file as it is made: a 2.2B encoder's float32 weights are near protobuf's 2 GB limit) and
-removed after its one run.
+run a layer at a time (layered_run): a session holding the whole fp32 tower (372 MB on 256M, 1.7 GB on 2.2B) set a
+first run's peak at 2.4x a later run's; one layer's session holds 28 MB on 256M. Removed after its one run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from smolcli.runtime.vision.image_preprocess import tile_pixels
-from smolcli.runtime.vision.onnx_graph import VisionWeights, build_model
+from smolcli.runtime.vision.onnx_graph import LAYER_END, VisionWeights, build_model
 
 PROBE_BOUND = 0.999  # per-tile cosine to fp32 an int8 graph keeps on the probe, as the tests hold on real images
 PROBE_SEED = 21
@@ -60,18 +61,82 @@ def _run(model, pixels: np.ndarray, threads: int, keep: bool = False) -> np.ndar
         return _run_file(path, pixels, threads)
 
 
-def _run_file(path: Path, pixels: np.ndarray, threads: int) -> np.ndarray:
-    """A built graph's embeddings of these pixels; its session is gone when this returns."""
+def _session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    # a few runs: MLAS's packed copy of every weight would add to what the check holds, for no speed worth it
+    # a few runs: MLAS's packed copy of every weight would add to what the check holds, for no speed worth it;
+    # nor would the memory pattern ORT plans after a run (a block as large as the run's buffers, beside the arena;
+    # the arena itself is kept: without it a 256M int8 run peaked 55 MB higher)
     options.add_session_config_entry("session.disable_prepacking", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.enable_mem_pattern = False
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run_file(path: Path, pixels: np.ndarray, threads: int) -> np.ndarray:
+    """A built graph's embeddings of these pixels; its session is gone when this returns."""
+    session = _session(path, threads)
     # a tile per run, as the encoder runs them: the arena holds one tile's activations, not the probe's three
     return np.concatenate([session.run(None, {"pixel_values": pixels[i : i + 1]})[0] for i in range(len(pixels))])
+
+
+def layer_pieces(graph, layers: int) -> list[tuple[str, list, str]]:
+    """The graph cut after each encoder layer: (input name, nodes, output name) in order, from pixel_values
+    (patches, positions and layer 0) to embeddings (the last layer's successor: post-norm and connector).
+
+    Each piece reads only its input and initializers (ValueError otherwise: a graph these cuts do not fit)."""
+    ends = {f"v.blk.{bid}.{LAYER_END}_": bid for bid in range(layers)}
+    pieces, nodes, source = [], [], graph.input[0].name
+    for node in graph.node:
+        nodes.append(node)
+        if any(node.name.startswith(end) for end in ends) or node.output[0] == graph.output[0].name:
+            pieces.append((source, nodes, node.output[0]))
+            nodes, source = [], node.output[0]
+    constants = {t.name for t in graph.initializer}
+    for source, piece, _ in pieces:
+        made = {source, "", *constants, *(name for node in piece for name in node.output)}
+        stray = {name for node in piece for name in node.input} - made
+        if stray:
+            raise ValueError(f"a layer piece of the graph reads {sorted(stray)[:3]} from an earlier piece")
+    if len(pieces) != layers + 1 or nodes:
+        raise ValueError(f"the graph does not cut into {layers} layers")
+    return pieces
+
+
+def layered_run(path: Path, layers: int, pixels: np.ndarray, threads: int) -> np.ndarray:
+    """A built graph's embeddings of these pixels, computed a piece (layer_pieces) at a time: each piece saved
+    beside the graph (its initializers stay in the graph's external weights file), loaded, run on every tile's
+    hidden states, freed. The same nodes on the same weights as _run_file: the same numbers, but only one layer's
+    weights are held at a time."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from smolcli.util.heap import return_freed_memory
+
+    model = onnx.load(path, load_external_data=False)
+    constants = {t.name: t for t in model.graph.initializer}
+    states = [pixels[i : i + 1] for i in range(len(pixels))]  # a tile per run, as _run_file
+    piece_path = path.with_name("piece.onnx")  # beside the graph: the external data's location resolves the same
+    for source, nodes, target in layer_pieces(model.graph, layers):
+        used = {name for node in nodes for name in node.input if name in constants}
+        graph = helper.make_graph(
+            nodes,
+            f"piece-{target}",
+            [helper.make_tensor_value_info(source, TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(target, TensorProto.FLOAT, None)],
+            [constants[name] for name in sorted(used)],
+        )
+        piece = helper.make_model(graph, opset_imports=model.opset_import, producer_name="smolcli")
+        piece.ir_version = model.ir_version
+        onnx.save(piece, piece_path)
+        session = _session(piece_path, threads)
+        states = [session.run(None, {source: state})[0] for state in states]
+        del session
+        return_freed_memory()
+    piece_path.unlink(missing_ok=True)
+    return np.concatenate(states)
 
 
 def per_tile_cosine(reference: np.ndarray, ours: np.ndarray) -> float:
@@ -90,8 +155,9 @@ def probe_cosine(weights: VisionWeights, int8_model, threads: int = 2) -> float:
 
 def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int = 2) -> float:
     """probe_cosine for an int8 graph already built to a file. The fp32 reference is built the same way, its
-    weights written to a temporary file as it is made (onnx_graph.WeightsFile), and the two sessions run one after
-    the other, so the check holds one session's weights at a time and never a model in memory."""
+    weights written to a temporary file as it is made (onnx_graph.WeightsFile), and run a layer at a time
+    (layered_run) before the int8 graph's session: the check holds one layer's float32 weights, then the int8
+    graph's, and never a model in memory."""
     import onnx
 
     from smolcli.runtime.vision.onnx_graph import WeightsFile
@@ -105,5 +171,5 @@ def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int =
             weights_file.close()
         onnx.save(reference, Path(folder) / "model.onnx")
         del reference
-        expected = _run_file(Path(folder) / "model.onnx", pixels, threads)
+        expected = layered_run(Path(folder) / "model.onnx", weights.layers, pixels, threads)
     return per_tile_cosine(expected, _run_file(int8_path, pixels, threads))

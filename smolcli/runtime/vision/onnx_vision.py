@@ -40,7 +40,7 @@ VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
-FORMAT_VERSION = 7  # bump when the graph changes: old cached files are then rebuilt under a new name
+FORMAT_VERSION = 8  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
@@ -209,6 +209,9 @@ def build(
     check = (lambda staged: probe_cosine_of_file(weights, staged, threads)) if self_check else None
     try:
         cosine = _build_staged(weights, precision, int8_kind, target, check, PROBE_BOUND)
+        # what the build and its check freed, handed back before the session loads (else it stays resident
+        # under it: 75 MB on 256M)
+        return_freed_memory()
     except OSError:  # no cache to write: whole, in memory
         model = _build(weights, precision, int8_kind)
         cosine = probe_cosine(weights, model, threads) if self_check else None
