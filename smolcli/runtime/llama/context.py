@@ -99,20 +99,24 @@ class LlamaContext:
 
     # --- a sequence's state, between contexts of one model ---------------------------------
 
-    def sequence_state(self, sequence: int = 0) -> bytes:
-        """A sequence's KV cache as llama.cpp saves it (llama_state_seq_get_data)."""
+    def sequence_state(self, sequence: int = 0) -> memoryview:
+        """A sequence's KV cache (its cells, positions and values) as llama.cpp saves it (llama_state_seq_get_data),
+        copied once, into a writable buffer: what load_sequence_state and the prefix cache's files take."""
         llama_cpp = self._llama
         size = llama_cpp.llama_state_seq_get_size(self.handle, sequence)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.handle, buffer, size, sequence)
-        return ctypes.string_at(buffer, written)  # one copy (slicing the array would make a list of ints)
+        buffer = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(
+            self.handle, (ctypes.c_uint8 * size).from_buffer(buffer), size, sequence
+        )
+        return memoryview(buffer)[:written]
 
-    def load_sequence_state(self, state: bytes, sequence: int = 0) -> bool:
-        """Replace a sequence's KV cache by a saved one (of a context of the same model and cache type); False if
-        llama.cpp could not place it (no room, another cache type): the sequence is then empty."""
-        llama_cpp = self._llama
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        return llama_cpp.llama_state_seq_set_data(self.handle, buffer, len(state), sequence) == len(state)
+    def load_sequence_state(self, state: memoryview, sequence: int = 0) -> bool:
+        """Replace a sequence's KV cache by a saved one (a writable view: sequence_state()'s, or a file's) of a
+        context of the same model and cache type; False if llama.cpp could not place it (no room, another model,
+        cache type or layout): the sequence is then empty."""
+        size = state.nbytes
+        buffer = (ctypes.c_uint8 * size).from_buffer(state)
+        return self._llama.llama_state_seq_set_data(self.handle, buffer, size, sequence) == size
 
     def remove_sequence(self, sequence: int) -> None:
         """Empty one sequence's cells (the others stay)."""
@@ -131,24 +135,13 @@ class LlamaContext:
 
     # --- its state -----------------------------------------------------------------------
 
-    def saved_state(self) -> memoryview:
-        """llama.cpp's state of this context's sequence (its KV cells, their positions and values), copied once."""
-        llama_cpp = self._llama
-        size = llama_cpp.llama_state_seq_get_size(self.handle, 0)
-        buffer = bytearray(size)
-        written = llama_cpp.llama_state_seq_get_data(self.handle, (ctypes.c_uint8 * size).from_buffer(buffer), size, 0)
-        return memoryview(buffer)[:written]
-
     def restore_state(self, state: memoryview, n_tokens: int) -> bool:
-        """Load a saved_state() of n_tokens positions (a writable view) into this empty context; False (the
+        """Load a sequence_state() of n_tokens positions into this empty context, counted as prefill; False (the
         context left empty) when llama.cpp refuses it (another model, cache type or layout, or too few cells)."""
-        llama_cpp = self._llama
-        size = state.nbytes
         if n_tokens > self.n_ctx:
             return False
         started = time.perf_counter()
-        read = llama_cpp.llama_state_seq_set_data(self.handle, (ctypes.c_uint8 * size).from_buffer(state), size, 0)
-        if read != size:
+        if not self.load_sequence_state(state):
             self.clear()
             return False
         self.n_past = n_tokens

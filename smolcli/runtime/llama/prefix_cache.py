@@ -160,7 +160,7 @@ class PrefixReuse:
                 cache.forget(key)  # refused by llama.cpp: stored again below
             engine.prefill.evaluate_chunks(context, prefix, as_rows)
             if cache is not None:
-                cache.put(key, context.saved_state())
+                cache.put(key, context.sequence_state())
         engine.prefill.evaluate_chunks(context, rest, as_rows)
 
     def key(self, prefix: list[Chunk], context: LlamaContext, as_rows: bool) -> PrefixKey:
