@@ -19,7 +19,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from smolcli.errors import SmolcliError
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.llama.mtmd_vision import MtmdVision
 from smolcli.runtime.vision.image_preprocess import tile_images
@@ -55,9 +54,7 @@ class MtmdTiles:
     def tile_embeddings(self, mmproj: GGUFSummary, digest: str, tile: int) -> np.ndarray:
         self.images.asked()
         if digest not in self._tiles:
-            image = self.images.get(digest)
-            if image is None:
-                raise SmolcliError("mtmd's tile encoder was asked for an image it was not given")
+            image = self.images.get(digest, "mtmd's tile encoder")
             meta = mmproj.metadata
             pieces = tile_images(image, int(meta[PREPROC_KEY]), int(meta[TILE_KEY]))
             keep_recent(self._tiles, digest, [_rgb(piece) for piece in pieces])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smolcli.errors import ModelFileError, SmolcliError
+from smolcli.errors import ModelFileError
 from smolcli.models.dims import VisionDims
 from smolcli.models.smolvlm_image_layout import TileSlot, image_prompt
 from smolcli.runtime.gguf.file_identity import content_digest
@@ -433,9 +433,7 @@ class OnnxVisionEncoder:
         if session is None:
             return None
         if digest not in self._tiles:
-            image = self.images.get(digest)
-            if image is None:
-                raise SmolcliError("the ONNX vision encoder was asked for an image it was not given")
+            image = self.images.get(digest, "the ONNX vision encoder")
             keep_recent(self._tiles, digest, self._encode(session, mmproj, image))
         tiles = self._tiles[digest]
         # the engine counts tiles per image over the whole prompt: the same image twice continues the count

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from smolcli.errors import SmolcliError
 from smolcli.runtime.vision.images import RGBImage
 
 # more than any context holds: each image costs at least three tiles (a 1x2 grid and its global view)
@@ -38,8 +39,12 @@ class PromptImages:
         """A tile was asked for: the prompt laid out is being evaluated, the next image starts another."""
         self._asked = True
 
-    def get(self, digest: str) -> RGBImage | None:
-        return self._images.get(digest)
+    def get(self, digest: str, encoder: str) -> RGBImage:
+        """The image remembered under digest; `encoder` (who asks) names the error when it is not held."""
+        image = self._images.get(digest)
+        if image is None:
+            raise SmolcliError(f"{encoder} was asked for an image it was not given")
+        return image
 
     def clear(self) -> None:
         self._images.clear()
