@@ -205,6 +205,7 @@ def build(
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
     from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine, probe_cosine_of_file
 
+    precision = graph_precision(precision)  # bf16 has no graph of its own
     target = cached_path(mmproj, precision, folder, int8_kind)
     self_check = precision == "int8" and int8_kind == INT8_KIND  # other kinds: benchmarks measure them as they are
     marker = fallback_marker(target)
