@@ -766,3 +766,20 @@ def test_the_int8_attention_form_holds_and_keeps_fp32_attention_where_the_softma
         assert macs["MatMulIntegerToFloat (attention)"] == attention
     else:
         assert ops.count("MultiHeadAttention") == weights.layers and macs["MultiHeadAttention"] == attention
+
+
+def test_the_default_path_never_imports_openvino(tiny_pair, images):
+    """bf16's runtime is an optional extra: an answer on the default encoder (int8, ONNX Runtime) in a fresh process
+    leaves openvino unimported, whether or not it is installed."""
+    import subprocess
+
+    model, mmproj = tiny_pair
+    code = (
+        "import sys, smolcli\n"
+        f"with smolcli.load({str(model)!r}, mmproj={str(mmproj)!r}, n_gpu_layers=0) as loaded:\n"
+        f"    answer = loaded.ask('What?', images=[{str(images['wide'])!r}], max_tokens=1)\n"
+        "print(answer.vision_engine, 'openvino' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnx-int8", "False"], done.stdout
