@@ -1,6 +1,6 @@
 """Seconds per image tile: mtmd (Q8_0 mmproj, today's default) against ONNX Runtime fp32 and each int8 form, side by side.
 
-    python benchmarks/vision_engines.py --threads 2 [--repeats 2] [--kinds asym-fp32-vo,per-row,nbits]
+    python benchmarks/vision_engines.py --threads 2 [--repeats 2] [--kinds asym-fp32-vo,per-row,nbits] [--bf16]
     python benchmarks/vision_engines.py --threads 2 --mtmd-only   # mtmd on our own tiles against whole images
     python benchmarks/vision_engines.py --threads 2 --profile [--kinds asym-fp32-vo]
 
@@ -12,7 +12,8 @@ best of --repeats rounds, the engines interleaved within each round (sessions ar
 With transformers installed it also prints each path's embedding error against transformers' fp32
 vision model + connector on the same pixels, and its ratio to the "nbits" form's (blocks of 32 for
 weights and activations: Q8_0's arithmetic). Ratios mean more than the seconds: the machine may be
-shared, so the load average is printed with the figures.
+shared, so the load average is printed with the figures. --bf16 adds --vision-precision bf16 (the fp32 graph
+through OpenVINO in bfloat16; needs openvino and a CPU with bf16).
 
 --profile: the int8 form (the default kind, or each of --kinds in turn) under ORT's profiler, kernel time
 by op type, each op type's multiply-adds per tile and its rate, and those rates against a large square u8 x s8
@@ -132,6 +133,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="time by op type and the int8 peak fraction")
     parser.add_argument("--mtmd-only", action="store_true", help="only mtmd, on our own tiles and on whole images")
+    parser.add_argument("--bf16", action="store_true", help="also the fp32 graph through OpenVINO in bf16")
     args = parser.parse_args()
     kinds = [k for k in (args.kinds or "").split(",") if k] or ([INT8_KIND] if args.profile else list(INT8_KINDS))
     unknown = [k for k in kinds if k not in INT8_KINDS]
@@ -189,6 +191,8 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
         kinds = []
     else:
         runs.append(("ONNX fp32", f16.mmproj, OnnxVisionEncoder(args.threads, "fp32", folder=folder)))
+        if args.bf16:
+            runs.append(("OpenVINO bf16", f16.mmproj, OnnxVisionEncoder(args.threads, "bf16", folder=folder)))
     for kind in kinds:
         label = f"ONNX int8 {kind}" + (" (default)" if kind == INT8_KIND else "")
         runs.append((label, f16.mmproj, OnnxVisionEncoder(args.threads, "int8", folder=folder, int8_kind=kind)))
@@ -231,7 +235,14 @@ def measure(args, kinds: list[str], q8, f16, image, folder: Path) -> None:
             if mmproj != f16.mmproj:  # another encoder's weights: transformers' reference is the plain one's
                 continue
             path = build_or_reuse(mmproj, encoder.precision, folder, encoder.int8_kind)
-            errors[label] = embedding_errors(ref, session(path, args.threads).run(None, {"pixel_values": pixels})[0])
+            if encoder.precision == "bf16":
+                from smolcli.runtime.vision.openvino_encoder import openvino_session
+
+                ov = openvino_session(path, args.threads)
+                ours = np.concatenate([ov.run(None, {"pixel_values": tile[None]})[0] for tile in pixels])
+            else:
+                ours = session(path, args.threads).run(None, {"pixel_values": pixels})[0]
+            errors[label] = embedding_errors(ref, ours)
     nbits = next((e["relative"] for label, e in errors.items() if label.startswith("ONNX int8 nbits")), None)
     baseline = best[runs[0][0]]
     print(f"\n{tiles} tiles; embedding errors against transformers fp32 (F16 mmproj weights, same pixels)")

@@ -1,13 +1,14 @@
 """How far each vision path is from transformers, on plain and large-gain tiny checkpoints (issue 21's table).
 
-    python benchmarks/vision_fidelity.py [--kinds asym-fp32-o,smooth-fp32-o] [--gains 1,40]
+    python benchmarks/vision_fidelity.py [--kinds asym-fp32-o,smooth-fp32-o] [--gains 1,40] [--bf16]
 
 The tiny SmolVLM and SmolVLM2 test checkpoints (random weights, smolcli.synthetic.random_checkpoint), plain and
 with large-gain vision LayerNorm channels (LARGE_GAIN, as trained SigLIP towers have them), F32 language model.
 Each path answers the test images (upscaled, wide, downscaled, tall) through the engine; against transformers'
 fp32 on the same prompt it prints the first answer token's largest top-5 log-probability gap ("lp", over
 transformers' top 5) and the last-position logits' largest gap ("logit"); for the ONNX int8 forms also the worst
-per-tile embedding cosine against the fp32 graph ("cos"). A "!" marks a different top token.
+per-tile embedding cosine against the fp32 graph ("cos"). A "!" marks a different top token. --bf16 adds the fp32
+graph run by OpenVINO in bfloat16 (--vision-precision bf16; needs openvino and a CPU with bf16), with its cosine.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def engine_logits(model: Path, mmproj: Path, image: Path, encoder) -> np.ndarray
 
 
 def tile_cosine(mmproj: Path, image: Path, kind: str, folder: Path) -> float:
+    """The worst tile's cosine to the fp32 graph: kind an int8 form, or "bf16" (the fp32 graph on OpenVINO)."""
     from smolcli.bench.onnx_profile import session
     from smolcli.runtime.gguf.gguf_file import read_gguf
     from smolcli.runtime.vision.image_preprocess import pixel_values
@@ -73,7 +75,13 @@ def tile_cosine(mmproj: Path, image: Path, kind: str, folder: Path) -> float:
         meta["clip.vision.image_std"],
     )
     ref = session(build_or_reuse(mmproj, "fp32", folder), 2).run(None, {"pixel_values": pixels})[0]
-    ours = session(build_or_reuse(mmproj, "int8", folder, kind), 2).run(None, {"pixel_values": pixels})[0]
+    if kind == "bf16":
+        from smolcli.runtime.vision.openvino_encoder import openvino_session
+
+        ov = openvino_session(build_or_reuse(mmproj, "fp32", folder), 2)
+        ours = np.concatenate([ov.run(None, {"pixel_values": tile[None]})[0] for tile in pixels])
+    else:
+        ours = session(build_or_reuse(mmproj, "int8", folder, kind), 2).run(None, {"pixel_values": pixels})[0]
     a, b = ref.reshape(len(ref), -1), ours.reshape(len(ours), -1)
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
@@ -85,6 +93,7 @@ def main() -> None:
     )
     parser.add_argument("--gains", default="1,40", help="vision LayerNorm gains of the large channels")
     parser.add_argument("--generations", default="SmolVLM,SmolVLM2")
+    parser.add_argument("--bf16", action="store_true", help="also the fp32 graph on OpenVINO in bfloat16")
     args = parser.parse_args()
     install_torchvision_shim()
     sys.path.insert(0, str(TESTS))
@@ -100,9 +109,10 @@ def main() -> None:
     for case, (width, height, seed) in CASES.items():
         images[case] = work / f"{case}.png"
         photo_like(width, height, seed).save(images[case])
-    kinds = args.kinds.split(",")
-    print(f"| generation | gain | case | {' | '.join(['fp32', *kinds, 'mtmd Q8_0', 'mtmd F32'])} |")
-    print("|" + " --- |" * (5 + len(kinds)))
+    kinds = [k for k in args.kinds.split(",") if k]
+    columns = ["fp32", *(["bf16"] if args.bf16 else []), *kinds, "mtmd Q8_0", "mtmd F32"]
+    print(f"| generation | gain | case | {' | '.join(columns)} |")
+    print("|" + " --- |" * (3 + len(columns)))
     for seed, generation in enumerate(args.generations.split(",")):
         for gain in (float(g) for g in args.gains.split(",")):
             name = f"{generation}-gain{gain:g}"
@@ -114,14 +124,16 @@ def main() -> None:
                 ref = reference.run(PROMPT, [image]).logits
                 cells = []
                 paths = [("fp32", f32.mmproj, "fp32", None)] + [(k, f32.mmproj, "int8", k) for k in kinds]
+                if args.bf16:
+                    paths.insert(1, ("bf16", f32.mmproj, "bf16", None))
                 for _, mmproj, precision, kind in paths:
                     encoder = OnnxVisionEncoder(
                         2, precision, folder=work / "onnx", **({"int8_kind": kind} if kind else {})
                     )
                     g = gaps(ref, engine_logits(f32.model, mmproj, image, encoder))
                     cell = f"{g['lp']:.1e}{'' if g['same_top'] else '!'}"
-                    if kind:
-                        cell += f" cos {tile_cosine(mmproj, image, kind, work / 'onnx'):.5f}"
+                    if kind or precision == "bf16":
+                        cell += f" cos {tile_cosine(mmproj, image, kind or precision, work / 'onnx'):.5f}"
                     cells.append(cell)
                 for pair in (q8, f32):
                     g = gaps(ref, engine_logits(pair.model, pair.mmproj, image, None))

@@ -27,7 +27,9 @@ from smolcli.runtime.gguf.model_files import resolve_model_files
 from smolcli.runtime.llama.engine import Engine, EngineOptions
 from smolcli.runtime.vision.images import load_image
 from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder, build_or_reuse, onnx_folder
+from smolcli.runtime.vision.openvino_encoder import openvino_available
 from smolcli.synthetic.random_checkpoint import LARGE_GAIN
+from smolcli.util.cpu_features import native_bf16
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_checks import one_line_error  # noqa: E402
@@ -37,6 +39,10 @@ IMAGE_PROMPT = "<|im_start|>User:<image>What is in the picture?<end_of_utterance
 # photo (200x150) is downscaled to the 96 px longest edge of the tiny models, tall (50x110) upscaled
 CASES = ["square", "wide", "photo", "tall"]
 FP32_BOUND = 5e-3
+# --vision-precision bf16 against transformers, logits and log-probabilities: measured up to 1.0e-2 on the plain
+# checkpoints and 4.0e-2 on the large-gain ones (SmolVLM, downscaled photo; AVX-512 BF16), with room for another
+# CPU's bf16 kernels (AMX accumulates differently)
+BF16_BOUND = 6e-2
 
 
 def run_engine(
@@ -91,17 +97,22 @@ def test_onnx_paths_match_transformers(generation, case, large_gain, onnx_refere
     """fp32 ONNX and mtmd with the F32 mmproj (the GPU's path, handed our own tiles): max |dlogit| and the first
     token's log-probabilities within 5e-3; int8 (the default form): no worse than the Q8_0 mmproj through mtmd
     on the same case (issue 10's target), and the same top token; the token layout identical on every path.
-    On plain checkpoints and on large-gain ones (a few LayerNorm channels x40, as trained towers have)."""
+    On plain checkpoints and on large-gain ones (a few LayerNorm channels x40, as trained towers have).
+    bf16 (the fp32 graph on OpenVINO), where the CPU has it: within BF16_BOUND, no further than the Q8_0 mmproj,
+    the same top token."""
     reference = onnx_reference(generation, large_gain).run(IMAGE_PROMPT, [images[case]])
     f32, q8 = converted("F32", "F32", generation, large_gain), converted("F32", "Q8_0", generation, large_gain)
     n = len(reference.logits)
     errors, logprob_errors = {}, {}
-    for label, pair, encoder in (
+    paths = [
         ("fp32", f32, OnnxVisionEncoder(2, "fp32", folder=tmp_path)),
         ("int8", f32, OnnxVisionEncoder(2, "int8", folder=tmp_path)),
         ("mtmd-q8", q8, None),
         ("mtmd-f32", f32, None),
-    ):
+    ]
+    if NATIVE_BF16 and openvino_available():
+        paths.append(("bf16", f32, OnnxVisionEncoder(2, "bf16", folder=tmp_path)))
+    for label, pair, encoder in paths:
         layout, logits, used, _ = run_engine(pair.model, pair.mmproj, images[case], encoder)
         image_id = onnx_reference(generation, large_gain).image_token_id
         assert [image_id if t == -1 else t for t in layout] == reference.token_ids
@@ -114,6 +125,9 @@ def test_onnx_paths_match_transformers(generation, case, large_gain, onnx_refere
     for exact in ("fp32", "mtmd-f32"):
         assert max(errors[exact], logprob_errors[exact]) <= FP32_BOUND, (exact, errors, logprob_errors)
     assert errors["int8"] <= errors["mtmd-q8"], errors
+    if "bf16" in errors:
+        assert max(errors["bf16"], logprob_errors["bf16"]) <= BF16_BOUND, (errors, logprob_errors)
+        assert errors["bf16"] <= errors["mtmd-q8"], errors
 
 
 @pytest.mark.reference
@@ -587,10 +601,10 @@ def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):
     "options,words",
     [
         (["--vision-precision", "fp8"], ["--vision-precision", "'fp8'", "int8"]),
-        (["--vision-precision", "bf16"], ["--vision-precision", "bf16", "bfloat16 MatMul", "fp32"]),
         (["--vision-precision", "fp32", "--vision-engine", "mtmd"], ["--vision-precision", "mtmd"]),
+        (["--vision-precision", "bf16", "--vision-engine", "mtmd"], ["--vision-precision", "mtmd"]),
     ],
-    ids=["unknown", "bf16", "fp32-on-mtmd"],
+    ids=["unknown", "fp32-on-mtmd", "bf16-on-mtmd"],
 )
 def test_vision_precision_refusals_are_one_line(tiny_pair, images, options, words):
     model, _ = tiny_pair
@@ -599,7 +613,77 @@ def test_vision_precision_refusals_are_one_line(tiny_pair, images, options, word
         arguments = [command[0], "-m", str(model), *command[1:], *options, *last]
         one_line_error(CliRunner().invoke(app, arguments), *words)
     with pytest.raises(smolcli.errors.BadInput, match="vision_precision="):
-        smolcli.load(model, vision_precision=options[1] if options[1] != "fp32" else "fp8")
+        smolcli.load(model, vision_precision=options[1] if options[1] not in ("fp32", "bf16") else "fp8")
+
+
+# --- bf16: the fp32 graph through OpenVINO (openvino_encoder) ------------------------------------------------------
+
+NATIVE_BF16 = native_bf16()
+needs_bf16 = pytest.mark.skipif(
+    not NATIVE_BF16 or not openvino_available(),
+    reason="bf16 runs only on a CPU with avx512_bf16 / amx_bf16 (Arm: bf16) and with openvino installed "
+    "(the test extra has it); the refusal is tested instead",
+)
+# measured on the tiny checkpoints (benchmarks/vision_fidelity.py --bf16): worst tile cosine to the fp32 graph
+BF16_COSINE = 0.999
+
+
+@pytest.mark.parametrize(
+    "missing,words",
+    [
+        ("cpu", ["--vision-precision", "bf16", "bfloat16 instructions", "avx512_bf16", "fp32"]),
+        ("openvino", ["--vision-precision", "bf16", "OpenVINO", "not installed", "pip install 'smolcli[bf16]'"]),
+    ],
+)
+def test_bf16_without_the_cpu_or_openvino_is_a_one_line_error(tiny_pair, images, monkeypatch, missing, words):
+    """On a CPU without bfloat16 instructions this is the real refusal; on one with them the flags are read as a
+    CPU without them would give (native_bf16 False). Without openvino: its import blocked (sys.modules None)."""
+    import smolcli.api.vision_engine as vision_engine
+
+    if missing == "cpu" and NATIVE_BF16 is not False:
+        monkeypatch.setattr(vision_engine, "native_bf16", lambda: False)
+    if missing == "openvino":
+        if NATIVE_BF16 is False:
+            pytest.skip("this CPU has no bf16: the CPU's refusal comes first")
+        monkeypatch.setitem(sys.modules, "openvino", None)
+    model, _ = tiny_pair
+    for command in (["ask", "-i", str(images["wide"])], ["chat"], ["serve"], ["batch", "--prompt", "What?"]):
+        last = {"ask": ["What?"], "batch": [str(images["wide"])]}.get(command[0], [])
+        arguments = [command[0], "-m", str(model), *command[1:], "--vision-precision", "bf16", *last]
+        one_line_error(CliRunner().invoke(app, arguments), *words)
+    with pytest.raises(smolcli.errors.BadInput, match="vision_precision="):
+        smolcli.load(model, vision_precision="bf16")
+
+
+@needs_bf16
+def test_bf16_runs_the_fp32_graph_on_openvino_reported_and_keyed(tiny_pair, images):
+    """--vision-precision bf16: the fp32 ONNX build (no build of its own) computed by OpenVINO in bfloat16; --json
+    says openvino-bf16 / bf16; its embedding-cache keys are its own (an fp32 answer first does not feed it)."""
+    model, mmproj = tiny_pair
+    runner = CliRunner()
+    base = ["ask", "-m", str(model), "-i", str(images["wide"]), "-n", "2", "--json", "-ngl", "0", "What?"]
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        result = runner.invoke(app, [*base, "--vision-precision", precision])
+        assert result.exit_code == 0, result.output
+        reports[precision] = json.loads(result.stdout)
+    assert (reports["bf16"]["vision_engine"], reports["bf16"]["vision_precision"]) == ("openvino-bf16", "bf16")
+    assert sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests") == ["fp32-v8"]
+    fp32, bf16 = OnnxVisionEncoder(2, "fp32"), OnnxVisionEncoder(2, "bf16")
+    assert bf16.cache_tag != fp32.cache_tag and bf16.cache_tag.startswith("openvino-bf16")
+    summary = read_gguf(mmproj)
+    image = load_image(images["photo"])
+    for encoder in (fp32, bf16):
+        encoder.remember("photo", image)
+    ours = np.stack([bf16.tile_embeddings(summary, "photo", t) for t in range(5)])
+    exact = np.stack([fp32.tile_embeddings(summary, "photo", t) for t in range(5)])
+    cosines = per_tile_cosines(exact, ours)
+    print("bf16 worst tile cosine to fp32", round(float(cosines.min()), 6))  # shown with -s
+    # computed in bfloat16 (not fp32 run again), and close to it
+    assert 1e-4 < np.abs(ours - exact).max() and cosines.min() >= BF16_COSINE, cosines
+    with smolcli.load(model, mmproj=mmproj, n_gpu_layers=0, vision_precision="bf16") as loaded:
+        answer = loaded.ask("What is it?", images=[images["square"]], max_tokens=2)
+        assert answer.as_dict()["vision_precision"] == "bf16" and answer.vision_engine == "openvino-bf16"
 
 
 @pytest.mark.parametrize(
@@ -682,3 +766,20 @@ def test_the_int8_attention_form_holds_and_keeps_fp32_attention_where_the_softma
         assert macs["MatMulIntegerToFloat (attention)"] == attention
     else:
         assert ops.count("MultiHeadAttention") == weights.layers and macs["MultiHeadAttention"] == attention
+
+
+def test_the_default_path_never_imports_openvino(tiny_pair, images):
+    """bf16's runtime is an optional extra: an answer on the default encoder (int8, ONNX Runtime) in a fresh process
+    leaves openvino unimported, whether or not it is installed."""
+    import subprocess
+
+    model, mmproj = tiny_pair
+    code = (
+        "import sys, smolcli\n"
+        f"with smolcli.load({str(model)!r}, mmproj={str(mmproj)!r}, n_gpu_layers=0) as loaded:\n"
+        f"    answer = loaded.ask('What?', images=[{str(images['wide'])!r}], max_tokens=1)\n"
+        "print(answer.vision_engine, 'openvino' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnx-int8", "False"], done.stdout

@@ -83,9 +83,11 @@ class Answer:
 
     @property
     def vision_precision(self) -> str | None:
-        """With images on the ONNX encoder: the precision that ran (int8, or fp32 asked or after int8's self-check)."""
+        """With images on the ONNX encoder: the precision that ran (int8, or fp32 asked or after int8's self-check;
+        bf16 on OpenVINO)."""
         engine = self.vision_engine or ""
-        return engine.removeprefix("onnx-") if engine.startswith("onnx-") else None
+        runtime, _, precision = engine.partition("-")
+        return precision if runtime in ("onnx", "openvino") and precision else None
 
     def __str__(self) -> str:
         return self.text

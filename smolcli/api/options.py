@@ -114,7 +114,7 @@ class LoadOptions:
         (), "LoRA adapter GGUFs applied at run time, stacked: 'a.gguf', 'a.gguf:0.5' or (path, scale)"
     )
     vision_engine: str = setting("auto", "auto, onnx or mtmd: which encoder turns images into embeddings")
-    vision_precision: str = setting("auto", "the ONNX encoder's precision: auto, int8, bf16 (refused) or fp32 (exact)")
+    vision_precision: str = setting("auto", "the ONNX encoder's precision: auto, int8, bf16 (OpenVINO) or fp32 (exact)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora", parse_lora(self.lora))

@@ -6,10 +6,11 @@ with one stderr line. onnx: ONNX Runtime or a one-line error. mtmd: llama.cpp's 
 
 --vision-precision auto|int8|bf16|fp32: what the ONNX encoder computes in (docs/vision-precision.md).
 auto: int8, which checks itself against fp32 when it is built and is built in fp32 where it does not hold
-(onnx_vision.build). fp32: exact (transformers' arithmetic). bf16: refused, one line: ONNX Runtime's CPU
-provider has no bfloat16 MatMul or Gemm kernel (measured with onnxruntime 1.32: NOT_IMPLEMENTED), so a bf16
-graph cannot run, on CPUs with AVX-512 BF16 or AMX too. An explicit int8 or fp32 asks for the ONNX encoder:
-under auto it is chosen with GPU layers too; with --vision-engine mtmd (the mmproj's own type) it is an error.
+(onnx_vision.build). fp32: exact (transformers' arithmetic). bf16: the fp32 graph run by OpenVINO in bfloat16
+(ONNX Runtime's CPU provider has no bfloat16 MatMul), an optional extra, only when asked; a one-line error on a
+CPU without bfloat16 instructions (avx512_bf16, amx_bf16; Arm bf16) or without OpenVINO installed. An explicit
+int8, bf16 or fp32 asks for the ONNX encoder: under auto it is chosen with GPU layers too; with --vision-engine
+mtmd (the mmproj's own type) it is an error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from smolcli.runtime.vision.onnx_vision import (
     OnnxVisionEncoder,
     onnxruntime_available,
 )
+from smolcli.runtime.vision.openvino_encoder import PIP_LINE, openvino_available
 from smolcli.util.cpu_features import native_bf16
 
 
@@ -35,18 +37,25 @@ VISION_PRECISIONS = ("auto", "int8", "bf16", "fp32")
 def check_vision_precision(precision: str, engine: str = "auto") -> None:
     if precision not in VISION_PRECISIONS:
         raise BadInput(f"{{vision_precision}} {precision!r} is not a precision; use {', '.join(VISION_PRECISIONS)}")
-    if precision == "bf16":
-        native = native_bf16()
-        cpu = "" if native is None else (" (this CPU has bf16 instructions)" if native else " (nor this CPU bf16)")
-        raise BadInput(
-            f"{{vision_precision}} bf16 cannot run: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel{cpu}; "
-            "use {vision_precision=fp32} (exact) or int8"
-        )
     if engine == "mtmd" and precision != "auto":
         raise BadInput(
             f"{{vision_precision}} {precision} is the ONNX encoder's; mtmd runs the mmproj's own type: "
             "leave {vision_engine} out or use {vision_engine=onnx}"
         )
+    if precision == "bf16":
+        check_bf16()
+
+
+def check_bf16() -> None:
+    """bf16 runs where the CPU computes it (its flags; where they cannot be read, OpenVINO's compiled precision
+    decides, openvino_encoder) and OpenVINO is installed."""
+    if native_bf16() is False:
+        raise BadInput(
+            "{vision_precision} bf16 needs a CPU with bfloat16 instructions (avx512_bf16 or amx_bf16; Arm: bf16), "
+            "and this one has none; use {vision_precision=fp32} (exact) or int8"
+        )
+    if not openvino_available():
+        raise BadInput(f"{{vision_precision}} bf16 runs through OpenVINO, which is not installed: {PIP_LINE}")
 
 
 def vision_encoder_for(

@@ -8,6 +8,9 @@ An image is preprocessed (image_preprocess) and all its tiles are encoded on the
 asks for, one session run per tile; the rest are handed out from memory, then forgotten. One tile per
 run keeps ONNX Runtime's arena at one tile's activations (256M: about 45 MB; all 13 tiles of a photo
 in one run took 1.7 GB) at no cost in speed: a tile's 1024 rows already fill the int8 kernels.
+
+bf16 runs the fp32 graph (the same cached build) through OpenVINO instead (openvino_encoder, an optional extra
+imported only then): the encoder is otherwise the same, and reports itself as openvino-bf16.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from smolcli.util.heap import return_freed_memory
 from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
 VISION_ENGINES = ("auto", "onnx", "mtmd")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "bf16", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
 FORMAT_VERSION = 8  # bump when the graph changes: old cached files are then rebuilt under a new name
@@ -118,8 +121,13 @@ def _build_staged(
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def graph_precision(precision: str) -> str:
+    """The ONNX graph a precision runs: bf16 is the fp32 graph, computed in bfloat16 by OpenVINO (openvino_encoder)."""
+    return "fp32" if precision == "bf16" else precision
+
+
 def _form(precision: str, int8_kind: str) -> str:
-    return precision if precision == "fp32" else f"{precision}-{int8_kind}"
+    return precision if precision in ("fp32", "bf16") else f"{precision}-{int8_kind}"
 
 
 def cached_path(mmproj: Path, precision: str, folder: Path | None = None, int8_kind: str = INT8_KIND) -> Path:
@@ -197,6 +205,7 @@ def build(
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
     from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine, probe_cosine_of_file
 
+    precision = graph_precision(precision)  # bf16 has no graph of its own
     target = cached_path(mmproj, precision, folder, int8_kind)
     self_check = precision == "int8" and int8_kind == INT8_KIND  # other kinds: benchmarks measure them as they are
     marker = fallback_marker(target)
@@ -248,6 +257,20 @@ def _write_marker(marker: Path, cosine: float) -> None:
         staged.unlink(missing_ok=True)
 
 
+def _ort_session(path: Path | bytes, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # the memory pattern ORT plans after a run keeps a block as large as the whole run's buffers
+    # beside the arena (one tile: +70 MB on 256M); planning each run afresh costs nothing measurable
+    options.enable_mem_pattern = False
+    source = path if isinstance(path, bytes) else str(path)  # bytes: built in memory, the cache unwritable
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 KEPT_IMAGES = 8  # images (and their tiles' embeddings) held for the prompts being evaluated
 
 
@@ -291,6 +314,8 @@ class OnnxVisionEncoder:
 
     @property
     def name(self) -> str:
+        if self.precision == "bf16":  # the ONNX graph, run by OpenVINO rather than ONNX Runtime
+            return "openvino-bf16"
         return f"onnx-{self.runs or self.precision}"
 
     def _note_mmproj(self, mmproj: GGUFSummary) -> None:
@@ -299,7 +324,8 @@ class OnnxVisionEncoder:
     @property
     def cache_tag(self) -> str:
         """What the embedding cache keys carry: the ONNX file's form and graph version, not only the precision."""
-        return f"onnx-{_form(self.precision, self.int8_kind)}-v{FORMAT_VERSION}"
+        runtime = "openvino" if self.precision == "bf16" else "onnx"
+        return f"{runtime}-{_form(self.precision, self.int8_kind)}-v{FORMAT_VERSION}"
 
     def forget(self) -> None:
         """Drop the images and embeddings held (benchmarks: encode again)."""
@@ -367,20 +393,16 @@ class OnnxVisionEncoder:
         """The ONNX Runtime session of this mmproj's encoder, built or loaded once and kept (the video bench times it)."""
         if self._session is not None and self._session_mmproj == mmproj.path:
             return self._session
-        import onnxruntime as ort
-
         started = time.perf_counter()
-        built = build(mmproj.path, self.precision, self.folder, self.int8_kind, self.threads)
-        path, self.runs = built.source, built.precision
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # the memory pattern ORT plans after a run keeps a block as large as the whole run's buffers
-        # beside the arena (one tile: +70 MB on 256M); planning each run afresh costs nothing measurable
-        options.enable_mem_pattern = False
-        source = path if isinstance(path, bytes) else str(path)  # bytes: built in memory, the cache unwritable
-        self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        built = build(mmproj.path, graph_precision(self.precision), self.folder, self.int8_kind, self.threads)
+        path = built.source
+        self.runs = self.precision if self.precision == "bf16" else built.precision
+        if self.precision == "bf16":
+            from smolcli.runtime.vision.openvino_encoder import openvino_session
+
+            self._session = openvino_session(path, self.threads)
+        else:
+            self._session = _ort_session(path, self.threads)
         if self._session_mmproj != mmproj.path:
             self._tiles.clear()
         self._session_mmproj = mmproj.path
@@ -389,8 +411,8 @@ class OnnxVisionEncoder:
 
     def is_built(self, mmproj: GGUFSummary) -> bool:
         """Whether this mmproj's ONNX file is cached already (else the first image builds it): the fp32 one where
-        the int8 graph failed its self-check."""
-        runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
+        the int8 graph failed its self-check (and for bf16, whose graph is the fp32 one)."""
+        runs = graph_precision(runs_as(mmproj.path, self.precision, self.folder, self.int8_kind))
         return cached_path(mmproj.path, runs, self.folder, self.int8_kind).is_file()
 
     def engine_for(self, mmproj: GGUFSummary) -> str:
