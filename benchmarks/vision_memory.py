@@ -1,6 +1,6 @@
 """Peak RSS of `smolcli ask` with an image: the ONNX vision path against mtmd (and an older tree's ONNX path).
 
-    python benchmarks/vision_memory.py [--shape 256m] [--repeats 3] [--threads 2] [--before /path/to/old/tree]
+    python benchmarks/vision_memory.py [--shape 256m] [--repeats 3] [--first-runs 3] [--threads 2] [--before TREE]
 
 Random weights in a release's real shapes (smolcli bench's files: Q4_K_M model, Q8_0 mmproj, the
 1024x768 photo: 13 tiles with the global view). Every run is a fresh `smolcli ask --json --ignore-eos
@@ -11,7 +11,8 @@ smolcli/convert inside it) run through PYTHONPATH, e.g. the commit before the ON
     git archive BASE smolcli models convert | tar -x -C /tmp/before \\
         && mv /tmp/before/models /tmp/before/convert /tmp/before/smolcli/
 
-The first ONNX run builds the ONNX file (its peak is printed apart); later runs only load it.
+The first ONNX run builds the ONNX file (its peak is printed apart); later runs only load it. --first-runs N:
+N more first runs, each in a fresh cache, one per round before the round's later runs (their median beside).
 Prints the CPU and the load average: the machine may be shared.
 """
 
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--before", type=Path, help="an older source tree whose ONNX path to measure too")
+    parser.add_argument(
+        "--first-runs", type=int, default=0, help="this many more first runs (each builds the ONNX file afresh)"
+    )
     args = parser.parse_args()
 
     files, _ = prepare_files(args.shape, "Q4_K_M", "Q8_0", args.threads, lambda m: print(m, file=sys.stderr))
@@ -82,7 +86,13 @@ def main() -> None:
             before = one_run(base[:-1] + variants["onnx (before)"][0] + base[-1:], Path(home), args.before.resolve())
             print(f"first ONNX run of the older tree: peak {before['peak_gb']:.3f} GB")
         runs: dict[str, list[dict]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
+        if args.first_runs:
+            runs["onnx, first run"] = []
+        for round_ in range(args.repeats):
+            if round_ < args.first_runs:  # a first run in a cache of its own, between the later runs
+                with tempfile.TemporaryDirectory(prefix="vision-memory-first-") as fresh:
+                    flags = variants["onnx"][0]
+                    runs["onnx, first run"].append(one_run(base[:-1] + flags + base[-1:], Path(fresh), None))
             for name, (flags, tree) in variants.items():
                 runs[name].append(one_run(base[:-1] + flags + base[-1:], Path(home), tree))
     print(f"{args.shape}, {first['tiles']} tiles, medians of {args.repeats}; load average after: {os.getloadavg()}")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 
 
 @functools.cache
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
+    # the process's own symbols (CDLL(None)): glibc is already mapped. ctypes.util.find_library would start
+    # `ldconfig -p` as a child, whose shared pages a process-tree memory sample counts twice.
     try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no dlopen(NULL) (Windows)
         return None
 
 

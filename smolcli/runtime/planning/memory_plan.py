@@ -57,14 +57,16 @@ the vision parts are the ONNX session's instead (calibrated on 256M's shapes, OR
                   checks the int8 graph against the fp32 one on probe tiles (onnx_probe: the fp32 reference run
                   a layer at a time, one layer's float32 weights held, then the int8 graph's session without
                   MLAS's packed copies). Each step holds less than the session that follows it, so what the
-                  first run adds at its peak is what the build leaves resident: the onnx package's import
-                  (ONNX_BUILD_FIXED) and its heap, ONNX_BUILD_PER_PARAM bytes per vision parameter, resident
-                  beside the session's phase and the language model's alike (in neither group). Measured
-                  first run against a later one (Q4_K_M + Q8_0 mmproj, the 13-tile photo): 256M 0.342 GB
-                  against 0.322 (93.6M vision parameters), 2.2B 1.643 GB against 1.619 (434M)
+                  first run adds at its peak is what the build leaves resident (ONNX_BUILD_FIXED: onnx's
+                  protobuf messages, without the onnx package's import, onnx_proto, and what the check's
+                  sessions leave in onnxruntime's pages and the heap; ONNX_BUILD_PER_PARAM bytes per vision
+                  parameter), resident beside the session's phase and the language model's alike (in neither
+                  group). Measured first run against a later one (Q4_K_M + Q8_0 mmproj, the 13-tile photo,
+                  medians of 3): 256M 0.332 GB against 0.322 (93.6M vision parameters), 2.2B 1.628 GB
+                  against 1.618 (434M, one run each)
   images          our RGB copy and Pillow's, the resized and whole-tile u8 images and the tiles, the
                   float32 pixel values of one image, its embeddings
-  runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; onnx itself is imported only to build)
+  runtime         plus onnxruntime's libraries and session (ORT_RUNTIME; the onnx package is never imported)
 A first question on a model not loaded yet (RunSettings.vision_first) encodes its images before the
 language model loads and frees the session after: VISION_PHASE's parts and TEXT_PHASE's are then never
 resident together, and the plan's peak counts the larger group beside the shared parts (MemoryPlan.apart).
@@ -183,7 +185,7 @@ class RunSettings:
 
 
 # What encode_ahead keeps apart: the ONNX session's phase, then the language model's. vision_build is in neither:
-# what a first run's build leaves (the onnx import, its heap) stays resident beside both
+# what a first run's build leaves (onnx's protobuf messages, the heap) stays resident beside both
 VISION_PHASE = ("vision_weights", "vision_compute")
 TEXT_PHASE = ("text_weights", "repacked_weights", "kv_cache", "text_compute")
 
@@ -319,12 +321,14 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
 # resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
 # is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
 ONNX_INT8_RESIDENT = 1.3
-# a first run's peak over a later one's, per vision parameter, beyond ONNX_BUILD_FIXED: 256M 20 MB in all (0.21 per
-# parameter, less than the fixed part alone), 2.2B 24 MB (0.06); 0.5 errs high (the build, self-check included,
-# took 8 per parameter when its fp32 reference held the whole float32 tower)
+# a first run's peak over a later one's, per vision parameter, beyond ONNX_BUILD_FIXED: 256M 9-10 MB in all (within
+# the fixed part), 2.2B 10 MB (0.02 per parameter); 0.5 errs high (the build, self-check included, took 8 per
+# parameter when its fp32 reference held the whole float32 tower)
 ONNX_BUILD_PER_PARAM = 0.5
 ORT_RUNTIME = 32 * MiB  # onnxruntime's libraries (20 MB imported) and its session's own (tiny run: +29 MB over mtmd's)
-ONNX_BUILD_FIXED = 24 * MiB  # the onnx package, imported only to build (17 MB), and its protobuf runtime
+# onnx's generated protobuf module (2 MB; the onnx package, 14 MB resident, is not imported: onnx_proto) and the
+# onnxruntime code pages and heap the build's check sessions leave (256M: a first run 9-10 MB over a later one)
+ONNX_BUILD_FIXED = 12 * MiB
 
 
 def vision_parameters(dims: VisionDims) -> tuple[int, int]:

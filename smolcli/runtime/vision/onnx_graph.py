@@ -155,6 +155,8 @@ def check_shapes(path: Path, w: VisionWeights) -> None:
             raise ModelFileError(f"{path}: tensor {name} is {got}, expected {shape}", path=path)
 
 
+IR_VERSION = 10  # the ONNX IR version the graphs declare
+
 # A linear layer writer: (graph, input name, weight [out, in], bias or None, node name) -> output name.
 Linear = Callable[["Graph", str, np.ndarray, "np.ndarray | None", str], str]
 
@@ -173,16 +175,17 @@ class WeightsFile:
         self.file = path.open("wb")
 
     def tensor(self, name: str, array: np.ndarray):
-        from onnx import TensorProto, helper, numpy_helper
+        from smolcli.runtime.vision import onnx_proto
 
         if array.nbytes < self.INLINE_BYTES:
-            return numpy_helper.from_array(array, name)
+            return onnx_proto.tensor(array, name)
         offset = self.file.seek(0, os.SEEK_END)
         if array.nbytes >= self.ALIGN and offset % self.ALIGN:
             offset = self.file.seek(offset + self.ALIGN - offset % self.ALIGN)
         self.file.write(array.astype(array.dtype.newbyteorder("<"), copy=False).data)
-        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
-        tensor.data_location = TensorProto.EXTERNAL
+        tensor_proto = onnx_proto.messages().TensorProto
+        tensor = tensor_proto(name=name, data_type=onnx_proto.element_type(array.dtype), dims=array.shape)
+        tensor.data_location = tensor_proto.EXTERNAL
         for key, value in (("location", self.path.name), ("offset", offset), ("length", array.nbytes)):
             tensor.external_data.add(key=key, value=str(value))
         return tensor
@@ -192,7 +195,7 @@ class WeightsFile:
 
 
 class Graph:
-    """A small helper over onnx.helper: named constants, nodes, fresh names. With a WeightsFile, large constants
+    """A small helper over onnx_proto: named constants, nodes, fresh names. With a WeightsFile, large constants
     go to that file as they are made."""
 
     def __init__(self, weights_file: WeightsFile | None = None):
@@ -206,28 +209,28 @@ class Graph:
         return f"{base}_{self._count}"
 
     def const(self, name: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
+        from smolcli.runtime.vision import onnx_proto
 
         array = np.ascontiguousarray(array)
         if self.weights_file is not None:
             self.initializers.append(self.weights_file.tensor(name, array))
         else:
-            self.initializers.append(numpy_helper.from_array(array, name))
+            self.initializers.append(onnx_proto.tensor(array, name))
         return name
 
     def op(self, op_type: str, inputs: list[str], base: str = "", **attrs) -> str:
-        from onnx import helper
+        from smolcli.runtime.vision import onnx_proto
 
         out = self.name(base or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        self.nodes.append(onnx_proto.node(op_type, inputs, [out], name=out, **attrs))
         return out
 
     def split(self, x: str, parts: int, axis: int) -> list[str]:
-        from onnx import helper
+        from smolcli.runtime.vision import onnx_proto
 
         base = self.name("split")
         outs = [f"{base}_{i}" for i in range(parts)]
-        self.nodes.append(helper.make_node("Split", [x], outs, name=base, axis=axis, num_outputs=parts))
+        self.nodes.append(onnx_proto.node("Split", [x], outs, name=base, axis=axis, num_outputs=parts))
         return outs
 
 
@@ -321,7 +324,7 @@ def build_model(
 ):
     """The ONNX ModelProto of the encoder + connector; attention one of ATTENTIONS or an Attend function. With
     weights_file, its large initializers are in that file (save the proto beside it, as is), else all in the proto."""
-    from onnx import TensorProto, helper
+    from smolcli.runtime.vision import onnx_proto
 
     if not callable(attention) and attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}, not one of {ATTENTIONS}")
@@ -373,18 +376,17 @@ def build_model(
     x = g.op("Transpose", [x], perm=[0, 2, 1, 3])
     x = g.op("Reshape", [x, shape(0, grid * grid // (s * s), width * s * s)])
     out = linear(g, x, t["mm.model.fc.weight"], None, "mm.model.fc")
-    g.nodes.append(helper.make_node("Identity", [out], ["embeddings"], name="embeddings"))
+    g.nodes.append(onnx_proto.node("Identity", [out], ["embeddings"], name="embeddings"))
     n_embd = t.shape("mm.model.fc.weight")[0]
-    graph = helper.make_graph(
+    float32 = onnx_proto.messages().TensorProto.FLOAT
+    graph = onnx_proto.graph(
         g.nodes,
         "smolvlm_vision",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["tiles", 3, w.tile, w.tile])],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tiles", w.tokens, n_embd])],
+        [onnx_proto.value_info("pixel_values", float32, ["tiles", 3, w.tile, w.tile])],
+        [onnx_proto.value_info("embeddings", float32, ["tiles", w.tokens, n_embd])],
         g.initializers,
     )
-    opsets = [helper.make_opsetid("", opset)]
+    opsets = [onnx_proto.opset("", opset)]
     if any(node.domain == MS_DOMAIN for node in g.nodes):
-        opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="smolcli")
-    model.ir_version = 10
-    return model
+        opsets.append(onnx_proto.opset(MS_DOMAIN, 1))
+    return onnx_proto.model(graph, opsets, ir_version=IR_VERSION)

@@ -292,9 +292,9 @@ ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION:
 
 
 def _uint8(value: int):
-    from onnx import numpy_helper
+    from smolcli.runtime.vision import onnx_proto
 
-    return numpy_helper.from_array(np.array([value], np.uint8))
+    return onnx_proto.tensor(np.array([value], np.uint8))
 
 
 def build_int8(

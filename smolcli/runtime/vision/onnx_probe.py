@@ -110,27 +110,24 @@ def layered_run(path: Path, layers: int, pixels: np.ndarray, threads: int) -> np
     beside the graph (its initializers stay in the graph's external weights file), loaded, run on every tile's
     hidden states, freed. The same nodes on the same weights as _run_file: the same numbers, but only one layer's
     weights are held at a time."""
-    import onnx
-    from onnx import TensorProto, helper
-
+    from smolcli.runtime.vision import onnx_proto
     from smolcli.util.heap import return_freed_memory
 
-    model = onnx.load(path, load_external_data=False)
+    model = onnx_proto.load(path)
+    float32 = onnx_proto.messages().TensorProto.FLOAT
     constants = {t.name: t for t in model.graph.initializer}
     states = [pixels[i : i + 1] for i in range(len(pixels))]  # a tile per run, as _run_file
     piece_path = path.with_name("piece.onnx")  # beside the graph: the external data's location resolves the same
     for source, nodes, target in layer_pieces(model.graph, layers):
         used = {name for node in nodes for name in node.input if name in constants}
-        graph = helper.make_graph(
+        graph = onnx_proto.graph(
             nodes,
             f"piece-{target}",
-            [helper.make_tensor_value_info(source, TensorProto.FLOAT, None)],
-            [helper.make_tensor_value_info(target, TensorProto.FLOAT, None)],
+            [onnx_proto.value_info(source, float32, None)],
+            [onnx_proto.value_info(target, float32, None)],
             [constants[name] for name in sorted(used)],
         )
-        piece = helper.make_model(graph, opset_imports=model.opset_import, producer_name="smolcli")
-        piece.ir_version = model.ir_version
-        onnx.save(piece, piece_path)
+        onnx_proto.save(onnx_proto.model(graph, model.opset_import, model.ir_version), piece_path)
         session = _session(piece_path, threads)
         states = [session.run(None, {source: state})[0] for state in states]
         del session
@@ -158,8 +155,7 @@ def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int =
     weights written to a temporary file as it is made (onnx_graph.WeightsFile), and run a layer at a time
     (layered_run) before the int8 graph's session: the check holds one layer's float32 weights, then the int8
     graph's, and never a model in memory."""
-    import onnx
-
+    from smolcli.runtime.vision import onnx_proto
     from smolcli.runtime.vision.onnx_graph import WeightsFile
 
     pixels = probe_pixels(weights)
@@ -169,7 +165,7 @@ def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int =
             reference = build_model(weights, weights_file=weights_file)
         finally:
             weights_file.close()
-        onnx.save(reference, Path(folder) / "model.onnx")
+        onnx_proto.save(reference, Path(folder) / "model.onnx")
         del reference
         expected = layered_run(Path(folder) / "model.onnx", weights.layers, pixels, threads)
     return per_tile_cosine(expected, _run_file(int8_path, pixels, threads))

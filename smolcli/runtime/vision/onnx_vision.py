@@ -52,7 +52,8 @@ def onnx_folder() -> Path:
 
 def onnxruntime_available() -> bool:
     """onnxruntime and onnx are installed. Neither is imported here: onnxruntime (20 MB) only when an image
-    is encoded, onnx (17 MB) only to build a file, so that a run that stays on mtmd holds neither."""
+    is encoded; onnx's generated protobuf module only to build a file (onnx_proto: the onnx package itself, 14 MB
+    resident, is never imported on a build's path), so that a run that stays on mtmd holds neither."""
     import importlib.util
 
     try:
@@ -85,8 +86,7 @@ def _build_staged(
     """
     import shutil
 
-    import onnx
-
+    from smolcli.runtime.vision import onnx_proto
     from smolcli.runtime.vision.onnx_graph import WeightsFile
 
     built = target.parent
@@ -100,13 +100,16 @@ def _build_staged(
             model = _build(weights, precision, int8_kind, weights_file)
         finally:
             weights_file.close()
-        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-            # a form built whole in memory ("dynamic"): saved the usual way
+        external = onnx_proto.messages().TensorProto.EXTERNAL
+        if not any(t.data_location == external for t in model.graph.initializer):
+            # a form built whole in memory ("dynamic", whose quantizer imports onnx anyway): saved the usual way
+            import onnx
+
             onnx.save(
                 model, stage / target.name, save_as_external_data=True, location=WEIGHTS_FILE, size_threshold=1024
             )
-        else:
-            onnx.save(model, stage / target.name)
+        else:  # its weights written already: the graph as it is, without importing onnx (onnx_proto)
+            onnx_proto.save(model, stage / target.name)
         del model
         cosine = check(stage / target.name) if check else None
         if cosine is not None and cosine < bound:
