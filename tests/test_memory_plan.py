@@ -625,6 +625,13 @@ def test_plan_covers_every_registry_model(capsys):
         assert [d["name"] for d in row["devices"]] == [d.name for d in DEVICES]
         for device in row["devices"]:
             assert device["fits"] == (device["peak_bytes"] <= device["usable_bytes"])
+        dims = TextDims.from_config(shape["text"])
+        assert row["prefix_state_bytes"] == sequence_state_bytes(dims, row["prompt_tokens"], "f16")
+        parallel = row["parallel_bytes"]
+        assert 0 < parallel["2"] < parallel["4"]  # more conversations decoded together, more memory
+        assert parallel["4"] > 4 * kv_cache_bytes(dims, 2048, "f16") + 3 * kv_cache_bytes(dims, 2048, "f16")
+    photo_256m = next(r for r in rows if r["model"] == "smolvlm-256m")
+    assert 19e6 < photo_256m["prefix_state_bytes"] < 23e6  # about 20 MB for the 13-tile photo
     for model in registry.MODELS:
         sizes = [r for r in rows if r["model"] == model.name]
         assert sizes[0]["model_bytes"] < sizes[1]["model_bytes"] < sizes[2]["model_bytes"]  # Q4_K_M < Q8_0 < F16
@@ -639,3 +646,4 @@ def test_plan_table_names_every_model_and_machine(capsys):
     for device in DEVICES:
         assert device.name in out
     assert "1.5 GB for the OS" in out
+    assert "+par 4" in out and "serve --parallel N" in out and "prefix state" in out
