@@ -546,6 +546,15 @@ def test_parallel_decoding_is_planned_and_rises_with_the_conversations(tiny_pair
     checked = [opened.check_parallel(n).total for n in (2, 3, 4)]
     assert checked == sorted(checked) and len(set(checked)) == 3
     assert opened.check_parallel(1) is None and not opened.loaded  # planned before anything loads
+    # a decoder made: every later plan of the model counts its context, a question's and a conversation's
+    shared = opened.check_parallel(2).part("shared_contexts").cpu
+    with opened:
+        decoder = opened.batch_decoder(2)
+        answer = opened.ask("Hello", max_tokens=1)
+        assert answer.memory_plan["parts"]["shared_contexts"]["cpu"] == shared
+        assert opened.chat(max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == shared
+        decoder.close()
+        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == 0
 
 
 def test_serve_refuses_a_parallel_that_does_not_fit_naming_what_does(tiny_pair):
