@@ -249,6 +249,24 @@ def test_a_first_runs_plan_is_not_below_its_measured_peak(shape):
     assert first.part("vision_build").total >= first_peak - later_peak
 
 
+# Peak RSS of `smolcli ask -n 1 --max-memory 4G` on 256M's bench files and the photo (ONNX file built), the prefix cache
+# on: the run that stores the prefix state (its entry 19.9 MB), then one that restores it; one run each, a shared 2-core
+# AMD EPYC at load average 18-20. Their plan, n_ctx 1024: 411.8 MB, 23.6 MB of it the state.
+MEASURED_PREFIX_PEAKS = {"store": 0.324e9, "restore": 0.258e9}
+
+
+def test_a_prefix_cache_runs_plan_is_not_below_its_measured_peak():
+    from smolcli.bench.plan_table import PHOTO
+
+    dims = VisionDims.from_shape(SHAPES["256m"])
+    vision = VisionFootprint(dims, mmproj_layout(dims, "Q8_0").file_bytes)
+    text = TextFootprint.from_shape(SHAPES["256m"]["text"], "Q4_K_M")
+    run = RunSettings(1024, images=(PHOTO,), vision_engine="onnx", vision_first=True, prefix_state=True)
+    plan = plan_memory(text, vision, run)
+    assert 19.9e6 <= plan.part("prefix_state").total <= 25e6  # the entry's size, for the context's 1024 cells
+    assert plan.total >= max(MEASURED_PREFIX_PEAKS.values()), size_text(plan.total)
+
+
 def test_auto_picks_onnx_when_its_plan_fits_and_mtmd_when_only_mtmds_does(tiny_pair, images, tmp_path):
     model, _ = tiny_pair
     shown = [images["photo"]]
