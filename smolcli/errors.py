@@ -72,6 +72,8 @@ SETTINGS = (
     "on_change",
     "max_events",
     "until",
+    # smolcli.serve's ServeLimits (serve --parallel)
+    "parallel",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

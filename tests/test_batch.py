@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+import smolcli
 from smolcli.api.batch import in_shard
 from smolcli.cli.app import app
 
@@ -56,6 +57,72 @@ def test_batch_answers_equal_ask_answers_item_by_item(tiny_pair, photos):
         assert line["text"] == reference["text"]
         assert line["usage"]["prompt_tokens"] == reference["usage"]["prompt_tokens"]
     assert "4 answered, 0 failed, 0 skipped" in result.stderr
+
+
+def prefix_states(home: Path) -> list[Path]:
+    return sorted((home / "prefixes").glob("*.kv"))
+
+
+def test_a_batch_of_distinct_images_writes_no_prefix_state(tiny_pair, photos, private_smolcli_home):
+    """Each item's prefix would be written for nothing: no later item shows its images."""
+    result = run("-m", str(tiny_pair[0]), "--prompt", "Describe it.", str(photos))
+    assert result.exit_code == 0, result.output
+    assert len(lines_of(result.stdout)) == 4
+    assert prefix_states(private_smolcli_home) == []
+    assert list((private_smolcli_home / "embeddings").rglob("*")) != []  # the caches were on: the tiles were kept
+    # the same question by ask stores its prefix (the prefix cache works on these files)
+    asked = CliRunner().invoke(
+        app, ["ask", "-m", str(tiny_pair[0]), "-t", "1", "-n", str(N), "-i", str(photos / "wide.png"), "Describe it."]
+    )
+    assert asked.exit_code == 0, asked.output
+    assert len(prefix_states(private_smolcli_home)) == 1
+
+
+def test_a_batch_repeating_an_image_stores_its_prefix_once_and_reuses_it(tiny_pair, images, tmp_path):
+    home = tmp_path / "home"
+    requests = tmp_path / "requests.jsonl"
+    for key in ("photo", "wide"):
+        shutil.copy(images[key], tmp_path / f"{key}.png")
+    rows = [
+        {"id": "first", "prompt": "Describe it.", "images": ["photo.png"]},
+        {"id": "other", "prompt": "Describe it.", "images": ["wide.png"]},
+        {"id": "again", "prompt": "What colours are in it?", "images": [str(tmp_path / "photo.png")]},
+    ]
+    requests.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    env = {"SMOLCLI_HOME": str(home)}
+    result = CliRunner().invoke(
+        app, ["batch", "-t", "1", "-n", str(N), "-m", str(tiny_pair[0]), str(requests)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    by_id = {line["id"]: line for line in lines_of(result.stdout)}
+    assert len(prefix_states(home)) == 1  # the photo's: the wide image is not shown again
+    assert by_id["first"]["usage"]["images_encoded"] > 0
+    # the state came whole from the cache: no tile encoded or read from the embedding cache
+    assert by_id["again"]["usage"]["images_encoded"] == 0 and by_id["again"]["usage"]["image_cache_hits"] == 0
+    alone = CliRunner().invoke(
+        app,
+        ["ask", "-m", str(tiny_pair[0]), "-t", "1", "-n", str(N), "--no-cache", "--json"]
+        + ["-i", str(tmp_path / "photo.png"), "What colours are in it?"],
+    )
+    reference = json.loads(alone.stdout)
+    assert by_id["again"]["text"] == reference["text"]
+    assert by_id["again"]["usage"]["prompt_tokens"] == reference["usage"]["prompt_tokens"]
+
+
+def test_an_unstored_prefix_answers_with_the_same_logprobs(tiny_pair, images, private_smolcli_home):
+    """store_prefix=False (what a batch passes for images no later item shows) reads the cache but never writes
+    it, and every way answers with the same tokens and log-probabilities."""
+    question = ("What colours are in it?", [images["photo"]])
+    with smolcli.load(tiny_pair[0], threads=1) as model:
+        counters = model.engine.counters
+        unstored = model.ask(*question, logprobs=3, max_tokens=N, store_prefix=False)
+        assert prefix_states(private_smolcli_home) == [] and counters.prefix_tokens_restored == 0
+        stored = model.ask(*question, logprobs=3, max_tokens=N)
+        assert len(prefix_states(private_smolcli_home)) == 1
+        restored = model.ask(*question, logprobs=3, max_tokens=N, store_prefix=False)
+        assert counters.prefix_tokens_restored > 0
+    facts = [(answer.text, answer.logprobs) for answer in (unstored, stored, restored)]
+    assert facts[0] == facts[1] == facts[2]
 
 
 def test_bad_rows_become_error_lines_and_the_rest_is_answered(tiny_pair, images, tmp_path):

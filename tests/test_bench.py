@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from smolcli.bench.plan_table import DEVICES, QUANTS
+from smolcli.bench.plan_table import DEVICES, PARALLEL, QUANTS
 from smolcli.cli.app import app
 from smolcli.models.registry import MODELS
 from smolcli.models.smolvlm_shapes import SHAPES, image_seq_len
@@ -177,14 +177,16 @@ def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home, monkeypatc
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("model "))
-    columns = ["model", "quant", "LM file", "mmproj", "chunks", "n_ctx", "peak", *(d.label for d in DEVICES)]
+    columns = ["model", "quant", "LM file", "mmproj", "chunks", "n_ctx", "peak", *(d.label for d in DEVICES), "state"]
+    columns += [f"+par {n}" for n in PARALLEL]
     assert re.fullmatch(r"\s+".join(map(re.escape, columns)), header.strip()), header
     assert "Jetson" in columns
     table = lines[lines.index(header) + 1 :]
     rows = [line.split() for line in table[: table.index("")]]
     assert [(row[0], row[1]) for row in rows] == [(m.name, q) for m in MODELS for q in QUANTS]
+    sizes = 2 * (1 + len(PARALLEL))  # the state's and each +par column's size, as number and unit
     for row in rows:
-        assert set(row[-len(DEVICES) :]) <= {"yes", "no"}, row  # one fits column per machine
+        assert set(row[-len(DEVICES) - sizes : -sizes]) <= {"yes", "no"}, row  # one fits column per machine
     for device in DEVICES:
         assert f"  {device.label}: {device.name}, " in result.stdout
 

@@ -10,38 +10,46 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gguf
 import pytest
+from test_serve import start_process
 from typer.testing import CliRunner
 
 import smolcli.api.model
 from smolcli.api.memory import ACCEPTED_FORMS, CHAT_FIRST_MESSAGE_TOKENS, parse_size
+from smolcli.api.options import LoadOptions
 from smolcli.bench.plan_table import DEVICES, QUANTS
 from smolcli.cli.app import app
 from smolcli.cli.bench_plan import show_plan
 from smolcli.convert import convert_checkpoint
 from smolcli.convert.quant_layout import mmproj_layout, text_layout
-from smolcli.errors import SmolcliError
+from smolcli.errors import MemoryPlanRefused, SmolcliError
 from smolcli.models import registry
 from smolcli.models.dims import TextDims, VisionDims
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.runtime.gguf.gguf_file import read_gguf
+from smolcli.runtime.gguf.model_files import resolve_model_files
 from smolcli.runtime.llama.context_size import ask_context_size, chat_context_size
+from smolcli.runtime.llama.engine import Engine, EngineOptions
 from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.planning.memory_plan import (
     TEXT_PHASE,
     VISION_PHASE,
     RunSettings,
+    SharedContext,
     TextFootprint,
     VisionFootprint,
     image_tokens,
     kv_cache_bytes,
     plan_memory,
+    sequence_state_bytes,
     text_compute_bytes,
     vision_compute_bytes,
 )
@@ -181,10 +189,14 @@ def test_vision_compute_bounds_the_encoders_buffer(tiny_pair, images):
     assert vision_compute_bytes(footprints(model, mmproj)[1].dims) / MiB >= logged - LOGGED_MIB
 
 
-def ask_process(model: Path, images: list[Path], home: Path, *flags: str) -> subprocess.CompletedProcess:
-    """A real `smolcli ask --json` process of its own (this one holds pytest, torch and transformers)."""
+def ask_process(
+    model: Path, images: list[Path], home: Path, *flags: str, cached: bool = False
+) -> subprocess.CompletedProcess:
+    """A real `smolcli ask --json` process of its own (this one holds pytest, torch and transformers); cached: the
+    embedding and prefix caches on (under home)."""
     command = [str(SMOLCLI), "ask", "-m", str(model), "--json", "--threads", "1", "-ngl", "0", "-n", "4"]
-    command += [arg for image in images for arg in ("-i", str(image))] + ["--no-cache", *flags, "Compare them."]
+    command += [arg for image in images for arg in ("-i", str(image))]
+    command += [*([] if cached else ["--no-cache"]), *flags, "Compare them."]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=120, env={**os.environ, "SMOLCLI_HOME": str(home)}
     )
@@ -236,6 +248,24 @@ def test_a_first_runs_plan_is_not_below_its_measured_peak(shape):
     first_peak, later_peak = MEASURED_PEAKS[shape]
     assert first.total >= first_peak, (size_text(first.total), size_text(first_peak))
     assert first.part("vision_build").total >= first_peak - later_peak
+
+
+# Peak RSS of `smolcli ask -n 1 --max-memory 4G` on 256M's bench files and the photo (ONNX file built), the prefix cache
+# on: the run that stores the prefix state (its entry 19.9 MB), then one that restores it; one run each, a shared 2-core
+# AMD EPYC at load average 18-20. Their plan, n_ctx 1024: 411.8 MB, 23.6 MB of it the state.
+MEASURED_PREFIX_PEAKS = {"store": 0.324e9, "restore": 0.258e9}
+
+
+def test_a_prefix_cache_runs_plan_is_not_below_its_measured_peak():
+    from smolcli.bench.plan_table import PHOTO
+
+    dims = VisionDims.from_shape(SHAPES["256m"])
+    vision = VisionFootprint(dims, mmproj_layout(dims, "Q8_0").file_bytes)
+    text = TextFootprint.from_shape(SHAPES["256m"]["text"], "Q4_K_M")
+    run = RunSettings(1024, images=(PHOTO,), vision_engine="onnx", vision_first=True, prefix_state=True)
+    plan = plan_memory(text, vision, run)
+    assert 19.9e6 <= plan.part("prefix_state").total <= 25e6  # the entry's size, for the context's 1024 cells
+    assert plan.total >= max(MEASURED_PREFIX_PEAKS.values()), size_text(plan.total)
 
 
 def test_auto_picks_onnx_when_its_plan_fits_and_mtmd_when_only_mtmds_does(tiny_pair, images, tmp_path):
@@ -438,6 +468,173 @@ def test_chat_plans_a_fixed_context(tiny_pair):
     assert stats["n_ctx"] == stats["memory_plan"]["n_ctx"] == n_ctx
 
 
+# --- the prefix cache's state and serve --parallel's shared context ------------------------
+
+
+@pytest.mark.parametrize("cache_type", ["f16", "q8_0"])
+def test_a_sequence_states_size_is_planned_from_above(tiny_pair, cache_type):
+    """sequence_state_bytes against llama.cpp's own state of that many cells (what the prefix cache and a
+    BatchDecoder copy through a buffer)."""
+    model, _ = tiny_pair
+    dims = footprints(model)[0].dims
+    with Engine(resolve_model_files(model, None), EngineOptions(threads=1)) as engine:
+        for n_tokens in (1, 9, 200):
+            context = engine.new_context(512, cache_type)
+            context.decode_tokens([1 + i % 50 for i in range(n_tokens)])
+            real = context.sequence_state().nbytes
+            context.free()
+            assert 0 <= sequence_state_bytes(dims, n_tokens, cache_type) - real <= 64, (n_tokens, real)
+
+
+def test_a_batch_decoders_context_agrees_with_llama_cpp(tiny_pair, capfd):
+    """serve --parallel's shared context: its KV cache and compute buffer as llama.cpp's log gives them."""
+    model, _ = tiny_pair
+    dims = footprints(model)[0].dims
+    with smolcli.load(model, threads=1, verbose=True) as loaded:
+        capfd.readouterr()
+        loaded.batch_decoder(4, n_ctx=4096)
+        log = capfd.readouterr().err
+    assert abs(kv_cache_bytes(dims, 4096, "f16") / MiB - logged_mib(log, "KV buffer size =")) <= LOGGED_MIB
+    logged = logged_mib(log, "CPU compute buffer size =")
+    planned = (text_compute_bytes(dims, 4096, "f16", 4, n_ubatch=4) - 4 * dims.n_vocab) / MiB
+    assert abs(planned - logged) <= LOGGED_MIB, (planned, logged)
+    assert logged_mib(log, "CPU  output buffer size =") <= 4 * 4 * dims.n_vocab / MiB + LOGGED_MIB
+
+
+def test_the_prefix_state_is_planned_where_the_prefix_cache_works(tiny_pair):
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    run = RunSettings(1024, images=((1024, 768),), vision_engine="onnx", prefix_state=True)
+    plan = plan_memory(text, vision, run)
+    assert plan.part("prefix_state").cpu == sequence_state_bytes(text.dims, 1024, "f16") > 0
+    assert plan.total == plan_memory(text, vision, dataclasses.replace(run, prefix_state=False)).total + (
+        plan.part("prefix_state").cpu
+    )
+    # where PrefixReuse does not apply: mtmd's own prompts, layers on a GPU, no image
+    for elsewhere in (
+        dataclasses.replace(run, vision_engine="mtmd"),
+        dataclasses.replace(run, n_gpu_layers=-1),
+        dataclasses.replace(run, images=()),
+    ):
+        assert plan_memory(text, vision, elsewhere).part("prefix_state").total == 0
+    # the state sits beside the language model's parts, not the encoder's
+    apart = plan_memory(text, vision, dataclasses.replace(run, vision_first=True))
+    assert "prefix_state" in apart.apart[1]
+
+
+def test_a_real_run_with_the_prefix_cache_stays_under_its_plan(tiny_pair, images, tmp_path):
+    """The prefix cache on: the first run stores the prompt's prefix state, the second restores it; both peaks
+    under plans that count the state."""
+    model, _ = tiny_pair
+    home = tmp_path / "home"
+    shown = [images["photo"], images["wide"]]
+    reports = []
+    for _ in range(2):
+        run = ask_process(model, shown, home, "--max-memory", "4G", cached=True)
+        assert run.returncode == 0, run.stderr
+        reports.append(json.loads(run.stdout))
+    stored, restored = reports
+    assert len(list((home / "prefixes").glob("*.kv"))) == 1
+    assert stored["usage"]["images_encoded"] > 0 and restored["usage"]["images_encoded"] == 0  # read from the state
+    for report in reports:
+        plan = report["memory_plan"]
+        assert plan["parts"]["prefix_state"]["cpu"] > 0
+        assert 0 < report["peak_memory_bytes"] <= plan["total"], plan
+
+
+def tiny_budget_model(tiny_pair, max_memory: str | int, **settings) -> smolcli.api.model.Model:
+    model, mmproj = tiny_pair
+    options = LoadOptions(mmproj=str(mmproj), max_memory=max_memory, threads=2, **settings)
+    return smolcli.api.model.Model.open(model, options)
+
+
+def test_parallel_decoding_is_planned_and_rises_with_the_conversations(tiny_pair):
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    totals = []
+    for n_seq in (2, 3, 4, 8):
+        shared = SharedContext(n_seq, n_seq * 2048, "f16", 2048)
+        plan = plan_memory(text, vision, RunSettings(2048, shared_contexts=(shared,)))
+        alone = plan_memory(text, vision, RunSettings(2048))
+        # the decoder's own cells, and n_seq - 1 more conversations' contexts beside the run's
+        assert plan.part("shared_contexts").cpu > (2 * n_seq - 1) * kv_cache_bytes(text.dims, 2048, "f16")
+        assert plan.total == alone.total + plan.part("shared_contexts").cpu
+        totals.append(plan.total)
+    assert totals == sorted(totals) and len(set(totals)) == len(totals)
+    opened = tiny_budget_model(tiny_pair, "8G")
+    checked = [opened.check_parallel(n).total for n in (2, 3, 4)]
+    assert checked == sorted(checked) and len(set(checked)) == 3
+    assert opened.check_parallel(1) is None and not opened.loaded  # planned before anything loads
+    # a decoder made: every later plan of the model counts its context, a question's and a conversation's
+    shared = opened.check_parallel(2).part("shared_contexts").cpu
+    with opened:
+        decoder = opened.batch_decoder(2)
+        answer = opened.ask("Hello", max_tokens=1)
+        assert answer.memory_plan["parts"]["shared_contexts"]["cpu"] == shared
+        assert opened.chat(max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == shared
+        decoder.close()
+        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == 0
+
+
+def test_serve_refuses_a_parallel_that_does_not_fit_naming_what_does(tiny_pair):
+    model, mmproj = tiny_pair
+    fixed = {"cache_type": "f16", "vision_engine": "onnx"}  # no smaller cache or encoder to fall back on
+    plans = {n: tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(n).total for n in (2, 3, 4)}
+    limit = (plans[3] + plans[4]) // 2
+    with pytest.raises(MemoryPlanRefused, match="parallel=3 fits") as refused:
+        tiny_budget_model(tiny_pair, limit, **fixed).check_parallel(4)
+    assert refused.value.fits == 3 and refused.value.plan.total == plans[4]
+    # one at a time fits where two do not
+    with pytest.raises(MemoryPlanRefused, match=r"answering one at a time \(no parallel=\) fits"):
+        tiny_budget_model(tiny_pair, plans[2] - 1, **fixed).check_parallel(2)
+    # the command line: one line, before the weights load (no llama.cpp context made)
+    result = subprocess.run(
+        [str(SMOLCLI), "serve", "-m", str(model), "--mmproj", str(mmproj), "--port", "0", "--parallel", "4"]
+        + ["--max-memory", str(limit), "--cache-type", "f16", "--vision-engine", "onnx", "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--parallel 4 needs about" in result.stderr and "--parallel 3 fits" in result.stderr
+    assert "--max-memory" in result.stderr and "listening" not in result.stderr
+
+
+def test_serve_parallel_two_stays_under_its_plan(tiny_pair, tmp_path):
+    """A real server with --parallel 2 answering two conversations at once: its peak under the plan of two
+    conversations decoded together (the decoder's context and both conversations' own)."""
+    model, mmproj = tiny_pair
+    plan = tiny_budget_model(tiny_pair, "8G").check_parallel(2)
+    log = tmp_path / "serve.log"
+    process, running = start_process(
+        model, tmp_path, log, "--mmproj", str(mmproj), "--parallel", "2", "--max-memory", "8G"
+    )
+    try:
+        client = running.client(timeout=120)
+        options = {"max_tokens": 48, "temperature": 0, "extra_body": {"ignore_eos": True}}
+
+        def ask_server(question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            return client.chat.completions.create(model="m", messages=messages, **options).choices[0].message.content
+
+        before = running.metrics()
+        with ThreadPoolExecutor(2) as pool:
+            assert all(pool.map(ask_server, ["Describe a cat.", "Describe a dog."]))
+        after = running.metrics()
+        assert (
+            after["smolcli_batch_tokens_total"] - before["smolcli_batch_tokens_total"]
+            > after["smolcli_batch_steps_total"] - before["smolcli_batch_steps_total"]
+        )  # decoded together
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{process.pid}/status").read_text()).group(1)) * 1024
+        assert 0 < peak <= plan.total, (size_text(peak), size_text(plan.total))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+
+
 # --- the plan table -----------------------------------------------------------------------
 
 
@@ -456,6 +653,13 @@ def test_plan_covers_every_registry_model(capsys):
         assert [d["name"] for d in row["devices"]] == [d.name for d in DEVICES]
         for device in row["devices"]:
             assert device["fits"] == (device["peak_bytes"] <= device["usable_bytes"])
+        dims = TextDims.from_config(shape["text"])
+        assert row["prefix_state_bytes"] == sequence_state_bytes(dims, row["prompt_tokens"], "f16")
+        parallel = row["parallel_bytes"]
+        assert 0 < parallel["2"] < parallel["4"]  # more conversations decoded together, more memory
+        assert parallel["4"] > 4 * kv_cache_bytes(dims, 2048, "f16") + 3 * kv_cache_bytes(dims, 2048, "f16")
+    photo_256m = next(r for r in rows if r["model"] == "smolvlm-256m")
+    assert 19e6 < photo_256m["prefix_state_bytes"] < 23e6  # about 20 MB for the 13-tile photo
     for model in registry.MODELS:
         sizes = [r for r in rows if r["model"] == model.name]
         assert sizes[0]["model_bytes"] < sizes[1]["model_bytes"] < sizes[2]["model_bytes"]  # Q4_K_M < Q8_0 < F16
@@ -470,3 +674,4 @@ def test_plan_table_names_every_model_and_machine(capsys):
     for device in DEVICES:
         assert device.name in out
     assert "1.5 GB for the OS" in out
+    assert "+par 4" in out and "serve --parallel N" in out and "prefix state" in out

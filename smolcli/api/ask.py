@@ -56,7 +56,7 @@ class ImagesInput:
         pair, question = self.pair, self.question
         pictures = question.pictures
         vision = pair.vision_for(pictures)
-        self.budget = pair.memory_budget(vision, pictures, vision_first=not pair.loaded)
+        self.budget = pair.memory_budget(vision, pictures, vision_first=not pair.loaded, reuse_prefix=True)
         if self.budget:
             # before loading: the images' tokens alone give a context no larger than the real one
             max_tokens = question.settings.max_tokens
@@ -95,7 +95,7 @@ class ImagesInput:
         return context
 
     def evaluate(self, prompt, context: LlamaContext) -> None:
-        self.pair.engine.evaluate(prompt, context, reuse_prefix=True)
+        self.pair.engine.evaluate(prompt, context, reuse_prefix=True, store_prefix=self.question.store_prefix)
 
 
 class ClipInput:

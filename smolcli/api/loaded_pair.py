@@ -14,14 +14,19 @@ from dataclasses import dataclass
 from smolcli.api.detail import mmproj_for_detail
 from smolcli.api.memory import MemoryBudget
 from smolcli.api.options import LoadOptions
-from smolcli.errors import ContextFull, ModelFileError
+from smolcli.errors import BadInput, ContextFull, ModelFileError
 from smolcli.models.dims import VisionDims
+from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.engine import Engine, EngineOptions
+from smolcli.runtime.planning.memory_plan import MemoryPlan, SharedContext
 from smolcli.runtime.video.video_prompt import FrameVision
 from smolcli.runtime.vision.images import RGBImage
+
+# a BatchDecoder's cells per conversation by default: an image question and its answer, in the shared pool
+PARALLEL_CELLS_EACH = 2048
 
 
 @dataclass
@@ -44,6 +49,7 @@ class LoadedPair:
         self._frames: FrameVision | None = None  # video frames' vision context, one per pair
         self.warned_v1_video = False  # the note that a SmolVLM (v1) release was not trained on video, given once
         self.conversations: list = []  # open Chats, each with its own context: closed before the weights
+        self.decoders: list[BatchDecoder] = []  # BatchDecoders made for this pair: their contexts are in every plan
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -119,9 +125,10 @@ class LoadedPair:
             )
 
     def memory_budget(
-        self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False
+        self, vision: GGUFSummary | None, images: list[RGBImage], vision_first: bool = False, reuse_prefix: bool = False
     ) -> MemoryBudget | None:
-        """With max_memory: what plans this run's peak (None without a limit); vision_first: see ready()."""
+        """With max_memory: what plans this run's peak (None without a limit), the open BatchDecoders' contexts
+        beside it; vision_first: see ready(); reuse_prefix: the prompt goes in through the prefix cache (an ask)."""
         limit = self.options.memory_limit
         if limit is None:
             return None  # no options to build (an embedding cache, a GPU query) for a plan nobody asked for
@@ -132,7 +139,38 @@ class LoadedPair:
             images,
             self.options.cache_type,
             vision_first,
+            reuse_prefix,
+            tuple(self.shared_context(d.n_seq, d.shared.n_ctx) for d in self.decoders if not d.shared.freed),
         )
+
+    # --- decoding several conversations together ----------------------------------------
+
+    @property
+    def conversation_cells(self) -> int:
+        """A conversation's cells in a BatchDecoder's pool by default: {ctx}, or PARALLEL_CELLS_EACH."""
+        return self.options.ctx or PARALLEL_CELLS_EACH
+
+    def shared_context(self, n_seq: int, n_ctx: int) -> SharedContext:
+        return SharedContext(n_seq, n_ctx, self.options.cache_type or "f16", min(self.conversation_cells, n_ctx))
+
+    def check_decoder(self, n_seq: int, n_ctx: int | None = None) -> tuple[int, MemoryPlan | None]:
+        """The cells of a BatchDecoder of n_seq sequences (n_ctx, or n_seq conversations' cells), and with max_memory
+        the plan of a conversation beside it: MemoryPlanRefused (one line naming the most sequences that fit) when
+        it does not fit."""
+        if n_seq < 1:
+            raise BadInput(f"decoding together needs at least 1 conversation, not {n_seq}")
+        cells = n_ctx or n_seq * self.conversation_cells
+        budget = self.memory_budget(self.files.mmproj, [])
+        if budget is None:
+            return cells, None
+        plan = budget.plan_beside_decoder(
+            self.conversation_cells, n_seq, lambda n: self.shared_context(n, n_ctx or n * self.conversation_cells)
+        )
+        return cells, plan
+
+    def add_decoder(self, decoder: BatchDecoder) -> None:
+        self.decoders = [d for d in self.decoders if not d.shared.freed] + [decoder]
+        self.track(decoder)
 
     def ready(self, vision: GGUFSummary | None, images: list[RGBImage], mtmd_only: bool) -> EngineReady:
         """The engine with this vision file in use, and what that took.

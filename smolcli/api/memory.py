@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.gguf.model_files import ModelFiles
@@ -13,6 +13,7 @@ from smolcli.runtime.llama.engine import EngineOptions
 from smolcli.runtime.planning.memory_plan import (
     MemoryPlan,
     RunSettings,
+    SharedContext,
     TextFootprint,
     VisionFootprint,
     image_tokens,
@@ -37,6 +38,8 @@ PART_LABELS = {
     "images": "images",
     "vision_build": "ONNX file build",
     "runtime": "runtime",
+    "prefix_state": "prefix state",
+    "shared_contexts": "parallel decoding",
 }
 
 
@@ -74,6 +77,13 @@ def parse_size(text: str) -> int:
     return size
 
 
+def prefix_cache_on(options: EngineOptions) -> bool:
+    """Whether the engine may store or restore prefix states (llama/prefix_cache.py: bounded to nothing is off, and
+    LoRA adapters keep it out; the ONNX layout and the CPU are the plan's to check)."""
+    cache = options.prefix_cache
+    return cache is not None and cache.max_bytes > 0 and not options.lora
+
+
 class FramesPlan(NamedTuple):
     plan: MemoryPlan
     fits: bool
@@ -98,11 +108,15 @@ class MemoryBudget:
         images: list[RGBImage],
         requested_cache: str | None,
         vision_first: bool = False,
+        reuse_prefix: bool = False,
+        shared_contexts: tuple[SharedContext, ...] = (),
     ) -> "MemoryBudget | None":
         """None without max_memory: the run goes on as it always has.
 
         vision_first: the images are encoded before the language model loads (a first question through the
-        ONNX encoder, OnnxVisionEncoder.encode_ahead), so the session and the model are planned apart."""
+        ONNX encoder, OnnxVisionEncoder.encode_ahead), so the session and the model are planned apart.
+        reuse_prefix: the prompt goes in through the prefix cache (an ask), which holds a copy of its prefix's state
+        when it stores or restores one. shared_contexts: BatchDecoders alive beside the run (serve --parallel)."""
         if limit is None:
             return None
         import llama_cpp
@@ -125,6 +139,8 @@ class MemoryBudget:
             options.repack_weights,
             onnx_built=built,
             vision_first=vision_first and len(images) <= KEPT_IMAGES,
+            prefix_state=reuse_prefix and prefix_cache_on(options),
+            shared_contexts=shared_contexts,
         )
         return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 
@@ -162,6 +178,38 @@ class MemoryBudget:
         it fits (api/video_plan.py names how many frames would)."""
         run = dataclasses.replace(self.run, n_ctx=n_ctx, frames=n_frames)
         return FramesPlan(*plan_within(self.text, self.vision, run, self.limit.size, self.requested_cache))
+
+    def plan_beside_decoder(self, n_ctx: int, n_seq: int, shared_context: Callable[[int], SharedContext]) -> MemoryPlan:
+        """The plan of an n_ctx-token conversation beside a BatchDecoder of n_seq sequences (shared_context(n): its
+        context for n), or a one-line refusal naming the most sequences that fit (serve --parallel)."""
+
+        def beside(n: int) -> "MemoryBudget":
+            run = dataclasses.replace(self.run, shared_contexts=(*self.run.shared_contexts, shared_context(n)))
+            return dataclasses.replace(self, run=run)
+
+        try:
+            return beside(n_seq).plan(n_ctx)
+        except MemoryPlanRefused as refused:
+            plan = refused.plan
+        alone = self.plan(n_ctx)  # one conversation without the decoder: its own refusal when even that does not fit
+        fits = next((n for n in range(n_seq - 1, 1, -1) if beside(n).fits(n_ctx)), 1)
+        shared = plan.part("shared_contexts").total
+        fix = f"{{parallel={fits}}} fits" if fits > 1 else "answering one at a time (no {parallel}) fits"
+        raise MemoryPlanRefused(
+            f"{{parallel={n_seq}}} needs about {size_text(plan.total)} but {{max_memory}} {self.limit.text} allows "
+            f"{size_text(self.limit.size)}: decoding {n_seq} conversations of {n_ctx} tokens together takes "
+            f"{size_text(shared)} beside one conversation's {size_text(alone.total)}; {fix}, or raise {{max_memory}}",
+            plan=plan,
+            limit=self.limit.size,
+            fits=fits,
+        )
+
+    def fits(self, n_ctx: int) -> bool:
+        try:
+            self.plan(n_ctx)
+        except MemoryPlanRefused:
+            return False
+        return True
 
     def report(self, plan: MemoryPlan) -> dict:
         return {**plan.as_dict(), "limit": self.limit.size}

@@ -27,11 +27,9 @@ from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.gguf.gguf_file import GGUFSummary
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.engine import Engine
+from smolcli.runtime.planning.memory_plan import MemoryPlan
 from smolcli.runtime.vision.images import RGBImage, image_from
 from smolcli.util.report import quiet
-
-# a BatchDecoder's cells per conversation by default: an image question and its answer, in the shared pool
-PARALLEL_CELLS_EACH = 2048
 
 Report = Callable[[str], None]
 
@@ -158,6 +156,7 @@ class Model:
         fps: float | None = None,
         max_frames: int | None = None,
         report: Report = quiet,
+        store_prefix: bool = True,
         **generation,
     ) -> Answer | AnswerStream:
         """Answer one question about zero or more images (paths, bytes or PIL images).
@@ -176,7 +175,9 @@ class Model:
 
         `video` (a path, '-' for stdin, or the file's bytes) asks about a clip, laid out as SmolVLM2
         was trained (smolcli.api.video); `fps` and `max_frames` override the release's sampling,
-        and `report` receives its progress lines. How the answer is generated (GenerationSettings' fields;
+        and `report` receives its progress lines. `store_prefix=False`: the prompt's prefix state is restored
+        from the prefix cache when stored there, but not written when it is not (a batch asks so for images no
+        later item shares). How the answer is generated (GenerationSettings' fields;
         an unknown one is refused):
 
         {settings}
@@ -188,7 +189,7 @@ class Model:
         pictures = [image_from(item) for item in images]
         if not prompt.strip() and not pictures and video is None:
             raise BadInput("the prompt is empty: give a question")
-        question = Question(prompt, system, pictures, settings, constraint, logprobs, stream)
+        question = Question(prompt, system, pictures, settings, constraint, logprobs, stream, store_prefix)
         clip = ClipRequest(video, fps, max_frames, report) if video is not None else None
         return ask_question(self.pair, question, clip)  # a clip is one more kind of input
 
@@ -209,14 +210,18 @@ class Model:
     def batch_decoder(self, n_seq: int, n_ctx: int | None = None) -> BatchDecoder:
         """What decodes up to n_seq conversations' answers together (Chat.send(decoder=...)): sequences of one
         llama.cpp context of n_ctx cells (default: n_seq x this model's ctx, or 2048 each), shared by them.
-        Closed with the model; answers are the same as decoded alone."""
-        if n_seq < 1:
-            raise BadInput(f"decoding together needs at least 1 conversation, not {n_seq}")
-        engine = self.engine
-        cells = n_ctx or n_seq * (self.options.ctx or PARALLEL_CELLS_EACH)
-        decoder = BatchDecoder(engine, n_seq, cells, self.options.cache_type or "f16")
-        self.pair.track(decoder)
+        Closed with the model; answers are the same as decoded alone. With max_memory its context is in every
+        later plan, and one that does not fit beside a conversation is refused (check_parallel)."""
+        cells, _ = self.pair.check_decoder(n_seq, n_ctx)  # with max_memory: refused before anything loads
+        decoder = BatchDecoder(self.engine, n_seq, cells, self.options.cache_type or "f16")
+        self.pair.add_decoder(decoder)
         return decoder
+
+    def check_parallel(self, n_seq: int) -> MemoryPlan | None:
+        """With max_memory: the plan of n_seq conversations of {ctx} (or 2048) tokens decoded together (serve
+        --parallel: a batch_decoder(n_seq) and their contexts), checked before anything loads: MemoryPlanRefused
+        when it does not fit, its one line naming the most that do. None without a limit or for one at a time."""
+        return self.pair.check_decoder(n_seq)[1] if n_seq > 1 else None
 
     def __repr__(self) -> str:
         return f"<smolcli.Model {self.files.model.path.name}{' (loaded)' if self.loaded else ''}>"

@@ -34,6 +34,7 @@ class Question:
     constraint: Constraint | None
     logprobs: int | None
     stream: bool
+    store_prefix: bool = True  # False: an image prompt's prefix state is read from the prefix cache, never written
 
 
 def checked_constraint(settings: GenerationSettings, logprobs: int | None) -> Constraint | None:

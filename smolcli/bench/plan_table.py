@@ -16,10 +16,12 @@ from smolcli.runtime.llama.context_size import ask_context_size
 from smolcli.runtime.planning.memory_plan import (
     MemoryPlan,
     RunSettings,
+    SharedContext,
     TextFootprint,
     VisionFootprint,
     image_tokens,
     plan_memory,
+    sequence_state_bytes,
     tiles_per_image,
 )
 
@@ -31,6 +33,8 @@ ANSWER_TOKENS = 256
 PROMPT_TEXT_TOKENS = 32
 TEXT_TOKENS_PER_TILE = 4
 GB = 10**9
+PARALLEL = (2, 4)  # serve --parallel N's shared context, shown beside the table
+CONVERSATION_CELLS = 2048  # each conversation's cells in it by default (LoadedPair.conversation_cells)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class PlanRow:
     prompt_tokens: int
     plan: MemoryPlan  # CPU only
     device_plans: tuple[MemoryPlan, ...]  # one per DEVICES entry
+    prefix_state: int  # the photo prompt's prefix state, held once more while the prefix cache stores or restores it
+    parallel: dict[int, int]  # serve --parallel N: what its shared context and the other conversations add
 
     def as_dict(self) -> dict:
         return {
@@ -89,6 +95,8 @@ class PlanRow:
             "cache_type": self.plan.cache_type,
             "peak_bytes": self.plan.total,
             "parts": {p.name: p.total for p in self.plan.parts},
+            "prefix_state_bytes": self.prefix_state,
+            "parallel_bytes": {str(n): size for n, size in self.parallel.items()},
             "devices": [
                 {"name": d.name, "usable_bytes": d.usable, "peak_bytes": p.total, "fits": p.total <= d.usable}
                 for d, p in zip(DEVICES, self.device_plans, strict=True)
@@ -109,7 +117,16 @@ def plan_row(model: RegisteredModel, quant: str) -> PlanRow:
         for d in DEVICES
     )
     cpu_only = plan_memory(text, vision, RunSettings(n_ctx, "f16", (PHOTO,)))
-    return PlanRow(model, quant, text.total, vision.total, chunks, prompt, cpu_only, device_plans)
+    # the ONNX encoder's prompts only (the table plans mtmd's): the prefix's own tokens, not the whole context
+    prefix_state = sequence_state_bytes(text.dims, prompt, "f16")
+    parallel = {}
+    for n_seq in PARALLEL:
+        shared = SharedContext(n_seq, n_seq * CONVERSATION_CELLS, "f16", CONVERSATION_CELLS)
+        run = RunSettings(n_ctx, "f16", (PHOTO,), shared_contexts=(shared,))
+        parallel[n_seq] = plan_memory(text, vision, run).part("shared_contexts").total
+    return PlanRow(
+        model, quant, text.total, vision.total, chunks, prompt, cpu_only, device_plans, prefix_state, parallel
+    )
 
 
 def plan_rows() -> list[PlanRow]:

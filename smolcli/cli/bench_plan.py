@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from smolcli.bench.plan_table import ANSWER_TOKENS, DEVICES, MMPROJ_TYPE, PHOTO, plan_rows
+from smolcli.bench.plan_table import ANSWER_TOKENS, CONVERSATION_CELLS, DEVICES, MMPROJ_TYPE, PARALLEL, PHOTO, plan_rows
 from smolcli.util.units import size_text
 
 
@@ -21,6 +21,8 @@ def show_plan(as_json: bool) -> None:
     print(
         f"{'model':24} {'quant':7} {'LM file':>10} {'mmproj':>10} {'chunks':>6} {'n_ctx':>6} {'peak':>10}  "
         + " ".join(f"{device.label:>7}" for device in DEVICES)
+        + f" {'state':>10}"
+        + "".join(f" {f'+par {n}':>10}" for n in PARALLEL)
     )
     for row in rows:
         fits = " ".join(
@@ -29,9 +31,18 @@ def show_plan(as_json: bool) -> None:
         print(
             f"{row.model.name:24} {row.quant:7} {size_text(row.model_bytes):>10} {size_text(row.mmproj_bytes):>10} "
             f"{row.image_chunks:>6} {row.plan.n_ctx:>6} {size_text(row.plan.total):>10}  {fits}"
+            f" {size_text(row.prefix_state):>10}" + "".join(f" {size_text(row.parallel[n]):>10}" for n in PARALLEL)
         )
     print(
         "\nFits: the peak (the Jetson's with every layer on its GPU) within what the machine leaves free (GB = 10^9 bytes):"
     )
     for device in DEVICES:
         print(f"  {device.label}: {device.name}, {size_text(device.usable)} usable: {device.note}")
+    print(
+        "state: the photo prompt's prefix state, held once more while the prefix cache stores or restores it "
+        "(ONNX vision encoder; counted in --max-memory plans)."
+    )
+    print(
+        f"+par N: what `serve --parallel N` adds (its shared context of N x {CONVERSATION_CELLS} positions and "
+        "the other conversations' own contexts; `serve --max-memory` checks it before loading)."
+    )

@@ -131,6 +131,7 @@ def serve(
     serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits, ui=not no_ui)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
+    opened.check_parallel(parallel)  # with --max-memory: --parallel's shared context planned before the weights load
     if serve_settings.model_id is None:
         serve_settings = dataclasses.replace(serve_settings, model_id=_model_name(model))
     try:

@@ -301,12 +301,15 @@ class Engine:
             raise SmolcliError("the prompt could not be tokenized")
         return count, list(buffer[:count])
 
-    def evaluate(self, prompt: Prompt, context: LlamaContext, reuse_prefix: bool = False) -> None:
+    def evaluate(
+        self, prompt: Prompt, context: LlamaContext, reuse_prefix: bool = False, store_prefix: bool = True
+    ) -> None:
         """Run every chunk of the prompt through the model, appending to the context's cache (llama/prefill.py).
         reuse_prefix: a question's whole prompt into an empty context, its shared prefix first (its state restored
-        from the prefix cache, or stored there) where that is exact (llama/prefix_cache.py)."""
+        from the prefix cache, or stored there unless store_prefix is False) where that is exact
+        (llama/prefix_cache.py)."""
         if reuse_prefix:
-            reuse = PrefixReuse(self, self.options.prefix_cache)
+            reuse = PrefixReuse(self, self.options.prefix_cache, store=store_prefix)
             if reuse.applies(prompt, context):
                 reuse.evaluate(prompt, context)
                 return

@@ -123,9 +123,12 @@ class PrefixReuse:
     and a run without it give the same logits bit for bit. (Under CPU flash attention a few tokens attending
     over many round differently from a large batch; a prompt evaluated whole moved the logits by about 1e-3.)"""
 
-    def __init__(self, engine: "Engine", cache: PrefixCache | None):
+    def __init__(self, engine: "Engine", cache: PrefixCache | None, store: bool = True):
         self.engine = engine
         self.cache = cache if cache is not None and cache.max_bytes > 0 else None  # bounded to nothing: off
+        # False: a stored state is still restored, but a missing one is not written (a batch item whose images no
+        # later item shares: its state would be written for nothing)
+        self.store = store
 
     def applies(self, prompt: Prompt, context: LlamaContext) -> bool:
         """Where a restored prefix answers as the run that stored it (see the module's header)."""
@@ -159,7 +162,7 @@ class PrefixReuse:
             if state is not None:
                 cache.forget(key)  # refused by llama.cpp: stored again below
             engine.prefill.evaluate_chunks(context, prefix, as_rows)
-            if cache is not None:
+            if cache is not None and self.store:
                 cache.put(key, context.sequence_state())
         engine.prefill.evaluate_chunks(context, rest, as_rows)
 

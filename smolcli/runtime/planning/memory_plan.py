@@ -16,6 +16,15 @@ Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU
                     frames: each kept as one tile-size RGB picture and, tokenized all at once before the
                     first is evaluated, mtmd's two f32 tiles of it (the 1x1 grid and the global view)
   runtime           Python, the libraries and llama.cpp's vocabulary; plus a GPU runtime when offloading
+  prefix_state      an ask whose image prompt the prefix cache may store or restore (llama/prefix_cache.py: the ONNX
+                    encoder's layout, the CPU, no LoRA): the prefix's KV state copied out of llama.cpp (stored) or
+                    read from its file (restored), held beside the context's own cache; counted as a state of the
+                    whole context's cells, since the prefix is shorter than the prompt (256M, the 13-tile photo:
+                    about 20 MB)
+  shared_contexts   serve --parallel N's BatchDecoder (runtime/decoding/batch_decoder.py): its context of N
+                    sequences over its own cells (KV cache, a compute buffer for N tokens and N logits rows),
+                    one conversation's state on its way in or out of it (join and leave copy it through a buffer),
+                    and the N - 1 other conversations answered beside the run's, each with a context of its own
 
 On a unified-memory board (Jetson) CPU and GPU parts share one memory: `total` is what to compare.
 
@@ -169,6 +178,16 @@ class VisionFootprint:
 
 
 @dataclass(frozen=True)
+class SharedContext:
+    """A BatchDecoder's context (serve --parallel): n_seq sequences over n_ctx cells, one token each per decode."""
+
+    n_seq: int
+    n_ctx: int
+    cache_type: str = "f16"
+    conversation_ctx: int = 0  # the largest conversation context whose cache is copied in (0: n_ctx)
+
+
+@dataclass(frozen=True)
 class RunSettings:
     n_ctx: int
     cache_type: str = "f16"
@@ -182,12 +201,15 @@ class RunSettings:
     # with "onnx": the images are encoded before the language model loads and the session is freed after
     # (a first question: OnnxVisionEncoder.encode_ahead), so the two phases' parts are never resident together
     vision_first: bool = False
+    # the prefix cache may store or restore this prompt's prefix state (applies with the ONNX encoder's layout only)
+    prefix_state: bool = False
+    shared_contexts: tuple[SharedContext, ...] = ()  # BatchDecoders alive beside the run (serve --parallel)
 
 
 # What encode_ahead keeps apart: the ONNX session's phase, then the language model's. vision_build is in neither:
 # what a first run's build leaves (onnx's protobuf messages, the heap) stays resident beside both
 VISION_PHASE = ("vision_weights", "vision_compute")
-TEXT_PHASE = ("text_weights", "repacked_weights", "kv_cache", "text_compute")
+TEXT_PHASE = ("text_weights", "repacked_weights", "kv_cache", "text_compute", "prefix_state", "shared_contexts")
 
 
 @dataclass(frozen=True)
@@ -256,20 +278,38 @@ def kv_cache_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_layers: int | 
     return kv_cells(n_ctx) * (dims.n_layer if n_layers is None else n_layers) * 2 * row
 
 
+# llama.cpp's saved state of a sequence (llama_state_seq_get_size) beyond the K and V rows of its cells: per cell its
+# position and sequence ids, per layer the rows' type and size, and a few counts (256M: 12 bytes a cell, 24 a layer,
+# 24 more; tests/test_memory_plan.py holds the formula against llama.cpp's own size)
+STATE_PER_CELL = 12
+STATE_PER_LAYER = 24
+STATE_FIXED = 64
+
+
+def sequence_state_bytes(dims: TextDims, n_cells: int, cache_type: str) -> int:
+    """What LlamaContext.sequence_state() copies out for a sequence of n_cells cells (and a prefix cache file holds)."""
+    per_block, block_bytes = kv_block(cache_type)
+    row = dims.n_embd_kv // per_block * block_bytes
+    return n_cells * (dims.n_layer * 2 * row + STATE_PER_CELL) + dims.n_layer * STATE_PER_LAYER + STATE_FIXED
+
+
 def cache_type_fits_model(dims: TextDims, cache_type: str) -> bool:
     """A quantized cache stores each head in whole blocks."""
     return dims.head_dim % kv_block(cache_type)[0] == 0
 
 
-def text_compute_bytes(dims: TextDims, n_ctx: int, cache_type: str, n_outputs: int | None = None) -> int:
+def text_compute_bytes(
+    dims: TextDims, n_ctx: int, cache_type: str, n_outputs: int | None = None, n_ubatch: int = MAX_UBATCH
+) -> int:
     """llama.cpp's compute buffer with flash attention, and its logits output buffer.
 
     The buffer holds the largest set of tensors alive at once in a batch's graph: at the end the
     logits of every batch position (llama.cpp reserves for that), inside a layer the attention
     mask and the feed-forward activations. A quantized cache adds one f32 copy of a batch's queries.
     n_outputs: the logits rows a batch really writes (None: the reserved worst case, a whole batch).
+    n_ubatch: the context's batch size (a BatchDecoder's is its sequence count).
     """
-    n_ubatch = min(MAX_UBATCH, n_ctx)
+    n_ubatch = min(n_ubatch, n_ctx)
     cells = kv_cells(n_ctx)
     rows = n_ubatch if n_outputs is None else min(n_outputs, n_ubatch)
     logits = FLOAT * rows * (dims.n_vocab + 2 * dims.n_embd + 2)
@@ -413,6 +453,10 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         images = onnx_images_bytes(vision.dims, run.images) + 2 * FLOAT * min(MAX_BATCH, run.n_ctx) * dims.n_embd
         runtime += ORT_RUNTIME
     build = onnx_build_bytes(vision.dims) if onnx and not run.onnx_built else 0
+    # the prefix cache works on the ONNX encoder's layout, on the CPU (PrefixReuse.applies)
+    prefix = onnx and run.prefix_state and bool(run.images) and not offloaded
+    prefix_state = sequence_state_bytes(dims, run.n_ctx, run.cache_type) if prefix else 0
+    shared = [shared_context_part(dims, context, offloaded) for context in run.shared_contexts]
     parts = (
         Part("text_weights", text.total - gpu_weights, gpu_weights),
         Part("repacked_weights", repacked),
@@ -423,9 +467,34 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("images", images + frames),
         Part("vision_build", build),
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
+        Part("prefix_state", prefix_state),
+        Part("shared_contexts", sum(part.cpu for part in shared), sum(part.gpu for part in shared)),
     )
     apart = (VISION_PHASE, TEXT_PHASE) if onnx and run.vision_first else ()
     return MemoryPlan(parts, run.n_ctx, run.cache_type, run.vision_engine if vision else "mtmd", apart)
+
+
+def shared_context_part(dims: TextDims, shared: SharedContext, offloaded: int) -> Part:
+    """A BatchDecoder's context: its KV cache (split as the run's is when blocks go to a GPU), its compute buffer for
+    n_seq tokens and their logits, and one conversation's state copied in or out through a buffer; and the other
+    n_seq - 1 conversations answered beside the run's, each in a context of its own (KV cache and compute buffer)."""
+    each = min(shared.conversation_ctx or shared.n_ctx, shared.n_ctx)
+    cache_type = shared.cache_type
+    on_cpu = dims.n_layer - offloaded
+    others = shared.n_seq - 1
+    kv_gpu = kv_cache_bytes(dims, shared.n_ctx, cache_type, offloaded) + others * kv_cache_bytes(
+        dims, each, cache_type, offloaded
+    )
+    kv_cpu = kv_cache_bytes(dims, shared.n_ctx, cache_type, on_cpu) + others * kv_cache_bytes(
+        dims, each, cache_type, on_cpu
+    )
+    # one logits row per sequence in its output buffer (text_compute_bytes counts one)
+    compute = text_compute_bytes(dims, shared.n_ctx, cache_type, shared.n_seq, n_ubatch=shared.n_seq)
+    compute += FLOAT * dims.n_vocab * others + others * text_compute_bytes(dims, each, cache_type, n_outputs=1)
+    moving = sequence_state_bytes(dims, each, cache_type)
+    if offloaded:
+        return Part("shared_context", kv_cpu + moving, kv_gpu + compute)
+    return Part("shared_context", kv_cpu + compute + moving)
 
 
 def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, ...]:
