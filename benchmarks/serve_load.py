@@ -28,7 +28,14 @@ each (the end of answer ignored, so every answer has them all), --rounds (3) tim
 then N clients at once; decode throughput is their completion tokens over the wall time, and the N clients'
 total over the one client's is the figure (medians of the rounds). The N answers given together must equal
 the same questions asked one at a time (greedy). The same N clients against a --parallel 1 server (today's
-one at a time) are timed beside.
+one at a time) are timed beside (not with --skip-parallel-1).
+
+    git archive <commit> smolcli | tar -x -C /tmp/base     # another commit's package, to compare against
+    python benchmarks/serve_load.py --parallel 4 --baseline /tmp/base --skip-parallel-1
+
+--baseline ROOT: a second --parallel N server runs ROOT's smolcli package (PYTHONPATH, ahead of this checkout's),
+up beside this one's, and their rounds alternate (one client then N on one, then on the other), so both see the
+same load; its figures are reported under "baseline".
 """
 
 from __future__ import annotations
@@ -95,9 +102,13 @@ def question(image: bytes) -> list[dict]:
 
 
 class Server:
-    def __init__(self, command: list[str], home: Path, log: Path, port_pattern: str, ready_path: str, port=None):
+    def __init__(
+        self, command: list[str], home: Path, log: Path, port_pattern: str, ready_path: str, port=None, source=None
+    ):
         self.log = log
         env = os.environ | {"SMOLCLI_HOME": str(home)}
+        if source is not None:  # another checkout's smolcli package, ahead of this one's editable install
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), env.get("PYTHONPATH"))))
         self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 600
         self.port = port
@@ -141,11 +152,11 @@ class Server:
 
 
 def smolcli_server(
-    model: Path, home: Path, log: Path, threads: int, queue: int, detail: int, parallel: int = 1
+    model: Path, home: Path, log: Path, threads: int, queue: int, detail: int, parallel: int = 1, source=None
 ) -> Server:
     command = [sys.executable, "-m", "smolcli", "serve", "-m", str(model), "--port", "0", "--threads", str(threads)]
     command += ["--queue", str(queue), "--image-size", str(detail), "--parallel", str(parallel)]
-    return Server(command, home, log, r"listening on http://127\.0\.0\.1:(\d+)", "/health")
+    return Server(command, home, log, r"listening on http://127\.0\.0\.1:(\d+)", "/health", source=source)
 
 
 def mmproj_at_detail(model: Path, detail: int, image: bytes) -> Path:
@@ -299,33 +310,54 @@ def parallel_decode(files, scratch: Path, args) -> dict:
     n = args.parallel
     questions = [PARALLEL_QUESTIONS[i % len(PARALLEL_QUESTIONS)] for i in range(n)]
     report: dict = {"parallel": n, "decode_tokens": args.decode_tokens, "rounds": args.rounds}
-    server = smolcli_server(
-        files.model,
-        scratch / "home-par",
-        scratch / "par.log",
-        args.threads,
-        queue=2 * n,
-        detail=args.detail,
-        parallel=n,
-    )
+    # this checkout's server, and with --baseline another checkout's beside it: both up, their rounds interleaved
+    sides = {"this": None} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
+    servers: dict[str, Server] = {}
     try:
-        client = server.client(args.timeout)
-        decode_round(client, questions[:1], 4)  # warm: the first request's setup is not decoding
-        alone = [decode_round(client, [question], args.decode_tokens)[1][0] for question in questions]
-        one_client, n_clients = [], []
-        for _ in range(args.rounds):
-            one_client.append(decode_round(client, questions[:1], args.decode_tokens)[0])
-            rate, together, _ = decode_round(client, questions, args.decode_tokens)
-            n_clients.append(rate)
-            report["same_answers_as_one_at_a_time"] = report.get("same_answers_as_one_at_a_time", True) and (
-                together == alone
+        for name, source in sides.items():
+            servers[name] = smolcli_server(
+                files.model,
+                scratch / f"home-par-{name}",
+                scratch / f"par-{name}.log",
+                args.threads,
+                queue=2 * n,
+                detail=args.detail,
+                parallel=n,
+                source=source,
             )
-        report["one_client_tok_s"] = [round(r, 1) for r in one_client]
-        report[f"{n}_clients_tok_s"] = [round(r, 1) for r in n_clients]
-        report[f"{n}_clients_over_one"] = round(statistics.median(n_clients) / statistics.median(one_client), 2)
-        report["server_peak_rss_mb"] = server.peak_rss_mb()
+        clients = {name: server.client(args.timeout) for name, server in servers.items()}
+        alone = {}
+        for name, client in clients.items():
+            decode_round(client, questions[:1], 4)  # warm: the first request's setup is not decoding
+            alone[name] = [decode_round(client, [question], args.decode_tokens)[1][0] for question in questions]
+        one_client = {name: [] for name in servers}
+        n_clients = {name: [] for name in servers}
+        same = {name: True for name in servers}
+        for _ in range(args.rounds):
+            for name, client in clients.items():
+                one_client[name].append(decode_round(client, questions[:1], args.decode_tokens)[0])
+                rate, together, _ = decode_round(client, questions, args.decode_tokens)
+                n_clients[name].append(rate)
+                same[name] = same[name] and together == alone[name]
+        for name, server in servers.items():
+            side = report if name == "this" else report.setdefault(name, {"source": str(sides[name])})
+            side["same_answers_as_one_at_a_time"] = same[name]
+            side["one_client_tok_s"] = [round(r, 1) for r in one_client[name]]
+            side[f"{n}_clients_tok_s"] = [round(r, 1) for r in n_clients[name]]
+            side[f"{n}_clients_over_one"] = round(
+                statistics.median(n_clients[name]) / statistics.median(one_client[name]), 2
+            )
+            side["server_peak_rss_mb"] = server.peak_rss_mb()
+        if args.baseline:
+            report["baseline"]["answers_equal_this"] = alone["baseline"] == alone["this"]
     finally:
-        report["exit_status"] = server.stop()
+        for name, server in servers.items():
+            status = server.stop()
+            if name == "this":
+                report["exit_status"] = status
+    if args.skip_parallel_1:
+        return report
+    one_client = one_client["this"]
     # today's server, one answer at a time, under the same N clients
     server = smolcli_server(
         files.model, scratch / "home-one", scratch / "one.log", args.threads, queue=2 * n, detail=args.detail
@@ -359,6 +391,10 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=0, help="only serve --parallel N's decode throughput")
     parser.add_argument("--decode-tokens", type=int, default=64, help="--parallel: tokens per answer")
     parser.add_argument("--rounds", type=int, default=3, help="--parallel: one client, then N, this many times")
+    parser.add_argument(
+        "--baseline", help="--parallel: another checkout's root (git worktree add), its server's rounds interleaved"
+    )
+    parser.add_argument("--skip-parallel-1", action="store_true", help="--parallel: not the --parallel 1 server")
     args = parser.parse_args()
 
     files, _ = prepare_files(args.shape, "Q4_K_M", "Q8_0", report=lambda line: print(line, file=sys.stderr))

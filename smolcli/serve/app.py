@@ -99,7 +99,7 @@ def create_app(
         deadline = arrived + settings.limits.timeout_s
         body = parse_body(await read_body(request, settings.limits, stopping))
         parsed = await run_in_threadpool(chat_request, body, settings, deadline)  # decodes the images: off the loop
-        job = Job(parsed, asyncio.get_running_loop(), deadline=deadline)
+        job = Job(parsed, asyncio.get_running_loop(), deadline=deadline, streamed=parsed.stream)
         request.state.log = f"images={parsed.n_images} max_tokens={parsed.max_tokens}"
         completion = Completion(model_id)
         return await respond(

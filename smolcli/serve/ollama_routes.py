@@ -56,7 +56,7 @@ def ollama_routes(
         reply = Reply(call.model, kind, arrived)
         if call.request is None:
             return JSONResponse(reply.loaded())
-        job = Job(call.request, asyncio.get_running_loop(), deadline=deadline)
+        job = Job(call.request, asyncio.get_running_loop(), deadline=deadline, streamed=call.stream)
         request.state.log = f"images={call.request.n_images} max_tokens={call.request.max_tokens}"
         return await respond(
             request,

@@ -9,6 +9,10 @@ With --parallel N, up to N jobs are answered together: each job's work is a gene
 (replay, images, prefill) on its first step and then one token per step; every round, each running job takes
 one step, then the Model's BatchDecoder decodes all their tokens in one llama_decode. A new job's prompt is
 evaluated between two rounds, so the others wait for it as they would behind it in the queue.
+
+The worker's events reach the event loop once per round, all jobs' together (one call_soon_threadsafe, one wakeup
+of the loop), and a reply that is not streamed gets only its end, not a piece per token: every hand-off is work
+the loop's thread does while llama.cpp's threads want the same two cores (benchmarks/batch_step.py).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Job:
     deadline: float  # time.monotonic()
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    streamed: bool = True  # the reply is written piece by piece; False: only its end (the outcome) is wanted
     state: str = "queued"  # queued -> running -> done, or queued -> cancelled
     timed_out: bool = False
 
@@ -68,6 +73,10 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
         except RuntimeError:  # the loop has closed: nobody is listening any more
             pass
+
+    def deliver(self, kind: str, value=None) -> None:
+        """On the event loop's thread: the event in the job's queue."""
+        self.events.put_nowait((kind, value))
 
     def stop_requested(self) -> bool:
         if time.monotonic() > self.deadline:
@@ -90,6 +99,7 @@ class ModelWorker:
         self._admitted = 0  # waiting or being answered
         self._seconds_per_job = 1.0  # a running average, for Retry-After
         self._decoder: BatchDecoder | None = None  # with --parallel N > 1: the jobs' answers decoded together
+        self._outbox: list[tuple[Job, str, object]] = []  # the worker's events, handed to the loop once per round
         self._thread = threading.Thread(target=self._run, name="smolcli-model", daemon=True)
 
     # --- the event loop's side ----------------------------------------------------------
@@ -189,10 +199,29 @@ class ModelWorker:
                 running.append((job, steps, time.monotonic()))
                 if not self._step(job, steps, running[-1][2]):
                     running.pop()
+                self._flush()  # its first piece (or its error) out now, not after the others' prompts
             decoded = self._decoder.step() if self._decoder is not None else 0  # every token the last steps queued
             if decoded:
                 self.metrics.add(batch_steps=1, batch_tokens=decoded)
             running = [(job, steps, started) for job, steps, started in running if self._step(job, steps, started)]
+            self._flush()
+
+    def _post(self, job: Job, kind: str, value=None) -> None:
+        self._outbox.append((job, kind, value))
+
+    def _flush(self) -> None:
+        """The events posted since the last flush, in order, with one hand-off per event loop."""
+        if not self._outbox:
+            return
+        events, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, str, object]]] = {}
+        for event in events:
+            by_loop.setdefault(event[0].loop, []).append(event)
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, batch)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
 
     def _step(self, job: Job, steps: Generator[None, None, None], started: float) -> bool:
         """One step of a job (its prompt, or one token); False once it has ended, and its place is freed."""
@@ -211,25 +240,25 @@ class ModelWorker:
             if job.stop_requested():
                 raise Stopped
             outcome = yield from self._turn(job)
-            job.emit("done", outcome)
+            self._post(job, "done", outcome)
             self.metrics.add(requests=1)
         except Stopped:
             if job.timed_out:
                 self.metrics.add(timed_out=1)
-                job.emit("error", timeout_error(self.limits))
+                self._post(job, "error", timeout_error(self.limits))
             else:
                 self.metrics.add(cancelled=1)
-                job.emit("error", client_closed())
+                self._post(job, "error", client_closed())
         except APIError as error:
             self.metrics.add(failed=1)
-            job.emit("error", error)
+            self._post(job, "error", error)
         except SmolcliError as error:
             self.metrics.add(failed=1)
-            job.emit("error", from_library(error, job.request.fields))
+            self._post(job, "error", from_library(error, job.request.fields))
         except Exception as error:  # noqa: BLE001 - one request failed; the server goes on
             self.metrics.add(failed=1)
             print(f"smolcli serve: error while answering: {type(error).__name__}: {error}", file=sys.stderr)
-            job.emit("error", APIError(500, f"internal error: {type(error).__name__}: {error}", "server_error"))
+            self._post(job, "error", APIError(500, f"internal error: {type(error).__name__}: {error}", "server_error"))
 
     def _turn(self, job: Job) -> Generator[None, None, Outcome]:
         request = job.request
@@ -288,8 +317,8 @@ class ModelWorker:
                 if job.stop_requested():
                     stream.close()  # the turn is undone: the conversation is as it was before it
                     raise Stopped
-                if piece:
-                    job.emit("piece", piece)
+                if piece and job.streamed:
+                    self._post(job, "piece", piece)
                 yield
             answer = stream.answer
             done = prompt_done or engine.counters
@@ -322,6 +351,11 @@ class ModelWorker:
                     self.conversations.put(key, chat)
                 else:
                     chat.close()
+
+
+def _deliver_all(events: list[tuple[Job, str, object]]) -> None:
+    for job, kind, value in events:
+        job.deliver(kind, value)
 
 
 def client_closed() -> APIError:

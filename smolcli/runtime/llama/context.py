@@ -32,6 +32,8 @@ class LlamaContext:
         self.n_past = 0
         self._n_vocab = n_vocab
         self.counters = counters  # the model's, shared by its contexts
+        self._step_batch = None  # decode_step's llama_batch, made once (of _step_capacity tokens) and reused
+        self._step_capacity = 0
 
     @property
     def freed(self) -> bool:
@@ -82,18 +84,20 @@ class LlamaContext:
         """One llama_decode of one token per sequence, each entry (token, position, sequence), each with its
         logits (logits_view(i) reads entry i's). For a context of several sequences (a BatchDecoder's)."""
         llama_cpp = self._llama
-        batch = llama_cpp.llama_batch_init(len(entries), 0, 1)
-        try:
-            for i, (token, position, sequence) in enumerate(entries):
-                batch.token[i] = token
-                batch.pos[i] = position
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = sequence
-                batch.logits[i] = 1
-            batch.n_tokens = len(entries)
-            status = llama_cpp.llama_decode(self.handle, batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
+        if len(entries) > self._step_capacity:
+            self._free_step_batch()
+            self._step_batch = llama_cpp.llama_batch_init(max(len(entries), self.n_seq), 0, 1)
+            self._step_capacity = max(len(entries), self.n_seq)
+        batch = self._step_batch
+        token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, (entry_token, position, sequence) in enumerate(entries):
+            token[i] = entry_token
+            pos[i] = position
+            n_seq_id[i] = 1
+            seq_id[i][0] = sequence
+            logits[i] = 1
+        batch.n_tokens = len(entries)
+        status = llama_cpp.llama_decode(self.handle, batch)
         if status != 0:
             raise SmolcliError(f"llama.cpp failed to decode {len(entries)} sequences together (status {status})")
 
@@ -162,10 +166,17 @@ class LlamaContext:
 
     def free(self) -> None:
         """Free the KV cache; safe to call twice (the engine frees what is left before its model)."""
+        self._free_step_batch()
         if self.handle is not None:
             self._llama.llama_free(self.handle)
             self.handle = None
             self.n_past = 0
+
+    def _free_step_batch(self) -> None:
+        if self._step_batch is not None:
+            self._llama.llama_batch_free(self._step_batch)
+            self._step_batch = None
+            self._step_capacity = 0
 
 
 def context_full(n_past: int, n_new: int, n_ctx: int) -> ContextFull:

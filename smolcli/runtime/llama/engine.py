@@ -98,6 +98,8 @@ class Engine:
         # (MtmdTiles), or None where mtmd cuts whole images itself (an mmproj without a longest edge)
         self.layout_encoder: LayoutEncoder | None = None
         self._utf8_vocabulary = None
+        # piece()'s answers: a token's bytes never change, and decoding asks for one per token
+        self._pieces: dict[int, bytes] = {}
         self._token_embeddings: TokenEmbeddings | None = None  # mapped on the first prompt fed as rows
         self.threads = options.threads or default_threads()
         llama_logging.configure(options.verbose)
@@ -342,12 +344,16 @@ class Engine:
         return bool(self._llama.llama_vocab_is_eog(self.vocab, token))
 
     def piece(self, token: int) -> bytes:
+        known = self._pieces.get(token)
+        if known is not None:
+            return known
         buffer = ctypes.create_string_buffer(64)
         size = self._llama.llama_token_to_piece(self.vocab, token, buffer, 64, 0, False)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
             size = self._llama.llama_token_to_piece(self.vocab, token, buffer, -size, 0, False)
-        return buffer.raw[:size]
+        piece = self._pieces[token] = buffer.raw[:size]
+        return piece
 
     def close(self) -> None:
         self._token_embeddings = None  # its map of the model file
