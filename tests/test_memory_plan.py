@@ -53,7 +53,9 @@ from smolcli.runtime.planning.memory_plan import (
     text_compute_bytes,
     vision_compute_bytes,
 )
+from smolcli.runtime.vision.openvino_encoder import openvino_available
 from smolcli.synthetic.random_checkpoint import write_random_checkpoint
+from smolcli.util.cpu_features import native_bf16
 from smolcli.util.units import size_text
 
 from cli_checks import one_line_error
@@ -224,6 +226,37 @@ def test_a_real_run_stays_under_its_plan(tiny_pair, images, tmp_path):
     assert second["memory_plan"]["parts"]["vision_build"]["cpu"] == 0
     mtmd = planned_run(model, shown, tmp_path, "--max-memory", "4G", "--vision-engine", "mtmd")
     assert (mtmd["vision_engine"], mtmd["memory_plan"]["vision_engine"]) == ("mtmd", "mtmd")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_float_encoders_run_stays_under_its_plan(tiny_pair, images, tmp_path, precision):
+    """--vision-precision fp32 and bf16 hold every vision weight in float32 (bf16: and OpenVINO's bfloat16 copy):
+    planned above int8's, and a real run's peak under its plan."""
+    if precision == "bf16" and not (native_bf16() and openvino_available()):
+        pytest.skip("bf16 runs only on a CPU with bfloat16 instructions and openvino installed")
+    model, _ = tiny_pair
+    shown = [images["photo"]]
+    int8 = planned_run(model, shown, tmp_path, "--max-memory", "4G")
+    floats = planned_run(model, shown, tmp_path, "--max-memory", "4G", "--vision-precision", precision)
+    assert floats["vision_precision"] == precision
+    weights = {run["vision_precision"]: run["memory_plan"]["parts"]["vision_weights"]["cpu"] for run in (int8, floats)}
+    assert weights["int8"] < weights[precision], weights
+
+
+# Peak RSS of `smolcli ask --vision-precision X` on 256M's bench files and the photo, the ONNX file built: one run
+# each, twice, on a shared 2-core AMD EPYC (int8 0.325 GB beside them)
+MEASURED_FLOAT_PEAKS = {"fp32": 0.586e9, "bf16": 0.936e9}
+
+
+@pytest.mark.parametrize("precision", MEASURED_FLOAT_PEAKS)
+def test_a_float_encoders_plan_is_not_below_its_measured_peak(precision):
+    from smolcli.bench.plan_table import PHOTO
+
+    dims = VisionDims.from_shape(SHAPES["256m"])
+    vision = VisionFootprint(dims, mmproj_layout(dims, "Q8_0").file_bytes)
+    text = TextFootprint.from_shape(SHAPES["256m"]["text"], "Q4_K_M")
+    run = RunSettings(1024, images=(PHOTO,), vision_engine="onnx", vision_first=True, vision_precision=precision)
+    assert plan_memory(text, vision, run).total >= MEASURED_FLOAT_PEAKS[precision]
 
 
 # Peak RSS of `smolcli ask` on the bench's files (random weights in the release shapes, Q4_K_M + Q8_0 mmproj, the

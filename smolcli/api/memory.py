@@ -130,6 +130,7 @@ class MemoryBudget:
         if encoder is not None and vision is not None:
             engines = ("onnx", "mtmd") if encoder.fallback_to_mtmd else ("onnx",)
         built = encoder is None or vision is None or encoder.is_built(files.mmproj)
+        precision = encoder.runs_for(files.mmproj) if encoder is not None and vision is not None else "int8"
         run = RunSettings(
             0,
             "f16",
@@ -141,6 +142,7 @@ class MemoryBudget:
             vision_first=vision_first and len(images) <= KEPT_IMAGES,
             prefix_state=reuse_prefix and prefix_cache_on(options),
             shared_contexts=shared_contexts,
+            vision_precision=precision,
         )
         return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 

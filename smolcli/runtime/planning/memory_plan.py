@@ -204,6 +204,8 @@ class RunSettings:
     # the prefix cache may store or restore this prompt's prefix state (applies with the ONNX encoder's layout only)
     prefix_state: bool = False
     shared_contexts: tuple[SharedContext, ...] = ()  # BatchDecoders alive beside the run (serve --parallel)
+    # with "onnx": what the encoder computes in (OnnxVisionEncoder.runs_for): int8, fp32, or bf16 (OpenVINO)
+    vision_precision: str = "int8"
 
 
 # What encode_ahead keeps apart: the ONNX session's phase, then the language model's. vision_build is in neither:
@@ -361,6 +363,13 @@ def frames_bytes(dims: VisionDims, n_frames: int) -> int:
 # resident bytes per int8 weight byte at the session's load peak (MLAS's packed copy, the mapped original while it
 # is packed): 256M's 78 MB of int8 and 57 MB of fp32 weights peaked at 154 MB (graph format 6, 1.6 for format 5)
 ONNX_INT8_RESIDENT = 1.3
+# --vision-precision fp32 and bf16 hold every vision weight in float32 (and bf16 a bfloat16 copy OpenVINO compiles
+# beside it). `smolcli ask --vision-precision X` on 256M's bench files and the 13-tile photo, the file built: fp32
+# 0.58 GB and bf16 0.93 GB peak, against int8's 0.32 (shared 2-core AMD EPYC, one run each, twice). Resident bytes
+# per float32 weight byte, with room over what those peaks imply (about 1.0 and 1.9)
+ONNX_FP32_RESIDENT = 1.15
+OPENVINO_BF16_RESIDENT = 2.1
+OPENVINO_RUNTIME = 40 * MiB  # openvino's libraries and its CPU plugin: +37 MB over onnxruntime's import
 # a first run's peak over a later one's, per vision parameter, beyond ONNX_BUILD_FIXED: 256M 9-10 MB in all (within
 # the fixed part), 2.2B 10 MB (0.02 per parameter); 0.5 errs high (the build, self-check included, took 8 per
 # parameter when its fp32 reference held the whole float32 tower)
@@ -383,8 +392,12 @@ def vision_parameters(dims: VisionDims) -> tuple[int, int]:
     return int8, float_linears + fp32 + dims.projection_dim
 
 
-def onnx_weights_bytes(dims: VisionDims) -> int:
+def onnx_weights_bytes(dims: VisionDims, precision: str = "int8") -> int:
     int8, fp32 = vision_parameters(dims)
+    if precision == "fp32":
+        return round(ONNX_FP32_RESIDENT * FLOAT * (int8 + fp32))
+    if precision == "bf16":
+        return round(OPENVINO_BF16_RESIDENT * FLOAT * (int8 + fp32))
     return round(ONNX_INT8_RESIDENT * int8) + FLOAT * fp32
 
 
@@ -447,11 +460,12 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
     onnx = vision is not None and run.vision_engine == "onnx"
     if onnx:  # the ONNX session on the CPU in place of mtmd's buffers
         vision_on_gpu = False
-        vision_weights, vision_compute = onnx_weights_bytes(vision.dims), onnx_compute_bytes(vision.dims)
+        vision_weights = onnx_weights_bytes(vision.dims, run.vision_precision)
+        vision_compute = onnx_compute_bytes(vision.dims)
         # and the prompt's rows on their way into llama.cpp (embedding_batch.EmbeddingStream): one batch, and
         # llama_batch_init's copy of it
         images = onnx_images_bytes(vision.dims, run.images) + 2 * FLOAT * min(MAX_BATCH, run.n_ctx) * dims.n_embd
-        runtime += ORT_RUNTIME
+        runtime += ORT_RUNTIME + (OPENVINO_RUNTIME if run.vision_precision == "bf16" else 0)
     build = onnx_build_bytes(vision.dims) if onnx and not run.onnx_built else 0
     # the prefix cache works on the ONNX encoder's layout, on the CPU (PrefixReuse.applies)
     prefix = onnx and run.prefix_state and bool(run.images) and not offloaded

@@ -412,10 +412,15 @@ class OnnxVisionEncoder:
         self.build_seconds += time.perf_counter() - started
         return self._session
 
+    def runs_for(self, mmproj: GGUFSummary) -> str:
+        """What this mmproj's images will be encoded in (int8, fp32 after a failed self-check, or bf16), as the
+        memory plan counts it; reads the cache's marker only, builds nothing."""
+        return runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
+
     def is_built(self, mmproj: GGUFSummary) -> bool:
         """Whether this mmproj's ONNX file is cached already (else the first image builds it): the fp32 one where
         the int8 graph failed its self-check (and for bf16, whose graph is the fp32 one)."""
-        runs = graph_precision(runs_as(mmproj.path, self.precision, self.folder, self.int8_kind))
+        runs = graph_precision(self.runs_for(mmproj))
         return cached_path(mmproj.path, runs, self.folder, self.int8_kind).is_file()
 
     def engine_for(self, mmproj: GGUFSummary) -> str:
