@@ -18,11 +18,12 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
 - "outlier-asym-fp32-o-v8" / "-v7": the default as FORMAT_VERSION 8 built it (ffn_down in fp32 in the outlier
   layers, one int8 product elsewhere) and as 7 did (ffn_down one int8 product everywhere), kept for
   benchmarks' side-by-side figures.
-- "-g2" / "-g4" / "-g8", "-r2", "-rw2", "-dw2", "-allw2", "outlier-asym-fp32-vo": measured beside the default
+- "-g2" / "-g4" / "-g8", "-r2", "-rw2", "-dw2", "-allw2", "-qkw2", "outlier-asym-fp32-vo": measured beside the default
   (docs/vision-precision.md): the outlier layers' ffn_down with its input in 2-8 groups of K
   (grouped_asym_linear), as two int8 inputs (residual_asym_linear), or with two int8 weights (the rest as
   FORMAT_VERSION 8); ffn_down's weight as two int8 weights with the outlier layers' in fp32; every int8 weight
-  as two; attn_v in fp32.
+  as two; the default with the outlier layers' q and k split and int8 (weights as two) instead of fp32; attn_v
+  in fp32.
 - "outlier-asym-fp32-o-a8": the default with attention's two products in int8 too (onnx_attention_int8), fp32
   MultiHeadAttention kept in the layers with outlier channels. It holds the bounds on plain weights (per-tile
   cosine 0.99980 on 256M shapes) but is no faster than ORT's fused fp32 attention (the scores are written out and
@@ -304,10 +305,16 @@ def residual_weight_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarra
     return g.op("Add", [first, second], name)
 
 
-def outlier_form(inner: Linear, outlier_down: Linear | None = float_linear, exact_ends: tuple[str, ...] = ()):
+def outlier_form(
+    inner: Linear,
+    outlier_down: Linear | None = float_linear,
+    exact_ends: tuple[str, ...] = (),
+    sharp_qk: Linear | None = None,
+):
     """The WeightForm of asym-fp32-o-like `inner` with the outlier channels split off; in a layer that has them,
-    attn_q and attn_k in fp32, and ffn_down written by `outlier_down` where its ffn_up has them (None: `inner`'s,
-    FORMAT_VERSION 7's form). exact_ends: layers `inner` already keeps in fp32 everywhere (not split).
+    attn_q and attn_k in fp32 (sharp_qk: split too, the rest written by it), and ffn_down written by `outlier_down`
+    where its ffn_up has them (None: `inner`'s, FORMAT_VERSION 7's form). exact_ends: layers `inner` already keeps
+    in fp32 everywhere (not split).
 
     Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
     error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
@@ -319,14 +326,15 @@ def outlier_form(inner: Linear, outlier_down: Linear | None = float_linear, exac
     def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
         outliers = layer_outliers(weights)
         sharp = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+        exact = sharp if sharp_qk is None else set()
         downs = set()
         if outlier_down is not None:
             downs = {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
-        split = {name: ch for name, ch in outliers.items() if name not in sharp and not name.endswith(exact_ends)}
+        split = {name: ch for name, ch in outliers.items() if name not in exact and not name.endswith(exact_ends)}
 
         def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
             if name in sharp:
-                return float_linear(g, x, weight, bias, name)
+                return (sharp_qk or float_linear)(g, x, weight, bias, name)
             if name in downs:
                 return outlier_down(g, x, weight, bias, name)
             return inner(g, x, weight, bias, name)
@@ -373,6 +381,7 @@ FORMS: dict[str, WeightForm] = {
     f"{OUTLIER_DEFAULT}-r2": outlier_form(_O, residual_asym_linear),
     f"{OUTLIER_DEFAULT}-rw2": outlier_form(_O, residual_weight_linear),
     f"{OUTLIER_DEFAULT}-dw2": outlier_form(_O_DOWN_W2),  # the outlier layers' ffn_down in fp32
+    f"{OUTLIER_DEFAULT}-qkw2": outlier_form(_O_DOWN_W2, None, sharp_qk=residual_weight_linear),
     "outlier-asym-fp32-vo": outlier_form(LINEARS["asym-fp32-vo"], float_linear, (ATTN_V,)),
     f"{OUTLIER_DEFAULT}-allw2": outlier_form(
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
