@@ -26,7 +26,7 @@ from smolcli.runtime.gguf.gguf_file import read_gguf
 from smolcli.runtime.gguf.model_files import resolve_model_files
 from smolcli.runtime.llama.engine import Engine, EngineOptions
 from smolcli.runtime.vision.images import load_image
-from smolcli.runtime.vision.onnx_vision import OnnxVisionEncoder, build_or_reuse, onnx_folder
+from smolcli.runtime.vision.onnx_vision import FORMAT_VERSION, OnnxVisionEncoder, build_or_reuse, onnx_folder
 from smolcli.runtime.vision.openvino_encoder import openvino_available
 from smolcli.synthetic.random_checkpoint import LARGE_GAIN
 from smolcli.util.cpu_features import native_bf16
@@ -313,8 +313,10 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
     )
     macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
     ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
-    assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2
-    assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2  # the bench's own count
+    # q, k, v, fc1, and fc2 twice: since FORMAT_VERSION 9 its weight is two int8 weights, two products of one input
+    second_fc2 = w.layers * w.grid**2 * w.width * ffn
+    assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn) + second_fc2
+    assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2 + second_fc2  # the bench's own count
 
 
 def test_a_build_is_one_folder_with_its_weights_beside_the_graph_and_cache_clear_removes_it(
@@ -535,14 +537,25 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     assert per_tile_cosines(fp32, run(build_int8(weights, "asym-fp32-o"))).min() < 0.999
     default = build_int8(weights, INT8_KIND)
     assert per_tile_cosines(fp32, run(default)).min() >= 0.999
-    # FORMAT_VERSION 8: ffn_down in fp32 in the layers whose ffn_up reads outlier channels (here every one)
-    for model, ffn_down in ((default, {"MatMul"}), (build_int8(weights, f"{INT8_KIND}-v7"), {"MatMulIntegerToFloat"})):
+    # ffn_down in the layers whose ffn_up reads outlier channels (here every one): FORMAT_VERSION 9 reads its weight as
+    # two int8 weights (two products of the same quantized input), 8 ran it in fp32, 7 as one int8 product
+    forms = {INT8_KIND: default, f"{INT8_KIND}-v8": None, f"{INT8_KIND}-v7": None}
+    expected = {INT8_KIND: (0, 2, 1), f"{INT8_KIND}-v8": (1, 0, 0), f"{INT8_KIND}-v7": (0, 1, 1)}
+    for kind, model in forms.items():
+        model = model or build_int8(weights, kind)
         for bid in range(weights.layers):
-            ops = {n.op_type for n in model.graph.node if n.name.startswith(f"v.blk.{bid}.ffn_down_")}
-            assert ops & {"MatMul", "MatMulIntegerToFloat"} == ffn_down, (bid, ops)
+            down = [n for n in model.graph.node if n.name.startswith(f"v.blk.{bid}.ffn_down")]
+            found = (
+                sum(n.op_type == "MatMul" for n in down),
+                sum(n.op_type == "MatMulIntegerToFloat" for n in down),
+                len({n.input[0] for n in down if n.op_type == "MatMulIntegerToFloat"}),
+            )
+            assert found == expected[kind], (kind, bid, found)
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
-    assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
+    assert build_int8(plain, f"{INT8_KIND}-v8").graph == build_int8(plain, "asym-fp32-o").graph
+    # on plain weights the default is FORMAT_VERSION 8's graph but for ffn_down, whose weight is two int8 weights
+    assert build_int8(plain, f"{INT8_KIND}-dw2").graph == build_int8(plain, INT8_KIND).graph
 
 
 def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):
@@ -588,7 +601,7 @@ def test_vision_precision_is_chosen_reported_and_keyed(tiny_pair, images):
     assert [reports[p]["vision_precision"] for p in ("fp32", "auto", "int8")] == ["fp32", "int8", "int8"]
     assert reports["fp32"]["vision_engine"] == "onnx-fp32"
     builds = sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests")
-    assert builds == ["fp32-v8", "int8-outlier-asym-fp32-o-v8"]
+    assert builds == [f"fp32-v{FORMAT_VERSION}", f"int8-outlier-asym-fp32-o-v{FORMAT_VERSION}"]
     # a second fp32 answer reads its tiles from the embedding cache under fp32's keys: the same answer
     again = json.loads(runner.invoke(app, [*base, "--vision-precision", "fp32"]).stdout)
     assert again["text"] == reports["fp32"]["text"] and again["vision_precision"] == "fp32"
@@ -668,7 +681,9 @@ def test_bf16_runs_the_fp32_graph_on_openvino_reported_and_keyed(tiny_pair, imag
         assert result.exit_code == 0, result.output
         reports[precision] = json.loads(result.stdout)
     assert (reports["bf16"]["vision_engine"], reports["bf16"]["vision_precision"]) == ("openvino-bf16", "bf16")
-    assert sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests") == ["fp32-v8"]
+    assert sorted(p.name.split("-", 1)[1] for p in onnx_folder().iterdir() if p.name != "file-digests") == [
+        f"fp32-v{FORMAT_VERSION}"
+    ]
     fp32, bf16 = OnnxVisionEncoder(2, "fp32"), OnnxVisionEncoder(2, "bf16")
     assert bf16.cache_tag != fp32.cache_tag and bf16.cache_tag.startswith("openvino-bf16")
     summary = read_gguf(mmproj)

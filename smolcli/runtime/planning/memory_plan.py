@@ -383,8 +383,9 @@ ONNX_BUILD_FIXED = 12 * MiB
 def vision_parameters(dims: VisionDims) -> tuple[int, int]:
     """(weights the int8 graph stores as int8, the rest in float32) of the encoder + connector."""
     w, ff = dims.n_embd, dims.n_ff
-    # the default int8 form (onnx_int8 "asym-fp32-o") keeps attn_out and the connector projection in fp32
-    int8 = dims.n_layer * (3 * w * w + 2 * w * ff)
+    # the default int8 form (onnx_int8 "outlier-asym-fp32-o") keeps attn_out and the connector projection in fp32,
+    # and stores ffn_down's weight twice in int8 (its rounding error as a second weight, FORMAT_VERSION 9)
+    int8 = dims.n_layer * (3 * w * w + 3 * w * ff)
     float_linears = dims.n_layer * w * w + dims.projection_dim * w * dims.scale_factor**2
     # patch convolution, positions; per layer 4 + 2 biases, 2 layernorms, and a scale per output channel
     per_layer = 2 * (4 * w + w + ff) + 4 * w
@@ -394,10 +395,10 @@ def vision_parameters(dims: VisionDims) -> tuple[int, int]:
 
 def onnx_weights_bytes(dims: VisionDims, precision: str = "int8") -> int:
     int8, fp32 = vision_parameters(dims)
-    if precision == "fp32":
-        return round(ONNX_FP32_RESIDENT * FLOAT * (int8 + fp32))
-    if precision == "bf16":
-        return round(OPENVINO_BF16_RESIDENT * FLOAT * (int8 + fp32))
+    if precision in ("fp32", "bf16"):
+        # every weight once, in float32: the second ffn_down weight is the int8 graph's own
+        weights = FLOAT * (int8 - dims.n_layer * dims.n_embd * dims.n_ff + fp32)
+        return round((ONNX_FP32_RESIDENT if precision == "fp32" else OPENVINO_BF16_RESIDENT) * weights)
     return round(ONNX_INT8_RESIDENT * int8) + FLOAT * fp32
 
 

@@ -5,14 +5,25 @@ connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry m
 and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
 llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
 
-- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 8): "asym-fp32-o" with the LayerNorm outputs'
+- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 9): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
-  attn_q, attn_k and ffn_down in fp32 in the layers that have them (_outlier_split_form says why). On a
-  checkpoint without such channels the graph is "asym-fp32-o"'s. On the large-gain tiny checkpoints it keeps
-  per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979 (benchmarks/vision_fidelity.py).
-- "outlier-asym-fp32-o-v7": the default as FORMAT_VERSION 7 built it (ffn_down in int8 everywhere), kept for
+  attn_q and attn_k in fp32 in the layers that have them (outlier_form says why). ffn_down's weight is read as
+  two int8 weights in every layer (residual_weight_linear: its int8 rounding error as a second int8 weight, one
+  more int8 product per layer). On the tiny test checkpoints the error left was mostly the weights' (every int8
+  weight as two: first-token gaps 2-4x smaller; activations as two: none smaller), and on SmolVLM-256M's shapes
+  with large-gain channels ffn_down's error was too: its input as two int8 inputs left the worst photo tile at
+  0.9958, its weight as two at 0.99936 (FORMAT_VERSION 8 ran ffn_down there in fp32: 0.99947, slower). On the
+  large-gain tiny checkpoints it keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979.
+- "outlier-asym-fp32-o-v8" / "-v7": the default as FORMAT_VERSION 8 built it (ffn_down in fp32 in the outlier
+  layers, one int8 product elsewhere) and as 7 did (ffn_down one int8 product everywhere), kept for
   benchmarks' side-by-side figures.
+- "-g2" / "-g4" / "-g8", "-r2", "-rw2", "-dw2", "-allw2", "-qkw2", "outlier-asym-fp32-vo": measured beside the default
+  (docs/vision-precision.md): the outlier layers' ffn_down with its input in 2-8 groups of K
+  (grouped_asym_linear), as two int8 inputs (residual_asym_linear), or with two int8 weights (the rest as
+  FORMAT_VERSION 8); ffn_down's weight as two int8 weights with the outlier layers' in fp32; every int8 weight
+  as two; the default with the outlier layers' q and k split and int8 (weights as two) instead of fp32; attn_v
+  in fp32.
 - "outlier-asym-fp32-o-a8": the default with attention's two products in int8 too (onnx_attention_int8), fp32
   MultiHeadAttention kept in the layers with outlier channels. It holds the bounds on plain weights (per-tile
   cosine 0.99980 on 256M shapes) but is no faster than ORT's fused fp32 attention (the scores are written out and
@@ -135,19 +146,30 @@ def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray |
     and the bias into the same buffer (C is Gemm's in-place input).
     """
     wq, w_scale = quantize_weight(weight)
-    n = weight.shape[0]
-    column_sums = wq.astype(np.int64).sum(axis=0).astype(np.float32)
     q, row_scale, zero_point = _asym_rows(g, x, weight.shape[1])
+    weight_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
+    return _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name)
+
+
+def _column_sums(wq: np.ndarray) -> np.ndarray:
+    return wq.astype(np.int64).sum(axis=0).astype(np.float32)
+
+
+def _asym_product(g: Graph, rows, weight_names, scaled_sums: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """per_row_asym_linear's product of _asym_rows' (q, row scale, zero point) and the int8 weight and its
+    scales (graph names), scaled_sums its column sums x scales."""
+    q, row_scale, zero_point = rows
+    n = len(scaled_sums)
     one, no_zero_point = _f32(g, "one", 1.0), g.const(g.name("zp"), np.array(0, np.uint8))
-    inputs = [q, g.const(f"{name}.wq", wq), one, g.const(f"{name}.ws", w_scale), no_zero_point]
+    inputs = [q, weight_names[0], one, weight_names[1], no_zero_point]
     y = g.op("Mul", [g.op("MatMulIntegerToFloat", inputs, name, domain=MS_DOMAIN), row_scale])
     correction = g.op("Neg", [g.op("Mul", [zero_point, row_scale])])  # [..., tokens, 1]
-    rows = [column_sums * w_scale] + ([bias.astype(np.float32)] if bias is not None else [])
+    sums = [scaled_sums] + ([bias.astype(np.float32)] if bias is not None else [])
     if bias is not None:  # [-zp * rs, 1]: the bias rides on the ones
         correction = g.op("Concat", [correction, g.op("Expand", [one, g.op("Shape", [correction])])], axis=-1)
     flat = g.const(g.name("flat"), np.array([-1, n], np.int64))
-    left = g.op("Reshape", [correction, g.const(g.name("flat"), np.array([-1, len(rows)], np.int64))])
-    summed = g.op("Gemm", [left, g.const(f"{name}.cb", np.stack(rows)), g.op("Reshape", [y, flat])], name)
+    left = g.op("Reshape", [correction, g.const(g.name("flat"), np.array([-1, len(sums)], np.int64))])
+    summed = g.op("Gemm", [left, g.const(f"{name}.cb", np.stack(sums)), g.op("Reshape", [y, flat])], name)
     return g.op("Reshape", [summed, g.op("Shape", [y])])
 
 
@@ -231,27 +253,95 @@ WeightForm = Callable[[VisionWeights], tuple[VisionWeights, Linear]]
 OUTLIER_DEFAULT = "outlier-asym-fp32-o"
 
 
-def _outlier_split_form(weights: VisionWeights, exact_down: bool = True) -> tuple[VisionWeights, Linear]:
-    """asym-fp32-o with the outlier channels split off; in a layer that has them, attn_q and attn_k in fp32, and
-    ffn_down in fp32 where its ffn_up has them (exact_down; False: FORMAT_VERSION 7's form).
+def grouped_asym_linear(groups: int) -> Linear:
+    """per_row_asym_linear with the input's K split into `groups` equal groups, each quantized with its own per-token
+    scale and zero point (and the weight with its own per-channel scale): `groups` MatMulIntegerToFloat whose
+    products are summed. A row whose large values sit in a few groups no longer coarsens the others."""
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        k = weight.shape[1]
+        if groups <= 1 or k % groups:
+            return per_row_asym_linear(g, x, weight, bias, name)
+        size = k // groups
+        parts = [
+            per_row_asym_linear(g, part, weight[:, i * size : (i + 1) * size], bias if i == 0 else None, f"{name}.g{i}")
+            for i, part in enumerate(g.split(x, groups, axis=-1))
+        ]
+        return g.op("Sum", parts, name)
+
+    return linear
+
+
+def residual_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """per_row_asym_linear plus a second int8 product of what its quantization left: the input is read as about
+    15 bits (its rounding error, at most one step, requantized per token, symmetric, in 127 steps of it), the
+    weight as int8 per channel. Two int8 products in place of an fp32 one."""
+    k = weight.shape[1]
+    wq, w_scale = quantize_weight(weight)
+    weight_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
+    q, row_scale, zero_point = _asym_rows(g, x, k)
+    first = _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name)
+    back = g.op("DequantizeLinear", [q, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=k)
+    rest_scale = g.op("Div", [row_scale, _f32(g, "q127", 127)])
+    mid = g.op("ConstantOfShape", [g.op("Shape", [rest_scale])], value=_uint8(128))
+    q2 = g.op("QuantizeLinear", [g.op("Sub", [x, back]), rest_scale, mid], axis=-1, block_size=k)
+    one, zero_point2 = _f32(g, "one", 1.0), g.const(g.name("zp"), np.array(128, np.uint8))
+    inputs = [q2, weight_names[0], one, weight_names[1], zero_point2]
+    second = g.op("Mul", [g.op("MatMulIntegerToFloat", inputs, name, domain=MS_DOMAIN), rest_scale])
+    return g.op("Add", [first, second], name)
+
+
+def residual_weight_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    """per_row_asym_linear with the weight read as about 15 bits: its int8 rounding error requantized per channel
+    into a second int8 weight, multiplied by the same quantized input. Two int8 products in place of one."""
+    wq, w_scale = quantize_weight(weight)
+    rest = weight - (wq.T.astype(np.float32) * w_scale[:, None])
+    rq, r_scale = quantize_weight(rest)
+    rows = _asym_rows(g, x, weight.shape[1])
+    first_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
+    second_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
+    first = _asym_product(g, rows, first_names, _column_sums(wq) * w_scale, bias, name)
+    second = _asym_product(g, rows, second_names, _column_sums(rq) * r_scale, None, f"{name}.r")
+    return g.op("Add", [first, second], name)
+
+
+def outlier_form(
+    inner: Linear,
+    outlier_down: Linear | None = float_linear,
+    exact_ends: tuple[str, ...] = (),
+    sharp_qk: Linear | None = None,
+):
+    """The WeightForm of asym-fp32-o-like `inner` with the outlier channels split off; in a layer that has them,
+    attn_q and attn_k in fp32 (sharp_qk: split too, the rest written by it), and ffn_down written by `outlier_down`
+    where its ffn_up has them (None: `inner`'s, FORMAT_VERSION 7's form). exact_ends: layers `inner` already keeps
+    in fp32 everywhere (not split).
 
     Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
     error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
     to fp32 on the probe 0.958 per-row, 0.9983 with the split alone, 0.9996 with q and k in fp32 too. On the
     1024x768 photo the worst tile was still 0.9947, from ffn_down: ffn_up's outputs there are all larger (each
     reads the outlier channels), so GELU's rows are wider and no channel stands out to split off; ffn_down in fp32
-    in those layers gives 0.99947."""
-    outliers = layer_outliers(weights)
-    exact = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
-    if exact_down:
-        exact |= {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
-    split = {name: channels for name, channels in outliers.items() if name not in exact}
-    inner = LINEARS["asym-fp32-o"]
+    in those layers gives 0.99947 (FORMAT_VERSION 8)."""
 
-    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        return (float_linear if name in exact else inner)(g, x, weight, bias, name)
+    def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
+        outliers = layer_outliers(weights)
+        sharp = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+        exact = sharp if sharp_qk is None else set()
+        downs = set()
+        if outlier_down is not None:
+            downs = {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
+        split = {name: ch for name, ch in outliers.items() if name not in exact and not name.endswith(exact_ends)}
 
-    return weights, outlier_split(linear, split)
+        def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+            if name in sharp:
+                return (sharp_qk or float_linear)(g, x, weight, bias, name)
+            if name in downs:
+                return outlier_down(g, x, weight, bias, name)
+            return inner(g, x, weight, bias, name)
+
+        return weights, outlier_split(linear, split)
+
+    return form
 
 
 def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
@@ -276,15 +366,26 @@ def _int8_attention_form(weights: VisionWeights) -> Attend:
 INT8_ATTENTION = OUTLIER_DEFAULT + "-a8"  # the default form with attention's two products in int8 too
 
 
-def _outlier_split_v7_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
-    return _outlier_split_form(weights, exact_down=False)
-
-
+_O = LINEARS["asym-fp32-o"]
+# FORMAT_VERSION 9's default: ffn_down's weight read as two int8 weights (residual_weight_linear) in every layer,
+# the layers whose ffn_up reads outlier channels included (FORMAT_VERSION 8 ran those in fp32)
+_O_DOWN_W2 = by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear, FFN_DOWN: residual_weight_linear})
 FORMS: dict[str, WeightForm] = {
-    OUTLIER_DEFAULT: _outlier_split_form,
-    f"{OUTLIER_DEFAULT}-v7": _outlier_split_v7_form,
-    INT8_ATTENTION: _outlier_split_form,
-    "smooth-asym-fp32-o": _smoothed_form,
+    OUTLIER_DEFAULT: outlier_form(_O_DOWN_W2, None),
+    f"{OUTLIER_DEFAULT}-v8": outlier_form(_O),
+    f"{OUTLIER_DEFAULT}-v7": outlier_form(_O, None),
+    INT8_ATTENTION: outlier_form(_O),
+    # measured beside the default (docs/vision-precision.md): ffn_down in the outlier layers with its input in
+    # groups of K, or as two int8 inputs; its weight as two int8 weights; attn_v or every int8 weight at 15 bits
+    **{f"{OUTLIER_DEFAULT}-g{n}": outlier_form(_O, grouped_asym_linear(n)) for n in (2, 4, 8)},
+    f"{OUTLIER_DEFAULT}-r2": outlier_form(_O, residual_asym_linear),
+    f"{OUTLIER_DEFAULT}-rw2": outlier_form(_O, residual_weight_linear),
+    f"{OUTLIER_DEFAULT}-dw2": outlier_form(_O_DOWN_W2),  # the outlier layers' ffn_down in fp32
+    f"{OUTLIER_DEFAULT}-qkw2": outlier_form(_O_DOWN_W2, None, sharp_qk=residual_weight_linear),
+    "outlier-asym-fp32-vo": outlier_form(LINEARS["asym-fp32-vo"], float_linear, (ATTN_V,)),
+    f"{OUTLIER_DEFAULT}-allw2": outlier_form(
+        by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
+    ),
 }
 INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)

@@ -43,7 +43,7 @@ VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "bf16", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
-FORMAT_VERSION = 8  # bump when the graph changes: old cached files are then rebuilt under a new name
+FORMAT_VERSION = 9  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
