@@ -313,10 +313,8 @@ def test_profile_counts_the_encoders_multiply_adds(tiny_pair, images):
     )
     macs = encoder_macs(onnx.load(path), w.grid**2, w.tokens, w.width, w.layers)
     ffn = w.tensors["v.blk.0.ffn_up.weight"].shape[0]
-    # q, k, v, fc1, and fc2 twice: since FORMAT_VERSION 9 its weight is two int8 weights, two products of one input
-    second_fc2 = w.layers * w.grid**2 * w.width * ffn
-    assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn) + second_fc2
-    assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2 + second_fc2  # the bench's own count
+    assert macs["int8"] == w.layers * w.grid**2 * (3 * w.width**2 + 2 * w.width * ffn)  # q, k, v, fc1, fc2
+    assert macs["int8"] + macs["float"] == encoder_flops_per_tile("tiny") // 2  # the bench's own count
 
 
 def test_a_build_is_one_folder_with_its_weights_beside_the_graph_and_cache_clear_removes_it(
@@ -553,9 +551,11 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
             assert found == expected[kind], (kind, bid, found)
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
+    # on plain weights the default is FORMAT_VERSION 8's graph, which is asym-fp32-o's; -w2 reads ffn_down's weight
+    # as two int8 weights in every layer, plain ones included
+    assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
     assert build_int8(plain, f"{INT8_KIND}-v8").graph == build_int8(plain, "asym-fp32-o").graph
-    # on plain weights the default is FORMAT_VERSION 8's graph but for ffn_down, whose weight is two int8 weights
-    assert build_int8(plain, f"{INT8_KIND}-dw2").graph == build_int8(plain, INT8_KIND).graph
+    assert build_int8(plain, f"{INT8_KIND}-w2").graph == build_int8(plain, f"{INT8_KIND}-dw2").graph
 
 
 def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):
