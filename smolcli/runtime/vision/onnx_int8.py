@@ -383,6 +383,7 @@ FORMS: dict[str, WeightForm] = {
     f"{OUTLIER_DEFAULT}-v8": outlier_form(_O),
     f"{OUTLIER_DEFAULT}-v7": outlier_form(_O, None),
     INT8_ATTENTION: outlier_form(_O),
+    "smooth-asym-fp32-o": _smoothed_form,
     # measured beside the default (docs/vision-precision.md): ffn_down in the outlier layers with its input in
     # groups of K, or as two int8 inputs; its weight as two int8 weights; attn_v or every int8 weight at 15 bits
     **{f"{OUTLIER_DEFAULT}-g{n}": outlier_form(_O, grouped_asym_linear(n)) for n in (2, 4, 8)},
