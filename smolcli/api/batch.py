@@ -308,25 +308,23 @@ def run_batch(
     summary = BatchSummary()
     structured = defaults.get("json_schema") is not None
 
-    def target(item: BatchItem) -> Path | None:
-        return sidecar_path(item, structured or item.json_schema is not None) if sidecars else None
-
-    def skipped(item: BatchItem) -> bool:
-        path = target(item)
-        return item.id in done or not in_shard(item.id, shard) or bool(path and path.exists() and not overwrite)
-
     items = list(items)
-    answered = [index for index, item in enumerate(items) if not skipped(item)]
+    targets = [sidecar_path(item, structured or item.json_schema is not None) if sidecars else None for item in items]
+    skipped = [
+        item.id in done or not in_shard(item.id, shard) or bool(target and target.exists() and not overwrite)
+        for item, target in zip(items, targets, strict=True)
+    ]
+    answered = [index for index, skip in enumerate(skipped) if not skip]
     store_prefix = dict(zip(answered, reused_images([items[index] for index in answered]), strict=True))
-    for index, item in enumerate(items):
-        if skipped(item):
+    for index, (item, target) in enumerate(zip(items, targets, strict=True)):
+        if skipped[index]:
             summary.skipped += 1
             on_item(item, None)
             continue
-        line = answer_item(model, item, defaults, store_prefix=store_prefix.get(index, False))
-        if "error" not in line and target(item) is not None:
+        line = answer_item(model, item, defaults, store_prefix=store_prefix[index])
+        if "error" not in line and target is not None:
             try:
-                write_sidecar(target(item), line)
+                write_sidecar(target, line)
             except SmolcliError as error:  # a sidecar path that is a device or a FIFO: this item's error
                 line = {"id": item.id, "error": error.text(_item_spelling)}
         if "error" in line:
