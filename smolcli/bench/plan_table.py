@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smolcli.api.loaded_pair import PARALLEL_CELLS_EACH
 from smolcli.convert.quant_layout import mmproj_layout
 from smolcli.models.dims import VisionDims
 from smolcli.models.registry import MODELS, RegisteredModel
@@ -34,7 +35,7 @@ PROMPT_TEXT_TOKENS = 32
 TEXT_TOKENS_PER_TILE = 4
 GB = 10**9
 PARALLEL = (2, 4)  # serve --parallel N's shared context, shown beside the table
-CONVERSATION_CELLS = 2048  # each conversation's cells in it by default (LoadedPair.conversation_cells)
+CONVERSATION_CELLS = PARALLEL_CELLS_EACH  # each conversation's cells in it by default (LoadedPair.conversation_cells)
 
 
 @dataclass(frozen=True)

@@ -322,7 +322,7 @@ class OnnxVisionEncoder:
         return f"onnx-{self.runs or self.precision}"
 
     def _note_mmproj(self, mmproj: GGUFSummary) -> None:
-        self.runs = runs_as(mmproj.path, self.precision, self.folder, self.int8_kind)
+        self.runs = self.runs_for(mmproj)
 
     @property
     def cache_tag(self) -> str:
@@ -397,7 +397,7 @@ class OnnxVisionEncoder:
         if self._session is not None and self._session_mmproj == mmproj.path:
             return self._session
         started = time.perf_counter()
-        built = build(mmproj.path, graph_precision(self.precision), self.folder, self.int8_kind, self.threads)
+        built = build(mmproj.path, self.precision, self.folder, self.int8_kind, self.threads)  # bf16: the fp32 graph
         path = built.source
         self.runs = self.precision if self.precision == "bf16" else built.precision
         if self.precision == "bf16":
