@@ -9,12 +9,14 @@
 
 Ray builds one instance per actor, so each actor loads the weights once and answers every batch
 it is handed. Rows carry an image (encoded bytes or a path; a list of them for several images, or
-none) and a prompt (a column, or one prompt for all), and may carry a boolean `store_prefix` column: False
-keeps an image prompt's prefix state out of the prefix cache (it is still read from there), for a row whose
-images no later row shows (`smolcli batch --ray` sets it per row as a local batch decides). Each row gets `text`, `finish_reason`,
+none) and a prompt (a column, or one prompt for all). Each row gets `text`, `finish_reason`,
 `usage` (a dict) and `error`; with `json_schema`, `json` too. A row that cannot be answered (a
 missing or broken image, a prompt too long for the context) gets its one-line `error` and nulls,
 and the batch goes on. Nothing here imports ray: the class is plain Python that Ray calls.
+
+A boolean `store_prefix` column, where there is one, is passed to Model.ask: False reads an image
+prompt's prefix state from the prefix cache but never writes one, for a row whose images no later
+row shows (`smolcli batch --ray` sets it per row as a local batch decides).
 """
 
 from __future__ import annotations
