@@ -72,8 +72,9 @@ SETTINGS = (
     "on_change",
     "max_events",
     "until",
-    # smolcli.serve's ServeLimits (serve --parallel)
+    # smolcli.serve's ServeLimits (serve --parallel, --conversations)
     "parallel",
+    "conversations",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTINGS) + r")(?:=([^{}]*))?\}")
 

@@ -60,3 +60,28 @@ def test_ray_refuses_what_it_cannot_do(tiny_pair, images, tmp_path):
     one_line_error(
         run("-m", str(tiny_pair[0]), "--prompt", "x", str(images["square"]), "--ray", "local", "--sidecar"), "--sidecar"
     )
+
+
+def test_ray_rows_store_a_prefix_state_only_for_images_a_later_row_shows(tiny_pair, images, tmp_path):
+    """As a local batch: distinct images write no prefix state, a repeated one writes one that its repeat restores."""
+    home = Path(os.environ["SMOLCLI_HOME"])  # private_smolcli_home: the actors inherit it
+    requests = tmp_path / "requests.jsonl"
+    shown = ["photo", "wide", "square", "photo"]
+    rows = [{"id": f"{i}-{key}", "prompt": "Describe it.", "images": [str(images[key])]} for i, key in enumerate(shown)]
+    requests.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    command = [str(SMOLCLI), "batch", "-m", str(tiny_pair[0]), "-t", "1", "-n", "4", str(requests), "-o", str(out)]
+    # one actor: the rows are answered in order, so the repeat comes after the state is stored
+    remote = subprocess.run(
+        [*command, "--ray", "local", "--ray-actors", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert remote.returncode == 0, remote.stderr
+    by_id = {line["id"]: line for line in map(json.loads, out.read_text().splitlines())}
+    assert sorted(by_id) == sorted(row["id"] for row in rows)
+    states = sorted((home / "prefixes").glob("*.kv"))
+    assert len(states) == 1, states  # the photo's: wide and square are shown once
+    assert by_id["0-photo"]["usage"]["images_encoded"] > 0
+    # the repeat's prefix came whole from the stored state: no tile encoded or read from the embedding cache
+    again = by_id["3-photo"]["usage"]
+    assert again["images_encoded"] == 0 and again["image_cache_hits"] == 0, again
+    assert by_id["3-photo"]["text"] == by_id["0-photo"]["text"]

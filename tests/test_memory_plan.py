@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gguf
 import pytest
-from test_serve import start_process
+from test_serve import data_uri, image_message, start_process
 from typer.testing import CliRunner
 
 import smolcli.api.model
@@ -42,10 +42,12 @@ from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.planning.memory_plan import (
     TEXT_PHASE,
     VISION_PHASE,
+    KeptContexts,
     RunSettings,
     SharedContext,
     TextFootprint,
     VisionFootprint,
+    idle_context_part,
     image_tokens,
     kv_cache_bytes,
     plan_memory,
@@ -609,8 +611,31 @@ def test_parallel_decoding_is_planned_and_rises_with_the_conversations(tiny_pair
         assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == 0
 
 
-def test_serve_refuses_a_parallel_that_does_not_fit_naming_what_does(tiny_pair):
+def refused_serve(tiny_pair, limit: int, *options: str) -> str:
+    """`smolcli serve` under --max-memory limit (f16 cache, ONNX encoder: nothing smaller to fall back on): its one
+    line of refusal, given before it listens."""
     model, mmproj = tiny_pair
+    result = subprocess.run(
+        [str(SMOLCLI), "serve", "-m", str(model), "--mmproj", str(mmproj), "--port", "0", *options]
+        + ["--max-memory", str(limit), "--cache-type", "f16", "--vision-engine", "onnx", "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "listening" not in result.stderr
+    return result.stderr
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+
+
+def test_serve_refuses_a_parallel_that_does_not_fit_naming_what_does(tiny_pair):
     fixed = {"cache_type": "f16", "vision_engine": "onnx"}  # no smaller cache or encoder to fall back on
     plans = {n: tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(n).total for n in (2, 3, 4)}
     limit = (plans[3] + plans[4]) // 2
@@ -620,17 +645,10 @@ def test_serve_refuses_a_parallel_that_does_not_fit_naming_what_does(tiny_pair):
     # one at a time fits where two do not
     with pytest.raises(MemoryPlanRefused, match=r"answering one at a time \(no parallel=\) fits"):
         tiny_budget_model(tiny_pair, plans[2] - 1, **fixed).check_parallel(2)
-    # the command line: one line, before the weights load (no llama.cpp context made)
-    result = subprocess.run(
-        [str(SMOLCLI), "serve", "-m", str(model), "--mmproj", str(mmproj), "--port", "0", "--parallel", "4"]
-        + ["--max-memory", str(limit), "--cache-type", "f16", "--vision-engine", "onnx", "--threads", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "--parallel 4 needs about" in result.stderr and "--parallel 3 fits" in result.stderr
-    assert "--max-memory" in result.stderr and "listening" not in result.stderr
+    # the command line: one line, before the weights load (no llama.cpp context made); with one conversation kept
+    kept = {n: tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(n, 1).total for n in (3, 4)}
+    refusal = refused_serve(tiny_pair, (kept[3] + kept[4]) // 2, "--parallel", "4", "--conversations", "1")
+    assert "--parallel 4 needs about" in refusal and "--parallel 3 fits" in refusal and "--max-memory" in refusal
 
 
 def test_serve_parallel_two_stays_under_its_plan(tiny_pair, tmp_path):
@@ -661,11 +679,106 @@ def test_serve_parallel_two_stays_under_its_plan(tiny_pair, tmp_path):
         peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{process.pid}/status").read_text()).group(1)) * 1024
         assert 0 < peak <= plan.total, (size_text(peak), size_text(plan.total))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
+        stop_server(process)
+
+
+# --- serve --conversations: the conversations kept between requests ---------------------
+
+
+def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024
+
+
+def test_kept_conversations_are_planned_and_counted_in_every_later_plan(tiny_pair):
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    dims = text.dims
+    idle = idle_context_part(dims, 2048, "f16", 0)
+    assert idle.cpu > kv_cache_bytes(dims, 2048, "f16") + text_compute_bytes(dims, 2048, "f16", n_outputs=1)
+    alone = plan_memory(text, vision, RunSettings(2048))
+    plan = plan_memory(text, vision, RunSettings(2048, kept=KeptContexts(4, 2048)))
+    assert plan.part("kept_conversations").cpu == 4 * idle.cpu
+    assert plan.total == alone.total + 4 * idle.cpu and "kept_conversations" in TEXT_PHASE
+    offloaded = plan_memory(text, vision, RunSettings(2048, n_gpu_layers=-1, kept=KeptContexts(4, 2048)))
+    assert offloaded.part("kept_conversations").gpu >= 4 * kv_cache_bytes(dims, 2048, "f16")
+    opened = tiny_budget_model(tiny_pair, "8G")
+    each = idle_context_part(dims, opened.pair.chat_cells, "f16", 0).cpu
+    assert opened.check_parallel(1) is None
+    assert opened.check_parallel(1, 4).part("kept_conversations").cpu == 4 * each
+    together = opened.check_parallel(2, 4)
+    assert together.total == opened.check_parallel(2).total + 4 * each
+    assert not opened.loaded  # planned before anything loads
+    with opened:
+        opened.keep_conversations(3)  # what serve's worker tells the model: every request's plan counts them
+        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 3 * each
+        assert opened.chat(max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 3 * each
+        opened.keep_conversations(0)
+        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 0
+
+
+def test_a_kept_conversations_context_is_planned_from_above(tiny_pair, images):
+    """What each conversation kept open adds to the process: at least its KV cache, at most its planned part."""
+    model, _ = tiny_pair
+    dims = footprints(model)[0].dims
+    with smolcli.load(model, threads=1) as loaded:
+        cells = loaded.pair.chat_cells
+        warm = loaded.chat(max_tokens=2)
+        warm.send("Describe it.", images=[images["photo"]])
+        warm.close()
+        kept, growth = [], []
+        for _ in range(4):
+            before = rss_bytes()
+            chat = loaded.chat(max_tokens=2)
+            chat.send("Describe it.", images=[images["photo"], images["wide"]])
+            growth.append(rss_bytes() - before)
+            kept.append(chat)
+        assert [chat.n_ctx for chat in kept] == [cells] * 4  # the size the plan counts
+    each = sorted(growth)[len(growth) // 2]
+    planned = idle_context_part(dims, cells, "f16", 0).cpu
+    assert kv_cache_bytes(dims, cells, "f16") <= each <= planned, (size_text(each), size_text(planned), growth)
+
+
+def test_serve_refuses_kept_conversations_that_do_not_fit_naming_what_does(tiny_pair):
+    fixed = {"cache_type": "f16", "vision_engine": "onnx"}  # no smaller cache or encoder to fall back on
+    plans = {n: tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(1, n).total for n in (1, 3, 4)}
+    limit = (plans[3] + plans[4]) // 2
+    with pytest.raises(MemoryPlanRefused, match="conversations=3 fits") as refused:
+        tiny_budget_model(tiny_pair, limit, **fixed).check_parallel(1, 4)
+    assert refused.value.fits == 3 and refused.value.plan.total == plans[4]
+    assert "keeping 4 conversations" in str(refused.value)
+    # beside --parallel 2, where one kept conversation is already too many: --parallel's own refusal
+    with pytest.raises(MemoryPlanRefused, match=r"answering one at a time \(no parallel=\) fits"):
+        tiny_budget_model(tiny_pair, plans[1], **fixed).check_parallel(2, 4)
+    # the command line: one line, before the weights load
+    refusal = refused_serve(tiny_pair, limit, "--conversations", "4")
+    assert "--conversations 4 needs about" in refusal and "--conversations 3 fits" in refusal
+
+
+def test_serve_keeping_four_conversations_stays_under_its_plan(tiny_pair, images, tmp_path):
+    """Four conversations about images, all kept (the first is continued, not replayed): the server's peak under the
+    plan it printed, which lists them."""
+    model, mmproj = tiny_pair
+    plan = tiny_budget_model(tiny_pair, "8G").check_parallel(1, 4)
+    log = tmp_path / "serve.log"
+    process, running = start_process(
+        model, tmp_path, log, "--mmproj", str(mmproj), "--conversations", "4", "--max-memory", "8G"
+    )
+    try:
+        client = running.client(timeout=120)
+        firsts = []
+        for key in ("photo", "wide", "tall", "square"):
+            messages = [image_message(data_uri(images[key]), f"Describe the {key} picture.")]
+            answer = client.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0)
+            firsts.append(messages + [{"role": "assistant", "content": answer.choices[0].message.content}])
+        follow_up = firsts[0] + [{"role": "user", "content": "And its colours?"}]
+        again = client.chat.completions.create(model="m", messages=follow_up, max_tokens=4, temperature=0)
+        assert again.model_extra["smolcli"]["conversation"] == "continued"  # the first of four was still kept
+        peak = rss_bytes(process.pid, "VmHWM")
+        assert 0 < peak <= plan.total, (size_text(peak), size_text(plan.total))
+        printed = next(line for line in log.read_text().splitlines() if "memory plan" in line)
+        assert f"kept conversations {size_text(plan.part('kept_conversations').total)}" in printed
+    finally:
+        stop_server(process)
 
 
 # --- the plan table -----------------------------------------------------------------------

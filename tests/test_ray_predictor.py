@@ -80,3 +80,17 @@ def test_a_batch_without_a_prompt_column_uses_the_prompt_given(tiny_pair, images
     assert list(out["error"][:2]) == [None, None]
     assert "missing.png" in out["error"][2] and out["text"][2] is None
     predictor.model.close()
+
+
+def test_a_store_prefix_column_keeps_a_rows_prefix_state_out_of_the_cache(tiny_pair, images, private_smolcli_home):
+    """Called as Ray calls it: False reads the prefix cache but writes nothing, True (or no column) stores."""
+    predictor = SmolVLMPredictor(str(tiny_pair[0]), prompt="Describe it.", max_tokens=2, load={"threads": 1})
+    states = private_smolcli_home / "prefixes"
+    photo = np.array([images["photo"].read_bytes()], dtype=object)
+    unstored = predictor({"image": photo, "store_prefix": np.array([False])})
+    assert unstored["error"][0] is None and list(states.glob("*.kv")) == []
+    stored = predictor({"image": photo, "store_prefix": np.array([True])})
+    assert len(list(states.glob("*.kv"))) == 1 and stored["text"][0] == unstored["text"][0]
+    restored = predictor({"image": photo})  # no column: stored as Model.ask does, here read back
+    assert restored["usage"][0]["images_encoded"] == 0 and restored["usage"][0]["image_cache_hits"] == 0
+    predictor.model.close()

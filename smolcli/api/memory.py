@@ -11,6 +11,7 @@ from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.engine import EngineOptions
 from smolcli.runtime.planning.memory_plan import (
+    KeptContexts,
     MemoryPlan,
     RunSettings,
     SharedContext,
@@ -40,6 +41,7 @@ PART_LABELS = {
     "runtime": "runtime",
     "prefix_state": "prefix state",
     "shared_contexts": "parallel decoding",
+    "kept_conversations": "kept conversations",
 }
 
 
@@ -110,13 +112,15 @@ class MemoryBudget:
         vision_first: bool = False,
         reuse_prefix: bool = False,
         shared_contexts: tuple[SharedContext, ...] = (),
+        kept: KeptContexts | None = None,
     ) -> "MemoryBudget | None":
         """None without max_memory: the run goes on as it always has.
 
         vision_first: the images are encoded before the language model loads (a first question through the
         ONNX encoder, OnnxVisionEncoder.encode_ahead), so the session and the model are planned apart.
         reuse_prefix: the prompt goes in through the prefix cache (an ask), which holds a copy of its prefix's state
-        when it stores or restores one. shared_contexts: BatchDecoders alive beside the run (serve --parallel)."""
+        when it stores or restores one. shared_contexts: BatchDecoders alive beside the run (serve --parallel); kept:
+        conversations kept open beside it (serve --conversations)."""
         if limit is None:
             return None
         import llama_cpp
@@ -143,6 +147,7 @@ class MemoryBudget:
             prefix_state=reuse_prefix and prefix_cache_on(options),
             shared_contexts=shared_contexts,
             vision_precision=precision,
+            kept=kept,
         )
         return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 
@@ -206,6 +211,45 @@ class MemoryBudget:
             fits=fits,
         )
 
+    def keeping(self, kept: KeptContexts | None) -> "MemoryBudget":
+        """This budget with these conversations kept open beside the run, in place of those it had."""
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, kept=kept))
+
+    def plan_keeping(
+        self,
+        count: int,
+        kept: Callable[[int], KeptContexts],
+        plan: Callable[["MemoryBudget"], MemoryPlan],
+    ) -> MemoryPlan:
+        """plan(budget) with `count` conversations kept open beside it (kept(n): n of them), or a one-line refusal
+        naming the most that fit (serve --conversations); plan's own refusal when even one does not fit."""
+        try:
+            return plan(self.keeping(kept(count)))
+        except MemoryPlanRefused as refused:
+            if count == 1:
+                raise
+            too_many = refused.plan
+        plan(self.keeping(kept(1)))  # its own refusal (naming the --parallel that fits) when one is too many
+
+        def fits(n: int) -> bool:
+            try:
+                plan(self.keeping(kept(n)))
+            except MemoryPlanRefused:
+                return False
+            return True
+
+        fitting = next(n for n in range(count - 1, 0, -1) if fits(n))
+        each = kept(count).n_ctx
+        raise MemoryPlanRefused(
+            f"{{conversations={count}}} needs about {size_text(too_many.total)} but {{max_memory}} {self.limit.text} "
+            f"allows {size_text(self.limit.size)}: keeping {count} conversations of {each} tokens between requests "
+            f"takes {size_text(too_many.part('kept_conversations').total)}; {{conversations={fitting}}} fits, "
+            "or raise {max_memory}",
+            plan=too_many,
+            limit=self.limit.size,
+            fits=fitting,
+        )
+
     def fits(self, n_ctx: int) -> bool:
         try:
             self.plan(n_ctx)
@@ -221,11 +265,7 @@ class MemoryBudget:
             cache = f"with the {plan.cache_type} KV cache {{cache_type}} asks for"
         else:
             cache = f"even with a {plan.cache_type} KV cache"
-        parts = ", ".join(
-            f"{PART_LABELS.get(p.name, p.name)}{f' ({plan.n_ctx} tokens)' if p.name == 'kv_cache' else ''} {size_text(p.total)}"
-            for p in plan.parts
-            if p.total
-        )
+        parts = parts_text(plan)
         fixes = ["a smaller quant of the model (Q4_K_M or Q4_0)"]
         if self.run.repack_weights:
             fixes.append("no {repack_weights}")
@@ -242,3 +282,12 @@ class MemoryBudget:
             f"{size_text(self.limit.size)}, {cache}: "
             f"{parts}{apart}; try {', '.join(fixes[:-1])} or {fixes[-1]}"
         )
+
+
+def parts_text(plan: MemoryPlan) -> str:
+    """'language model 124 MB, KV cache (2048 tokens) 45 MB, ...': the plan's parts that take memory."""
+    return ", ".join(
+        f"{PART_LABELS.get(p.name, p.name)}{f' ({plan.n_ctx} tokens)' if p.name == 'kv_cache' else ''} {size_text(p.total)}"
+        for p in plan.parts
+        if p.total
+    )

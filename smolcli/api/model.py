@@ -217,11 +217,23 @@ class Model:
         self.pair.add_decoder(decoder)
         return decoder
 
-    def check_parallel(self, n_seq: int) -> MemoryPlan | None:
+    def check_parallel(self, n_seq: int, conversations: int = 0) -> MemoryPlan | None:
         """With max_memory: the plan of n_seq conversations of {ctx} (or 2048) tokens decoded together (serve
-        --parallel: a batch_decoder(n_seq) and their contexts), checked before anything loads: MemoryPlanRefused
-        when it does not fit, its one line naming the most that do. None without a limit or for one at a time."""
-        return self.pair.check_decoder(n_seq)[1] if n_seq > 1 else None
+        --parallel: a batch_decoder(n_seq) and their contexts) and `conversations` more kept open between requests
+        (serve --conversations, keep_conversations()), checked before anything loads: MemoryPlanRefused when it does
+        not fit, its one line naming the most kept conversations (or sequences) that do. None without a limit, or
+        for one at a time with none kept."""
+        if n_seq <= 1 and not conversations:
+            return None
+        return self.pair.check_serving(n_seq, conversations)
+
+    def keep_conversations(self, count: int) -> None:
+        """A front end keeps up to `count` Chats open between its requests (serve --conversations): with max_memory
+        every later plan counts their contexts (each the {ctx}, or 4096 positions, a Chat starts with); check_parallel
+        checks that they fit."""
+        if count < 0:
+            raise BadInput(f"kept conversations must be 0 or more, not {count}")
+        self.pair.kept_conversations = count
 
     def __repr__(self) -> str:
         return f"<smolcli.Model {self.files.model.path.name}{' (loaded)' if self.loaded else ''}>"

@@ -9,12 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from smolcli.api.memory import parts_text
 from smolcli.api.model import Model
 from smolcli.api.options import LoadOptions
 from smolcli.cli import run_options as opt
 from smolcli.cli.output import progress
 from smolcli.errors import BadInput, SmolcliError
 from smolcli.store.hub import offline_mode
+from smolcli.util.units import size_text
 
 API_KEY_ENV = "SMOLCLI_API_KEY"
 
@@ -131,7 +133,10 @@ def serve(
     serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits, ui=not no_ui)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
-    opened.check_parallel(parallel)  # with --max-memory: --parallel's shared context planned before the weights load
+    # with --max-memory: --parallel's shared context and the kept conversations planned before the weights load
+    plan = opened.check_parallel(parallel, conversations)
+    if plan is not None:
+        progress(f"smolcli serve: memory plan about {size_text(plan.total)} of --max-memory: {parts_text(plan)}")
     if serve_settings.model_id is None:
         serve_settings = dataclasses.replace(serve_settings, model_id=_model_name(model))
     try:

@@ -2,7 +2,9 @@
 
 The driver reads every item's images itself and ships their bytes in the rows, so the workers need
 the model (a path on every node, or a name they pull) but not the images. Lines come back in input
-order, in the same shape `smolcli batch` writes locally (without per-item timings).
+order, in the same shape `smolcli batch` writes locally (without per-item timings). Each row also says
+whether its prefix state is worth storing in the prefix cache, decided as a local batch decides it
+(reused_images: only when a later row shows the same image files).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Callable, Iterable
 
-from smolcli.api.batch import BatchItem, BatchSummary, in_shard
+from smolcli.api.batch import BatchItem, BatchSummary, in_shard, reused_images
 from smolcli.api.options import LoadOptions
 from smolcli.errors import BadInput
 from smolcli.plugins.ray_predictor import SmolVLMPredictor
@@ -20,13 +22,19 @@ from smolcli.plugins.ray_predictor import SmolVLMPredictor
 LOCAL = "local"  # start a Ray on this machine for the batch, instead of joining a cluster
 
 
-def _row(item: BatchItem) -> dict:
+def _row(item: BatchItem, store_prefix: bool) -> dict:
     images = []
     for image in item.images:
         path = item.base / image if not Path(image).is_absolute() else Path(image)
         images.append(path.read_bytes() if path.is_file() else b"")  # an unreadable image fails in its own row
     # "" rather than None: a column of strings stays strings in Arrow (None could come back as NaN)
-    return {"id": item.id, "prompt": item.prompt, "images": images, "problem": item.problem or ""}
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "images": images,
+        "problem": item.problem or "",
+        "store_prefix": store_prefix,
+    }
 
 
 def _per_item_settings(items: list[BatchItem]) -> str | None:
@@ -65,7 +73,8 @@ def run_batch_on_ray(
         context.enable_progress_bars = False
         load = {k: v for k, v in dataclasses.asdict(settings).items() if v != getattr(LoadOptions(), k)}
         generation = {k: v for k, v in defaults.items() if v is not None and k != "grammar"}
-        answered = ray.data.from_items([_row(item) for item in todo]).map_batches(
+        rows = [_row(item, store) for item, store in zip(todo, reused_images(todo), strict=True)]
+        answered = ray.data.from_items(rows).map_batches(
             SmolVLMPredictor,
             fn_constructor_kwargs={"model": model, "image_column": "images", "load": load, **generation},
             concurrency=concurrency,

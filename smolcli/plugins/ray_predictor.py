@@ -13,6 +13,10 @@ none) and a prompt (a column, or one prompt for all). Each row gets `text`, `fin
 `usage` (a dict) and `error`; with `json_schema`, `json` too. A row that cannot be answered (a
 missing or broken image, a prompt too long for the context) gets its one-line `error` and nulls,
 and the batch goes on. Nothing here imports ray: the class is plain Python that Ray calls.
+
+A boolean `store_prefix` column, where there is one, is passed to Model.ask: False reads an image
+prompt's prefix state from the prefix cache but never writes one, for a row whose images no later
+row shows (`smolcli batch --ray` sets it per row as a local batch decides).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class SmolVLMPredictor:
         prompt: str | None = None,
         prompt_column: str = "prompt",
         image_column: str = "image",
+        store_prefix_column: str = "store_prefix",
         load: dict | None = None,
         **generation: Any,
     ):
@@ -47,26 +52,30 @@ class SmolVLMPredictor:
         self.prompt = prompt
         self.prompt_column = prompt_column
         self.image_column = image_column
+        self.store_prefix_column = store_prefix_column
         self.generation = generation
         self.model = smolcli.load(model, **(load or {}))  # once per actor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = len(next(iter(batch.values()))) if batch else 0
-        answers = [self.answer_row(self._prompt(batch, i), self._images(batch, i)) for i in range(rows)]
+        answers = [
+            self.answer_row(self._prompt(batch, i), self._images(batch, i), self._store_prefix(batch, i))
+            for i in range(rows)
+        ]
         out = dict(batch)
         for column in answers[0] if answers else ("text", "finish_reason", "usage", "error"):
             out[column] = np.array([answer[column] for answer in answers], dtype=object)
         return out
 
-    def answer_row(self, prompt: str | None, images: list) -> dict[str, Any]:
-        """One row's columns; a row that fails gets its error, and nulls."""
+    def answer_row(self, prompt: str | None, images: list, store_prefix: bool = True) -> dict[str, Any]:
+        """One row's columns; a row that fails gets its error, and nulls. store_prefix: see Model.ask."""
         result: dict[str, Any] = {"text": None, "finish_reason": None, "usage": None, "error": None}
         if "json_schema" in self.generation:
             result["json"] = None
         try:
             if prompt is None:
                 raise SmolcliError(f"no prompt: give a {self.prompt_column!r} column or prompt= for every row")
-            answer = self.model.ask(prompt, images, **self.generation)
+            answer = self.model.ask(prompt, images, store_prefix=store_prefix, **self.generation)
         except SmolcliError as error:
             result["error"] = str(error)
             return result
@@ -83,6 +92,12 @@ class SmolVLMPredictor:
             value = batch[self.prompt_column][i]
             return None if value is None else str(value)
         return self.prompt
+
+    def _store_prefix(self, batch: dict, i: int) -> bool:
+        if self.store_prefix_column not in batch:
+            return True  # as Model.ask does
+        value = batch[self.store_prefix_column][i]
+        return True if value is None else bool(value)
 
     def _images(self, batch: dict, i: int) -> list:
         if self.image_column not in batch:

@@ -162,6 +162,8 @@ class ModelWorker:
         try:
             self.model = self._open_model()
             self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
+            # with --max-memory every request's plan counts the conversations kept between requests
+            self.model.keep_conversations(self.limits.conversations)
             if self.limits.parallel > 1:
                 self._decoder = self.model.batch_decoder(self.limits.parallel)
         except BaseException as error:  # noqa: BLE001 - reported to the server, which stops
