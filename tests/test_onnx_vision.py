@@ -558,6 +558,47 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     assert build_int8(plain, f"{INT8_KIND}-w2").graph == build_int8(plain, f"{INT8_KIND}-dw2").graph
 
 
+def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted, images):
+    """-qkr2 / -qkb2 (the twin's speed, issue 21): in the outlier layers q and k are split like v and ffn_up (the
+    outlier channels' fp32 MatMul beside the int8 part) instead of fp32, the int8 part's input read as two int8
+    inputs (two products), or its input and weight both as two (three); both keep every tile >= 0.999 to fp32 on
+    the tiny large-gain checkpoint, the second closer. -lw2: ffn_down's weight as two in the last layer alone."""
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND
+
+    weights = read_vision_weights(converted("F32", "F32", "SmolVLM", LARGE_GAIN).mmproj)
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+
+    def run(model) -> np.ndarray:
+        return session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+
+    def products(model, end: str) -> list[tuple[int, int]]:  # (fp32 MatMuls, int8 products) per layer
+        found = []
+        for bid in range(weights.layers):
+            prefix = f"v.blk.{bid}.{end}"  # the outlier channels' MatMul is known by its weight's name
+            nodes = [n for n in model.graph.node if any(s.startswith(prefix) for s in (n.name, *n.input))]
+            found.append(
+                (sum(n.op_type == "MatMul" for n in nodes), sum(n.op_type == "MatMulIntegerToFloat" for n in nodes))
+            )
+        return found
+
+    fp32 = run(build_model(weights))
+    cosines = {}
+    for kind, int8_products in ((f"{INT8_KIND}-qkr2", 2), (f"{INT8_KIND}-qkb2", 3)):
+        model = build_int8(weights, kind)
+        for end in ("attn_q", "attn_k"):
+            assert products(model, end) == [(1, int8_products)] * weights.layers, (kind, end)
+        cosines[kind] = per_tile_cosines(fp32, run(model)).min()
+    assert products(build_int8(weights, INT8_KIND), "attn_q") == [(1, 0)] * weights.layers  # the default: fp32
+    assert 0.999 <= cosines[f"{INT8_KIND}-qkr2"] < cosines[f"{INT8_KIND}-qkb2"], cosines
+    plain = read_vision_weights(converted("F32", "F32", "SmolVLM").mmproj)
+    last = [(0, 2 if bid == plain.layers - 1 else 1) for bid in range(plain.layers)]
+    assert products(build_int8(plain, f"{INT8_KIND}-lw2"), "ffn_down") == last
+
+
 def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):
     """The self-check when the default int8 graph is built: on a large-gain checkpoint whose outlier channels the
     graph does not find (layer_outliers patched to find none: per-row int8 falls to cosine 0.98 on the probe),
