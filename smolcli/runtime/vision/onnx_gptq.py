@@ -9,7 +9,8 @@ graph's inputs to each int8 linear layer on onnx_probe's synthetic tiles: no cal
 and kernels (only which int8 values the weights hold changes).
 
 Benchmark form only (onnx_int8 "-gptq"): the inputs come from one in-memory fp32 session of the whole tower (372 MB
-of weights on 256M), past the build's memory bound that the self-check's layered run keeps.
+of weights on 256M), and every layer's X^T X is held at once (float64: about 1 GB on 256M), past the build's memory
+bound that the self-check's layered run keeps.
 """
 
 from __future__ import annotations
