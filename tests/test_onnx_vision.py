@@ -558,6 +558,96 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     assert build_int8(plain, f"{INT8_KIND}-w2").graph == build_int8(plain, f"{INT8_KIND}-dw2").graph
 
 
+def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted, images):
+    """-qkr2 / -qkb2 (the twin's speed, issue 21): in the outlier layers q and k are split like v and ffn_up (the
+    outlier channels' fp32 MatMul beside the int8 part) instead of fp32, the int8 part's input read as two int8
+    inputs (two products), or its input and weight both as two (three); both keep every tile >= 0.999 to fp32 on
+    the tiny large-gain checkpoint, the second closer. -lw2: ffn_down's weight as two in the last layer alone."""
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND
+
+    weights = read_vision_weights(converted("F32", "F32", "SmolVLM", LARGE_GAIN).mmproj)
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+
+    def run(model) -> np.ndarray:
+        return session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+
+    def products(model, end: str) -> list[tuple[int, int]]:  # (fp32 MatMuls, int8 products) per layer
+        found = []
+        for bid in range(weights.layers):
+            prefix = f"v.blk.{bid}.{end}"  # the outlier channels' MatMul is known by its weight's name
+            nodes = [n for n in model.graph.node if any(s.startswith(prefix) for s in (n.name, *n.input))]
+            found.append(
+                (sum(n.op_type == "MatMul" for n in nodes), sum(n.op_type == "MatMulIntegerToFloat" for n in nodes))
+            )
+        return found
+
+    fp32 = run(build_model(weights))
+    cosines = {}
+    for kind, int8_products in ((f"{INT8_KIND}-qkr2", 2), (f"{INT8_KIND}-qkb2", 3)):
+        model = build_int8(weights, kind)
+        for end in ("attn_q", "attn_k"):
+            assert products(model, end) == [(1, int8_products)] * weights.layers, (kind, end)
+        cosines[kind] = per_tile_cosines(fp32, run(model)).min()
+    assert products(build_int8(weights, INT8_KIND), "attn_q") == [(1, 0)] * weights.layers  # the default: fp32
+    assert 0.999 <= cosines[f"{INT8_KIND}-qkr2"] < cosines[f"{INT8_KIND}-qkb2"], cosines
+    plain = read_vision_weights(converted("F32", "F32", "SmolVLM").mmproj)
+    last = [(0, 2 if bid == plain.layers - 1 else 1) for bid in range(plain.layers)]
+    assert products(build_int8(plain, f"{INT8_KIND}-lw2"), "ffn_down") == last
+
+
+def test_gptq_rounding_lowers_the_layer_output_error_on_inputs_like_its_calibration():
+    """onnx_gptq.gptq_round against nearest rounding, the same scales: on inputs drawn like the Hessian's (correlated
+    channels, a mean, as LayerNorm outputs have) the layer's output error is smaller; the int8 values and scales
+    come out as quantize_weight's do, and channels with no weight (split off to fp32) stay zero."""
+    from smolcli.runtime.vision.onnx_gptq import gptq_round
+    from smolcli.runtime.vision.onnx_int8 import quantize_weight
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 0.05, (96, 160)).astype(np.float32)
+    weight[:, [7, 70]] = 0  # as outlier_split leaves the int8 part's weight
+    mixing = rng.normal(0, 1, (160, 160)) / 12
+    calibration, fresh = (rng.normal(0.3, 1, (n, 160)) @ mixing for n in (600, 400))
+    q_near, s_near = quantize_weight(weight)
+    q_gptq, s_gptq = gptq_round(weight, calibration.T @ calibration)
+    assert q_gptq.dtype == np.int8 and q_gptq.shape == q_near.shape and np.array_equal(s_gptq, s_near)
+    assert not q_gptq[[7, 70]].any() and (q_gptq != q_near).mean() > 0.05
+
+    def output_error(q: np.ndarray) -> float:
+        return float(np.linalg.norm(fresh @ (q.astype(np.float64) * s_near) - fresh @ weight.T.astype(np.float64)))
+
+    assert output_error(q_gptq) < 0.8 * output_error(q_near), (output_error(q_gptq), output_error(q_near))
+
+
+def test_the_gptq_form_is_the_default_graph_with_other_int8_weights_and_closer_to_fp32(tiny_pair, images):
+    """-gptq: the default's graph, node for node, with its int8 weights rounded by GPTQ on the probe tiles; on the
+    tiny checkpoint's photo (not the calibration's tiles) its embeddings are closer to fp32 than the default's."""
+    from smolcli.bench.onnx_profile import session
+    from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
+    from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_vision import INT8_KIND
+
+    weights = read_vision_weights(tiny_pair[1])
+    pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
+    default, gptq = build_int8(weights, INT8_KIND), build_int8(weights, f"{INT8_KIND}-gptq")
+    assert [(n.op_type, list(n.input)) for n in default.graph.node] == [
+        (n.op_type, list(n.input)) for n in gptq.graph.node
+    ]
+    changed = [a.name for a, b in zip(default.graph.initializer, gptq.graph.initializer, strict=True) if a != b]
+    assert changed and all(name.endswith((".wq", ".cb")) for name in changed), changed
+
+    def error(model) -> float:
+        ours = session(model.SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+        return float(np.linalg.norm(ours - fp32) / np.linalg.norm(fp32))
+
+    fp32 = session(build_model(weights).SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
+    assert error(gptq) < 0.9 * error(default), (error(gptq), error(default))
+
+
 def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):
     """The self-check when the default int8 graph is built: on a large-gain checkpoint whose outlier channels the
     graph does not find (layer_outliers patched to find none: per-row int8 falls to cosine 0.98 on the probe),
