@@ -611,6 +611,32 @@ def test_parallel_decoding_is_planned_and_rises_with_the_conversations(tiny_pair
         assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["shared_contexts"]["cpu"] == 0
 
 
+def test_parallel_plans_each_running_conversation_in_the_context_its_chat_has(tiny_pair):
+    """serve --parallel answers each request in a Chat of its own (4096 cells unless --ctx) and decodes it in the
+    decoder's pool (2048 each): the plan counts the run's and the others' contexts at the Chat's size, the pool at
+    its own."""
+    model, mmproj = tiny_pair
+    text, vision = footprints(model, mmproj)
+    pool_only = SharedContext(4, 4 * 2048, "f16", 2048)
+    in_chats = SharedContext(4, 4 * 2048, "f16", 2048, 4096)
+    parts = [
+        plan_memory(text, vision, RunSettings(4096, shared_contexts=(s,))).part("shared_contexts").cpu
+        for s in (pool_only, in_chats)
+    ]
+    assert parts[1] - parts[0] >= 3 * (kv_cache_bytes(text.dims, 4096, "f16") - kv_cache_bytes(text.dims, 2048, "f16"))
+    opened = tiny_budget_model(tiny_pair, "8G")
+    plan = opened.check_parallel(4)
+    with opened:
+        chat = opened.chat(max_tokens=1)
+        chat.send("Hello")
+        assert plan.n_ctx == chat.n_ctx  # the run's own conversation: the context its Chat really has
+        decoder = opened.batch_decoder(4)
+        assert decoder.shared.n_ctx == 4 * 2048  # the pool: 2048 cells each
+        decoder.close()
+    sized = tiny_budget_model(tiny_pair, "8G", ctx=1024).check_parallel(4)
+    assert sized.n_ctx == 1024  # --ctx sizes both
+
+
 def refused_serve(tiny_pair, limit: int, *options: str) -> str:
     """`smolcli serve` under --max-memory limit (f16 cache, ONNX encoder: nothing smaller to fall back on): its one
     line of refusal, given before it listens."""

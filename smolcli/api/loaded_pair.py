@@ -155,7 +155,8 @@ class LoadedPair:
         return self.options.ctx or PARALLEL_CELLS_EACH
 
     def shared_context(self, n_seq: int, n_ctx: int) -> SharedContext:
-        return SharedContext(n_seq, n_ctx, self.options.cache_type or "f16", min(self.conversation_cells, n_ctx))
+        cache_type = self.options.cache_type or "f16"
+        return SharedContext(n_seq, n_ctx, cache_type, min(self.conversation_cells, n_ctx), self.chat_cells)
 
     @property
     def chat_cells(self) -> int:
@@ -178,12 +179,13 @@ class LoadedPair:
         budget = self.memory_budget(self.files.mmproj, [])
         if budget is None:
             return None
+        own = self.chat_cells  # each request runs in a Chat of its own, whatever its share of the decoder's pool
         each = self.conversation_cells
 
         def plan(beside: MemoryBudget) -> MemoryPlan:
             if n_seq == 1:
-                return beside.plan(each)
-            return beside.plan_beside_decoder(each, n_seq, lambda n: self.shared_context(n, n * each))
+                return beside.plan(own)
+            return beside.plan_beside_decoder(own, n_seq, lambda n: self.shared_context(n, n * each))
 
         return budget.plan_keeping(kept, self.kept_contexts, plan) if kept else plan(budget)
 

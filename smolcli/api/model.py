@@ -218,8 +218,8 @@ class Model:
         return decoder
 
     def check_parallel(self, n_seq: int, conversations: int = 0) -> MemoryPlan | None:
-        """With max_memory: the plan of n_seq conversations of {ctx} (or 2048) tokens decoded together (serve
-        --parallel: a batch_decoder(n_seq) and their contexts) and `conversations` more kept open between requests
+        """With max_memory: the plan of n_seq conversations decoded together (serve --parallel: a batch_decoder(n_seq)
+        with {ctx} (or 2048) cells each, and each conversation's own Chat context, {ctx} or the 4096 a Chat starts with) and `conversations` more kept open between requests
         (serve --conversations, keep_conversations()), checked before anything loads: MemoryPlanRefused when it does
         not fit, its one line naming the most kept conversations (or sequences) that do. None without a limit, or
         for one at a time with none kept."""

@@ -25,6 +25,7 @@ Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU
                     sequences over its own cells (KV cache, a compute buffer for N tokens and N logits rows),
                     one conversation's state on its way in or out of it (join and leave copy it through a buffer),
                     and the N - 1 other conversations answered beside the run's, each with a context of its own
+                    (the Chat it runs in: {ctx}, or 4096 cells, while its share of the pool is {ctx} or 2048)
   kept_conversations  serve --conversations K: the Chats kept open between requests, each an idle context of its
                     own (KV cache, the compute pages its prompt touched, llama.cpp's per-context graph metadata)
                     of the cells a Chat starts with ({ctx}, or 4096 within the model's own; idle_context_part:
@@ -189,6 +190,7 @@ class SharedContext:
     n_ctx: int
     cache_type: str = "f16"
     conversation_ctx: int = 0  # the largest conversation context whose cache is copied in (0: n_ctx)
+    chat_ctx: int = 0  # each other conversation's own context, where its prompt runs (0: conversation_ctx)
 
 
 @dataclass(frozen=True)
@@ -521,18 +523,20 @@ def shared_context_part(dims: TextDims, shared: SharedContext, offloaded: int) -
     n_seq tokens and their logits, and one conversation's state copied in or out through a buffer; and the other
     n_seq - 1 conversations answered beside the run's, each in a context of its own (KV cache and compute buffer)."""
     each = min(shared.conversation_ctx or shared.n_ctx, shared.n_ctx)
+    # the others' own contexts are the Chats they run in (serve: 4096 cells by default), not their share of the pool
+    own = shared.chat_ctx or each
     cache_type = shared.cache_type
     on_cpu = dims.n_layer - offloaded
     others = shared.n_seq - 1
     kv_gpu = kv_cache_bytes(dims, shared.n_ctx, cache_type, offloaded) + others * kv_cache_bytes(
-        dims, each, cache_type, offloaded
+        dims, own, cache_type, offloaded
     )
     kv_cpu = kv_cache_bytes(dims, shared.n_ctx, cache_type, on_cpu) + others * kv_cache_bytes(
-        dims, each, cache_type, on_cpu
+        dims, own, cache_type, on_cpu
     )
     # one logits row per sequence in its output buffer (text_compute_bytes counts one)
     compute = text_compute_bytes(dims, shared.n_ctx, cache_type, shared.n_seq, n_ubatch=shared.n_seq)
-    compute += FLOAT * dims.n_vocab * others + others * text_compute_bytes(dims, each, cache_type, n_outputs=1)
+    compute += FLOAT * dims.n_vocab * others + others * text_compute_bytes(dims, own, cache_type, n_outputs=1)
     moving = sequence_state_bytes(dims, each, cache_type)
     if offloaded:
         return Part("shared_context", kv_cpu + moving, kv_gpu + compute)
