@@ -1,81 +1,136 @@
-"""GPTQ rounding of the int8 graph's weights (Frantar et al. 2022), calibrated on the self-check's probe tiles.
+"""GPTQ rounding of the default int8 graph's weights (Frantar et al. 2022), calibrated on the self-check's probe tiles.
 
 Rounding each weight to its nearest int8 step leaves an error that is the same for every token of every tile, so it
 adds up coherently through the language model's attention over the image tokens: on the tiny test checkpoints it,
 not the activations' rounding, decides how far the first answer token moves (docs/vision-precision.md). GPTQ rounds
 one input column at a time and moves what that column's rounding left onto the columns not yet rounded, weighted by
 H = X^T X of the layer's inputs, so the layer's output error on inputs like X is smallest. X here is the fp32
-graph's inputs to each int8 linear layer on onnx_probe's synthetic tiles: no calibration data, the same int8 graph
-and kernels (only which int8 values the weights hold changes).
+graph's inputs to each one-product int8 layer on onnx_probe's synthetic tiles: no calibration data, the same int8
+graph and kernels (only which int8 values the weights hold changes). FORMAT_VERSION 10's default.
 
-Benchmark form only (onnx_int8 "-gptq"): the inputs come from one in-memory fp32 session of the whole tower (372 MB
-of weights on 256M), and every layer's X^T X is held at once (float64: about 1 GB on 256M), past the build's memory
-bound that the self-check's layered run keeps.
+Within the build's memory bound (Calibration): X comes from the self-check's own fp32 reference run, a layer at a time
+(onnx_probe.layered_run), whose embeddings the self-check then reuses. X^T X is summed tile by tile as a piece runs,
+only that layer's matrices are held, and the layer's weights are rounded as soon as its piece has run (before the
+next piece loads); the int8 values go to a file of their own and the int8 graph is built from them afterwards.
+H is float32, as GPTQ's reference implementation keeps it: with the 1% damping its Cholesky factor is well within
+float32, and float64 would double the largest matrix (an ffn_down's: 3072^2, 38 MB in float32 on 256M; 4304^2,
+74 MB on 2.2B) and its inverse's.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 
-from smolcli.runtime.vision.onnx_graph import Graph, VisionWeights, build_model, float_linear
+from smolcli.runtime.vision.onnx_graph import Graph, VisionWeights, float_linear
 
-GPTQ_ENDS = ("attn_q", "attn_k", "attn_v", "ffn_up", "ffn_down")  # the layers the int8 forms quantize
 DAMP = 0.01  # of H's mean diagonal, added to its diagonal: GPTQ's own default
 BLOCK = 128  # columns rounded before the rest are updated (GPTQ's lazy batches: the same result, in BLAS)
 
 
-def probe_hessians(weights: VisionWeights, threads: int = 2) -> dict[str, np.ndarray]:
-    """{layer name: X^T X (float64, [in, in])} of the fp32 graph's inputs to each GPTQ_ENDS layer on the probe."""
-    import onnxruntime as ort
-
-    from smolcli.runtime.vision import onnx_proto
-    from smolcli.runtime.vision.onnx_probe import probe_pixels
-
-    inputs: dict[str, str] = {}
-
-    def recording(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        if name.endswith(GPTQ_ENDS):
-            inputs[name] = x
-        return float_linear(g, x, weight, bias, name)
-
-    model = build_model(weights, recording)
-    distinct = sorted(set(inputs.values()))  # q, k and v read the same LayerNorm output
-    float32 = onnx_proto.messages().TensorProto.FLOAT
-    model.graph.output.extend(onnx_proto.value_info(x, float32, None) for x in distinct)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    outputs = session.run(distinct, {"pixel_values": probe_pixels(weights)})
-    hessians = {}
-    for x, out in zip(distinct, outputs, strict=True):
-        rows = out.reshape(-1, out.shape[-1]).astype(np.float64)
-        hessians[x] = rows.T @ rows
-    return {name: hessians[x] for name, x in inputs.items()}
-
-
 def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """weight [out, in] -> (int8 [in, out], float32 scale [out]) as onnx_int8.quantize_weight gives them (one
-    symmetric scale per output channel, from its largest weight), the int8 values chosen by GPTQ with `hessian`.
-    Input channels whose weights are all zero (the outlier channels split off to fp32) are left out of it."""
-    w = weight.astype(np.float64)
+    symmetric scale per output channel, from its largest weight), the int8 values chosen by GPTQ with `hessian`
+    (float32 [in, in], changed in place: pass a copy to keep it). Input channels whose weights are all zero (the
+    outlier channels split off to fp32) are left out of it."""
+    w = weight.astype(np.float32)  # a copy: the columns not yet rounded take the rounded ones' error
     n, k = w.shape
     absmax = np.abs(w).max(axis=1)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0)
-    h = hessian.copy()
+    scale = np.where(absmax > 0, absmax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    h = hessian.astype(np.float32, copy=False)
+    del hessian
     dead = ~np.any(w != 0, axis=0)
     h[dead, :] = 0
     h[:, dead] = 0
     h[dead, dead] = 1
     h[np.diag_indices(k)] += DAMP * max(float(np.mean(np.diag(h))), 1e-12)
-    upper = np.linalg.cholesky(np.linalg.inv(h)).T  # H^-1 = U^T U
-    q = np.zeros((n, k))
+    inverse = np.linalg.inv(h)
+    del h  # one [in, in] matrix beside the factor at a time, not three
+    upper = np.linalg.cholesky(inverse).T  # H^-1 = U^T U
+    del inverse
+    q = np.zeros((n, k), np.int8)
     for start in range(0, k, BLOCK):
         end = min(start + BLOCK, k)
-        block, errors, u = w[:, start:end].copy(), np.zeros((n, end - start)), upper[start:end, start:end]
+        block, errors, u = w[:, start:end].copy(), np.zeros((n, end - start), np.float32), upper[start:end, start:end]
         for j in range(end - start):
-            q[:, start + j] = np.clip(np.rint(block[:, j] / scale), -127, 127)
-            errors[:, j] = (block[:, j] - q[:, start + j] * scale) / u[j, j]
+            rounded = np.clip(np.rint(block[:, j] / scale), -127, 127)
+            q[:, start + j] = rounded
+            errors[:, j] = (block[:, j] - rounded * scale) / u[j, j]
             block[:, j:] -= np.outer(errors[:, j], u[j, j:])
         w[:, end:] -= errors @ upper[start:end, end:]
-    return np.ascontiguousarray(q.astype(np.int8).T), scale.astype(np.float32)
+    return np.ascontiguousarray(q.T), scale
+
+
+class Calibration:
+    """What the fp32 reference run (onnx_probe.reference_embeddings) does besides its embeddings: records the inputs
+    of the layers to round while the fp32 graph is built (linear), sums each one's X^T X over the probe tiles as its
+    piece runs (add), and rounds that piece's layers when the piece is done (piece_done), their int8 values and
+    scales saved in `folder`; rounded(name) reads them back (mapped) for the int8 graph.
+
+    targets: layer name -> the input channels its int8 weight leaves out (outlier_split's, None for none), the layers
+    whose one int8 product GPTQ rounds (onnx_int8.gptq_targets)."""
+
+    def __init__(self, weights: VisionWeights, targets: dict[str, np.ndarray | None], folder: Path):
+        self.weights, self.targets, self.folder = weights, targets, folder
+        self.inputs: dict[str, str] = {}  # layer name -> its input's name in the fp32 graph
+        self._sums: dict[str, np.ndarray] = {}  # input name -> X^T X so far, this piece's only
+
+    def linear(self, g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        if name in self.targets:
+            self.inputs[name] = x
+        return float_linear(g, x, weight, bias, name)
+
+    @property
+    def watched(self) -> set[str]:
+        return set(self.inputs.values())
+
+    def add(self, x: str, values: np.ndarray) -> None:
+        rows = values.reshape(-1, values.shape[-1])
+        product = rows.T @ rows
+        if x in self._sums:
+            self._sums[x] += product
+        else:
+            self._sums[x] = product
+
+    def piece_done(self) -> None:
+        for x in sorted(self._sums):
+            readers = sorted(name for name, read in self.inputs.items() if read == x)
+            for i, name in enumerate(readers):
+                # the last reader takes the sum itself (rounded in place): an ffn_down's has one reader
+                h = self._sums.pop(x) if i == len(readers) - 1 else self._sums[x].copy()
+                weight = self.weights.tensors[f"{name}.weight"]
+                channels = self.targets[name]
+                if channels is not None:  # outlier_split's int8 part of it
+                    weight = weight.copy()
+                    weight[:, channels] = 0
+                q, scale = gptq_round(weight, h)
+                del h
+                np.save(self.folder / f"{name}.q.npy", q)
+                np.save(self.folder / f"{name}.s.npy", scale)
+
+    def rounded(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(int8 [in, out], float32 scale [out]) of a target layer, or None for a layer not rounded."""
+        if name not in self.targets:
+            return None
+        return np.load(self.folder / f"{name}.q.npy", mmap_mode="r"), np.load(self.folder / f"{name}.s.npy")
+
+
+@contextmanager
+def calibrated(
+    weights: VisionWeights, targets: dict[str, np.ndarray | None], threads: int = 2
+) -> Iterator[tuple[Calibration, np.ndarray]]:
+    """(the rounded weights, the fp32 graph's probe embeddings): one layered fp32 run does both. The rounded weights
+    are read from a temporary folder, removed on leaving."""
+    from smolcli.runtime.vision.onnx_probe import reference_embeddings
+
+    with tempfile.TemporaryDirectory(prefix="smolcli-gptq-") as folder:
+        calibration = Calibration(weights, targets, Path(folder))
+        reference = reference_embeddings(weights, threads, calibration)
+        missing = sorted(set(targets) - set(calibration.inputs))
+        if missing:
+            raise ValueError(f"the fp32 graph has no layers {missing[:3]} to calibrate")
+        yield calibration, reference
