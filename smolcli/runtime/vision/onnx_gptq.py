@@ -30,6 +30,7 @@ from smolcli.runtime.vision.onnx_graph import Graph, VisionWeights, float_linear
 
 DAMP = 0.01  # of H's mean diagonal, added to its diagonal: GPTQ's own default
 BLOCK = 128  # columns rounded before the rest are updated (GPTQ's lazy batches: the same result, in BLAS)
+PANEL = 128  # the blocked in-place Cholesky's and triangular inverse's block: temporaries of [in, PANEL] at most
 
 
 def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +49,8 @@ def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.
     h[:, dead] = 0
     h[dead, dead] = 1
     h[np.diag_indices(k)] += DAMP * max(float(np.mean(np.diag(h))), 1e-12)
-    inverse = np.linalg.inv(h)
-    del h  # one [in, in] matrix beside the factor at a time, not three
-    upper = np.linalg.cholesky(inverse).T  # H^-1 = U^T U
-    del inverse
+    upper = inverse_factor(h)  # H^-1 = U^T U, in h's own storage
+    del h
     q = np.zeros((n, k), np.int8)
     for start in range(0, k, BLOCK):
         end = min(start + BLOCK, k)
@@ -63,6 +62,64 @@ def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.
             block[:, j:] -= np.outer(errors[:, j], u[j, j:])
         w[:, end:] -= errors @ upper[start:end, end:]
     return np.ascontiguousarray(q.T), scale
+
+
+def _flip(a: np.ndarray) -> None:
+    """a = P a P in place, P the order-reversing permutation (a square matrix), a column panel at a time."""
+    n = len(a)
+    for start in range(0, n // 2, PANEL):  # a[:] = a[::-1] would copy the whole matrix (the two overlap)
+        end = min(start + PANEL, n // 2)
+        top = a[start:end].copy()
+        a[start:end] = a[n - end : n - start][::-1]
+        a[n - end : n - start] = top[::-1]
+        left = a[:, start:end].copy()
+        a[:, start:end] = a[:, n - end : n - start][:, ::-1]
+        a[:, n - end : n - start] = left[:, ::-1]
+
+
+def _cholesky_in_place(a: np.ndarray) -> None:
+    """a (symmetric positive definite) -> its lower Cholesky factor L (a = L L^T) in place, blocked; the upper
+    triangle left as it was. numpy's own would compute in float64 on two new copies (3x the matrix)."""
+    n = len(a)
+    for start in range(0, n, PANEL):
+        end = min(start + PANEL, n)
+        a[start:end, start:end] = np.linalg.cholesky(a[start:end, start:end])
+        if end == n:
+            break
+        inverse_t = np.linalg.inv(a[start:end, start:end]).T.astype(a.dtype)
+        a[end:, start:end] = a[end:, start:end] @ inverse_t  # the panel below: L_ik = A_ik L_kk^-T
+        panel = a[end:, start:end]
+        for row in range(end, n, PANEL):  # the trailing lower part, a row block at a time
+            stop = min(row + PANEL, n)
+            a[row:stop, end:stop] -= panel[row - end : stop - end] @ panel[: stop - end].T
+
+
+def _invert_lower_in_place(a: np.ndarray) -> None:
+    """a's lower triangle L -> L^-1 in place (the upper triangle zeroed), blocked: column block k of the inverse needs
+    the original L right of it only, so the columns are done left to right, each row block top down."""
+    n = len(a)
+    starts = list(range(0, n, PANEL))
+    diagonal = [np.linalg.inv(np.tril(a[s : s + PANEL, s : s + PANEL])).astype(a.dtype) for s in starts]
+    for k, start in enumerate(starts):
+        end = min(start + PANEL, n)
+        a[start:end, start:end] = diagonal[k]
+        for i in range(k + 1, len(starts)):
+            row, stop = starts[i], min(starts[i] + PANEL, n)
+            known = a[row:stop, start:row] @ a[start:row, start:end]  # L_i,k..i-1 X_k..i-1,k
+            a[row:stop, start:end] = -(diagonal[i] @ known)
+    for start in starts:  # above the diagonal
+        a[start : start + PANEL, start + PANEL :] = 0
+
+
+def inverse_factor(h: np.ndarray) -> np.ndarray:
+    """U, upper triangular with U^T U = H^-1, in h's own storage (float32, overwritten): GPTQ's factor. With P the
+    order-reversing permutation, P H P = L L^T gives H^-1 = (P L^-1 P)^T (P L^-1 P), and P L^-1 P is upper
+    triangular: one in-place Cholesky and one in-place triangular inverse, no [in, in] copies."""
+    _flip(h)
+    _cholesky_in_place(h)
+    _invert_lower_in_place(h)
+    _flip(h)
+    return h
 
 
 class Calibration:
@@ -90,11 +147,10 @@ class Calibration:
 
     def add(self, x: str, values: np.ndarray) -> None:
         rows = values.reshape(-1, values.shape[-1])
-        product = rows.T @ rows
-        if x in self._sums:
-            self._sums[x] += product
-        else:
-            self._sums[x] = product
+        k = rows.shape[1]
+        total = self._sums.setdefault(x, np.zeros((k, k), np.float32))
+        for start in range(0, k, 4 * PANEL):  # a band at a time: no second [in, in] matrix for the product
+            total[start : start + 4 * PANEL] += rows[:, start : start + 4 * PANEL].T @ rows
 
     def piece_done(self) -> None:
         for x in sorted(self._sums):
