@@ -182,7 +182,9 @@ def calibrated(
     """(the rounded weights, the fp32 graph's probe embeddings): one layered fp32 run does both. The rounded weights
     are read from a temporary folder, removed on leaving."""
     from smolcli.runtime.vision.onnx_probe import reference_embeddings
+    from smolcli.util.heap import map_large_blocks
 
+    map_large_blocks()  # each tile's outputs and each layer's matrices unmapped when freed, not kept in the heap
     with tempfile.TemporaryDirectory(prefix="smolcli-gptq-") as folder:
         calibration = Calibration(weights, targets, Path(folder))
         reference = reference_embeddings(weights, threads, calibration)
