@@ -9,9 +9,9 @@ graph's inputs to each one-product int8 layer on onnx_probe's synthetic tiles: n
 graph and kernels (only which int8 values the weights hold changes). FORMAT_VERSION 10's default.
 
 Within the build's memory bound (Calibration): X comes from the self-check's own fp32 reference run, a layer at a time
-(onnx_probe.layered_run), whose embeddings the self-check then reuses. X^T X is summed tile by tile as a piece runs,
-only that layer's matrices are held, and the layer's weights are rounded as soon as its piece has run (before the
-next piece loads); the int8 values go to a file of their own and the int8 graph is built from them afterwards.
+(onnx_probe.layered_run), whose embeddings the self-check then reuses. Each tile's inputs to the piece's layers go to a file as the piece
+runs; once its session is freed, X^T X is summed from them a tile at a time, only that layer's matrices are held, and
+the layer's weights are rounded (before the next piece loads); the int8 values go to a file of their own and the int8 graph is built from them afterwards.
 H is float32, as GPTQ's reference implementation keeps it: with the 1% damping its Cholesky factor is well within
 float32, and float64 would double the largest matrix (an ffn_down's: 3072^2, 38 MB in float32 on 256M; 4304^2,
 74 MB on 2.2B) and its inverse's.
@@ -124,8 +124,8 @@ def inverse_factor(h: np.ndarray) -> np.ndarray:
 
 class Calibration:
     """What the fp32 reference run (onnx_probe.reference_embeddings) does besides its embeddings: records the inputs
-    of the layers to round while the fp32 graph is built (linear), sums each one's X^T X over the probe tiles as its
-    piece runs (add), and rounds that piece's layers when the piece is done (piece_done), their int8 values and
+    of the layers to round while the fp32 graph is built (linear), keeps each one's values on the probe tiles as its piece
+    runs (add), and sums their X^T X and rounds that piece's layers when the piece is done (piece_done), their int8 values and
     scales saved in `folder`; rounded(name) reads them back (mapped) for the int8 graph.
 
     targets: layer name -> the input channels its int8 weight leaves out (outlier_split's, None for none), the layers
@@ -134,7 +134,8 @@ class Calibration:
     def __init__(self, weights: VisionWeights, targets: dict[str, np.ndarray | None], folder: Path):
         self.weights, self.targets, self.folder = weights, targets, folder
         self.inputs: dict[str, str] = {}  # layer name -> its input's name in the fp32 graph
-        self._sums: dict[str, np.ndarray] = {}  # input name -> X^T X so far, this piece's only
+        self._files = 0
+        self._values: dict[str, list[Path]] = {}  # input name -> this piece's files of its values, a tile each
 
     def linear(self, g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         if name in self.targets:
@@ -146,18 +147,38 @@ class Calibration:
         return set(self.inputs.values())
 
     def add(self, x: str, values: np.ndarray) -> None:
-        rows = values.reshape(-1, values.shape[-1])
-        k = rows.shape[1]
-        total = self._sums.setdefault(x, np.zeros((k, k), np.float32))
-        for start in range(0, k, 4 * PANEL):  # a band at a time: no second [in, in] matrix for the product
-            total[start : start + 4 * PANEL] += rows[:, start : start + 4 * PANEL].T @ rows
+        """One tile's values of a watched input, put in a file until the piece's session is freed: its X^T X is
+        summed then (piece_done), so that the piece's session and the layer's largest matrix are never held at
+        once (an ffn_down's X^T X is as large as a 256M layer's float32 weights)."""
+        paths = self._values.setdefault(x, [])
+        self._files += 1
+        paths.append(self.folder / f"values-{self._files}.npy")
+        np.save(paths[-1], values.reshape(-1, values.shape[-1]))
+
+    def _summed(self, x: str) -> np.ndarray:
+        """X^T X (float32) of the tiles' values of x, read back a tile at a time and their files removed."""
+        total = None
+        for path in self._values.pop(x):
+            rows = np.load(path)
+            path.unlink()
+            k = rows.shape[1]
+            if total is None:
+                total = np.zeros((k, k), np.float32)
+            for start in range(0, k, PANEL):  # a band at a time: no second [in, in] matrix for the product
+                total[start : start + PANEL] += rows[:, start : start + PANEL].T @ rows
+            del rows
+        return total
 
     def piece_done(self) -> None:
-        for x in sorted(self._sums):
+        for x in sorted(self._values):
             readers = sorted(name for name, read in self.inputs.items() if read == x)
+            summed = self._summed(x)
             for i, name in enumerate(readers):
                 # the last reader takes the sum itself (rounded in place): an ffn_down's has one reader
-                h = self._sums.pop(x) if i == len(readers) - 1 else self._sums[x].copy()
+                if i == len(readers) - 1:
+                    h, summed = summed, None
+                else:
+                    h = summed.copy()
                 weight = self.weights.tensors[f"{name}.weight"]
                 channels = self.targets[name]
                 if channels is not None:  # outlier_split's int8 part of it
