@@ -625,6 +625,23 @@ def test_gptq_rounding_lowers_the_layer_output_error_on_inputs_like_its_calibrat
     assert output_error(q_gptq) < 0.8 * output_error(q_near), (output_error(q_gptq), output_error(q_near))
 
 
+def test_gptq_factor_in_place_matches_numpys_float64_factor():
+    """onnx_gptq.inverse_factor (blocked, in place, float32: numpy's linalg computes in float64 on new copies) gives
+    the upper-triangular U with U^T U = H^-1, as the Cholesky factor of the inverse in float64, in H's own storage,
+    for sizes that are and are not whole blocks."""
+    from smolcli.runtime.vision.onnx_gptq import inverse_factor
+
+    rng = np.random.default_rng(1)
+    for n in (5, 128, 300):
+        x = rng.normal(0.2, 1, (2 * n + 7, n))
+        h = (x.T @ x).astype(np.float32)
+        h[np.diag_indices(n)] += 0.01 * np.mean(np.diag(h))
+        expected = np.linalg.cholesky(np.linalg.inv(h.astype(np.float64))).T
+        u = inverse_factor(h)
+        assert u is h and np.array_equal(np.triu(u), u)
+        assert np.abs(u - expected).max() < 1e-5 * np.abs(expected).max(), n
+
+
 def test_the_default_is_format_9s_graph_with_gptq_rounded_int8_weights_and_closer_to_fp32(tiny_pair, images):
     """FORMAT_VERSION 10: format 9's graph (-v9), node for node, with its one-product int8 weights rounded by GPTQ on
     the probe tiles (X^T X gathered in the self-check's layered fp32 run, every target layer rounded); on the tiny

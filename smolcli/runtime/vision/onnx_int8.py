@@ -5,7 +5,12 @@ connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry m
 and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
 llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
 
-- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 9): "asym-fp32-o" with the LayerNorm outputs'
+- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 10): FORMAT_VERSION 9's graph (below) with its one-product int8
+  weights (q, k, v, ffn_up, ffn_down where each is one int8 product) rounded by GPTQ (onnx_gptq, gptq_targets,
+  gptq_form) instead of to the nearest step, calibrated on the self-check's probe tiles in its layered fp32 run: the
+  same nodes and kernels, no cost per tile. On the tiny checkpoints under mtmd Q8_0 on all 16 fidelity cases (format
+  9: 15) and on 63 of the 64 of four more seeds (benchmarks/vision_fidelity.py; docs/vision-precision.md).
+- "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
   attn_q and attn_k in fp32 in the layers that have them (outlier_form says why). In the layers whose ffn_up reads
@@ -14,7 +19,8 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   SmolVLM-256M's shapes with large-gain channels ffn_down's error was the weights': its input as two int8 inputs
   left the worst photo tile at 0.9958, its weight as two at 0.99936 (FORMAT_VERSION 8 ran ffn_down there in fp32:
   0.99947, 1.2x slower). On plain weights the graph is FORMAT_VERSION 8's. On the large-gain tiny checkpoints it
-  keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979.
+  keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979. The forms below were measured against it
+  ("the default" there is format 9's) and, like it, round every int8 weight to its nearest step.
 - "outlier-asym-fp32-o-w2": the same with ffn_down's weight as two in every layer. On the tiny test checkpoints the
   error left was mostly the weights' (every int8 weight as two: first-token gaps 2-4x smaller; activations as
   two: none smaller), and this form is under mtmd Q8_0 on all 16 fidelity cases (the default on 15), but it costs
@@ -24,10 +30,6 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   (benchmarks/vision_fidelity.py --seeds) no closer than the default (12 of 32 plain cases under Q8_0, the
   default 11; -w2 18; every weight as two 32): on random tiny weights the first token's gap follows the weights'
   rounding error, the same for every token, far more than the activations' (docs/vision-precision.md).
-- "outlier-asym-fp32-o-gptq": the default's graph with its one-product int8 weights rounded by GPTQ (onnx_gptq),
-  calibrated on the self-check's probe tiles: no cost per tile, under Q8_0 on all 16 cases and on 63 of the 64
-  of four more seeds (plain and large-gain). Benchmark only for now: its calibration runs the whole fp32 tower in
-  one session, past the build's memory bound (docs/vision-precision.md says what making it the default takes).
 - "-qkr2" / "-qkb2" / "-qw2kb2" / "-qb2kw2": the default with the outlier layers' q and k split (the outlier channels
   in fp32) and their int8 part read with the input as two int8 inputs (residual_asym_linear), or input and weight
   both as two (residual_both_linear), or one of q and k so and the other with its weight as two, not fp32:
@@ -404,7 +406,7 @@ def gptq_targets(weights: VisionWeights) -> dict[str, np.ndarray | None]:
 
 
 def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> WeightForm:
-    """The default's graph (FORMAT_VERSION 9's) with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
+    """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
     int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for."""
 
     def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
