@@ -33,12 +33,13 @@ BLOCK = 128  # columns rounded before the rest are updated (GPTQ's lazy batches:
 PANEL = 128  # the blocked in-place Cholesky's and triangular inverse's block: temporaries of [in, PANEL] at most
 
 
-def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gptq_round(weight: np.ndarray, hessian: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """weight [out, in] -> (int8 [in, out], float32 scale [out]) as onnx_int8.quantize_weight gives them (one
     symmetric scale per output channel, from its largest weight), the int8 values chosen by GPTQ with `hessian`
     (float32 [in, in], changed in place: pass a copy to keep it). Input channels whose weights are all zero (the
-    outlier channels split off to fp32) are left out of it."""
-    w = weight.astype(np.float32)  # a copy: the columns not yet rounded take the rounded ones' error
+    outlier channels split off to fp32) are left out of it. overwrite: a float32 weight is worked on in place (the
+    columns not yet rounded take the rounded ones' error), else on a copy."""
+    w = weight.astype(np.float32, copy=not overwrite)
     n, k = w.shape
     absmax = np.abs(w).max(axis=1)
     scale = np.where(absmax > 0, absmax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
@@ -172,6 +173,7 @@ class Calibration:
     def piece_done(self) -> None:
         for x in sorted(self._values):
             readers = sorted(name for name, read in self.inputs.items() if read == x)
+            first = self._weight(readers[0])  # read (dequantized) before X^T X is made: the two are the peak
             summed = self._summed(x)
             for i, name in enumerate(readers):
                 # the last reader takes the sum itself (rounded in place): an ffn_down's has one reader
@@ -179,15 +181,19 @@ class Calibration:
                     h, summed = summed, None
                 else:
                     h = summed.copy()
-                weight = self.weights.tensors[f"{name}.weight"]
-                channels = self.targets[name]
-                if channels is not None:  # outlier_split's int8 part of it
-                    weight = weight.copy()
-                    weight[:, channels] = 0
-                q, scale = gptq_round(weight, h)
-                del h
+                weight, first = (first if i == 0 else self._weight(name)), None
+                q, scale = gptq_round(weight, h, overwrite=True)
+                del h, weight
                 np.save(self.folder / f"{name}.q.npy", q)
                 np.save(self.folder / f"{name}.s.npy", scale)
+
+    def _weight(self, name: str) -> np.ndarray:
+        """A target layer's weight as its int8 product sees it (outlier_split's channels zeroed), a copy of its own."""
+        weight = np.array(self.weights.tensors[f"{name}.weight"], np.float32)
+        channels = self.targets[name]
+        if channels is not None:
+            weight[:, channels] = 0
+        return weight
 
     def rounded(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(int8 [in, out], float32 scale [out]) of a target layer, or None for a layer not rounded."""
