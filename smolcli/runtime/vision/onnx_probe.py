@@ -7,6 +7,8 @@ the int8 graph is kept (onnx_vision.build_or_reuse). The fp32 graph is built in 
 streamed to an external file as it is made: a 2.2B encoder's float32 weights are near protobuf's 2 GB limit) and
 run a layer at a time (layered_run): a session holding the whole fp32 tower (372 MB on 256M, 1.7 GB on 2.2B) set a
 first run's peak at 2.4x a later run's; one layer's session holds 28 MB on 256M. Removed after its one run.
+Since graph format 10 that run (reference_embeddings) comes before the int8 graph is built: the same run gathers
+the GPTQ rounding's inputs (onnx_gptq.Calibration, layered_run's observer) and the check reuses its embeddings.
 """
 
 from __future__ import annotations
