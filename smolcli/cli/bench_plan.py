@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from smolcli.bench.plan_table import ANSWER_TOKENS, CONVERSATION_CELLS, DEVICES, MMPROJ_TYPE, PARALLEL, PHOTO, plan_rows
+from smolcli.runtime.llama.context_size import CHAT_MINIMUM
 from smolcli.util.units import size_text
 
 
@@ -51,5 +52,5 @@ def show_plan(as_json: bool) -> None:
     )
     print(
         "+kept 1: what each conversation `serve --conversations` keeps between requests adds (an idle context of "
-        "the 4096 positions a conversation starts with; counted in `serve --max-memory` plans)."
+        f"the {CHAT_MINIMUM} positions a conversation starts with; counted in `serve --max-memory` plans)."
     )
