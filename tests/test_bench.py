@@ -178,13 +178,13 @@ def test_plan_shows_the_plan_and_builds_nothing(private_smolcli_home, monkeypatc
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("model "))
     columns = ["model", "quant", "LM file", "mmproj", "chunks", "n_ctx", "peak", *(d.label for d in DEVICES), "state"]
-    columns += [f"+par {n}" for n in PARALLEL]
+    columns += [*(f"+par {n}" for n in PARALLEL), "+kept 1"]
     assert re.fullmatch(r"\s+".join(map(re.escape, columns)), header.strip()), header
     assert "Jetson" in columns
     table = lines[lines.index(header) + 1 :]
     rows = [line.split() for line in table[: table.index("")]]
     assert [(row[0], row[1]) for row in rows] == [(m.name, q) for m in MODELS for q in QUANTS]
-    sizes = 2 * (1 + len(PARALLEL))  # the state's and each +par column's size, as number and unit
+    sizes = 2 * (2 + len(PARALLEL))  # the state's, each +par column's and +kept's size, as number and unit
     for row in rows:
         assert set(row[-len(DEVICES) - sizes : -sizes]) <= {"yes", "no"}, row  # one fits column per machine
     for device in DEVICES:

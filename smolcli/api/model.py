@@ -219,10 +219,10 @@ class Model:
 
     def check_parallel(self, n_seq: int, conversations: int = 0) -> MemoryPlan | None:
         """With max_memory: the plan of n_seq conversations decoded together (serve --parallel: a batch_decoder(n_seq)
-        with {ctx} (or 2048) cells each, and each conversation's own Chat context, {ctx} or the 4096 a Chat starts with) and `conversations` more kept open between requests
-        (serve --conversations, keep_conversations()), checked before anything loads: MemoryPlanRefused when it does
-        not fit, its one line naming the most kept conversations (or sequences) that do. None without a limit, or
-        for one at a time with none kept."""
+        with {ctx} (or 2048) cells each, and each conversation's own Chat context, {ctx} or the 4096 a Chat starts
+        with) and `conversations` more kept open between requests (serve --conversations, keep_conversations()),
+        checked before anything loads: MemoryPlanRefused when it does not fit, its one line naming the most kept
+        conversations (or sequences) that do. None without a limit, or for one at a time with none kept."""
         if n_seq <= 1 and not conversations:
             return None
         return self.pair.check_serving(n_seq, conversations)

@@ -13,8 +13,9 @@ from smolcli.convert.quant_layout import mmproj_layout
 from smolcli.models.dims import VisionDims
 from smolcli.models.registry import MODELS, RegisteredModel
 from smolcli.models.smolvlm_shapes import SHAPES
-from smolcli.runtime.llama.context_size import ask_context_size
+from smolcli.runtime.llama.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.planning.memory_plan import (
+    KeptContexts,
     MemoryPlan,
     RunSettings,
     SharedContext,
@@ -79,6 +80,7 @@ class PlanRow:
     device_plans: tuple[MemoryPlan, ...]  # one per DEVICES entry
     prefix_state: int  # the photo prompt's prefix state, held once more while the prefix cache stores or restores it
     parallel: dict[int, int]  # serve --parallel N: what its shared context and the other conversations add
+    kept_each: int  # serve --conversations: what each conversation kept between requests adds (its idle context)
 
     def as_dict(self) -> dict:
         return {
@@ -98,6 +100,7 @@ class PlanRow:
             "parts": {p.name: p.total for p in self.plan.parts},
             "prefix_state_bytes": self.prefix_state,
             "parallel_bytes": {str(n): size for n, size in self.parallel.items()},
+            "kept_conversation_bytes": self.kept_each,
             "devices": [
                 {"name": d.name, "usable_bytes": d.usable, "peak_bytes": p.total, "fits": p.total <= d.usable}
                 for d, p in zip(DEVICES, self.device_plans, strict=True)
@@ -120,13 +123,26 @@ def plan_row(model: RegisteredModel, quant: str) -> PlanRow:
     cpu_only = plan_memory(text, vision, RunSettings(n_ctx, "f16", (PHOTO,)))
     # the ONNX encoder's prompts only (the table plans mtmd's): the prefix's own tokens, not the whole context
     prefix_state = sequence_state_bytes(text.dims, prompt, "f16")
+    chat_cells = chat_context_size(0, 0, text.dims.n_ctx_train)  # a conversation's own context (LoadedPair.chat_cells)
     parallel = {}
     for n_seq in PARALLEL:
-        shared = SharedContext(n_seq, n_seq * CONVERSATION_CELLS, "f16", CONVERSATION_CELLS)
+        shared = SharedContext(n_seq, n_seq * CONVERSATION_CELLS, "f16", CONVERSATION_CELLS, chat_cells)
         run = RunSettings(n_ctx, "f16", (PHOTO,), shared_contexts=(shared,))
         parallel[n_seq] = plan_memory(text, vision, run).part("shared_contexts").total
+    kept = RunSettings(n_ctx, "f16", (PHOTO,), kept=KeptContexts(1, chat_cells, "f16"))
+    kept_each = plan_memory(text, vision, kept).part("kept_conversations").total
     return PlanRow(
-        model, quant, text.total, vision.total, chunks, prompt, cpu_only, device_plans, prefix_state, parallel
+        model,
+        quant,
+        text.total,
+        vision.total,
+        chunks,
+        prompt,
+        cpu_only,
+        device_plans,
+        prefix_state,
+        parallel,
+        kept_each,
     )
 
 

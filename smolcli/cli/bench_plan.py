@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from smolcli.bench.plan_table import ANSWER_TOKENS, CONVERSATION_CELLS, DEVICES, MMPROJ_TYPE, PARALLEL, PHOTO, plan_rows
+from smolcli.runtime.llama.context_size import CHAT_MINIMUM
 from smolcli.util.units import size_text
 
 
@@ -23,6 +24,7 @@ def show_plan(as_json: bool) -> None:
         + " ".join(f"{device.label:>7}" for device in DEVICES)
         + f" {'state':>10}"
         + "".join(f" {f'+par {n}':>10}" for n in PARALLEL)
+        + f" {'+kept 1':>10}"
     )
     for row in rows:
         fits = " ".join(
@@ -31,7 +33,9 @@ def show_plan(as_json: bool) -> None:
         print(
             f"{row.model.name:24} {row.quant:7} {size_text(row.model_bytes):>10} {size_text(row.mmproj_bytes):>10} "
             f"{row.image_chunks:>6} {row.plan.n_ctx:>6} {size_text(row.plan.total):>10}  {fits}"
-            f" {size_text(row.prefix_state):>10}" + "".join(f" {size_text(row.parallel[n]):>10}" for n in PARALLEL)
+            f" {size_text(row.prefix_state):>10}"
+            + "".join(f" {size_text(row.parallel[n]):>10}" for n in PARALLEL)
+            + f" {size_text(row.kept_each):>10}"
         )
     print(
         "\nFits: the peak (the Jetson's with every layer on its GPU) within what the machine leaves free (GB = 10^9 bytes):"
@@ -45,4 +49,8 @@ def show_plan(as_json: bool) -> None:
     print(
         f"+par N: what `serve --parallel N` adds (its shared context of N x {CONVERSATION_CELLS} positions and "
         "the other conversations' own contexts; `serve --max-memory` checks it before loading)."
+    )
+    print(
+        "+kept 1: what each conversation `serve --conversations` keeps between requests adds (an idle context of "
+        f"the {CHAT_MINIMUM} positions a conversation starts with; counted in `serve --max-memory` plans)."
     )
