@@ -642,6 +642,56 @@ def test_gptq_factor_in_place_matches_numpys_float64_factor():
         assert np.abs(u - expected).max() < 1e-5 * np.abs(expected).max(), n
 
 
+def test_gptq_lazy_batches_round_as_gptq_one_column_at_a_time():
+    """onnx_gptq.gptq_round (blocks of BLOCK columns, the columns after a block updated by BLAS products once the
+    block is done) against GPTQ one column at a time (each column's error moved onto every later column at once), with
+    the same factor: the same int8 values, except where the one-at-a-time value lands within float32 noise of a
+    rounding tie (the two sum the same products in another order); such a flip then carries along its output row."""
+    from smolcli.runtime.vision.onnx_gptq import BLOCK, DAMP, gptq_round, inverse_factor
+
+    rng = np.random.default_rng(0)
+    for n, k in ((96, 300), (64, 2 * BLOCK + 17), (128, 700)):
+        weight = rng.normal(0, 0.05, (n, k)).astype(np.float32)
+        weight[:, [7, 70]] = 0
+        x = rng.normal(0.3, 1, (2 * k, k)) @ (rng.normal(0, 1, (k, k)) / 12)
+        h = (x.T @ x).astype(np.float32)
+        q, scale = gptq_round(weight, h.copy())
+        h[[7, 70]], h[:, [7, 70]], h[[7, 70], [7, 70]] = 0, 0, 1
+        h[np.diag_indices(k)] += DAMP * np.mean(np.diag(h))
+        u = inverse_factor(h)
+        w, expected, tie = weight.copy(), np.zeros((k, n), np.int8), np.zeros((k, n))
+        for j in range(k):
+            steps = w[:, j] / scale
+            expected[j] = np.clip(np.rint(steps), -127, 127)
+            tie[j] = np.abs(np.abs(steps - np.floor(steps)) - 0.5)
+            w[:, j:] -= np.outer((w[:, j] - expected[j] * scale) / u[j, j], u[j, j:])
+        differ = q != expected
+        rows = np.flatnonzero(differ.any(axis=0))
+        assert len(rows) <= n // 50, (n, k, len(rows))
+        for row in rows:  # each row's first difference is a tie to float32's precision
+            first = int(np.argmax(differ[:, row]))
+            assert tie[first, row] < 1e-4, (n, k, row, first, tie[first, row])
+
+
+def test_gptq_calibration_sums_x_t_x_from_the_tiles_files(tmp_path):
+    """Calibration.hessian: X^T X of every tile's values of an input (kept in files while the piece runs, read back a
+    block of channels at a time, only the blocks on and above the diagonal summed and the rest mirrored) is the whole
+    product's, symmetric; the files are removed."""
+    from smolcli.runtime.vision.onnx_gptq import PANEL, SPAN, Calibration
+
+    rng = np.random.default_rng(2)
+    k = SPAN + PANEL + 37  # whole and partial bands and spans
+    tiles = [rng.normal(0.3, 1, (1, 50, k)).astype(np.float32) for _ in range(3)]
+    calibration = Calibration(None, {}, tmp_path)
+    for tile in tiles:
+        calibration.add("x", tile)
+    assert len(list(tmp_path.iterdir())) == 3
+    h = calibration.hessian("x")
+    expected = sum(t[0].astype(np.float64).T @ t[0].astype(np.float64) for t in tiles)
+    assert h.dtype == np.float32 and np.array_equal(h, h.T) and not list(tmp_path.iterdir())
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-3)
+
+
 def test_the_default_is_format_9s_graph_with_gptq_rounded_int8_weights_and_closer_to_fp32(tiny_pair, images):
     """FORMAT_VERSION 10: format 9's graph (-v9), node for node, with its one-product int8 weights rounded by GPTQ on
     the probe tiles (X^T X gathered in the self-check's layered fp32 run, every target layer rounded); on the tiny

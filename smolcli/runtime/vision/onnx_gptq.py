@@ -31,38 +31,56 @@ from smolcli.runtime.vision.onnx_graph import Graph, VisionWeights, float_linear
 DAMP = 0.01  # of H's mean diagonal, added to its diagonal: GPTQ's own default
 BLOCK = 128  # columns rounded before the rest are updated (GPTQ's lazy batches: the same result, in BLAS)
 PANEL = 128  # the blocked in-place Cholesky's and triangular inverse's block: temporaries of [in, PANEL] at most
+SPAN = 512  # X^T X's columns summed per product (Calibration.hessian): reads of [SPAN, tokens]
 
 
-def gptq_round(weight: np.ndarray, hessian: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def gptq_round(weight: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """weight [out, in] -> (int8 [in, out], float32 scale [out]) as onnx_int8.quantize_weight gives them (one
     symmetric scale per output channel, from its largest weight), the int8 values chosen by GPTQ with `hessian`
     (float32 [in, in], changed in place: pass a copy to keep it). Input channels whose weights are all zero (the
-    outlier channels split off to fp32) are left out of it. overwrite: a float32 weight is worked on in place (the
-    columns not yet rounded take the rounded ones' error), else on a copy."""
-    w = weight.astype(np.float32, copy=not overwrite)
-    n, k = w.shape
-    absmax = np.abs(w).max(axis=1)
+    outlier channels split off to fp32) are left out of it. The weight itself is left as it is (gptq_round_columns
+    works on a transposed copy)."""
+    return gptq_round_columns(np.array(weight.T, np.float32, order="C"), hessian)
+
+
+def gptq_round_columns(columns: np.ndarray, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """gptq_round on the weight's transpose, columns = W^T [in, out] float32 C-contiguous, worked on in place (the
+    input columns not yet rounded take the rounded ones' error): each input column is a contiguous row here, and the
+    int8 values come out in the [in, out] layout the graph stores, with no copy.
+
+    GPTQ's lazy batches (Frantar et al. 2022, Algorithm 1): the columns of a block of BLOCK are rounded one per step
+    (each one's rounding decides what the next one is given: the loop is sequential by nature, and each step is one
+    row of `out` values), the rest of the block updated by each step's outer product, and the columns after the block
+    by one BLAS product per BLOCK rows once the block is done: temporaries of [BLOCK, out]. The same operations on
+    the same values as the column-major loop before it (graph format 10's first build): the same int8 values."""
+    k, n = columns.shape
+    absmax = np.abs(columns).max(axis=0)
     scale = np.where(absmax > 0, absmax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
     h = hessian.astype(np.float32, copy=False)
     del hessian
-    dead = ~np.any(w != 0, axis=0)
+    dead = ~np.any(columns != 0, axis=1)
     h[dead, :] = 0
     h[:, dead] = 0
     h[dead, dead] = 1
     h[np.diag_indices(k)] += DAMP * max(float(np.mean(np.diag(h))), 1e-12)
     upper = inverse_factor(h)  # H^-1 = U^T U, in h's own storage
     del h
-    q = np.zeros((n, k), np.int8)
+    q = np.empty((k, n), np.int8)
+    errors = np.empty((min(BLOCK, k), n), np.float32)
     for start in range(0, k, BLOCK):
         end = min(start + BLOCK, k)
-        block, errors, u = w[:, start:end].copy(), np.zeros((n, end - start), np.float32), upper[start:end, start:end]
-        for j in range(end - start):
-            rounded = np.clip(np.rint(block[:, j] / scale), -127, 127)
-            q[:, start + j] = rounded
-            errors[:, j] = (block[:, j] - rounded * scale) / u[j, j]
-            block[:, j:] -= np.outer(errors[:, j], u[j, j:])
-        w[:, end:] -= errors @ upper[start:end, end:]
-    return np.ascontiguousarray(q.T), scale
+        for j in range(start, end):
+            column = columns[j]
+            rounded = np.clip(np.rint(column / scale), -127, 127)
+            q[j] = rounded
+            error = errors[j - start]
+            np.subtract(column, rounded * scale, out=error)
+            error /= upper[j, j]
+            columns[j + 1 : end] -= np.outer(upper[j, j + 1 : end], error)
+        for row in range(end, k, BLOCK):  # the columns after the block
+            stop = min(row + BLOCK, k)
+            columns[row:stop] -= upper[start:end, row:stop].T @ errors[: end - start]
+    return q, scale
 
 
 def _flip(a: np.ndarray) -> None:
@@ -136,7 +154,8 @@ class Calibration:
         self.weights, self.targets, self.folder = weights, targets, folder
         self.inputs: dict[str, str] = {}  # layer name -> its input's name in the fp32 graph
         self._files = 0
-        self._values: dict[str, list[Path]] = {}  # input name -> this piece's files of its values, a tile each
+        # input name -> this piece's files of its values (a tile each) and their tokens
+        self._values: dict[str, list[tuple[Path, int]]] = {}
 
     def linear(self, g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         if name in self.targets:
@@ -150,50 +169,70 @@ class Calibration:
     def add(self, x: str, values: np.ndarray) -> None:
         """One tile's values of a watched input, put in a file until the piece's session is freed: its X^T X is
         summed then (piece_done), so that the piece's session and the layer's largest matrix are never held at
-        once (an ffn_down's X^T X is as large as a 256M layer's float32 weights)."""
-        paths = self._values.setdefault(x, [])
+        once (an ffn_down's X^T X is as large as a 256M layer's float32 weights). The file holds X^T (a channel's
+        values over the tile's tokens contiguous, written PANEL channels at a time), so that hessian() reads it back
+        a block of channels at a time."""
+        rows = values.reshape(-1, values.shape[-1]).astype(np.float32, copy=False)
         self._files += 1
-        paths.append(self.folder / f"values-{self._files}.npy")
-        np.save(paths[-1], values.reshape(-1, values.shape[-1]))
+        path = self.folder / f"values-{self._files}.bin"
+        with open(path, "wb") as file:
+            for start in range(0, rows.shape[1], PANEL):
+                np.ascontiguousarray(rows[:, start : start + PANEL].T).tofile(file)
+        self._values.setdefault(x, []).append((path, rows.shape[0]))
 
-    def _summed(self, x: str) -> np.ndarray:
-        """X^T X (float32) of the tiles' values of x, read back a tile at a time and their files removed."""
+    def hessian(self, x: str) -> np.ndarray:
+        """X^T X (float32) of the tiles' values of x, read back a block of channels at a time and their files removed.
+
+        X^T X is symmetric: only its blocks on and above the diagonal are summed (each band of PANEL rows against
+        SPAN columns at a time: reads and products of [PANEL + SPAN, tokens]), the rest mirrored once at the end.
+        Each entry is the same dot product over the same tokens as the whole [in, in] product's, so the same
+        float32 value (and the GPTQ rounding the same int8 values) at half the products and without the tile's
+        whole [tokens, in] values in memory."""
         total = None
-        for path in self._values.pop(x):
-            rows = np.load(path)
-            path.unlink()
-            k = rows.shape[1]
+        for path, tokens in self._values.pop(x):
+            k = path.stat().st_size // (4 * tokens)
             if total is None:
                 total = np.zeros((k, k), np.float32)
-            for start in range(0, k, PANEL):  # a band at a time: no second [in, in] matrix for the product
-                total[start : start + PANEL] += rows[:, start : start + PANEL].T @ rows
-            del rows
+
+            def channels(start: int, stop: int, path=path, tokens=tokens) -> np.ndarray:
+                count = (stop - start) * tokens
+                return np.fromfile(path, np.float32, count, offset=4 * start * tokens).reshape(stop - start, tokens)
+
+            for start in range(0, k, PANEL):
+                band = channels(start, min(start + PANEL, k))
+                for column in range(start, k, SPAN):
+                    stop = min(column + SPAN, k)
+                    total[start : start + PANEL, column:stop] += band @ channels(column, stop).T
+            path.unlink()
+        for start in range(0, len(total), PANEL):  # the lower blocks from the upper ones
+            total[start + PANEL :, start : start + PANEL] = total[start : start + PANEL, start + PANEL :].T
         return total
 
     def piece_done(self) -> None:
         for x in sorted(self._values):
             readers = sorted(name for name, read in self.inputs.items() if read == x)
-            first = self._weight(readers[0])  # read (dequantized) before X^T X is made: the two are the peak
-            summed = self._summed(x)
+            first = self._columns(readers[0])  # read (dequantized) before X^T X is made: the two are the peak
+            summed = self.hessian(x)
             for i, name in enumerate(readers):
                 # the last reader takes the sum itself (rounded in place): an ffn_down's has one reader
                 if i == len(readers) - 1:
                     h, summed = summed, None
                 else:
                     h = summed.copy()
-                weight, first = (first if i == 0 else self._weight(name)), None
-                q, scale = gptq_round(weight, h, overwrite=True)
-                del h, weight
+                columns, first = (first if i == 0 else self._columns(name)), None
+                q, scale = gptq_round_columns(columns, h)
+                del h, columns
                 np.save(self.folder / f"{name}.q.npy", q)
                 np.save(self.folder / f"{name}.s.npy", scale)
 
-    def _weight(self, name: str) -> np.ndarray:
-        """A target layer's weight as its int8 product sees it (outlier_split's channels zeroed), a copy of its own."""
-        weight = np.array(self.weights.tensors[f"{name}.weight"], np.float32)
+    def _columns(self, name: str) -> np.ndarray:
+        """A target layer's weight as its int8 product sees it (outlier_split's channels zeroed), transposed to
+        [in, out] as gptq_round_columns takes it, a copy of its own."""
+        columns = np.array(self.weights.tensors[f"{name}.weight"].T, np.float32, order="C")
         channels = self.targets[name]
         if channels is not None:
-            weight[:, channels] = 0
-        return weight
+            columns[channels] = 0
+        return columns
 
     def rounded(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(int8 [in, out], float32 scale [out]) of a target layer, or None for a layer not rounded."""
