@@ -54,11 +54,14 @@ def gptq_round_columns(columns: np.ndarray, hessian: np.ndarray) -> tuple[np.nda
     by one BLAS product per BLOCK rows once the block is done: temporaries of [BLOCK, out]. The same operations on
     the same values as the column-major loop before it (graph format 10's first build): the same int8 values."""
     k, n = columns.shape
-    absmax = np.abs(columns).max(axis=0)
+    absmax, dead = np.zeros(n, np.float32), np.zeros(k, bool)
+    for start in range(0, k, BLOCK):  # a block of rows at a time: np.abs(columns) would copy the whole weight
+        block = np.abs(columns[start : start + BLOCK])
+        np.maximum(absmax, block.max(axis=0), out=absmax)
+        dead[start : start + BLOCK] = ~block.any(axis=1)
     scale = np.where(absmax > 0, absmax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
     h = hessian.astype(np.float32, copy=False)
     del hessian
-    dead = ~np.any(columns != 0, axis=1)
     h[dead, :] = 0
     h[:, dead] = 0
     h[dead, dead] = 1
