@@ -1,11 +1,12 @@
 """Time and peak RSS of building the default int8 ONNX vision encoder (self-check included), in a bare process.
 
-    python benchmarks/vision_build.py [--shape 256m] [--threads 2] [--repeats 1] [--before TREE]
+    python benchmarks/vision_build.py [--shape 256m] [--threads 2] [--repeats 1] [--before TREE ...]
 
 The bench's Q8_0 mmproj of a release's shapes (smolcli bench's files, random weights). Each build is a fresh
 process (`onnx_vision.build` into an empty cache folder), so its peak RSS (VmHWM) is its own. --before: an older
 source tree (a folder holding smolcli/) built the same way, through PYTHONPATH, interleaved round by round: e.g.
-format 9 with `git archive <commit> smolcli | tar -x -C TREE`. Prints the CPU and the load average.
+format 9 with `git archive <commit> smolcli | tar -x -C TREE`; --before again for another tree. Prints the CPU
+and the load average.
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ def main() -> None:
     parser.add_argument("--shape", default="256m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--before", type=Path, help="an older source tree to build with too")
+    parser.add_argument(
+        "--before", type=Path, action="append", default=[], help="an older source tree to build with too"
+    )
     args = parser.parse_args()
     files, _ = prepare_files(args.shape, "Q4_K_M", "Q8_0", args.threads, lambda m: print(m, file=sys.stderr))
-    trees = {"this tree": None, **({"before": args.before.resolve()} if args.before else {})}
+    trees: dict[str, Path | None] = {"this tree": None}
+    for i, tree in enumerate(args.before):
+        trees["before" if len(args.before) == 1 else f"before {i + 1}"] = tree.resolve()
     print(f"CPU: {machine(args.threads)['cpu']}; {args.threads} threads; load average before: {os.getloadavg()}")
     for round_ in range(args.repeats):
         for name, tree in trees.items():
