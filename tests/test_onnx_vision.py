@@ -537,8 +537,9 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     assert per_tile_cosines(fp32, run(default)).min() >= 0.999
     # ffn_down in the layers whose ffn_up reads outlier channels (here every one): FORMAT_VERSION 9 reads its weight as
     # two int8 weights (two products of the same quantized input), 8 ran it in fp32, 7 as one int8 product
-    forms = {INT8_KIND: default, f"{INT8_KIND}-v8": None, f"{INT8_KIND}-v7": None}
+    forms = {INT8_KIND: default, f"{INT8_KIND}-v9": None, f"{INT8_KIND}-v8": None, f"{INT8_KIND}-v7": None}
     expected = {INT8_KIND: (0, 2, 1), f"{INT8_KIND}-v8": (1, 0, 0), f"{INT8_KIND}-v7": (0, 1, 1)}
+    expected[f"{INT8_KIND}-v9"] = expected[INT8_KIND]  # format 10: the same graph, other int8 values
     for kind, model in forms.items():
         model = model or build_int8(weights, kind)
         for bid in range(weights.layers):
@@ -551,9 +552,11 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
             assert found == expected[kind], (kind, bid, found)
     plain = read_vision_weights(converted("F32", "F32", generation).mmproj)
     assert layer_outliers(plain) == {}
-    # on plain weights the default is FORMAT_VERSION 8's graph, which is asym-fp32-o's; -w2 reads ffn_down's weight
-    # as two int8 weights in every layer, plain ones included
-    assert build_int8(plain, INT8_KIND).graph == build_int8(plain, "asym-fp32-o").graph
+    # on plain weights format 9 is FORMAT_VERSION 8's graph, which is asym-fp32-o's (the default: the same nodes, its
+    # weights rounded by GPTQ); -w2 reads ffn_down's weight as two int8 weights in every layer, plain ones included
+    assert build_int8(plain, f"{INT8_KIND}-v9").graph == build_int8(plain, "asym-fp32-o").graph
+    nodes = [(n.op_type, list(n.input)) for n in build_int8(plain, INT8_KIND).graph.node]
+    assert nodes == [(n.op_type, list(n.input)) for n in build_int8(plain, "asym-fp32-o").graph.node]
     assert build_int8(plain, f"{INT8_KIND}-v8").graph == build_int8(plain, "asym-fp32-o").graph
     assert build_int8(plain, f"{INT8_KIND}-w2").graph == build_int8(plain, f"{INT8_KIND}-dw2").graph
 
@@ -622,22 +625,103 @@ def test_gptq_rounding_lowers_the_layer_output_error_on_inputs_like_its_calibrat
     assert output_error(q_gptq) < 0.8 * output_error(q_near), (output_error(q_gptq), output_error(q_near))
 
 
-def test_the_gptq_form_is_the_default_graph_with_other_int8_weights_and_closer_to_fp32(tiny_pair, images):
-    """-gptq: the default's graph, node for node, with its int8 weights rounded by GPTQ on the probe tiles; on the
-    tiny checkpoint's photo (not the calibration's tiles) its embeddings are closer to fp32 than the default's."""
+def test_gptq_factor_in_place_matches_numpys_float64_factor():
+    """onnx_gptq.inverse_factor (blocked, in place, float32: numpy's linalg computes in float64 on new copies) gives
+    the upper-triangular U with U^T U = H^-1, as the Cholesky factor of the inverse in float64, in H's own storage,
+    for sizes that are and are not whole blocks."""
+    from smolcli.runtime.vision.onnx_gptq import inverse_factor
+
+    rng = np.random.default_rng(1)
+    for n in (5, 128, 300):
+        x = rng.normal(0.2, 1, (2 * n + 7, n))
+        h = (x.T @ x).astype(np.float32)
+        h[np.diag_indices(n)] += 0.01 * np.mean(np.diag(h))
+        expected = np.linalg.cholesky(np.linalg.inv(h.astype(np.float64))).T
+        u = inverse_factor(h)
+        assert u is h and np.array_equal(np.triu(u), u)
+        assert np.abs(u - expected).max() < 1e-5 * np.abs(expected).max(), n
+
+
+def test_gptq_lazy_batches_round_as_gptq_one_column_at_a_time():
+    """onnx_gptq.gptq_round (blocks of BLOCK columns, the columns after a block updated by BLAS products once the
+    block is done) against GPTQ one column at a time (each column's error moved onto every later column at once), with
+    the same factor: the same int8 values, except where the one-at-a-time value lands within float32 noise of a
+    rounding tie (the two sum the same products in another order); such a flip then carries along its output row."""
+    from smolcli.runtime.vision.onnx_gptq import BLOCK, DAMP, gptq_round, inverse_factor
+
+    rng = np.random.default_rng(0)
+    for n, k in ((96, 300), (64, 2 * BLOCK + 17), (128, 700)):
+        weight = rng.normal(0, 0.05, (n, k)).astype(np.float32)
+        weight[:, [7, 70]] = 0
+        x = rng.normal(0.3, 1, (2 * k, k)) @ (rng.normal(0, 1, (k, k)) / 12)
+        h = (x.T @ x).astype(np.float32)
+        q, scale = gptq_round(weight, h.copy())
+        h[[7, 70]], h[:, [7, 70]], h[[7, 70], [7, 70]] = 0, 0, 1
+        h[np.diag_indices(k)] += DAMP * np.mean(np.diag(h))
+        u = inverse_factor(h)
+        w, expected, tie = weight.copy(), np.zeros((k, n), np.int8), np.zeros((k, n))
+        for j in range(k):
+            steps = w[:, j] / scale
+            expected[j] = np.clip(np.rint(steps), -127, 127)
+            tie[j] = np.abs(np.abs(steps - np.floor(steps)) - 0.5)
+            w[:, j:] -= np.outer((w[:, j] - expected[j] * scale) / u[j, j], u[j, j:])
+        differ = q != expected
+        rows = np.flatnonzero(differ.any(axis=0))
+        assert len(rows) <= n // 50, (n, k, len(rows))
+        for row in rows:  # each row's first difference is a tie to float32's precision
+            first = int(np.argmax(differ[:, row]))
+            assert tie[first, row] < 1e-4, (n, k, row, first, tie[first, row])
+
+
+def test_gptq_calibration_sums_x_t_x_from_the_tiles_files(tmp_path):
+    """Calibration.hessian: X^T X of every tile's values of an input (kept in files while the piece runs, read back a
+    block of channels at a time, only the blocks on and above the diagonal summed and the rest mirrored) is the whole
+    product's, symmetric; the files are removed."""
+    from smolcli.runtime.vision.onnx_gptq import PANEL, SPAN, Calibration
+
+    rng = np.random.default_rng(2)
+    k = SPAN + PANEL + 37  # whole and partial bands and spans
+    tiles = [rng.normal(0.3, 1, (1, 50, k)).astype(np.float32) for _ in range(3)]
+    calibration = Calibration(None, {}, tmp_path)
+    for tile in tiles:
+        calibration.add("x", tile)
+    assert len(list(tmp_path.iterdir())) == 3
+    h = calibration.hessian("x")
+    expected = sum(t[0].astype(np.float64).T @ t[0].astype(np.float64) for t in tiles)
+    assert h.dtype == np.float32 and np.array_equal(h, h.T) and not list(tmp_path.iterdir())
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_the_default_is_format_9s_graph_with_gptq_rounded_int8_weights_and_closer_to_fp32(tiny_pair, images):
+    """FORMAT_VERSION 10: format 9's graph (-v9), node for node, with its one-product int8 weights rounded by GPTQ on
+    the probe tiles (X^T X gathered in the self-check's layered fp32 run, every target layer rounded); on the tiny
+    checkpoint's photo (not the calibration's tiles) its embeddings are closer to fp32 than format 9's."""
     from smolcli.bench.onnx_profile import session
     from smolcli.runtime.vision.image_preprocess import pixel_values
+    from smolcli.runtime.vision.onnx_gptq import calibrated
     from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
-    from smolcli.runtime.vision.onnx_int8 import build_int8
+    from smolcli.runtime.vision.onnx_int8 import build_int8, gptq_targets
+    from smolcli.runtime.vision.onnx_probe import probe_pixels
     from smolcli.runtime.vision.onnx_vision import INT8_KIND
 
     weights = read_vision_weights(tiny_pair[1])
     pixels = pixel_values(load_image(images["photo"]), weights.longest_edge, weights.tile, weights.mean, weights.std)
-    default, gptq = build_int8(weights, INT8_KIND), build_int8(weights, f"{INT8_KIND}-gptq")
+    targets = gptq_targets(weights)
+    assert len(targets) == 5 * weights.layers  # plain weights: q, k, v, ffn_up, ffn_down in every layer
+    with calibrated(weights, targets) as (calibration, reference):
+        assert sorted(p.name for p in calibration.folder.iterdir()) == sorted(
+            f"{name}.{part}.npy" for name in targets for part in ("q", "s")
+        )
+        default = build_int8(weights, INT8_KIND, rounded=calibration.rounded)
+    # the calibration's run is the self-check's reference: the whole fp32 graph's probe embeddings
+    whole = session(build_model(weights).SerializeToString(), 2).run(None, {"pixel_values": probe_pixels(weights)})[0]
+    np.testing.assert_allclose(reference, whole, rtol=1e-4, atol=1e-4)
+    assert build_int8(weights, INT8_KIND).graph == default.graph  # calibrating itself: the same rounding
+    v9 = build_int8(weights, f"{INT8_KIND}-v9")
     assert [(n.op_type, list(n.input)) for n in default.graph.node] == [
-        (n.op_type, list(n.input)) for n in gptq.graph.node
+        (n.op_type, list(n.input)) for n in v9.graph.node
     ]
-    changed = [a.name for a, b in zip(default.graph.initializer, gptq.graph.initializer, strict=True) if a != b]
+    changed = [a.name for a, b in zip(default.graph.initializer, v9.graph.initializer, strict=True) if a != b]
     assert changed and all(name.endswith((".wq", ".cb")) for name in changed), changed
 
     def error(model) -> float:
@@ -645,7 +729,7 @@ def test_the_gptq_form_is_the_default_graph_with_other_int8_weights_and_closer_t
         return float(np.linalg.norm(ours - fp32) / np.linalg.norm(fp32))
 
     fp32 = session(build_model(weights).SerializeToString(), 2).run(None, {"pixel_values": pixels})[0]
-    assert error(gptq) < 0.9 * error(default), (error(gptq), error(default))
+    assert error(default) < 0.9 * error(v9), (error(default), error(v9))
 
 
 def test_an_int8_graph_that_fails_its_self_check_is_built_in_fp32_said_once(converted, images, monkeypatch):

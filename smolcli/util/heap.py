@@ -27,3 +27,22 @@ def return_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_blocks(threshold: int = 1 << 20) -> None:
+    """Have glibc map every block of at least `threshold` bytes on its own and unmap it when freed (mallopt's
+    M_MMAP_THRESHOLD, fixed for the rest of the process); elsewhere a no-op.
+
+    By default glibc raises that threshold to the largest block freed (up to 32 MB), so after a phase frees a few
+    large numpy arrays, later blocks of that size come from the heap and stay resident beside what follows: in the
+    int8 build's GPTQ calibration (onnx_gptq), 60 MB of a 256M first run's peak.
+    """
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):
+        return
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, threshold)

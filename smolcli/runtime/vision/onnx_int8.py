@@ -5,7 +5,12 @@ connector projection (12288 inputs per output), attn_out, fc2 and attn_v carry m
 and activations about equally; per-channel weight scales (one per 768-12288 weights) lose more than
 llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engines.py.
 
-- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 9): "asym-fp32-o" with the LayerNorm outputs'
+- "outlier-asym-fp32-o" (the default, FORMAT_VERSION 10): FORMAT_VERSION 9's graph (below) with its one-product int8
+  weights (q, k, v, ffn_up, ffn_down where each is one int8 product) rounded by GPTQ (onnx_gptq, gptq_targets,
+  gptq_form) instead of to the nearest step, calibrated on the self-check's probe tiles in its layered fp32 run: the
+  same nodes and kernels, no cost per tile. On the tiny checkpoints under mtmd Q8_0 on all 16 fidelity cases (format
+  9: 15) and on 63 of the 64 of four more seeds (benchmarks/vision_fidelity.py; docs/vision-precision.md).
+- "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
   attn_q and attn_k in fp32 in the layers that have them (outlier_form says why). In the layers whose ffn_up reads
@@ -14,7 +19,8 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   SmolVLM-256M's shapes with large-gain channels ffn_down's error was the weights': its input as two int8 inputs
   left the worst photo tile at 0.9958, its weight as two at 0.99936 (FORMAT_VERSION 8 ran ffn_down there in fp32:
   0.99947, 1.2x slower). On plain weights the graph is FORMAT_VERSION 8's. On the large-gain tiny checkpoints it
-  keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979.
+  keeps per-tile cosine 0.9996 to fp32 where "asym-fp32-o" fell to 0.979. The forms below were measured against it
+  ("the default" there is format 9's) and, like it, round every int8 weight to its nearest step.
 - "outlier-asym-fp32-o-w2": the same with ffn_down's weight as two in every layer. On the tiny test checkpoints the
   error left was mostly the weights' (every int8 weight as two: first-token gaps 2-4x smaller; activations as
   two: none smaller), and this form is under mtmd Q8_0 on all 16 fidelity cases (the default on 15), but it costs
@@ -24,10 +30,6 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   (benchmarks/vision_fidelity.py --seeds) no closer than the default (12 of 32 plain cases under Q8_0, the
   default 11; -w2 18; every weight as two 32): on random tiny weights the first token's gap follows the weights'
   rounding error, the same for every token, far more than the activations' (docs/vision-precision.md).
-- "outlier-asym-fp32-o-gptq": the default's graph with its one-product int8 weights rounded by GPTQ (onnx_gptq),
-  calibrated on the self-check's probe tiles: no cost per tile, under Q8_0 on all 16 cases and on 63 of the 64
-  of four more seeds (plain and large-gain). Benchmark only for now: its calibration runs the whole fp32 tower in
-  one session, past the build's memory bound (docs/vision-precision.md says what making it the default takes).
 - "-qkr2" / "-qkb2" / "-qw2kb2" / "-qb2kw2": the default with the outlier layers' q and k split (the outlier channels
   in fp32) and their int8 part read with the input as two int8 inputs (residual_asym_linear), or input and weight
   both as two (residual_both_linear), or one of q and k so and the other with its weight as two, not fp32:
@@ -362,13 +364,7 @@ def outlier_form(
     in those layers gives 0.99947 (FORMAT_VERSION 8)."""
 
     def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
-        outliers = layer_outliers(weights)
-        sharp = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
-        exact = sharp if sharp_qk is None else set()
-        downs = set()
-        if outlier_down is not None:
-            downs = {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
-        split = {name: ch for name, ch in outliers.items() if name not in exact and not name.endswith(exact_ends)}
+        sharp, downs, split = _outlier_layers(weights, outlier_down is not None, exact_ends, sharp_qk is None)
 
         def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
             if name in sharp:
@@ -380,6 +376,49 @@ def outlier_form(
         return weights, outlier_split(linear, split)
 
     return form
+
+
+def _outlier_layers(
+    weights: VisionWeights, own_down: bool, exact_ends: tuple[str, ...] = (), exact_qk: bool = True
+) -> tuple[set[str], set[str], dict[str, np.ndarray]]:
+    """outlier_form's layer sets: (q and k of the layers with outlier channels, the ffn_down written apart where its
+    ffn_up reads them (own_down), the layers whose outlier channels are split off: name -> channels)."""
+    outliers = layer_outliers(weights)
+    sharp = {name for name in outliers if name.endswith((ATTN_Q, ATTN_K))}
+    exact = sharp if exact_qk else set()
+    downs = set()
+    if own_down:
+        downs = {name.removesuffix(FFN_UP) + FFN_DOWN for name in outliers if name.endswith(FFN_UP)}
+    split = {name: ch for name, ch in outliers.items() if name not in exact and not name.endswith(exact_ends)}
+    return sharp, downs, split
+
+
+GPTQ_ENDS = (ATTN_Q, ATTN_K, ATTN_V, FFN_UP, FFN_DOWN)  # the layers the default reads as one int8 product
+
+
+def gptq_targets(weights: VisionWeights) -> dict[str, np.ndarray | None]:
+    """The default form's one-product int8 layers, whose weights GPTQ rounds (onnx_gptq): name -> the input channels
+    outlier_split leaves out of its int8 weight (None: none). Not q and k where they run in fp32, nor the ffn_down
+    read as two int8 weights, nor attn_out and the connector (fp32)."""
+    sharp, downs, split = _outlier_layers(weights, own_down=True)
+    names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in GPTQ_ENDS)
+    return {name: split.get(name) for name in names if name not in sharp and name not in downs}
+
+
+def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> WeightForm:
+    """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
+    int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for."""
+
+    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        found = rounded(name)
+        if found is None:
+            return _O(g, x, weight, bias, name)
+        wq, w_scale = found
+        if wq.shape != weight.T.shape:
+            raise ValueError(f"{name}: rounded weights of shape {wq.shape}, the layer's is {weight.T.shape}")
+        return _asym_linear_of(g, x, np.asarray(wq), w_scale, bias, name)
+
+    return outlier_form(linear, residual_weight_linear)
 
 
 def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
@@ -411,20 +450,6 @@ def _last_down_w2_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
     return outlier_form(linear, residual_weight_linear)(weights)
 
 
-def _gptq_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
-    """The default with its one-product int8 weights rounded by GPTQ on the probe tiles (onnx_gptq)."""
-    from smolcli.runtime.vision.onnx_gptq import gptq_round, probe_hessians
-
-    hessians = probe_hessians(weights)
-
-    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        if name in hessians:
-            return _asym_linear_of(g, x, *gptq_round(weight, hessians[name]), bias, name)
-        return _O(g, x, weight, bias, name)
-
-    return outlier_form(linear, residual_weight_linear)(weights)
-
-
 INT8_ATTENTION = OUTLIER_DEFAULT + "-a8"  # the default form with attention's two products in int8 too
 
 
@@ -432,16 +457,16 @@ _O = LINEARS["asym-fp32-o"]
 # ffn_down's weight read as two int8 weights (residual_weight_linear) in every layer
 _O_DOWN_W2 = by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear, FFN_DOWN: residual_weight_linear})
 FORMS: dict[str, WeightForm] = {
-    # FORMAT_VERSION 9: ffn_down's weight as two int8 weights in the layers whose ffn_up reads outlier channels
-    # (FORMAT_VERSION 8 ran those in fp32); elsewhere one int8 product, as before
+    # FORMAT_VERSION 10's graph, its one-product int8 weights rounded by GPTQ (build_int8 calibrates: GPTQ_FORMS)
     OUTLIER_DEFAULT: outlier_form(_O, residual_weight_linear),
+    # FORMAT_VERSION 9: the same graph, every weight rounded to its nearest int8 step; ffn_down's weight as two int8
+    # weights in the layers whose ffn_up reads outlier channels (FORMAT_VERSION 8 ran those in fp32)
+    f"{OUTLIER_DEFAULT}-v9": outlier_form(_O, residual_weight_linear),
     # the same in every layer: on plain tiny checkpoints under Q8_0 on the one case the default misses, but 1.17x
     # the default's time per plain 256M tile (docs/vision-precision.md)
     f"{OUTLIER_DEFAULT}-w2": outlier_form(_O_DOWN_W2, None),
     # the same in the last layer only: under Q8_0 on the 16 cases, but no closer than the default on other seeds
     f"{OUTLIER_DEFAULT}-lw2": _last_down_w2_form,
-    # the same graph with GPTQ's rounding of the weights, calibrated on the probe tiles (benchmark only: see onnx_gptq)
-    f"{OUTLIER_DEFAULT}-gptq": _gptq_form,
     f"{OUTLIER_DEFAULT}-v8": outlier_form(_O),
     f"{OUTLIER_DEFAULT}-v7": outlier_form(_O, None),
     INT8_ATTENTION: outlier_form(_O),
@@ -468,6 +493,7 @@ FORMS: dict[str, WeightForm] = {
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
     ),
 }
+GPTQ_FORMS = (OUTLIER_DEFAULT,)  # FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form)
 INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION: _int8_attention_form}
@@ -480,13 +506,26 @@ def _uint8(value: int):
 
 
 def build_int8(
-    weights: VisionWeights, kind: str, attention: str | Attend = ATTENTION, weights_file: WeightsFile | None = None
+    weights: VisionWeights,
+    kind: str,
+    attention: str | Attend = ATTENTION,
+    weights_file: WeightsFile | None = None,
+    rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None] | None = None,
 ):
     """The int8 ModelProto of this kind (see INT8_KINDS), attention as onnx_graph.ATTENTIONS; weights_file as
-    onnx_graph.build_model's ("dynamic", ORT's own quantizer, reads every weight from the proto: built in memory)."""
+    onnx_graph.build_model's ("dynamic", ORT's own quantizer, reads every weight from the proto: built in memory).
+    rounded: a GPTQ_FORMS kind's rounded weights (onnx_gptq.Calibration.rounded, whose fp32 run the self-check
+    reuses); without them the kind calibrates here (one layered fp32 run of the probe tiles)."""
     if kind == "dynamic":  # its quantizer's shape inference cannot see through MultiHeadAttention
         return quantize_dynamic_model(build_model(weights, attention="matmul"))
-    if kind in FORMS:
+    if kind in GPTQ_FORMS and rounded is None:
+        from smolcli.runtime.vision.onnx_gptq import calibrated
+
+        with calibrated(weights, gptq_targets(weights)) as (calibration, _):
+            return build_int8(weights, kind, attention, weights_file, calibration.rounded)
+    if kind in GPTQ_FORMS:
+        weights, linear = gptq_form(rounded)(weights)
+    elif kind in FORMS:
         weights, linear = FORMS[kind](weights)
     elif kind in LINEARS:
         linear = LINEARS[kind]

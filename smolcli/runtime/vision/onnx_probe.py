@@ -7,6 +7,8 @@ the int8 graph is kept (onnx_vision.build_or_reuse). The fp32 graph is built in 
 streamed to an external file as it is made: a 2.2B encoder's float32 weights are near protobuf's 2 GB limit) and
 run a layer at a time (layered_run): a session holding the whole fp32 tower (372 MB on 256M, 1.7 GB on 2.2B) set a
 first run's peak at 2.4x a later run's; one layer's session holds 28 MB on 256M. Removed after its one run.
+Since graph format 10 that run (reference_embeddings) comes before the int8 graph is built: the same run gathers
+the GPTQ rounding's inputs (onnx_gptq.Calibration, layered_run's observer) and the check reuses its embeddings.
 """
 
 from __future__ import annotations
@@ -105,11 +107,14 @@ def layer_pieces(graph, layers: int) -> list[tuple[str, list, str]]:
     return pieces
 
 
-def layered_run(path: Path, layers: int, pixels: np.ndarray, threads: int) -> np.ndarray:
+def layered_run(path: Path, layers: int, pixels: np.ndarray, threads: int, observer=None) -> np.ndarray:
     """A built graph's embeddings of these pixels, computed a piece (layer_pieces) at a time: each piece saved
     beside the graph (its initializers stay in the graph's external weights file), loaded, run on every tile's
     hidden states, freed. The same nodes on the same weights as _run_file: the same numbers, but only one layer's
-    weights are held at a time."""
+    weights are held at a time.
+
+    observer (onnx_gptq.Calibration): the values of its `watched` tensors are handed to observer.add(name, values)
+    tile by tile as each piece runs, and observer.piece_done() is called once the piece's session is freed."""
     from smolcli.runtime.vision import onnx_proto
     from smolcli.util.heap import return_freed_memory
 
@@ -127,11 +132,23 @@ def layered_run(path: Path, layers: int, pixels: np.ndarray, threads: int) -> np
             [onnx_proto.value_info(target, float32, None)],
             [constants[name] for name in sorted(used)],
         )
+        made = {name for node in nodes for name in node.output}
+        extra = sorted(made & observer.watched) if observer is not None else []
+        graph.output.extend(onnx_proto.value_info(name, float32, None) for name in extra)
         onnx_proto.save(onnx_proto.model(graph, model.opset_import, model.ir_version), piece_path)
         session = _session(piece_path, threads)
-        states = [session.run(None, {source: state})[0] for state in states]
+        outputs = [target, *extra]
+        for i, state in enumerate(states):
+            target_value, *values = session.run(outputs, {source: state})
+            states[i] = target_value
+            for name, value in zip(extra, values, strict=True):
+                observer.add(name, value)
+            del values
         del session
         return_freed_memory()
+        if observer is not None:
+            observer.piece_done()
+            return_freed_memory()
     piece_path.unlink(missing_ok=True)
     return np.concatenate(states)
 
@@ -150,11 +167,22 @@ def probe_cosine(weights: VisionWeights, int8_model, threads: int = 2) -> float:
     return per_tile_cosine(reference, _run(int8_model, pixels, threads, keep=True))
 
 
-def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int = 2) -> float:
-    """probe_cosine for an int8 graph already built to a file. The fp32 reference is built the same way, its
-    weights written to a temporary file as it is made (onnx_graph.WeightsFile), and run a layer at a time
-    (layered_run) before the int8 graph's session: the check holds one layer's float32 weights, then the int8
-    graph's, and never a model in memory."""
+def probe_cosine_of_file(
+    weights: VisionWeights, int8_path: Path, threads: int = 2, expected: np.ndarray | None = None
+) -> float:
+    """probe_cosine for an int8 graph already built to a file, against `expected` (the fp32 graph's probe
+    embeddings, reference_embeddings: the GPTQ calibration's run gives them) or, without it, a reference run
+    made now, before the int8 graph's session: the check holds one layer's float32 weights, then the int8 graph's,
+    and never a model in memory."""
+    if expected is None:
+        expected = reference_embeddings(weights, threads)
+    return per_tile_cosine(expected, _run_file(int8_path, probe_pixels(weights), threads))
+
+
+def reference_embeddings(weights: VisionWeights, threads: int = 2, observer=None) -> np.ndarray:
+    """The fp32 graph's embeddings of the probe tiles: built with its weights streamed to a temporary file
+    (onnx_graph.WeightsFile) and run a layer at a time (layered_run), so that it holds one layer's float32 weights and
+    never a model in memory. observer: layered_run's, its `linear` the fp32 graph's (it records the inputs to watch)."""
     from smolcli.runtime.vision import onnx_proto
     from smolcli.runtime.vision.onnx_graph import WeightsFile
 
@@ -162,10 +190,12 @@ def probe_cosine_of_file(weights: VisionWeights, int8_path: Path, threads: int =
     with tempfile.TemporaryDirectory(prefix="smolcli-probe-") as folder:
         weights_file = WeightsFile(Path(folder) / "weights.data")
         try:
-            reference = build_model(weights, weights_file=weights_file)
+            if observer is None:
+                reference = build_model(weights, weights_file=weights_file)
+            else:
+                reference = build_model(weights, observer.linear, weights_file=weights_file)
         finally:
             weights_file.close()
         onnx_proto.save(reference, Path(folder) / "model.onnx")
         del reference
-        expected = layered_run(Path(folder) / "model.onnx", weights.layers, pixels, threads)
-    return per_tile_cosine(expected, _run_file(int8_path, pixels, threads))
+        return layered_run(Path(folder) / "model.onnx", weights.layers, pixels, threads, observer)

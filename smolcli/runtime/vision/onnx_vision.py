@@ -43,7 +43,7 @@ VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "bf16", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
-FORMAT_VERSION = 9  # bump when the graph changes: old cached files are then rebuilt under a new name
+FORMAT_VERSION = 10  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
 def onnx_folder() -> Path:
@@ -65,17 +65,17 @@ def onnxruntime_available() -> bool:
 WEIGHTS_FILE = "weights.data"  # the initializers beside the graph: ORT maps them, the protobuf holds none
 
 
-def _build(weights, precision: str, int8_kind: str, weights_file=None):
+def _build(weights, precision: str, int8_kind: str, weights_file=None, rounded=None):
     from smolcli.runtime.vision.onnx_graph import build_model
     from smolcli.runtime.vision.onnx_int8 import build_int8
 
     if precision == "fp32":
         return build_model(weights, weights_file=weights_file)
-    return build_int8(weights, int8_kind, weights_file=weights_file)
+    return build_int8(weights, int8_kind, weights_file=weights_file, rounded=rounded)
 
 
 def _build_staged(
-    weights, precision: str, int8_kind: str, target: Path, check=None, bound: float = 0.0
+    weights, precision: str, int8_kind: str, target: Path, check=None, bound: float = 0.0, rounded=None
 ) -> float | None:
     """target: <folder>/<form>/model.onnx with its weights beside it, built in a hidden folder and renamed whole.
 
@@ -83,6 +83,7 @@ def _build_staged(
     holds one tensor at a time, never the model; and with the weights in their own file, loading a session reads
     no 100 MB protobuf beside the initializers and MLAS's packed copy of them.
     check(staged model.onnx) -> a probe cosine, run before the rename: under `bound` the build is not kept.
+    rounded: the int8 form's GPTQ-rounded weights (onnx_int8.build_int8's).
     """
     import shutil
 
@@ -97,7 +98,7 @@ def _build_staged(
         stage.mkdir()
         weights_file = WeightsFile(stage / WEIGHTS_FILE)
         try:
-            model = _build(weights, precision, int8_kind, weights_file)
+            model = _build(weights, precision, int8_kind, weights_file, rounded)
         finally:
             weights_file.close()
         external = onnx_proto.messages().TensorProto.EXTERNAL
@@ -206,7 +207,7 @@ def build(
     PROBE_BOUND the fp32 graph is built instead, said once on stderr, and a marker keeps the choice.
     """
     from smolcli.runtime.vision.onnx_graph import read_vision_weights
-    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine, probe_cosine_of_file
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine
 
     precision = graph_precision(precision)  # bf16 has no graph of its own
     target = cached_path(mmproj, precision, folder, int8_kind)
@@ -218,9 +219,11 @@ def build(
     if target.is_file():
         return Built(target, precision)
     weights = read_vision_weights(mmproj)
-    check = (lambda staged: probe_cosine_of_file(weights, staged, threads)) if self_check else None
     try:
-        cosine = _build_staged(weights, precision, int8_kind, target, check, PROBE_BOUND)
+        if self_check:
+            cosine = _build_checked(weights, int8_kind, target, threads)
+        else:
+            cosine = _build_staged(weights, precision, int8_kind, target)
         # what the build and its check freed, handed back before the session loads (else it stays resident
         # under it: 75 MB on 256M)
         return_freed_memory()
@@ -238,6 +241,23 @@ def build(
         _write_marker(marker, cosine)
         return Built(build(mmproj, "fp32", folder, threads=threads).source, "fp32", cosine)
     return Built(target, precision, cosine)
+
+
+def _build_checked(weights, int8_kind: str, target: Path, threads: int) -> float:
+    """The default int8 build: one fp32 run of the probe tiles a layer at a time gives both the GPTQ rounding of its
+    weights (onnx_gptq) and the self-check's reference embeddings; the check's cosine (the build kept above the
+    bound)."""
+    from smolcli.runtime.vision.onnx_gptq import calibrated
+    from smolcli.runtime.vision.onnx_int8 import gptq_targets
+    from smolcli.runtime.vision.onnx_probe import PROBE_BOUND, probe_cosine_of_file
+
+    with calibrated(weights, gptq_targets(weights), threads) as (calibration, reference):
+        return_freed_memory()  # the fp32 run's pieces, before the int8 graph is built
+
+        def check(staged: Path) -> float:
+            return probe_cosine_of_file(weights, staged, threads, expected=reference)
+
+        return _build_staged(weights, "int8", int8_kind, target, check, PROBE_BOUND, calibration.rounded)
 
 
 def _marked_cosine(marker: Path) -> float | None:
