@@ -972,3 +972,25 @@ def test_the_default_path_never_imports_openvino(tiny_pair, images):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=os.environ)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["onnx-int8", "False"], done.stdout
+
+
+def test_a_build_that_is_not_quick_says_so_once_on_stderr(converted, images, monkeypatch):
+    """A first run that builds the ONNX encoder (minutes on 2.2B) says so on stderr when the build outlasts the delay
+    (SMOLCLI_PROGRESS_AFTER_S, here 0: every build); stdout keeps only the answer, and a later run, which loads the
+    built file, says nothing. With the default delay a tiny build is quicker than the note and stays silent."""
+    from smolcli.util.slow_note import PROGRESS_AFTER_VARIABLE
+
+    pair = converted("F32", "F32")
+    runner = CliRunner()
+    base = ["ask", "-m", str(pair.model), "-i", str(images["wide"]), "-n", "1", "--json", "-ngl", "0", "What?"]
+    quiet = runner.invoke(app, base)
+    assert quiet.exit_code == 0, quiet.output
+    assert "building the int8 ONNX vision encoder" not in quiet.stderr
+    shutil.rmtree(onnx_folder())
+    monkeypatch.setenv(PROGRESS_AFTER_VARIABLE, "0")
+    first, later = runner.invoke(app, base), runner.invoke(app, base)
+    assert first.exit_code == 0 and later.exit_code == 0, first.output
+    note = f"building the int8 ONNX vision encoder of {pair.mmproj.name} (once per mmproj"
+    assert first.stderr.count(note) == 1, first.stderr
+    assert json.loads(first.stdout)["vision_engine"] == "onnx-int8"  # stdout: the JSON answer alone
+    assert "building" not in later.stderr, later.stderr

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 from video_clips import make_clip
 
 import smolcli
-from smolcli.api.video import PROGRESS_AFTER_VARIABLE
 from smolcli.cli.app import app
 from smolcli.errors import MemoryPlanRefused
 from smolcli.runtime.video.clip import VideoClip
+from smolcli.util.slow_note import PROGRESS_AFTER_VARIABLE
 
 from cli_checks import one_line_error
 

@@ -9,7 +9,6 @@ that cannot fit is refused at once with the number of frames that would.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,11 +24,11 @@ from smolcli.runtime.video.video_prompt import (
 )
 from smolcli.runtime.vision.image_tiles import tile_size_of
 from smolcli.runtime.vision.images import RGBImage
+from smolcli.util.slow_note import progress_after_seconds
 
 RELEASE_FPS = 1.0  # every SmolVLM2 release's preprocessor_config.json video_sampling (when the mmproj has none)
 RELEASE_MAX_FRAMES = 64
-PROGRESS_AFTER_S = 1.0  # frames taking longer than this show "frame i of N" lines on stderr
-PROGRESS_AFTER_VARIABLE = "SMOLCLI_PROGRESS_AFTER_S"  # tests set it to 0
+PROGRESS_AFTER_S = 1.0  # frames taking longer than this show "frame i of N" lines on stderr (SMOLCLI_PROGRESS_AFTER_S)
 
 
 def trained_on_video(model_file) -> bool:
@@ -62,17 +61,8 @@ def clip_sampling(pair: LoadedPair, fps: float | None, max_frames: int | None) -
     return video_sampling(pair.files.mmproj, fps, max_frames)
 
 
-def progress_after_seconds() -> float:
-    """How long frames go by before progress lines start: SMOLCLI_PROGRESS_AFTER_S, else a second."""
-    value = os.environ.get(PROGRESS_AFTER_VARIABLE, "")
-    try:
-        return max(0.0, float(value)) if value.strip() else PROGRESS_AFTER_S
-    except ValueError:
-        return PROGRESS_AFTER_S
-
-
 def frame_progress(report, label: str) -> FrameProgress:
-    return FrameProgress(report, label, after_seconds=progress_after_seconds())
+    return FrameProgress(report, label, after_seconds=progress_after_seconds(PROGRESS_AFTER_S))
 
 
 @dataclass

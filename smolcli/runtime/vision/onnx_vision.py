@@ -37,12 +37,14 @@ from smolcli.runtime.vision.image_tiles import PREPROC_KEY, TILE_KEY, TileGrid, 
 from smolcli.runtime.vision.images import RGBImage
 from smolcli.runtime.vision.prompt_images import PromptImages
 from smolcli.util.heap import return_freed_memory
+from smolcli.util.slow_note import note_if_slow
 from smolcli.util.user_cache import cache_dir, remove_all, size_on_disk
 
 VISION_ENGINES = ("auto", "onnx", "mtmd")
 PRECISIONS = ("int8", "bf16", "fp32")
 DEFAULT_PRECISION = "int8"
 INT8_KIND = "outlier-asym-fp32-o"  # see onnx_int8: the int8 form no worse than Q8_0 at int8 speed
+BUILD_NOTE_AFTER_S = 10.0  # a build still running after this says so on stderr (SMOLCLI_PROGRESS_AFTER_S)
 FORMAT_VERSION = 10  # bump when the graph changes: old cached files are then rebuilt under a new name
 
 
@@ -219,19 +221,24 @@ def build(
     if target.is_file():
         return Built(target, precision)
     weights = read_vision_weights(mmproj)
-    try:
-        if self_check:
-            cosine = _build_checked(weights, int8_kind, target, threads)
-        else:
-            cosine = _build_staged(weights, precision, int8_kind, target)
-        # what the build and its check freed, handed back before the session loads (else it stays resident
-        # under it: 75 MB on 256M)
-        return_freed_memory()
-    except OSError:  # no cache to write: whole, in memory
-        model = _build(weights, precision, int8_kind)
-        cosine = probe_cosine(weights, model, threads) if self_check else None
-        if cosine is None or cosine >= PROBE_BOUND:
-            return Built(model.SerializeToString(), precision, cosine)
+    # a first run's build takes from seconds (256M) to minutes (2.2B, GPTQ's rounding): said if it is not quick
+    building = (
+        f"smolcli: building the {precision} ONNX vision encoder of {mmproj.name} (once per mmproj; later runs load it)"
+    )
+    with note_if_slow(building, BUILD_NOTE_AFTER_S):
+        try:
+            if self_check:
+                cosine = _build_checked(weights, int8_kind, target, threads)
+            else:
+                cosine = _build_staged(weights, precision, int8_kind, target)
+            # what the build and its check freed, handed back before the session loads (else it stays resident
+            # under it: 75 MB on 256M)
+            return_freed_memory()
+        except OSError:  # no cache to write: whole, in memory
+            model = _build(weights, precision, int8_kind)
+            cosine = probe_cosine(weights, model, threads) if self_check else None
+            if cosine is None or cosine >= PROBE_BOUND:
+                return Built(model.SerializeToString(), precision, cosine)
     if cosine is not None and cosine < PROBE_BOUND:
         print(
             f"smolcli: the int8 vision encoder of {mmproj.name} is off its fp32 form on a probe image (tile cosine "
