@@ -161,9 +161,10 @@ class ModelWorker:
     def _run(self) -> None:
         try:
             self.model = self._open_model()
-            self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
-            # parked between requests, held to what --max-memory leaves beside the requests (every plan counts them)
+            # parked between requests, held to what --max-memory leaves beside the requests (every plan counts them):
+            # planned before the weights load, as serve printed it
             self.conversations.budget = self.model.keep_conversations(self.limits.conversations, self.limits.parallel)
+            self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
             if self.limits.parallel > 1:
                 self._decoder = self.model.batch_decoder(self.limits.parallel)
         except BaseException as error:  # noqa: BLE001 - reported to the server, which stops
