@@ -2,12 +2,14 @@
 Chat.park()) against four parked (their saved states), and what a follow-up takes in each case.
 
     python benchmarks/kept_conversations.py --shape 256m --tokens 300 1500 --runs 3
+    python benchmarks/kept_conversations.py --shape 2.2b --tokens 300 --together --threads 1
 
 Each (mode, length) runs in a process of its own, modes interleaved: the model (real shapes, random weights:
 `smolcli bench`'s files) is loaded and warmed, then four Chats each get a text prompt of about --tokens tokens and
 a short answer, and are kept (idle) or parked; the RSS growth over the warmed model is what the four hold. Then each
 conversation's follow-up (a short question, 8 tokens answered) is timed: an idle one evaluates its message in the
-context it kept, a parked one restores its state into a new context first. Medians over --runs.
+context it kept, a parked one restores its state into a new context first. Medians over --runs. --together: one
+process per length, both modes in it (both_in_one), with CPU seconds beside wall time; JSON lines.
 """
 
 from __future__ import annotations
@@ -65,12 +67,59 @@ def one_run(model_path: str, tokens: int, mode: str, threads: int) -> dict:
         }
 
 
+def both_in_one(model_path: str, tokens: int, threads: int) -> dict:
+    """The quicker form for large shapes (--together): one process, four conversations measured idle, then parked;
+    each then answers a follow-up from its parked state and a second one from the context that restored it (idle),
+    alternating, so the two latencies share the machine's load."""
+    import smolcli
+
+    with smolcli.load(model_path, threads=threads) as model:
+        prompt = model.engine.tokenize(SENTENCE, [])
+        text = SENTENCE * max(1, round(tokens / prompt.n_tokens))
+        prompt.free()
+        warm = model.chat(max_tokens=2)
+        warm.send("Hello")
+        warm.park()
+        warm.send("And?")
+        warm.close()
+        before = rss()
+        chats = []
+        for i in range(KEPT):
+            chat = model.chat(max_tokens=8, ignore_eos=True)
+            chat.send(f"{i}. {text}")
+            chats.append(chat)
+        idle = rss() - before
+        for chat in chats:
+            chat.park()
+        parked = rss() - before
+        restored, stayed = [], []  # (wall, CPU) seconds: a shared machine's load stretches the first, not the second
+        for chat in chats:
+            started, cpu = time.perf_counter(), time.process_time()
+            chat.send("What did I describe?")
+            restored.append((time.perf_counter() - started, time.process_time() - cpu))
+            started, cpu = time.perf_counter(), time.process_time()
+            chat.send("And then?")
+            stayed.append((time.perf_counter() - started, time.process_time() - cpu))
+        return {
+            "tokens": chats[0].n_past,
+            "n_ctx": chats[0].n_ctx,
+            "idle_bytes": idle,
+            "parked_bytes": parked,
+            "state_bytes": [chat.state_bytes for chat in chats],
+            "follow_up_parked_s": statistics.median(wall for wall, _ in restored),
+            "follow_up_idle_s": statistics.median(wall for wall, _ in stayed),
+            "follow_up_parked_cpu_s": statistics.median(cpu for _, cpu in restored),
+            "follow_up_idle_cpu_s": statistics.median(cpu for _, cpu in stayed),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="256m", choices=["256m", "2.2b"])
     parser.add_argument("--tokens", type=int, nargs="+", default=[300, 1500])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--together", action="store_true", help="one process per length (both_in_one)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -81,6 +130,10 @@ def main() -> None:
     from smolcli.bench.files import prepare_files
 
     model = str(prepare_files(args.shape, "Q4_K_M", "Q8_0")[0].model)
+    if args.together:
+        for tokens in args.tokens:
+            print(json.dumps(both_in_one(model, tokens, args.threads)), flush=True)
+        return
     results: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.runs):
         for tokens in args.tokens:
