@@ -31,27 +31,34 @@ def rss() -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
+def conversations(model, tokens: int, park: bool) -> tuple[int, list]:
+    """The RSS after a warm-up (a first chat, parked and restored, closed), and KEPT chats of about `tokens` tokens
+    each, kept idle or parked."""
+    prompt = model.engine.tokenize(SENTENCE, [])
+    per_sentence = prompt.n_tokens  # the random checkpoints' vocabularies cut words finely
+    prompt.free()
+    text = SENTENCE * max(1, round(tokens / per_sentence))
+    warm = model.chat(max_tokens=2)
+    warm.send(text)
+    warm.park()
+    warm.send("And?")
+    warm.close()
+    before = rss()
+    chats = []
+    for i in range(KEPT):
+        chat = model.chat(max_tokens=8, ignore_eos=True)
+        chat.send(f"{i}. {text}")
+        if park:
+            chat.park()
+        chats.append(chat)
+    return before, chats
+
+
 def one_run(model_path: str, tokens: int, mode: str, threads: int) -> dict:
     import smolcli
 
     with smolcli.load(model_path, threads=threads) as model:
-        prompt = model.engine.tokenize(SENTENCE, [])
-        per_sentence = prompt.n_tokens  # the random checkpoints' vocabularies cut words finely
-        prompt.free()
-        text = SENTENCE * max(1, round(tokens / per_sentence))
-        warm = model.chat(max_tokens=2)
-        warm.send(text)
-        warm.park()
-        warm.send("And?")
-        warm.close()
-        before = rss()
-        chats = []
-        for i in range(KEPT):
-            chat = model.chat(max_tokens=8, ignore_eos=True)
-            chat.send(f"{i}. {text}")
-            if mode == "parked":
-                chat.park()
-            chats.append(chat)
+        before, chats = conversations(model, tokens, park=mode == "parked")
         held = rss() - before
         follow_ups = []
         for chat in chats:
@@ -74,20 +81,7 @@ def both_in_one(model_path: str, tokens: int, threads: int) -> dict:
     import smolcli
 
     with smolcli.load(model_path, threads=threads) as model:
-        prompt = model.engine.tokenize(SENTENCE, [])
-        text = SENTENCE * max(1, round(tokens / prompt.n_tokens))
-        prompt.free()
-        warm = model.chat(max_tokens=2)
-        warm.send("Hello")
-        warm.park()
-        warm.send("And?")
-        warm.close()
-        before = rss()
-        chats = []
-        for i in range(KEPT):
-            chat = model.chat(max_tokens=8, ignore_eos=True)
-            chat.send(f"{i}. {text}")
-            chats.append(chat)
+        before, chats = conversations(model, tokens, park=False)
         idle = rss() - before
         for chat in chats:
             chat.park()
