@@ -1,7 +1,9 @@
 """`Model.chat()`: a conversation whose turns stay in the KV cache, over the model's one engine.
 
 Each Chat has a llama.cpp context of its own (the weights and the vision encoder are shared),
-so asking the model something between two turns leaves the conversation where it was.
+so asking the model something between two turns leaves the conversation where it was. A Chat kept
+idle for long (a server's, between requests) can park() instead: its context freed, its cache kept
+as the sequence's saved state, and restored by its next turn.
 """
 
 from __future__ import annotations
