@@ -6,6 +6,7 @@ log lines (KV, compute and repack buffer sizes, printed in MiB), and the peak RS
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -42,12 +43,10 @@ from smolcli.runtime.llama.quant_types import KV_CACHE_TYPES
 from smolcli.runtime.planning.memory_plan import (
     TEXT_PHASE,
     VISION_PHASE,
-    KeptContexts,
     RunSettings,
     SharedContext,
     TextFootprint,
     VisionFootprint,
-    idle_context_part,
     image_tokens,
     kv_cache_bytes,
     plan_memory,
@@ -715,69 +714,82 @@ def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024
 
 
-def test_kept_conversations_are_planned_and_counted_in_every_later_plan(tiny_pair):
+def test_kept_conversations_are_planned_as_their_parked_states(tiny_pair, images):
     model, mmproj = tiny_pair
     text, vision = footprints(model, mmproj)
-    dims = text.dims
-    idle = idle_context_part(dims, 2048, "f16", 0)
-    assert idle.cpu > kv_cache_bytes(dims, 2048, "f16") + text_compute_bytes(dims, 2048, "f16", n_outputs=1)
     alone = plan_memory(text, vision, RunSettings(2048))
-    plan = plan_memory(text, vision, RunSettings(2048, kept=KeptContexts(4, 2048)))
-    assert plan.part("kept_conversations").cpu == 4 * idle.cpu
-    assert plan.total == alone.total + 4 * idle.cpu and "kept_conversations" in TEXT_PHASE
-    offloaded = plan_memory(text, vision, RunSettings(2048, n_gpu_layers=-1, kept=KeptContexts(4, 2048)))
-    assert offloaded.part("kept_conversations").gpu >= 4 * kv_cache_bytes(dims, 2048, "f16")
+    plan = plan_memory(text, vision, RunSettings(2048, kept_states=5 * MiB))
+    assert plan.part("kept_conversations").cpu == 5 * MiB and plan.total == alone.total + 5 * MiB
+    assert "kept_conversations" in TEXT_PHASE
+    offloaded = plan_memory(text, vision, RunSettings(2048, n_gpu_layers=-1, kept_states=5 * MiB))
+    assert offloaded.part("kept_conversations").cpu == 5 * MiB  # a saved state is in host memory, offloaded or not
     opened = tiny_budget_model(tiny_pair, "8G")
-    each = idle_context_part(dims, opened.pair.chat_cells, "f16", 0).cpu
+    full = sequence_state_bytes(text.dims, opened.pair.chat_cells, "f16")  # one of a Chat's whole context
     assert opened.check_parallel(1) is None
-    assert opened.check_parallel(1, 4).part("kept_conversations").cpu == 4 * each
+    assert opened.check_parallel(1, 4).part("kept_conversations").cpu == 4 * full
     together = opened.check_parallel(2, 4)
-    assert together.total == opened.check_parallel(2).total + 4 * each
+    assert together.total == opened.check_parallel(2).total + 4 * full
     assert not opened.loaded  # planned before anything loads
     with opened:
-        opened.keep_conversations(3)  # what serve's worker tells the model: every request's plan counts them
-        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 3 * each
-        assert opened.chat(max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 3 * each
-        opened.keep_conversations(0)
+        assert opened.keep_conversations(3) == 3 * full  # the byte budget serve holds its parked states to
+        chat = opened.chat(max_tokens=1)
+        chat.send("Hello", images=[images["photo"]])
+        parked = chat.park()
+        assert 0 < parked < full
+        # every later plan counts what is parked now
+        assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == parked
+        assert opened.chat(max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == parked
+        chat.close()
         assert opened.ask("Hello", max_tokens=1).memory_plan["parts"]["kept_conversations"]["cpu"] == 0
+    assert smolcli.load(model, mmproj=mmproj, threads=1).keep_conversations(4) is None  # no limit: no byte budget
 
 
-def test_a_kept_conversations_context_is_planned_from_above(tiny_pair, images):
-    """What each conversation kept open adds to the process: at least its KV cache, at most its planned part."""
+def test_a_parked_conversation_costs_its_state_not_its_context(tiny_pair, images):
+    """What each conversation kept parked adds to the process: about its saved state, far less than an idle context.
+    The tiny model's contexts are small enough to come from malloc's heap, whose free pages it keeps: trimmed before
+    each reading (the real shapes' contexts are mapped and returned at once: 256M, 1065 tokens, 23.4 MiB a parked
+    conversation against 104 MiB an idle one)."""
     model, _ = tiny_pair
     dims = footprints(model)[0].dims
+    libc = ctypes.CDLL(None)
+
+    def live() -> int:
+        libc.malloc_trim(0)
+        return rss_bytes()
+
     with smolcli.load(model, threads=1) as loaded:
         cells = loaded.pair.chat_cells
-        warm = loaded.chat(max_tokens=2)
-        warm.send("Describe it.", images=[images["photo"]])
-        warm.close()
-        kept, growth = [], []
+        for _ in range(2):  # the images' first encoding, and a first park and restore, out of the way
+            warm = loaded.chat(max_tokens=2)
+            warm.send("Describe it.", images=[images["photo"], images["wide"]])
+            warm.park()
+            warm.send("And?")
+            warm.close()
+        kept, growth, states = [], [], []
         for _ in range(4):
-            before = rss_bytes()
+            before = live()
             chat = loaded.chat(max_tokens=2)
             chat.send("Describe it.", images=[images["photo"], images["wide"]])
-            growth.append(rss_bytes() - before)
+            states.append(chat.park())
+            growth.append(live() - before)
             kept.append(chat)
-        assert [chat.n_ctx for chat in kept] == [cells] * 4  # the size the plan counts
+        assert [chat.n_ctx for chat in kept] == [cells] * 4  # restored to the size it had
+        assert loaded.pair.parked_bytes() == sum(states)
     each = sorted(growth)[len(growth) // 2]
-    planned = idle_context_part(dims, cells, "f16", 0).cpu
-    assert kv_cache_bytes(dims, cells, "f16") <= each <= planned, (size_text(each), size_text(planned), growth)
+    idle = kv_cache_bytes(dims, cells, "f16")  # what an idle context held at least
+    assert each <= max(states) + 256 * 1024 < idle, (size_text(each), size_text(max(states)), growth)
 
 
-def test_serve_refuses_kept_conversations_that_do_not_fit_naming_what_does(tiny_pair):
+def test_kept_conversations_never_refuse_serve_they_are_held_to_what_is_left(tiny_pair):
     fixed = {"cache_type": "f16", "vision_engine": "onnx"}  # no smaller cache or encoder to fall back on
-    plans = {n: tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(1, n).total for n in (1, 3, 4)}
-    limit = (plans[3] + plans[4]) // 2
-    with pytest.raises(MemoryPlanRefused, match="conversations=3 fits") as refused:
-        tiny_budget_model(tiny_pair, limit, **fixed).check_parallel(1, 4)
-    assert refused.value.fits == 3 and refused.value.plan.total == plans[4]
-    assert "keeping 4 conversations" in str(refused.value)
-    # beside --parallel 2, where one kept conversation is already too many: --parallel's own refusal
-    with pytest.raises(MemoryPlanRefused, match=r"answering one at a time \(no parallel=\) fits"):
-        tiny_budget_model(tiny_pair, plans[1], **fixed).check_parallel(2, 4)
-    # the command line: one line, before the weights load
-    refusal = refused_serve(tiny_pair, limit, "--conversations", "4")
-    assert "--conversations 4 needs about" in refusal and "--conversations 3 fits" in refusal
+    alone = tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(1, 1)
+    kept = alone.part("kept_conversations").total
+    limit = alone.total - kept + kept // 2  # room for half of one full conversation's state
+    opened = tiny_budget_model(tiny_pair, limit, **fixed)
+    plan = opened.check_parallel(1, 4)
+    assert plan.total == limit and plan.part("kept_conversations").total == kept // 2
+    with pytest.raises(MemoryPlanRefused):  # beside --parallel 2 even the conversations do not fit: its own refusal
+        tiny_budget_model(tiny_pair, alone.total - kept, **fixed).check_parallel(2, 4)
 
 
 def test_serve_keeping_four_conversations_stays_under_its_plan(tiny_pair, images, tmp_path):
@@ -807,6 +819,38 @@ def test_serve_keeping_four_conversations_stays_under_its_plan(tiny_pair, images
         stop_server(process)
 
 
+def test_serve_drops_the_least_recently_used_parked_conversation_to_stay_within_max_memory(tiny_pair, images, tmp_path):
+    """--max-memory leaving room for one parked conversation's state: the second conversation pushes the first out
+    (its follow-up is replayed), the second's follow-up is continued, and the parked bytes stay within the budget."""
+    model, mmproj = tiny_pair
+    fixed = {"cache_type": "f16", "vision_engine": "onnx"}
+    with_one = tiny_budget_model(tiny_pair, "8G", **fixed).check_parallel(1, 1)
+    limit = with_one.total - with_one.part("kept_conversations").total + 100_000  # one photo conversation: ~80 kB
+    log = tmp_path / "serve.log"
+    options = ("--mmproj", str(mmproj), "--conversations", "4", "--max-memory", str(limit), "--cache-type", "f16")
+    process, running = start_process(model, tmp_path, log, *options, "--vision-engine", "onnx")
+    try:
+        client = running.client(timeout=120)
+        firsts = []
+        for key in ("photo", "wide"):
+            messages = [image_message(data_uri(images[key]), f"Describe the {key} picture.")]
+            answer = client.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0)
+            firsts.append(messages + [{"role": "assistant", "content": answer.choices[0].message.content}])
+            metrics = running.metrics()
+            assert metrics["smolcli_conversations_kept"] == 1  # the budget holds one
+            assert 0 < metrics["smolcli_conversations_parked_bytes"] <= 100_000
+        follow_ups = [first + [{"role": "user", "content": "And its colours?"}] for first in firsts]
+        second = client.chat.completions.create(model="m", messages=follow_ups[1], max_tokens=4, temperature=0)
+        assert second.model_extra["smolcli"]["conversation"] == "continued"  # the last one was kept
+        first = client.chat.completions.create(model="m", messages=follow_ups[0], max_tokens=4, temperature=0)
+        assert first.model_extra["smolcli"]["conversation"] == "replayed"  # pushed out by the second
+        printed = next(line for line in log.read_text().splitlines() if "memory plan" in line)
+        assert "kept conversations 97.7 KiB" in printed  # the byte budget: what the limit leaves
+        assert 0 < rss_bytes(process.pid, "VmHWM") <= limit
+    finally:
+        stop_server(process)
+
+
 # --- the plan table -----------------------------------------------------------------------
 
 
@@ -831,7 +875,9 @@ def test_plan_covers_every_registry_model(capsys):
         assert 0 < parallel["2"] < parallel["4"]  # more conversations decoded together, more memory
         # the pool's 4 x 2048 cells, and the three other conversations' own contexts at a Chat's 4096
         assert parallel["4"] > 4 * kv_cache_bytes(dims, 2048, "f16") + 3 * kv_cache_bytes(dims, 4096, "f16")
-        assert row["kept_conversation_bytes"] > kv_cache_bytes(dims, 4096, "f16")  # one idle Chat's context
+        # the photo conversation parked as its saved state, up to one of a Chat's whole 4096 positions
+        assert row["kept_conversation_bytes"] == sequence_state_bytes(dims, row["prompt_tokens"] + 256, "f16")
+        assert row["kept_conversation_full_bytes"] == sequence_state_bytes(dims, 4096, "f16")
     photo_256m = next(r for r in rows if r["model"] == "smolvlm-256m")
     assert 19e6 < photo_256m["prefix_state_bytes"] < 23e6  # about 20 MB for the 13-tile photo
     for model in registry.MODELS:

@@ -352,6 +352,33 @@ def test_second_turn_encodes_no_image_and_evaluates_only_its_own_tokens(server, 
     assert details["evaluated_tokens"] > own_tokens
 
 
+def test_a_follow_up_restores_a_parked_conversation_and_answers_as_a_replay(server, images):
+    """Between requests a kept conversation is parked (its context freed, its cache a saved state the /metrics gauges
+    count); its follow-up restores it, evaluates only the new message, and answers as the whole history replayed."""
+    client = server.client()
+    messages = [{"role": "system", "content": "Be terse."}, image_message(data_uri(images["wide"]), "What is it?")]
+    first = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+    before = server.metrics()
+    assert before["smolcli_conversations_kept"] >= 1 and before["smolcli_conversations_parked_bytes"] > 0
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "Say more."},
+    ]
+    asked = {"model": "tiny", "messages": messages, "max_tokens": 6, "temperature": 0, "logprobs": True}
+    continued = client.chat.completions.create(**asked, extra_body={"ignore_eos": True})
+    after = server.metrics()
+    assert continued.model_extra["smolcli"]["conversation"] == "continued"
+    assert after["smolcli_conversations_continued_total"] == before["smolcli_conversations_continued_total"] + 1
+    assert after["smolcli_conversations_parked_bytes"] > 0  # parked again, one turn longer
+    replayed = client.chat.completions.create(**asked, extra_body={"ignore_eos": True})
+    assert replayed.model_extra["smolcli"]["conversation"] == "replayed"
+    assert replayed.choices[0].message.content == continued.choices[0].message.content
+    # the same tokens; their log-probabilities near, not equal: a replay evaluates the history in one go, its
+    # answers re-tokenized from their text (tests/test_chat_park.py holds a parked Chat to exact equality)
+    pairs = zip(continued.choices[0].logprobs.content, replayed.choices[0].logprobs.content, strict=True)
+    assert all(kept.bytes == again.bytes and abs(kept.logprob - again.logprob) < 0.2 for kept, again in pairs)
+
+
 def test_local_image_files_only_under_allow_files(served, images):
     server, _, allowed = served
     inside = allowed / "inside.png"

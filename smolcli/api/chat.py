@@ -1,7 +1,9 @@
 """`Model.chat()`: a conversation whose turns stay in the KV cache, over the model's one engine.
 
 Each Chat has a llama.cpp context of its own (the weights and the vision encoder are shared),
-so asking the model something between two turns leaves the conversation where it was.
+so asking the model something between two turns leaves the conversation where it was. A Chat kept
+idle for long (a server's, between requests) can park() instead: its context freed, its cache kept
+as the sequence's saved state, and restored by its next turn.
 """
 
 from __future__ import annotations
@@ -85,9 +87,31 @@ class Chat:
 
     @property
     def n_ctx(self) -> int | None:
-        """The size of this conversation's context (None before its first turn makes it)."""
-        context = self._session.context
-        return context.n_ctx if context is not None else None
+        """The size of this conversation's context, parked or not (None before its first turn makes it)."""
+        return self._session.n_ctx
+
+    @property
+    def parked(self) -> bool:
+        """Parked (park()): its context freed, its cache held as a saved state until the next turn."""
+        return self._session.parked is not None
+
+    @property
+    def parked_bytes(self) -> int:
+        """The saved state a parked conversation holds (0 when not parked): in every later plan with max_memory."""
+        parked = self._session.parked
+        return parked.state.nbytes if parked is not None else 0
+
+    @property
+    def state_bytes(self) -> int:
+        """What this conversation holds as a saved state: parked_bytes, or what park() would take now."""
+        return self._session.state_bytes
+
+    def park(self) -> int:
+        """Free this conversation's context between turns, keeping its KV cache as the sequence's saved state: bytes
+        proportional to the tokens it holds, where an idle context costs its full size. The next send() (or
+        replay()) restores it into a new context of the same size and goes on as if it had stayed: same answers,
+        same log-probabilities, only the new message evaluated. Returns the state's bytes (0 before a first turn)."""
+        return self._session.park()
 
     @property
     def n_past(self) -> int:
@@ -100,7 +124,7 @@ class Chat:
         self._session.pending_images.append(picture)
 
     def clear(self) -> None:
-        """Start a new conversation (the context is kept, emptied)."""
+        """Start a new conversation (the context is kept, emptied; a parked state is dropped)."""
         self._session.clear()
 
     def transcript(self) -> dict:
@@ -208,7 +232,7 @@ class Chat:
             clip = attach_clip(self._pair, self._session, engine, text, request, self._settings.max_tokens, budget)
             if was_loaded:  # a loaded model's load time is this turn's setup: the clip's vision context too
                 load_seconds += time.perf_counter() - attaching
-        had_context = self._session.context is not None
+        had_context = self._session.context is not None or self.parked  # a parked one's restore counts as prefill
         # the conversation's first turn makes its context: its load time is this turn's
         turn = Turn(engine, self._settings, constraint, logprobs, 0.0 if had_context else load_seconds)
         turn.with_images = True

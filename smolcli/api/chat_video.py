@@ -49,8 +49,7 @@ def attach_clip(
         def text_for(stamps: list[float], duration: float) -> str:
             return session.render(text, n_images, video_text(stamps, duration))
 
-        context = session.context
-        n_ctx = context.n_ctx if context is not None else (session.requested_ctx or engine.n_ctx_train)
+        n_ctx = session.n_ctx or session.requested_ctx or engine.n_ctx_train  # a parked context's size too
         room = FrameRoom(n_ctx - session.n_past, n_ctx, max_tokens, budget(), lambda _tokens: n_ctx)
         clip = read_clip(engine, pair.frame_vision(), request.video, sampling, text_for, room, request.report)
     except SmolcliError as error:

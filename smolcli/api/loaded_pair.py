@@ -22,7 +22,7 @@ from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.context import LlamaContext
 from smolcli.runtime.llama.context_size import chat_context_size
 from smolcli.runtime.llama.engine import Engine, EngineOptions
-from smolcli.runtime.planning.memory_plan import KeptContexts, MemoryPlan, SharedContext
+from smolcli.runtime.planning.memory_plan import MemoryPlan, SharedContext
 from smolcli.runtime.video.video_prompt import FrameVision
 from smolcli.runtime.vision.images import RGBImage
 
@@ -51,8 +51,6 @@ class LoadedPair:
         self.warned_v1_video = False  # the note that a SmolVLM (v1) release was not trained on video, given once
         self.conversations: list = []  # open Chats, each with its own context: closed before the weights
         self.decoders: list[BatchDecoder] = []  # BatchDecoders made for this pair: their contexts are in every plan
-        # Chats a front end keeps open between its requests (serve --conversations): their contexts are in every plan
-        self.kept_conversations = 0
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -144,7 +142,7 @@ class LoadedPair:
             vision_first,
             reuse_prefix,
             tuple(self.shared_context(d.n_seq, d.shared.n_ctx) for d in self.decoders if not d.shared.freed),
-            self.kept_contexts(self.kept_conversations),
+            self.parked_bytes(),
         )
 
     # --- decoding several conversations together ----------------------------------------
@@ -166,14 +164,15 @@ class LoadedPair:
         summary = self.files.model
         return chat_context_size(0, 0, summary.metadata.get(f"{summary.architecture}.context_length") or 0)
 
-    def kept_contexts(self, count: int) -> KeptContexts | None:
-        """count kept conversations, each planned as the context a Chat starts with (None for none)."""
-        return KeptContexts(count, self.chat_cells, self.options.cache_type or "f16") if count else None
+    def parked_bytes(self) -> int:
+        """The saved states of this pair's parked Chats (Chat.park()): counted in every plan, beside the run."""
+        return sum(getattr(conversation, "parked_bytes", 0) for conversation in self.conversations)
 
     def check_serving(self, n_seq: int, kept: int) -> MemoryPlan | None:
         """With max_memory: the plan of a conversation answered beside n_seq - 1 more decoded together (a BatchDecoder
-        when n_seq > 1) and `kept` more kept open between requests (kept_contexts); MemoryPlanRefused
-        (one line naming the most kept conversations, or sequences, that fit) when it does not fit."""
+        when n_seq > 1) and up to `kept` more parked between requests, their part the byte budget they are held to
+        (MemoryBudget.plan_keeping); MemoryPlanRefused (one line naming the sequences that fit) when the conversation
+        and the decoder do not fit: kept conversations never refuse, they are held to what is left."""
         if n_seq < 1:
             raise BadInput(f"decoding together needs at least 1 conversation, not {n_seq}")
         budget = self.memory_budget(self.files.mmproj, [])
@@ -187,7 +186,7 @@ class LoadedPair:
                 return beside.plan(own)
             return beside.plan_beside_decoder(own, n_seq, lambda n: self.shared_context(n, n * each))
 
-        return budget.plan_keeping(kept, self.kept_contexts, plan) if kept else plan(budget)
+        return budget.plan_keeping(kept, own, plan) if kept else plan(budget)
 
     def check_decoder(self, n_seq: int, n_ctx: int | None = None) -> tuple[int, MemoryPlan | None]:
         """The cells of a BatchDecoder of n_seq sequences (n_ctx, or n_seq conversations' cells), and with max_memory

@@ -11,7 +11,6 @@ from smolcli.errors import BadInput, MemoryPlanRefused
 from smolcli.runtime.gguf.model_files import ModelFiles
 from smolcli.runtime.llama.engine import EngineOptions
 from smolcli.runtime.planning.memory_plan import (
-    KeptContexts,
     MemoryPlan,
     RunSettings,
     SharedContext,
@@ -19,6 +18,7 @@ from smolcli.runtime.planning.memory_plan import (
     VisionFootprint,
     image_tokens,
     plan_within,
+    sequence_state_bytes,
 )
 from smolcli.runtime.vision.images import RGBImage
 from smolcli.runtime.vision.onnx_vision import KEPT_IMAGES
@@ -112,15 +112,15 @@ class MemoryBudget:
         vision_first: bool = False,
         reuse_prefix: bool = False,
         shared_contexts: tuple[SharedContext, ...] = (),
-        kept: KeptContexts | None = None,
+        kept_states: int = 0,
     ) -> "MemoryBudget | None":
         """None without max_memory: the run goes on as it always has.
 
         vision_first: the images are encoded before the language model loads (a first question through the
         ONNX encoder, OnnxVisionEncoder.encode_ahead), so the session and the model are planned apart.
         reuse_prefix: the prompt goes in through the prefix cache (an ask), which holds a copy of its prefix's state
-        when it stores or restores one. shared_contexts: BatchDecoders alive beside the run (serve --parallel); kept:
-        conversations kept open beside it (serve --conversations)."""
+        when it stores or restores one. shared_contexts: BatchDecoders alive beside the run (serve --parallel); kept_states:
+        the bytes of conversations parked beside it (Chat.park(), serve --conversations)."""
         if limit is None:
             return None
         import llama_cpp
@@ -147,7 +147,7 @@ class MemoryBudget:
             prefix_state=reuse_prefix and prefix_cache_on(options),
             shared_contexts=shared_contexts,
             vision_precision=precision,
-            kept=kept,
+            kept_states=kept_states,
         )
         return cls(limit, TextFootprint.from_file(files.model), vision, run, requested_cache, engines)
 
@@ -211,44 +211,18 @@ class MemoryBudget:
             fits=fits,
         )
 
-    def keeping(self, kept: KeptContexts | None) -> "MemoryBudget":
-        """This budget with these conversations kept open beside the run, in place of those it had."""
-        return dataclasses.replace(self, run=dataclasses.replace(self.run, kept=kept))
+    def keeping(self, states: int) -> "MemoryBudget":
+        """This budget with `states` bytes of parked conversations beside the run, in place of those it had."""
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, kept_states=states))
 
-    def plan_keeping(
-        self,
-        count: int,
-        kept: Callable[[int], KeptContexts],
-        plan: Callable[["MemoryBudget"], MemoryPlan],
-    ) -> MemoryPlan:
-        """plan(budget) with `count` conversations kept open beside it (kept(n): n of them), or a one-line refusal
-        naming the most that fit (serve --conversations); plan's own refusal when even one does not fit."""
-        try:
-            return plan(self.keeping(kept(count)))
-        except MemoryPlanRefused as refused:
-            if count == 1:
-                raise
-            too_many = refused.plan
-        plan(self.keeping(kept(1)))  # its own refusal (naming the --parallel that fits) when one is too many
-
-        def fits(n: int) -> bool:
-            try:
-                plan(self.keeping(kept(n)))
-            except MemoryPlanRefused:
-                return False
-            return True
-
-        fitting = next(n for n in range(count - 1, 0, -1) if fits(n))
-        each = kept(count).n_ctx
-        raise MemoryPlanRefused(
-            f"{{conversations={count}}} needs about {size_text(too_many.total)} but {{max_memory}} {self.limit.text} "
-            f"allows {size_text(self.limit.size)}: keeping {count} conversations of {each} tokens between requests "
-            f"takes {size_text(too_many.part('kept_conversations').total)}; {{conversations={fitting}}} fits, "
-            "or raise {max_memory}",
-            plan=too_many,
-            limit=self.limit.size,
-            fits=fitting,
-        )
+    def plan_keeping(self, count: int, n_cells: int, plan: Callable[["MemoryBudget"], MemoryPlan]) -> MemoryPlan:
+        """plan(budget) with up to `count` conversations parked beside it (serve --conversations), their saved states
+        held to a byte budget: count states of n_cells (a Chat's full context), or what the limit leaves beside
+        plan(budget) alone when that is less (the least recently used are dropped to stay within it, never a refusal).
+        plan's own refusal when it alone does not fit; the plan's kept_conversations part is the budget."""
+        alone = plan(self.keeping(0))
+        full = count * sequence_state_bytes(self.text.dims, n_cells, alone.cache_type)
+        return plan(self.keeping(min(full, self.limit.size - alone.total)))
 
     def fits(self, n_ctx: int) -> bool:
         try:

@@ -220,20 +220,26 @@ class Model:
     def check_parallel(self, n_seq: int, conversations: int = 0) -> MemoryPlan | None:
         """With max_memory: the plan of n_seq conversations decoded together (serve --parallel: a batch_decoder(n_seq)
         with {ctx} (or 2048) cells each, and each conversation's own Chat context, {ctx} or the 4096 a Chat starts
-        with) and `conversations` more kept open between requests (serve --conversations, keep_conversations()),
-        checked before anything loads: MemoryPlanRefused when it does not fit, its one line naming the most kept
-        conversations (or sequences) that do. None without a limit, or for one at a time with none kept."""
+        with) and up to `conversations` more parked between requests (serve --conversations, keep_conversations()),
+        checked before anything loads: MemoryPlanRefused when the conversations answered together do not fit, its one
+        line naming how many do. The parked ones' part is the byte budget keep_conversations() gives: never a
+        refusal. None without a limit, or for one at a time with none kept."""
         if n_seq <= 1 and not conversations:
             return None
         return self.pair.check_serving(n_seq, conversations)
 
-    def keep_conversations(self, count: int) -> None:
-        """A front end keeps up to `count` Chats open between its requests (serve --conversations): with max_memory
-        every later plan counts their contexts (each the {ctx}, or 4096 positions, a Chat starts with); check_parallel
-        checks that they fit."""
+    def keep_conversations(self, count: int, n_seq: int = 1) -> int | None:
+        """The bytes a front end's parked Chats (Chat.park(), up to `count` of them kept between its requests: serve
+        --conversations, beside n_seq answered together) may hold without the run passing max_memory: `count` states
+        of a Chat's full context, or what the limit leaves beside the run when less (the front end drops its least
+        recently used to stay within it). None without max_memory. Call it before batch_decoder(). Every plan counts
+        the parked states' bytes whether or not this is called."""
         if count < 0:
             raise BadInput(f"kept conversations must be 0 or more, not {count}")
-        self.pair.kept_conversations = count
+        if count == 0:
+            return 0
+        plan = self.pair.check_serving(n_seq, count)
+        return plan.part("kept_conversations").total if plan is not None else None
 
     def __repr__(self) -> str:
         return f"<smolcli.Model {self.files.model.path.name}{' (loaded)' if self.loaded else ''}>"

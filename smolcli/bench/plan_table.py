@@ -15,7 +15,6 @@ from smolcli.models.registry import MODELS, RegisteredModel
 from smolcli.models.smolvlm_shapes import SHAPES
 from smolcli.runtime.llama.context_size import ask_context_size, chat_context_size
 from smolcli.runtime.planning.memory_plan import (
-    KeptContexts,
     MemoryPlan,
     RunSettings,
     SharedContext,
@@ -80,7 +79,10 @@ class PlanRow:
     device_plans: tuple[MemoryPlan, ...]  # one per DEVICES entry
     prefix_state: int  # the photo prompt's prefix state, held once more while the prefix cache stores or restores it
     parallel: dict[int, int]  # serve --parallel N: what its shared context and the other conversations add
-    kept_each: int  # serve --conversations: what each conversation kept between requests adds (its idle context)
+    # serve --conversations: what the photo conversation (prompt and answer) adds, parked between requests as its
+    # saved state; kept_full: what one of a Chat's full context would (the most one can hold)
+    kept_each: int
+    kept_full: int
 
     def as_dict(self) -> dict:
         return {
@@ -101,6 +103,7 @@ class PlanRow:
             "prefix_state_bytes": self.prefix_state,
             "parallel_bytes": {str(n): size for n, size in self.parallel.items()},
             "kept_conversation_bytes": self.kept_each,
+            "kept_conversation_full_bytes": self.kept_full,
             "devices": [
                 {"name": d.name, "usable_bytes": d.usable, "peak_bytes": p.total, "fits": p.total <= d.usable}
                 for d, p in zip(DEVICES, self.device_plans, strict=True)
@@ -129,8 +132,8 @@ def plan_row(model: RegisteredModel, quant: str) -> PlanRow:
         shared = SharedContext(n_seq, n_seq * CONVERSATION_CELLS, "f16", CONVERSATION_CELLS, chat_cells)
         run = RunSettings(n_ctx, "f16", (PHOTO,), shared_contexts=(shared,))
         parallel[n_seq] = plan_memory(text, vision, run).part("shared_contexts").total
-    kept = RunSettings(n_ctx, "f16", (PHOTO,), kept=KeptContexts(1, chat_cells, "f16"))
-    kept_each = plan_memory(text, vision, kept).part("kept_conversations").total
+    kept_each = sequence_state_bytes(text.dims, prompt + ANSWER_TOKENS, "f16")
+    kept_full = sequence_state_bytes(text.dims, chat_cells, "f16")
     return PlanRow(
         model,
         quant,
@@ -143,6 +146,7 @@ def plan_row(model: RegisteredModel, quant: str) -> PlanRow:
         prefix_state,
         parallel,
         kept_each,
+        kept_full,
     )
 
 

@@ -51,6 +51,8 @@ def show_plan(as_json: bool) -> None:
         "the other conversations' own contexts; `serve --max-memory` checks it before loading)."
     )
     print(
-        "+kept 1: what each conversation `serve --conversations` keeps between requests adds (an idle context of "
-        f"the {CHAT_MINIMUM} positions a conversation starts with; counted in `serve --max-memory` plans)."
+        "+kept 1: what the photo conversation (its prompt and answer) adds while `serve --conversations` keeps it "
+        "between requests, parked as its saved state (its context freed): it grows with the tokens a conversation "
+        f"holds, up to a full {CHAT_MINIMUM}-position conversation's (--json: kept_conversation_full_bytes); "
+        "`serve --max-memory` holds the parked states to what its plan leaves."
     )

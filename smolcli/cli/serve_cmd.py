@@ -85,7 +85,10 @@ def serve(
     fps: opt.Fps = None,
     conversations: Annotated[
         int,
-        typer.Option("--conversations", help="Conversations kept with their KV cache, to continue without re-reading."),
+        typer.Option(
+            "--conversations",
+            help="Conversations kept (their KV cache parked as a saved state) to continue without re-reading.",
+        ),
     ] = 4,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="No chat and camera page at / (a 404 there).")] = False,
     settings: LoadOptions = None,
@@ -133,7 +136,8 @@ def serve(
     serve_settings = ServeSettings(host, port, key, allow_files, allow_remote, model_id, limits, ui=not no_ui)
     # the pair is found (or pulled) before the server starts: a wrong name fails here, not in the worker
     opened = Model.open(model, settings, report=progress)
-    # with --max-memory: --parallel's shared context and the kept conversations planned before the weights load
+    # with --max-memory: --parallel's shared context planned before the weights load, and the byte budget the
+    # parked conversations are held to (what the limit leaves)
     plan = opened.check_parallel(parallel, conversations)
     if plan is not None:
         progress(f"smolcli serve: memory plan about {size_text(plan.total)} of --max-memory: {parts_text(plan)}")

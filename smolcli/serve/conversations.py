@@ -1,8 +1,10 @@
-"""The last few conversations as library Chats, each found by the history it holds.
+"""The last few conversations as library Chats, each parked and found by the history it holds.
 
 OpenAI clients send the whole conversation with every request. When a request's history (its
 messages before the last) is what one of these Chats holds, the request continues that Chat:
-its KV cache already has every earlier token, so only the new message is evaluated.
+its KV cache has every earlier token, so only the new message is evaluated. Between requests each
+Chat is parked (Chat.park()): its context freed, its cache held as a saved state whose bytes grow
+with the tokens it holds, restored by its next turn.
 """
 
 from __future__ import annotations
@@ -22,23 +24,43 @@ def history_key(system: str | None, turns: list[Turn]) -> str:
 
 
 class Conversations:
-    """Least recently used first out; a Chat taken out is the taker's until it is put back."""
+    """At most `capacity` parked Chats holding at most `budget` bytes (None: no byte limit; with --max-memory,
+    Model.keep_conversations' budget), least recently used first out; a Chat taken out is the taker's until it is
+    put back."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, budget: int | None = None):
         self.capacity = capacity
+        self.budget = budget
         self._chats: OrderedDict[str, Chat] = OrderedDict()
 
     def take(self, key: str) -> Chat | None:
         return self._chats.pop(key, None)
 
     def put(self, key: str, chat: Chat) -> None:
+        """Park the Chat and keep it, dropping the least recently used to stay within capacity and budget first (so
+        the parked states never pass it, not even while this one is copied out); one larger than the whole budget
+        is closed, not kept."""
         old = self._chats.pop(key, None)
         if old is not None and old is not chat:
             old.close()
-        self._chats[key] = chat
-        while len(self._chats) > self.capacity:
+        if self.capacity <= 0:
+            chat.close()
+            return
+        size = chat.state_bytes
+        if self.budget is not None and size > self.budget:
+            chat.close()
+            return
+        while self._chats and (
+            len(self._chats) >= self.capacity or (self.budget is not None and self.parked_bytes + size > self.budget)
+        ):
             _, oldest = self._chats.popitem(last=False)
-            oldest.close()  # frees its llama.cpp context
+            oldest.close()  # frees its saved state
+        chat.park()
+        self._chats[key] = chat
+
+    @property
+    def parked_bytes(self) -> int:
+        return sum(chat.parked_bytes for chat in self._chats.values())
 
     def __len__(self) -> int:
         return len(self._chats)

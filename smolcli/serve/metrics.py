@@ -38,6 +38,11 @@ class Metrics:
     def __init__(self):
         self._lock = threading.Lock()
         self.counters = ServerCounters()
+        self.parked = (0, 0)  # the conversations kept between requests, and their saved states' bytes (the worker's)
+
+    def set_parked(self, count: int, nbytes: int) -> None:
+        with self._lock:
+            self.parked = (count, nbytes)
 
     def add(self, **amounts: int) -> None:
         with self._lock:
@@ -47,6 +52,7 @@ class Metrics:
     def render(self, engine_counters, queue_depth: int, ready: bool) -> str:
         with self._lock:
             ours = {f.name: getattr(self.counters, f.name) for f in fields(ServerCounters)}
+            parked, parked_bytes = self.parked
         lines = []
 
         def metric(name: str, kind: str, help_text: str, value) -> None:
@@ -60,6 +66,8 @@ class Metrics:
         metric("smolcli_prompt_tokens_evaluated_total", "counter", "prompt tokens evaluated, text and image", prompt)
         metric("smolcli_queue_depth", "gauge", "requests waiting or being answered", queue_depth)
         metric("smolcli_ready", "gauge", "1 once the model is loaded", int(ready))
+        metric("smolcli_conversations_kept", "gauge", "conversations parked between requests", parked)
+        metric("smolcli_conversations_parked_bytes", "gauge", "their saved states' bytes", parked_bytes)
         return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,7 @@ class ServeLimits:
     timeout_s: float = 300.0  # from arrival to the last token, queueing included
     queue_size: int = 8  # requests waiting behind those being answered; one more is a 503
     parallel: int = 1  # requests answered together, their answers decoded in one batch (--parallel)
-    conversations: int = 4  # conversations kept with their KV cache, to continue without re-evaluating
+    conversations: int = 4  # conversations kept (parked: their KV cache's saved state), continued without re-evaluating
     max_frames: int | None = None  # a video_url clip's frames at most (None: the release's 64)
     video_fps: float | None = None  # frames sampled per second of a clip (None: the release's 1)
     # what a client may take of the server before sending a whole request (each a 408, or the socket closed):

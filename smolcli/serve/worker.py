@@ -29,7 +29,7 @@ from typing import Callable, Generator
 from smolcli.api.answer import Answer
 from smolcli.api.chat import Chat
 from smolcli.api.model import Model
-from smolcli.errors import AnswerTruncated, ContextFull, SmolcliError
+from smolcli.errors import AnswerTruncated, ContextFull, MemoryPlanRefused, SmolcliError
 from smolcli.runtime.decoding.batch_decoder import BatchDecoder
 from smolcli.runtime.llama.context_size import GRANULE
 from smolcli.serve.api_errors import APIError, bad_request, from_library, http_spelling, request_timeout
@@ -161,9 +161,10 @@ class ModelWorker:
     def _run(self) -> None:
         try:
             self.model = self._open_model()
+            # parked between requests, held to what --max-memory leaves beside the requests (every plan counts them):
+            # planned before the weights load, as serve printed it
+            self.conversations.budget = self.model.keep_conversations(self.limits.conversations, self.limits.parallel)
             self.model.engine  # noqa: B018 - loads the weights now, so /health turns ready when they are in
-            # with --max-memory every request's plan counts the conversations kept between requests
-            self.model.keep_conversations(self.limits.conversations)
             if self.limits.parallel > 1:
                 self._decoder = self.model.batch_decoder(self.limits.parallel)
         except BaseException as error:  # noqa: BLE001 - reported to the server, which stops
@@ -270,6 +271,13 @@ class ModelWorker:
         asked = None if self.model.options.ctx or not request.ctx else min(request.ctx, self.model.engine.n_ctx_train)
         try:
             return (yield from self._send(job, chat, key, ctx=asked))
+        except MemoryPlanRefused:
+            # a new conversation's plan counts the parked ones' states: a request comes before them
+            if chat is not None or not len(self.conversations):
+                raise
+            self.conversations.close()
+            self._note_parked()
+            return (yield from self._send(job, None, key, ctx=asked))
         except ContextFull as error:
             # a kept conversation's context, or one sized for its first turn, can be too small for
             # this request: once, a new Chat with a context sized for everything, up to the model's
@@ -328,6 +336,7 @@ class ModelWorker:
             turns = [*request.history, request.last, Turn("assistant", answer.text)]
             self.conversations.put(history_key(request.system, turns), chat)
             kept = True
+            self._note_parked()
             return Outcome(
                 answer=answer,
                 prompt_tokens=history_tokens + answer.usage.prompt_tokens,
@@ -353,6 +362,10 @@ class ModelWorker:
                     self.conversations.put(key, chat)
                 else:
                     chat.close()
+                self._note_parked()
+
+    def _note_parked(self) -> None:
+        self.metrics.set_parked(len(self.conversations), self.conversations.parked_bytes)
 
 
 def _deliver_all(events: list[tuple[Job, str, object]]) -> None:

@@ -31,6 +31,16 @@ class Message:
 
 
 @dataclass(frozen=True)
+class ParkedState:
+    """A parked conversation: its sequence's saved state and the context it came from."""
+
+    state: memoryview
+    n_past: int
+    n_ctx: int
+    cache_type: str
+
+
+@dataclass(frozen=True)
 class TurnStats:
     prompt_tokens: int  # what this turn evaluated: its own text and new images, never earlier ones
     image_tokens: int
@@ -58,6 +68,7 @@ class ChatSession:
         self.pending_images: list[RGBImage] = []
         self.pending_video: VideoTurn | None = None  # a clip for the next message, its frames decoded
         self.turns: list[TurnStats] = []  # every answered turn since start, /clear included
+        self.parked: ParkedState | None = None  # the context's cache while it is freed between turns (park())
 
     def attach(self, image: RGBImage) -> None:
         """The image goes with the next message."""
@@ -67,15 +78,48 @@ class ChatSession:
         self.messages.clear()
         self.pending_images.clear()
         self.pending_video = None
+        if self.parked is not None:  # nothing to restore: the next turn makes a context of the same size
+            self.requested_ctx, self.parked = self.parked.n_ctx, None
         if self.context is not None:
             self.context.clear()
 
     @property
     def n_past(self) -> int:
+        if self.parked is not None:
+            return self.parked.n_past
         return self.context.n_past if self.context is not None else 0
 
+    @property
+    def n_ctx(self) -> int | None:
+        """The context's size, parked or not (None before the first turn makes it)."""
+        if self.parked is not None:
+            return self.parked.n_ctx
+        return self.context.n_ctx if self.context is not None else None
+
+    @property
+    def state_bytes(self) -> int:
+        """What the conversation holds as a saved state: parked, or what park() would copy out now (0 for none)."""
+        if self.parked is not None:
+            return self.parked.state.nbytes
+        context = self.context
+        return context.sequence_state_size() if context is not None and context.n_past else 0
+
+    def park(self) -> int:
+        """Between turns: the context's cache copied out as its sequence's saved state (bytes proportional to the
+        tokens it holds) and the context freed; the next turn (or replay) restores it into a new context of the same
+        size and cache type, with the same answers as if it had stayed. Returns the state's bytes."""
+        context = self.context
+        if context is None or context.n_past == 0:
+            return self.state_bytes
+        state = context.sequence_state()
+        self.parked = ParkedState(state, context.n_past, context.n_ctx, context.cache_type)
+        context.free()
+        self.context = None
+        return state.nbytes
+
     def close(self) -> None:
-        """Free the context; the engine stays loaded."""
+        """Free the context (and a parked state); the engine stays loaded."""
+        self.parked = None
         if self.context is not None:
             self.context.free()
             self.context = None
@@ -198,6 +242,8 @@ class ChatSession:
         return error
 
     def _ensure_context(self, first_turn_tokens: int) -> LlamaContext:
+        if self.parked is not None:
+            self._resume()
         if self.context is None:
             n_ctx = self.requested_ctx or chat_context_size(
                 first_turn_tokens, self.limits.max_tokens, self.engine.n_ctx_train
@@ -205,6 +251,18 @@ class ChatSession:
             cache_type = self.before_context(n_ctx) if self.before_context is not None else None
             self.context = self.engine.new_context(n_ctx, cache_type)
         return self.context
+
+    def _resume(self) -> None:
+        """A parked conversation's state into a new context like the one it left."""
+        parked = self.parked
+        context = self.engine.new_context(parked.n_ctx, parked.cache_type)
+        if not context.restore_state(parked.state, parked.n_past):
+            context.free()
+            raise SmolcliError(
+                f"llama.cpp could not restore this conversation's saved state ({parked.n_past} tokens); "
+                "start over (/clear in chat)"
+            )
+        self.context, self.parked = context, None
 
     def _check_room(self, n_tokens: int, image_tokens: int) -> None:
         context = self.context

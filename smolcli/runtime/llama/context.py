@@ -114,6 +114,10 @@ class LlamaContext:
         )
         return memoryview(buffer)[:written]
 
+    def sequence_state_size(self, sequence: int = 0) -> int:
+        """What sequence_state() would copy out, without copying (llama.cpp counts it: cells held, not n_ctx)."""
+        return int(self._llama.llama_state_seq_get_size(self.handle, sequence))
+
     def load_sequence_state(self, state: memoryview, sequence: int = 0) -> bool:
         """Replace a sequence's KV cache by a saved one (a writable view: sequence_state()'s, or a file's) of a
         context of the same model and cache type; False if llama.cpp could not place it (no room, another model,

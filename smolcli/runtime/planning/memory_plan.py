@@ -26,10 +26,10 @@ Parts, in bytes, each split into what stays in CPU memory and what goes to a GPU
                     one conversation's state on its way in or out of it (join and leave copy it through a buffer),
                     and the N - 1 other conversations answered beside the run's, each with a context of its own
                     (the Chat it runs in: {ctx}, or 4096 cells, while its share of the pool is {ctx} or 2048)
-  kept_conversations  serve --conversations K: the Chats kept open between requests, each an idle context of its
-                    own (KV cache, the compute pages its prompt touched, llama.cpp's per-context graph metadata)
-                    of the cells a Chat starts with ({ctx}, or 4096 within the model's own; idle_context_part:
-                    256M at 4096 cells, 111 MiB each measured)
+  kept_conversations  serve --conversations K: the Chats kept between requests, each parked as its sequence's saved
+                    state (Chat.park(): llama_state_seq_get_data's bytes, sequence_state_bytes of the tokens it
+                    holds, its context freed); planned as the parked states' bytes now, or at serve's start as the
+                    byte budget they are held to (K conversations at a Chat's full size, or what the limit leaves)
 
 On a unified-memory board (Jetson) CPU and GPU parts share one memory: `total` is what to compare.
 
@@ -194,15 +194,6 @@ class SharedContext:
 
 
 @dataclass(frozen=True)
-class KeptContexts:
-    """Conversations kept open between requests (serve --conversations): count idle contexts of n_ctx cells."""
-
-    count: int
-    n_ctx: int
-    cache_type: str = "f16"
-
-
-@dataclass(frozen=True)
 class RunSettings:
     n_ctx: int
     cache_type: str = "f16"
@@ -221,7 +212,8 @@ class RunSettings:
     shared_contexts: tuple[SharedContext, ...] = ()  # BatchDecoders alive beside the run (serve --parallel)
     # with "onnx": what the encoder computes in (OnnxVisionEncoder.runs_for): int8, fp32, or bf16 (OpenVINO)
     vision_precision: str = "int8"
-    kept: KeptContexts | None = None  # conversations kept open beside the run (serve --conversations)
+    # the saved states of conversations parked beside the run (serve --conversations, Chat.park()), in bytes
+    kept_states: int = 0
 
 
 # What encode_ahead keeps apart: the ONNX session's phase, then the language model's. vision_build is in neither:
@@ -497,9 +489,6 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
     prefix = onnx and run.prefix_state and bool(run.images) and not offloaded
     prefix_state = sequence_state_bytes(dims, run.n_ctx, run.cache_type) if prefix else 0
     shared = [shared_context_part(dims, context, offloaded) for context in run.shared_contexts]
-    kept, kept_count = Part("kept_conversation", 0), 0
-    if run.kept:
-        kept, kept_count = idle_context_part(dims, run.kept.n_ctx, run.kept.cache_type, offloaded), run.kept.count
     parts = (
         Part("text_weights", text.total - gpu_weights, gpu_weights),
         Part("repacked_weights", repacked),
@@ -512,7 +501,7 @@ def plan_memory(text: TextFootprint, vision: VisionFootprint | None, run: RunSet
         Part("runtime", runtime, GPU_RUNTIME if offloaded or vision_on_gpu else 0),
         Part("prefix_state", prefix_state),
         Part("shared_contexts", sum(part.cpu for part in shared), sum(part.gpu for part in shared)),
-        Part("kept_conversations", kept_count * kept.cpu, kept_count * kept.gpu),
+        Part("kept_conversations", run.kept_states),  # in Python's memory, offloaded or not
     )
     apart = (VISION_PHASE, TEXT_PHASE) if onnx and run.vision_first else ()
     return MemoryPlan(parts, run.n_ctx, run.cache_type, run.vision_engine if vision else "mtmd", apart)
@@ -541,25 +530,6 @@ def shared_context_part(dims: TextDims, shared: SharedContext, offloaded: int) -
     if offloaded:
         return Part("shared_context", kv_cpu + moving, kv_gpu + compute)
     return Part("shared_context", kv_cpu + compute + moving)
-
-
-# An idle context that has evaluated a prompt of a batch or more holds, beyond its KV cache and text_compute_bytes'
-# one-output figure, llama.cpp's graph and scheduler metadata (2.4 MiB a context once made, on 256M) and the compute
-# pages its graph's layout touched beyond the formula's live tensors (2.7-4.9 MiB, about one more [n_ubatch, n_ff] and
-# [n_ubatch, n_embd] buffer). Measured on 256M (Q4_K_M, f16 cache, 900 tokens prefilled, the fourth context's RSS
-# increment): 42.2 / 65.0 / 110.6 MiB at 1024 / 2048 / 4096 cells, planned 42.6 / 66.1 / 113.1.
-CONTEXT_FIXED = 3.5 * MiB
-
-
-def idle_context_part(dims: TextDims, n_ctx: int, cache_type: str, offloaded: int) -> Part:
-    """One conversation's context kept between its turns (split as the run's is when blocks go to a GPU)."""
-    n_ubatch = min(MAX_UBATCH, n_ctx)
-    kv_gpu = kv_cache_bytes(dims, n_ctx, cache_type, offloaded)
-    kv_cpu = kv_cache_bytes(dims, n_ctx, cache_type, dims.n_layer - offloaded)
-    compute = text_compute_bytes(dims, n_ctx, cache_type, n_outputs=1) + FLOAT * n_ubatch * (dims.n_ff + dims.n_embd)
-    if offloaded:
-        return Part("kept_conversation", kv_cpu + round(CONTEXT_FIXED), kv_gpu + compute)
-    return Part("kept_conversation", kv_cpu + compute + round(CONTEXT_FIXED))
 
 
 def cache_type_candidates(dims: TextDims, requested: str | None) -> tuple[str, ...]:
