@@ -58,3 +58,28 @@ def test_a_parked_chat_answers_as_one_that_never_left(tiny_pair, images):
         chat.send("Hello again")
         assert chat.n_ctx == n_ctx
         chat.close()
+
+
+def test_serve_keeps_the_last_conversation_unparked_until_another_request_starts(tiny_pair):
+    """serve's kept conversations: the last one put back keeps its context (its follow-up needs no restore), the
+    others are states; park_idle(), which each request calls before it makes a context, parks that last one too."""
+    from smolcli.serve.conversations import Conversations
+
+    model_path, mmproj = tiny_pair
+    with smolcli.load(model_path, mmproj=mmproj, threads=1) as model:
+        kept = Conversations(capacity=4)
+        first, second = model.chat(max_tokens=2), model.chat(max_tokens=2)
+        try:
+            first.send("Hello.")
+            kept.put("first", first)
+            assert not first.parked and kept.parked_bytes == 0 and kept.held_bytes == first.state_bytes > 0
+            second.send("Hi.")  # a request beside it (--parallel) ends after it: the earlier one becomes a state
+            kept.put("second", second)
+            assert first.parked and not second.parked and kept.parked_bytes == first.parked_bytes
+            kept.park_idle()
+            assert second.parked and kept.parked_bytes == first.parked_bytes + second.parked_bytes
+            assert kept.take("second") is second and second.send("Again.").text is not None  # restored
+            assert len(kept) == 1
+        finally:
+            kept.close()
+            second.close()

@@ -358,6 +358,8 @@ def test_a_follow_up_restores_a_parked_conversation_and_answers_as_a_replay(serv
     client = server.client()
     messages = [{"role": "system", "content": "Be terse."}, image_message(data_uri(images["wide"]), "What is it?")]
     first = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+    # it stays unparked until another request starts (serve.conversations): one comes between, so it is parked
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi."}], max_tokens=2)
     before = server.metrics()
     assert before["smolcli_conversations_kept"] >= 1 and before["smolcli_conversations_parked_bytes"] > 0
     messages += [

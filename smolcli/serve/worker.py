@@ -267,6 +267,7 @@ class ModelWorker:
         request = job.request
         key = history_key(request.system, request.history)
         chat = self.conversations.take(key) if request.history else None
+        self.conversations.park_idle()  # before this request's plan and context: the other kept Chats as states
         # a context size asked for (ollama's num_ctx) is at most the model's own; the server's --ctx wins
         asked = None if self.model.options.ctx or not request.ctx else min(request.ctx, self.model.engine.n_ctx_train)
         try:
