@@ -317,10 +317,7 @@ def _residual_input_linear(g: Graph, x: str, weight: np.ndarray, bias, name: str
     q, row_scale, zero_point = _asym_rows(g, x, k)
     first = _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name)
     if weight_twice:
-        rq, r_scale = quantize_weight(weight - (wq.T.astype(np.float32) * w_scale[:, None]))
-        rest_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
-        rows = (q, row_scale, zero_point)
-        first = g.op("Add", [first, _asym_product(g, rows, rest_names, _column_sums(rq) * r_scale, None, f"{name}.r")])
+        first = _second_weight(g, weight, (wq, w_scale), name)((q, row_scale, zero_point), first)
     back = g.op("DequantizeLinear", [q, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=k)
     rest_scale = g.op("Div", [row_scale, _f32(g, "q127", 127)])
     mid = g.op("ConstantOfShape", [g.op("Shape", [rest_scale])], value=_uint8(128))
@@ -334,15 +331,32 @@ def _residual_input_linear(g: Graph, x: str, weight: np.ndarray, bias, name: str
 def residual_weight_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
     """per_row_asym_linear with the weight read as about 15 bits: its int8 rounding error requantized per channel
     into a second int8 weight, multiplied by the same quantized input. Two int8 products in place of one."""
-    wq, w_scale = quantize_weight(weight)
-    rest = weight - (wq.T.astype(np.float32) * w_scale[:, None])
-    rq, r_scale = quantize_weight(rest)
+    return _two_weight_linear(g, x, weight, quantize_weight(weight), bias, name)
+
+
+def _two_weight_linear(g: Graph, x: str, weight: np.ndarray, first_weight, bias: np.ndarray | None, name: str) -> str:
+    """residual_weight_linear with its first int8 weight given (int8 [in, out], scale [out]: nearest rounding, or
+    GPTQ's), the second the rounding error that one leaves."""
+    wq, w_scale = first_weight
     rows = _asym_rows(g, x, weight.shape[1])
     first_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
-    second_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
+    plus_second = _second_weight(g, weight, first_weight, name)
     first = _asym_product(g, rows, first_names, _column_sums(wq) * w_scale, bias, name)
-    second = _asym_product(g, rows, second_names, _column_sums(rq) * r_scale, None, f"{name}.r")
-    return g.op("Add", [first, second], name)
+    return plus_second(rows, first, name)
+
+
+def _second_weight(g: Graph, weight: np.ndarray, first_weight, name: str) -> Callable[..., str]:
+    """The second int8 weight of `weight` (what first_weight's rounding left, requantized per channel), put in the
+    graph now; returns plus(rows, first, base=""): `first` plus the product of _asym_rows' quantized input and it."""
+    wq, w_scale = first_weight
+    rq, r_scale = quantize_weight(weight - (wq.T.astype(np.float32) * w_scale[:, None]))
+    second_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
+
+    def plus(rows, first: str, base: str = "") -> str:
+        second = _asym_product(g, rows, second_names, _column_sums(rq) * r_scale, None, f"{name}.r")
+        return g.op("Add", [first, second], base)
+
+    return plus
 
 
 def outlier_form(
