@@ -36,6 +36,12 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   measured on the 256M large-gain twin for issue 21's speed bound (docs/vision-precision.md): -qkr2's worst photo
   tile 0.9952, -qw2kb2's 0.99914; -qkb2 and -qb2kw2 hold (0.99935, as fp32 q and k) but are no faster than the
   default (three runs: 0.95x, 1.13x, 1.08x; 1.05x): three int8 products and their passes cost one fp32 one.
+- "-qk1g" / "-qkw2g" (GPTQ_FORMS): the default (GPTQ-rounded) with the outlier layers' q and k split and int8
+  instead of fp32, their int8 weight rounded by GPTQ in the same calibration: one int8 product, or the weight as two
+  int8 weights (GPTQ's the first, the second what it left, rounded to the nearest step). On the 256M large-gain twin
+  (docs/vision-precision.md, "The twin's q and k under GPTQ rounding") both hold 0.999 on the photo and probe
+  (0.99911, 0.99919), but -qk1g falls to 0.99862 on a tiny large-gain case and is 0.88-0.92x the default's time,
+  -qkw2g is no faster: not the default.
 - "outlier-asym-fp32-o-v8" / "-v7": the default as FORMAT_VERSION 8 built it (ffn_down in fp32 in the outlier
   layers, one int8 product elsewhere) and as 7 did (ffn_down one int8 product everywhere), kept for
   benchmarks' side-by-side figures.
@@ -410,29 +416,43 @@ def _outlier_layers(
 GPTQ_ENDS = (ATTN_Q, ATTN_K, ATTN_V, FFN_UP, FFN_DOWN)  # the layers the default reads as one int8 product
 
 
-def gptq_targets(weights: VisionWeights) -> dict[str, np.ndarray | None]:
+def gptq_targets(weights: VisionWeights, qk: str | None = None) -> dict[str, np.ndarray | None]:
     """The default form's one-product int8 layers, whose weights GPTQ rounds (onnx_gptq): name -> the input channels
     outlier_split leaves out of its int8 weight (None: none). Not q and k where they run in fp32, nor the ffn_down
-    read as two int8 weights, nor attn_out and the connector (fp32)."""
-    sharp, downs, split = _outlier_layers(weights, own_down=True)
+    read as two int8 weights, nor attn_out and the connector (fp32). qk (GPTQ_FORMS' benchmark forms, "one" or
+    "two"): the outlier layers' q and k split and int8 instead of fp32, their (first) int8 weight rounded too."""
+    sharp, downs, split = _outlier_layers(weights, own_down=True, exact_qk=qk is None)
     names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in GPTQ_ENDS)
-    return {name: split.get(name) for name in names if name not in sharp and name not in downs}
+    fp32 = sharp if qk is None else set()
+    return {name: split.get(name) for name in names if name not in fp32 and name not in downs}
 
 
-def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> WeightForm:
+def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk: str | None = None) -> WeightForm:
     """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
-    int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for."""
+    int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for. qk: as gptq_targets',
+    the outlier layers' q and k split with one int8 product ("one") or their weight as two int8 weights ("two":
+    GPTQ's rounding the first, the second what it left, rounded to the nearest step)."""
+
+    def first_weight(weight: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        found = rounded(name)
+        if found is not None and found[0].shape != weight.T.shape:
+            raise ValueError(f"{name}: rounded weights of shape {found[0].shape}, the layer's is {weight.T.shape}")
+        return found
 
     def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        found = rounded(name)
+        found = first_weight(weight, name)
         if found is None:
             return _O(g, x, weight, bias, name)
-        wq, w_scale = found
-        if wq.shape != weight.T.shape:
-            raise ValueError(f"{name}: rounded weights of shape {wq.shape}, the layer's is {weight.T.shape}")
-        return _asym_linear_of(g, x, np.asarray(wq), w_scale, bias, name)
+        return _asym_linear_of(g, x, np.asarray(found[0]), found[1], bias, name)
 
-    return outlier_form(linear, residual_weight_linear)
+    def two_weights(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        found = first_weight(weight, name)
+        if found is None:
+            return residual_weight_linear(g, x, weight, bias, name)
+        return _two_weight_linear(g, x, weight, (np.asarray(found[0]), found[1]), bias, name)
+
+    sharp_qk = {None: None, "one": linear, "two": two_weights}[qk]
+    return outlier_form(linear, residual_weight_linear, sharp_qk=sharp_qk)
 
 
 def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
@@ -507,8 +527,14 @@ FORMS: dict[str, WeightForm] = {
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
     ),
 }
-GPTQ_FORMS = (OUTLIER_DEFAULT,)  # FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form)
-INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
+# FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form) -> their q and k in the outlier layers: fp32
+# (None), split with one GPTQ-rounded int8 product, or split with the weight as two int8 weights (GPTQ's the first)
+GPTQ_FORMS: dict[str, str | None] = {
+    OUTLIER_DEFAULT: None,
+    f"{OUTLIER_DEFAULT}-qk1g": "one",
+    f"{OUTLIER_DEFAULT}-qkw2g": "two",
+}
+INT8_KINDS = (*FORMS, *(kind for kind in GPTQ_FORMS if kind not in FORMS), *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION: _int8_attention_form}
 
@@ -535,10 +561,10 @@ def build_int8(
     if kind in GPTQ_FORMS and rounded is None:
         from smolcli.runtime.vision.onnx_gptq import calibrated
 
-        with calibrated(weights, gptq_targets(weights)) as (calibration, _):
+        with calibrated(weights, gptq_targets(weights, GPTQ_FORMS[kind])) as (calibration, _):
             return build_int8(weights, kind, attention, weights_file, calibration.rounded)
     if kind in GPTQ_FORMS:
-        weights, linear = gptq_form(rounded)(weights)
+        weights, linear = gptq_form(rounded, GPTQ_FORMS[kind])(weights)
     elif kind in FORMS:
         weights, linear = FORMS[kind](weights)
     elif kind in LINEARS:
