@@ -565,7 +565,10 @@ def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted,
     """-qkr2 / -qkb2 (the twin's speed, issue 21): in the outlier layers q and k are split like v and ffn_up (the
     outlier channels' fp32 MatMul beside the int8 part) instead of fp32, the int8 part's input read as two int8
     inputs (two products), or its input and weight both as two (three); both keep every tile >= 0.999 to fp32 on
-    the tiny large-gain checkpoint, the second closer. -lw2: ffn_down's weight as two in the last layer alone."""
+    the tiny large-gain checkpoint, the second closer. -qk1g / -qkw2g: split with one int8 product or the weight as
+    two, GPTQ-rounded; both >= 0.999 on this photo (-qk1g not on every image: 0.9986 on the square one, from the
+    first layer's q and k, which the default keeps in fp32; docs/vision-precision.md). -lw2: ffn_down's weight as two
+    in the last layer alone."""
     from smolcli.bench.onnx_profile import session
     from smolcli.runtime.vision.image_preprocess import pixel_values
     from smolcli.runtime.vision.onnx_graph import build_model, read_vision_weights
@@ -595,8 +598,28 @@ def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted,
         for end in ("attn_q", "attn_k"):
             assert products(model, end) == [(1, int8_products)] * weights.layers, (kind, end)
         cosines[kind] = per_tile_cosines(fp32, run(model)).min()
-    assert products(build_int8(weights, INT8_KIND), "attn_q") == [(1, 0)] * weights.layers  # the default: fp32
+    # the default: split with one GPTQ-rounded int8 product, the first layer's fp32; -qk32 (format 10 as first
+    # written) fp32 in every layer, -qkcat too as one MatMul of [Wq | Wk] split after: the same numbers
+    first_fp32 = [(1, 0)] + [(1, 1)] * (weights.layers - 1)
+    for end in ("attn_q", "attn_k"):
+        assert products(build_int8(weights, INT8_KIND), end) == first_fp32, end
+        assert products(build_int8(weights, f"{INT8_KIND}-qk32"), end) == [(1, 0)] * weights.layers, end
+    qk32, qkcat = (run(build_int8(weights, f"{INT8_KIND}-{f}")) for f in ("qk32", "qkcat"))
+    np.testing.assert_allclose(qkcat, qk32, rtol=1e-5, atol=1e-5)
     assert 0.999 <= cosines[f"{INT8_KIND}-qkr2"] < cosines[f"{INT8_KIND}-qkb2"], cosines
+    # -qk1g / -qkw2g: split, one int8 product (GPTQ-rounded), or the weight as two (GPTQ's first, the rest nearest)
+    initializers = {}
+    for kind, int8_products in ((f"{INT8_KIND}-qk1g", 1), (f"{INT8_KIND}-qkw2g", 2), (f"{INT8_KIND}-qkw2", 2)):
+        model = build_int8(weights, kind)
+        for end in ("attn_q", "attn_k"):
+            assert products(model, end) == [(1, int8_products)] * weights.layers, (kind, end)
+        assert kind.endswith("-qkw2") or per_tile_cosines(fp32, run(model)).min() >= 0.999, kind
+        initializers[kind] = {t.name: t for t in model.graph.initializer}
+    for bid in range(weights.layers):  # q's first int8 weight: GPTQ's the same in both, not the nearest (-qkw2's)
+        qk1g, qkw2g, nearest = (
+            initializers[f"{INT8_KIND}-{f}"][f"v.blk.{bid}.attn_q.wq"] for f in ("qk1g", "qkw2g", "qkw2")
+        )
+        assert qk1g == qkw2g and qk1g != nearest, bid
     plain = read_vision_weights(converted("F32", "F32", "SmolVLM").mmproj)
     last = [(0, 2 if bid == plain.layers - 1 else 1) for bid in range(plain.layers)]
     assert products(build_int8(plain, f"{INT8_KIND}-lw2"), "ffn_down") == last

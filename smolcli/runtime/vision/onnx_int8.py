@@ -10,6 +10,12 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   gptq_form) instead of to the nearest step, calibrated on the self-check's probe tiles in its layered fp32 run: the
   same nodes and kernels, no cost per tile. On the tiny checkpoints under mtmd Q8_0 on all 16 fidelity cases (format
   9: 15) and on 63 of the 64 of four more seeds (benchmarks/vision_fidelity.py; docs/vision-precision.md).
+  Since then (format 10 unreleased, the number kept): in the layers with outlier channels, attn_q and attn_k are
+  split like v (the outlier channels' fp32 product beside one GPTQ-rounded int8 product, DEFAULT_QK) instead of fp32,
+  except in the first layer, kept in fp32: on the tiny large-gain checkpoints the first layer's q and k are the ones
+  whose int8 rounding moves a tile under 0.999 (-qk1g: 0.99862; 2 of 32 more cases on seeds 2-5), the later layers'
+  leave every tile at 0.9998 or more; on the 256M large-gain twin 0.91x format 10's first time per tile, worst photo
+  tile 0.99941 (fp32 q and k: 0.99944). Plain weights: the same graph as before. Format 10 as first written: -qk32.
 - "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
@@ -36,6 +42,13 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   measured on the 256M large-gain twin for issue 21's speed bound (docs/vision-precision.md): -qkr2's worst photo
   tile 0.9952, -qw2kb2's 0.99914; -qkb2 and -qb2kw2 hold (0.99935, as fp32 q and k) but are no faster than the
   default (three runs: 0.95x, 1.13x, 1.08x; 1.05x): three int8 products and their passes cost one fp32 one.
+- "-qk1g" / "-qkw2g" (GPTQ_FORMS): the default (GPTQ-rounded) with the outlier layers' q and k split and int8
+  instead of fp32, their int8 weight rounded by GPTQ in the same calibration: one int8 product, or the weight as two
+  int8 weights (GPTQ's the first, the second what it left, rounded to the nearest step). On the 256M large-gain twin
+  (docs/vision-precision.md, "The twin's q and k under GPTQ rounding") both hold 0.999 on the photo and probe
+  (0.99911, 0.99919), but -qk1g falls to 0.99862 on a tiny large-gain case and is 0.88-0.92x -qk32's time,
+  -qkw2g is no faster; the default is -qk1g with the first layer's q and k in fp32. "-qkcat": -qk32 with q and k as
+  one fp32 MatMul of [Wq | Wk] (the same numbers): no faster (1.00x).
 - "outlier-asym-fp32-o-v8" / "-v7": the default as FORMAT_VERSION 8 built it (ffn_down in fp32 in the outlier
   layers, one int8 product elsewhere) and as 7 did (ffn_down one int8 product everywhere), kept for
   benchmarks' side-by-side figures.
@@ -317,10 +330,7 @@ def _residual_input_linear(g: Graph, x: str, weight: np.ndarray, bias, name: str
     q, row_scale, zero_point = _asym_rows(g, x, k)
     first = _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name)
     if weight_twice:
-        rq, r_scale = quantize_weight(weight - (wq.T.astype(np.float32) * w_scale[:, None]))
-        rest_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
-        rows = (q, row_scale, zero_point)
-        first = g.op("Add", [first, _asym_product(g, rows, rest_names, _column_sums(rq) * r_scale, None, f"{name}.r")])
+        first = _second_weight(g, weight, (wq, w_scale), name)((q, row_scale, zero_point), first)
     back = g.op("DequantizeLinear", [q, row_scale, g.op("Cast", [zero_point], to=2)], axis=-1, block_size=k)
     rest_scale = g.op("Div", [row_scale, _f32(g, "q127", 127)])
     mid = g.op("ConstantOfShape", [g.op("Shape", [rest_scale])], value=_uint8(128))
@@ -334,15 +344,32 @@ def _residual_input_linear(g: Graph, x: str, weight: np.ndarray, bias, name: str
 def residual_weight_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
     """per_row_asym_linear with the weight read as about 15 bits: its int8 rounding error requantized per channel
     into a second int8 weight, multiplied by the same quantized input. Two int8 products in place of one."""
-    wq, w_scale = quantize_weight(weight)
-    rest = weight - (wq.T.astype(np.float32) * w_scale[:, None])
-    rq, r_scale = quantize_weight(rest)
+    return _two_weight_linear(g, x, weight, quantize_weight(weight), bias, name)
+
+
+def _two_weight_linear(g: Graph, x: str, weight: np.ndarray, first_weight, bias: np.ndarray | None, name: str) -> str:
+    """residual_weight_linear with its first int8 weight given (int8 [in, out], scale [out]: nearest rounding, or
+    GPTQ's), the second the rounding error that one leaves."""
+    wq, w_scale = first_weight
     rows = _asym_rows(g, x, weight.shape[1])
     first_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
-    second_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
+    plus_second = _second_weight(g, weight, first_weight, name)
     first = _asym_product(g, rows, first_names, _column_sums(wq) * w_scale, bias, name)
-    second = _asym_product(g, rows, second_names, _column_sums(rq) * r_scale, None, f"{name}.r")
-    return g.op("Add", [first, second], name)
+    return plus_second(rows, first, name)
+
+
+def _second_weight(g: Graph, weight: np.ndarray, first_weight, name: str) -> Callable[..., str]:
+    """The second int8 weight of `weight` (what first_weight's rounding left, requantized per channel), put in the
+    graph now; returns plus(rows, first, base=""): `first` plus the product of _asym_rows' quantized input and it."""
+    wq, w_scale = first_weight
+    rq, r_scale = quantize_weight(weight - (wq.T.astype(np.float32) * w_scale[:, None]))
+    second_names = g.const(f"{name}.rq", rq), g.const(f"{name}.rs", r_scale)
+
+    def plus(rows, first: str, base: str = "") -> str:
+        second = _asym_product(g, rows, second_names, _column_sums(rq) * r_scale, None, f"{name}.r")
+        return g.op("Add", [first, second], base)
+
+    return plus
 
 
 def outlier_form(
@@ -394,31 +421,85 @@ def _outlier_layers(
 
 
 GPTQ_ENDS = (ATTN_Q, ATTN_K, ATTN_V, FFN_UP, FFN_DOWN)  # the layers the default reads as one int8 product
+# The default's q and k in the outlier layers (GPTQ_FORMS): split, one GPTQ-rounded int8 product, the first layer's fp32
+DEFAULT_QK = "one-first"
 
 
-def gptq_targets(weights: VisionWeights) -> dict[str, np.ndarray | None]:
+def _first_layer_qk(weights: VisionWeights, qk: str | None) -> set[str]:
+    """The outlier layers' q and k that a "-first" qk (GPTQ_FORMS) keeps in fp32: the first layer's, if it has them."""
+    if qk is None or not qk.endswith("-first"):
+        return set()
+    return {name for name in _outlier_layers(weights, own_down=False)[0] if name.startswith("v.blk.0.")}
+
+
+def gptq_targets(weights: VisionWeights, qk: str | None = DEFAULT_QK) -> dict[str, np.ndarray | None]:
     """The default form's one-product int8 layers, whose weights GPTQ rounds (onnx_gptq): name -> the input channels
     outlier_split leaves out of its int8 weight (None: none). Not q and k where they run in fp32, nor the ffn_down
-    read as two int8 weights, nor attn_out and the connector (fp32)."""
-    sharp, downs, split = _outlier_layers(weights, own_down=True)
+    read as two int8 weights, nor attn_out and the connector (fp32). qk (GPTQ_FORMS'): the outlier layers' q and k
+    split and int8 instead of fp32, their (first) int8 weight rounded too ("one", "two"; "one-first", the default's:
+    not the first layer's, kept in fp32), or in fp32 (None, "fp32-cat")."""
+    exact_qk = qk in (None, "fp32-cat")  # q and k in fp32 in the outlier layers
+    sharp, downs, split = _outlier_layers(weights, own_down=True, exact_qk=exact_qk)
     names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in GPTQ_ENDS)
-    return {name: split.get(name) for name in names if name not in sharp and name not in downs}
+    fp32 = sharp if exact_qk else _first_layer_qk(weights, qk)
+    return {name: split.get(name) for name in names if name not in fp32 and name not in downs}
 
 
-def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None]) -> WeightForm:
+def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk: str | None = None) -> WeightForm:
     """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
-    int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for."""
+    int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for. qk: as gptq_targets',
+    the outlier layers' q and k split with one int8 product ("one") or their weight as two int8 weights ("two":
+    GPTQ's rounding the first, the second what it left, rounded to the nearest step); "one-first": as "one" but the
+    first layer's q and k in fp32 as the default's (not split)."""
+
+    def first_weight(weight: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        found = rounded(name)
+        if found is not None and found[0].shape != weight.T.shape:
+            raise ValueError(f"{name}: rounded weights of shape {found[0].shape}, the layer's is {weight.T.shape}")
+        return found
 
     def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        found = rounded(name)
+        found = first_weight(weight, name)
         if found is None:
             return _O(g, x, weight, bias, name)
-        wq, w_scale = found
-        if wq.shape != weight.T.shape:
-            raise ValueError(f"{name}: rounded weights of shape {wq.shape}, the layer's is {weight.T.shape}")
-        return _asym_linear_of(g, x, np.asarray(wq), w_scale, bias, name)
+        return _asym_linear_of(g, x, np.asarray(found[0]), found[1], bias, name)
 
-    return outlier_form(linear, residual_weight_linear)
+    def two_weights(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        found = first_weight(weight, name)
+        if found is None:
+            return residual_weight_linear(g, x, weight, bias, name)
+        return _two_weight_linear(g, x, weight, (np.asarray(found[0]), found[1]), bias, name)
+
+    sharp_qk = {None: None, "one": linear, "two": two_weights, "one-first": linear, "fp32-cat": None}[qk]
+    split_form = outlier_form(linear, residual_weight_linear, sharp_qk=sharp_qk)
+
+    def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
+        fp32 = _first_layer_qk(weights, qk)
+        cat = _outlier_layers(weights, own_down=False)[0] if qk == "fp32-cat" else set()
+        weights, split = split_form(weights)
+        k_of: dict[str, str] = {}  # attn_k's name -> its half of the q|k product
+
+        def mixed(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+            if name in cat:
+                return k_of.pop(name) if name in k_of else _qk_product(g, x, weights, name, k_of)
+            return (float_linear if name in fp32 else split)(g, x, weight, bias, name)
+
+        return weights, mixed
+
+    return form
+
+
+def _qk_product(g: Graph, x: str, weights: VisionWeights, q_name: str, k_of: dict[str, str]) -> str:
+    """q and k of one layer as ONE fp32 MatMul of [Wq | Wk] (and their biases), split after: q returned, k put in
+    k_of for its own call (build_model writes q before k on the same input)."""
+    if not q_name.endswith(ATTN_Q):
+        raise ValueError(f"{q_name}: q and k as one product expects attn_q first")
+    k_name = q_name.removesuffix(ATTN_Q) + ATTN_K
+    t = weights.tensors
+    both = np.concatenate([t[f"{q_name}.weight"], t[f"{k_name}.weight"]])
+    bias = np.concatenate([t[f"{q_name}.bias"], t[f"{k_name}.bias"]])
+    q, k_of[k_name] = g.split(float_linear(g, x, both, bias, q_name.removesuffix(ATTN_Q) + "attn_qk"), 2, axis=-1)
+    return q
 
 
 def _smoothed_form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
@@ -493,8 +574,17 @@ FORMS: dict[str, WeightForm] = {
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
     ),
 }
-GPTQ_FORMS = (OUTLIER_DEFAULT,)  # FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form)
-INT8_KINDS = (*FORMS, *LINEARS, "dynamic")
+# FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form) -> their q and k in the outlier layers: fp32
+# (None; "fp32-cat": q and k as one fp32 MatMul), split with one GPTQ-rounded int8 product ("one"; "one-first", the
+# default: the first layer's in fp32), or split with the weight as two int8 weights (GPTQ's the first)
+GPTQ_FORMS: dict[str, str | None] = {
+    OUTLIER_DEFAULT: DEFAULT_QK,
+    f"{OUTLIER_DEFAULT}-qk32": None,  # format 10 as first written: the outlier layers' q and k in fp32 in every layer
+    f"{OUTLIER_DEFAULT}-qk1g": "one",
+    f"{OUTLIER_DEFAULT}-qkw2g": "two",
+    f"{OUTLIER_DEFAULT}-qkcat": "fp32-cat",
+}
+INT8_KINDS = (*FORMS, *(kind for kind in GPTQ_FORMS if kind not in FORMS), *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION: _int8_attention_form}
 
@@ -521,10 +611,10 @@ def build_int8(
     if kind in GPTQ_FORMS and rounded is None:
         from smolcli.runtime.vision.onnx_gptq import calibrated
 
-        with calibrated(weights, gptq_targets(weights)) as (calibration, _):
+        with calibrated(weights, gptq_targets(weights, GPTQ_FORMS[kind])) as (calibration, _):
             return build_int8(weights, kind, attention, weights_file, calibration.rounded)
     if kind in GPTQ_FORMS:
-        weights, linear = gptq_form(rounded)(weights)
+        weights, linear = gptq_form(rounded, GPTQ_FORMS[kind])(weights)
     elif kind in FORMS:
         weights, linear = FORMS[kind](weights)
     elif kind in LINEARS:
