@@ -536,10 +536,12 @@ def test_the_default_int8_form_holds_on_large_gain_channels(generation, converte
     default = build_int8(weights, INT8_KIND)
     assert per_tile_cosines(fp32, run(default)).min() >= 0.999
     # ffn_down in the layers whose ffn_up reads outlier channels (here every one): FORMAT_VERSION 9 reads its weight as
-    # two int8 weights (two products of the same quantized input), 8 ran it in fp32, 7 as one int8 product
+    # two int8 weights (two products of the same quantized input), 8 ran it in fp32, 7 as one int8 product (nearest
+    # rounding), 10 as one GPTQ-rounded int8 product (-d2: format 10 with format 9's two)
     forms = {INT8_KIND: default, f"{INT8_KIND}-v9": None, f"{INT8_KIND}-v8": None, f"{INT8_KIND}-v7": None}
-    expected = {INT8_KIND: (0, 2, 1), f"{INT8_KIND}-v8": (1, 0, 0), f"{INT8_KIND}-v7": (0, 1, 1)}
-    expected[f"{INT8_KIND}-v9"] = expected[INT8_KIND]  # format 10: the same graph, other int8 values
+    forms[f"{INT8_KIND}-d2"] = None
+    expected = {INT8_KIND: (0, 1, 1), f"{INT8_KIND}-v9": (0, 2, 1), f"{INT8_KIND}-v8": (1, 0, 0)}
+    expected.update({f"{INT8_KIND}-v7": (0, 1, 1), f"{INT8_KIND}-d2": (0, 2, 1)})
     for kind, model in forms.items():
         model = model or build_int8(weights, kind)
         for bid in range(weights.layers):
@@ -604,6 +606,11 @@ def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted,
     for end in ("attn_q", "attn_k"):
         assert products(build_int8(weights, INT8_KIND), end) == first_fp32, end
         assert products(build_int8(weights, f"{INT8_KIND}-qk32"), end) == [(1, 0)] * weights.layers, end
+    # the default's ffn_down: one GPTQ-rounded int8 product in the outlier layers too; -d2 (the default before) two
+    default = build_int8(weights, INT8_KIND)
+    assert products(default, "ffn_down") == [(0, 1)] * weights.layers
+    assert products(build_int8(weights, f"{INT8_KIND}-d2"), "ffn_down") == [(0, 2)] * weights.layers
+    assert per_tile_cosines(fp32, run(default)).min() >= 0.999
     qk32, qkcat = (run(build_int8(weights, f"{INT8_KIND}-{f}")) for f in ("qk32", "qkcat"))
     np.testing.assert_allclose(qkcat, qk32, rtol=1e-5, atol=1e-5)
     assert 0.999 <= cosines[f"{INT8_KIND}-qkr2"] < cosines[f"{INT8_KIND}-qkb2"], cosines

@@ -16,6 +16,10 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   whose int8 rounding moves a tile under 0.999 (-qk1g: 0.99862; 2 of 32 more cases on seeds 2-5), the later layers'
   leave every tile at 0.9998 or more; on the 256M large-gain twin 0.91x format 10's first time per tile, worst photo
   tile 0.99941 (fp32 q and k: 0.99944). Plain weights: the same graph as before. Format 10 as first written: -qk32.
+  And in those layers ffn_down is one GPTQ-rounded int8 product like everywhere else, where format 9 read its weight
+  as two int8 weights (nearest rounding; kept as -d2): on the 256M twin 0.89x the time per tile with the worst photo
+  tile 0.99951 (two weights: 0.99941); the tiny large-gain cases stay under Q8_0 on all 8 (first-token gaps 5e-4 to
+  5e-3, 10-45x under Q8_0's, but further than -d2's on five; docs/vision-precision.md).
 - "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
@@ -432,25 +436,31 @@ def _first_layer_qk(weights: VisionWeights, qk: str | None) -> set[str]:
     return {name for name in _outlier_layers(weights, own_down=False)[0] if name.startswith("v.blk.0.")}
 
 
-def gptq_targets(weights: VisionWeights, qk: str | None = DEFAULT_QK) -> dict[str, np.ndarray | None]:
+def gptq_targets(
+    weights: VisionWeights, qk: str | None = DEFAULT_QK, two_downs: bool = False
+) -> dict[str, np.ndarray | None]:
     """The default form's one-product int8 layers, whose weights GPTQ rounds (onnx_gptq): name -> the input channels
     outlier_split leaves out of its int8 weight (None: none). Not q and k where they run in fp32, nor the ffn_down
-    read as two int8 weights, nor attn_out and the connector (fp32). qk (GPTQ_FORMS'): the outlier layers' q and k
-    split and int8 instead of fp32, their (first) int8 weight rounded too ("one", "two"; "one-first", the default's:
-    not the first layer's, kept in fp32), or in fp32 (None, "fp32-cat")."""
+    read as two int8 weights (two_downs: in the outlier layers, as format 9 read it), nor attn_out and the connector
+    (fp32). qk (GPTQ_FORMS'): the outlier layers' q and k split and int8 instead of fp32, their (first) int8 weight
+    rounded too ("one", "two"; "one-first", the default's: not the first layer's, kept in fp32), or in fp32 (None,
+    "fp32-cat")."""
     exact_qk = qk in (None, "fp32-cat")  # q and k in fp32 in the outlier layers
-    sharp, downs, split = _outlier_layers(weights, own_down=True, exact_qk=exact_qk)
+    sharp, downs, split = _outlier_layers(weights, own_down=two_downs, exact_qk=exact_qk)
     names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in GPTQ_ENDS)
     fp32 = sharp if exact_qk else _first_layer_qk(weights, qk)
     return {name: split.get(name) for name in names if name not in fp32 and name not in downs}
 
 
-def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk: str | None = None) -> WeightForm:
+def gptq_form(
+    rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk: str | None = None, two_downs: bool = True
+) -> WeightForm:
     """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
     int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for. qk: as gptq_targets',
     the outlier layers' q and k split with one int8 product ("one") or their weight as two int8 weights ("two":
     GPTQ's rounding the first, the second what it left, rounded to the nearest step); "one-first": as "one" but the
-    first layer's q and k in fp32 as the default's (not split)."""
+    first layer's q and k in fp32 as the default's (not split). two_downs: the outlier layers' ffn_down as two int8
+    weights (format 9's; nearest rounding), else one GPTQ-rounded int8 product as in the other layers (the default's)."""
 
     def first_weight(weight: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         found = rounded(name)
@@ -471,7 +481,7 @@ def gptq_form(rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk
         return _two_weight_linear(g, x, weight, (np.asarray(found[0]), found[1]), bias, name)
 
     sharp_qk = {None: None, "one": linear, "two": two_weights, "one-first": linear, "fp32-cat": None}[qk]
-    split_form = outlier_form(linear, residual_weight_linear, sharp_qk=sharp_qk)
+    split_form = outlier_form(linear, residual_weight_linear if two_downs else None, sharp_qk=sharp_qk)
 
     def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
         fp32 = _first_layer_qk(weights, qk)
@@ -574,15 +584,17 @@ FORMS: dict[str, WeightForm] = {
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
     ),
 }
-# FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form) -> their q and k in the outlier layers: fp32
-# (None; "fp32-cat": q and k as one fp32 MatMul), split with one GPTQ-rounded int8 product ("one"; "one-first", the
-# default: the first layer's in fp32), or split with the weight as two int8 weights (GPTQ's the first)
-GPTQ_FORMS: dict[str, str | None] = {
-    OUTLIER_DEFAULT: DEFAULT_QK,
-    f"{OUTLIER_DEFAULT}-qk32": None,  # format 10 as first written: the outlier layers' q and k in fp32 in every layer
-    f"{OUTLIER_DEFAULT}-qk1g": "one",
-    f"{OUTLIER_DEFAULT}-qkw2g": "two",
-    f"{OUTLIER_DEFAULT}-qkcat": "fp32-cat",
+# FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form) -> (their q and k in the outlier layers,
+# whether ffn_down there is two int8 weights). q and k: fp32 (None; "fp32-cat": q and k as one fp32 MatMul), split
+# with one GPTQ-rounded int8 product ("one"; "one-first", the default: the first layer's in fp32), or split with the
+# weight as two int8 weights (GPTQ's the first). ffn_down: one GPTQ-rounded product (the default), or two as format 9
+GPTQ_FORMS: dict[str, tuple[str | None, bool]] = {
+    OUTLIER_DEFAULT: (DEFAULT_QK, False),
+    f"{OUTLIER_DEFAULT}-d2": (DEFAULT_QK, True),  # the default before its outlier layers' ffn_down went to one product
+    f"{OUTLIER_DEFAULT}-qk32": (None, True),  # format 10 as first written: fp32 q and k in every outlier layer
+    f"{OUTLIER_DEFAULT}-qk1g": ("one", True),
+    f"{OUTLIER_DEFAULT}-qkw2g": ("two", True),
+    f"{OUTLIER_DEFAULT}-qkcat": ("fp32-cat", True),
 }
 INT8_KINDS = (*FORMS, *(kind for kind in GPTQ_FORMS if kind not in FORMS), *LINEARS, "dynamic")
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
@@ -611,10 +623,10 @@ def build_int8(
     if kind in GPTQ_FORMS and rounded is None:
         from smolcli.runtime.vision.onnx_gptq import calibrated
 
-        with calibrated(weights, gptq_targets(weights, GPTQ_FORMS[kind])) as (calibration, _):
+        with calibrated(weights, gptq_targets(weights, *GPTQ_FORMS[kind])) as (calibration, _):
             return build_int8(weights, kind, attention, weights_file, calibration.rounded)
     if kind in GPTQ_FORMS:
-        weights, linear = gptq_form(rounded, GPTQ_FORMS[kind])(weights)
+        weights, linear = gptq_form(rounded, *GPTQ_FORMS[kind])(weights)
     elif kind in FORMS:
         weights, linear = FORMS[kind](weights)
     elif kind in LINEARS:
