@@ -19,7 +19,7 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   And in those layers ffn_down is one GPTQ-rounded int8 product like everywhere else, where format 9 read its weight
   as two int8 weights (nearest rounding; kept as -d2): on the 256M twin 0.89x the time per tile with the worst photo
   tile 0.99951 (two weights: 0.99941); the tiny large-gain cases stay under Q8_0 on all 8 (first-token gaps 5e-4 to
-  5e-3, 10-45x under Q8_0's, but further than -d2's on five; docs/vision-precision.md).
+  5e-3, 8x or more under Q8_0's, but further than -d2's on five; docs/vision-precision.md).
 - "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
