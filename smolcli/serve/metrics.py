@@ -38,7 +38,7 @@ class Metrics:
     def __init__(self):
         self._lock = threading.Lock()
         self.counters = ServerCounters()
-        self.parked = (0, 0)  # the conversations kept between requests, and their saved states' bytes (the worker's)
+        self.parked = (0, 0)  # the conversations kept between requests, and the parked ones' saved states' bytes
 
     def set_parked(self, count: int, nbytes: int) -> None:
         with self._lock:
@@ -66,7 +66,7 @@ class Metrics:
         metric("smolcli_prompt_tokens_evaluated_total", "counter", "prompt tokens evaluated, text and image", prompt)
         metric("smolcli_queue_depth", "gauge", "requests waiting or being answered", queue_depth)
         metric("smolcli_ready", "gauge", "1 once the model is loaded", int(ready))
-        metric("smolcli_conversations_kept", "gauge", "conversations parked between requests", parked)
+        metric("smolcli_conversations_kept", "gauge", "conversations kept between requests", parked)
         metric("smolcli_conversations_parked_bytes", "gauge", "their saved states' bytes", parked_bytes)
         return "\n".join(lines) + "\n"
 

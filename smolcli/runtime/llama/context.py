@@ -106,10 +106,9 @@ class LlamaContext:
     def sequence_state(self, sequence: int = 0) -> memoryview:
         """A sequence's KV cache (its cells, positions and values) as llama.cpp saves it (llama_state_seq_get_data),
         copied once, into a writable buffer: what load_sequence_state and the prefix cache's files take."""
-        llama_cpp = self._llama
-        size = llama_cpp.llama_state_seq_get_size(self.handle, sequence)
+        size = self.sequence_state_size(sequence)
         buffer = bytearray(size)
-        written = llama_cpp.llama_state_seq_get_data(
+        written = self._llama.llama_state_seq_get_data(
             self.handle, (ctypes.c_uint8 * size).from_buffer(buffer), size, sequence
         )
         return memoryview(buffer)[:written]

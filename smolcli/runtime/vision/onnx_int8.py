@@ -548,10 +548,9 @@ _O = LINEARS["asym-fp32-o"]
 # ffn_down's weight read as two int8 weights (residual_weight_linear) in every layer
 _O_DOWN_W2 = by_layer(_ASYM, {CONNECTOR: float_linear, ATTN_OUT: float_linear, FFN_DOWN: residual_weight_linear})
 FORMS: dict[str, WeightForm] = {
-    # FORMAT_VERSION 10's graph, its one-product int8 weights rounded by GPTQ (build_int8 calibrates: GPTQ_FORMS)
-    OUTLIER_DEFAULT: outlier_form(_O, residual_weight_linear),
-    # FORMAT_VERSION 9: the same graph, every weight rounded to its nearest int8 step; ffn_down's weight as two int8
-    # weights in the layers whose ffn_up reads outlier channels (FORMAT_VERSION 8 ran those in fp32)
+    # the nearest-rounded forms (the default and its GPTQ variants: GPTQ_FORMS, below). FORMAT_VERSION 9, every weight
+    # rounded to its nearest int8 step; ffn_down's weight as two int8 weights in the layers whose ffn_up reads
+    # outlier channels (FORMAT_VERSION 8 ran those in fp32)
     f"{OUTLIER_DEFAULT}-v9": outlier_form(_O, residual_weight_linear),
     # the same in every layer: on plain tiny checkpoints under Q8_0 on the one case the default misses, but 1.17x
     # the default's time per plain 256M tile (docs/vision-precision.md)
@@ -596,7 +595,7 @@ GPTQ_FORMS: dict[str, tuple[str | None, bool]] = {
     f"{OUTLIER_DEFAULT}-qkw2g": ("two", True),
     f"{OUTLIER_DEFAULT}-qkcat": ("fp32-cat", True),
 }
-INT8_KINDS = (*FORMS, *(kind for kind in GPTQ_FORMS if kind not in FORMS), *LINEARS, "dynamic")
+INT8_KINDS = (*GPTQ_FORMS, *FORMS, *LINEARS, "dynamic")  # the default first
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
 ATTENTION_FORMS: dict[str, Callable[[VisionWeights], Attend]] = {INT8_ATTENTION: _int8_attention_form}
 
