@@ -601,13 +601,21 @@ def test_the_benchmark_forms_read_q_k_and_ffn_down_as_their_names_say(converted,
             assert products(model, end) == [(1, int8_products)] * weights.layers, (kind, end)
         cosines[kind] = per_tile_cosines(fp32, run(model)).min()
     # the default: split with one GPTQ-rounded int8 product, the first layer's fp32; -qk32 (format 10 as first
-    # written) fp32 in every layer, -qkcat too as one MatMul of [Wq | Wk] split after: the same numbers
-    first_fp32 = [(1, 0)] + [(1, 1)] * (weights.layers - 1)
+    # written) fp32 in every layer, -qkcat too as one MatMul of [Wq | Wk] split after: the same numbers. The split
+    # layers' outlier channels: their fp32 product folded into the int8 product's correction Gemm (no MatMul of its
+    # own), where -sep (the default before the fold) has a MatMul apart: the same numbers but for float32's order
+    default, apart = build_int8(weights, INT8_KIND), build_int8(weights, f"{INT8_KIND}-sep")
     for end in ("attn_q", "attn_k"):
-        assert products(build_int8(weights, INT8_KIND), end) == first_fp32, end
+        assert products(default, end) == [(1, 0)] + [(0, 1)] * (weights.layers - 1), end
+        assert products(apart, end) == [(1, 0)] + [(1, 1)] * (weights.layers - 1), end
         assert products(build_int8(weights, f"{INT8_KIND}-qk32"), end) == [(1, 0)] * weights.layers, end
+    for end in ("attn_v", "ffn_up"):
+        assert products(default, end) == [(0, 1)] * weights.layers, end
+        assert products(apart, end) == [(1, 1)] * weights.layers, end
+    folded_side = [t for t in default.graph.initializer if t.name.endswith("ffn_up.cb")]
+    assert folded_side and all(t.dims[0] > 2 for t in folded_side)  # sums, bias, then the outlier channels' rows
+    assert per_tile_cosines(run(apart), run(default)).min() > 0.99999
     # the default's ffn_down: one GPTQ-rounded int8 product in the outlier layers too; -d2 (the default before) two
-    default = build_int8(weights, INT8_KIND)
     assert products(default, "ffn_down") == [(0, 1)] * weights.layers
     assert products(build_int8(weights, f"{INT8_KIND}-d2"), "ffn_down") == [(0, 2)] * weights.layers
     assert per_tile_cosines(fp32, run(default)).min() >= 0.999

@@ -93,7 +93,7 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -186,32 +186,49 @@ def per_row_asym_linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray |
     return _asym_linear_of(g, x, *quantize_weight(weight), bias, name)
 
 
-def _asym_linear_of(g: Graph, x: str, wq: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-    """per_row_asym_linear of a weight already quantized (int8 [in, out], scale [out])."""
+def _asym_linear_of(
+    g: Graph, x: str, wq: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None, name: str, side: Side | None = None
+) -> str:
+    """per_row_asym_linear of a weight already quantized (int8 [in, out], scale [out]); side: _asym_product's."""
     q, row_scale, zero_point = _asym_rows(g, x, wq.shape[0])
     weight_names = g.const(f"{name}.wq", wq), g.const(f"{name}.ws", w_scale)
-    return _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name)
+    return _asym_product(g, (q, row_scale, zero_point), weight_names, _column_sums(wq) * w_scale, bias, name, side)
 
 
 def _column_sums(wq: np.ndarray) -> np.ndarray:
     return wq.astype(np.int64).sum(axis=0).astype(np.float32)
 
 
-def _asym_product(g: Graph, rows, weight_names, scaled_sums: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+# An fp32 product added to a linear layer's output: (input [..., tokens, few] (graph name), weight [few, out])
+Side = tuple[str, np.ndarray]
+
+
+def _asym_product(
+    g: Graph, rows, weight_names, scaled_sums: np.ndarray, bias: np.ndarray | None, name: str, side: Side | None = None
+) -> str:
     """per_row_asym_linear's product of _asym_rows' (q, row scale, zero point) and the int8 weight and its
-    scales (graph names), scaled_sums its column sums x scales."""
+    scales (graph names), scaled_sums its column sums x scales. side: an fp32 product (outlier_split's outlier
+    channels) added by the same Gemm as the zero points' correction and the bias, its input's columns beside
+    theirs: no [tokens, out] buffer of its own and no Add pass over the output (on SmolVLM-256M's large-gain twin
+    the separate MatMul and Add cost about 5% of a tile)."""
     q, row_scale, zero_point = rows
     n = len(scaled_sums)
     one, no_zero_point = _f32(g, "one", 1.0), g.const(g.name("zp"), np.array(0, np.uint8))
     inputs = [q, weight_names[0], one, weight_names[1], no_zero_point]
     y = g.op("Mul", [g.op("MatMulIntegerToFloat", inputs, name, domain=MS_DOMAIN), row_scale])
     correction = g.op("Neg", [g.op("Mul", [zero_point, row_scale])])  # [..., tokens, 1]
-    sums = [scaled_sums] + ([bias.astype(np.float32)] if bias is not None else [])
+    columns, rows_of_right = [correction], [scaled_sums[None]]
     if bias is not None:  # [-zp * rs, 1]: the bias rides on the ones
-        correction = g.op("Concat", [correction, g.op("Expand", [one, g.op("Shape", [correction])])], axis=-1)
+        columns.append(g.op("Expand", [one, g.op("Shape", [correction])]))
+        rows_of_right.append(bias.astype(np.float32)[None])
+    if side is not None:  # [..., x_outliers]: their fp32 weight rows below
+        columns.append(side[0])
+        rows_of_right.append(side[1].astype(np.float32))
+    right = np.concatenate(rows_of_right)
+    left = g.op("Concat", columns, axis=-1) if len(columns) > 1 else correction
     flat = g.const(g.name("flat"), np.array([-1, n], np.int64))
-    left = g.op("Reshape", [correction, g.const(g.name("flat"), np.array([-1, len(sums)], np.int64))])
-    summed = g.op("Gemm", [left, g.const(f"{name}.cb", np.stack(sums)), g.op("Reshape", [y, flat])], name)
+    left = g.op("Reshape", [left, g.const(g.name("flat"), np.array([-1, len(right)], np.int64))])
+    summed = g.op("Gemm", [left, g.const(f"{name}.cb", right), g.op("Reshape", [y, flat])], name)
     return g.op("Reshape", [summed, g.op("Shape", [y])])
 
 
@@ -246,13 +263,15 @@ def by_layer(default: Linear, chosen: dict[str, Linear]) -> Linear:
     return linear
 
 
-def outlier_split(inner: Linear, outliers: dict[str, np.ndarray]) -> Linear:
+def outlier_split(inner: Linear, outliers: dict[str, np.ndarray], fold: bool = False) -> Linear:
     """A linear writer whose layers listed in `outliers` (name -> input channels) read those channels in fp32.
 
     LLM.int8()'s decomposition with the channels known from the weights (onnx_smooth.layer_outliers): the
     int8 product sees the input with those channels zeroed (one Mul per input, shared by q, k and v) and a
     weight without their columns, so neither the activations' row scale nor the weights' channel scale is set
-    by them; a [tokens, few] x [few, out] fp32 product of the gathered channels is added back.
+    by them; a [tokens, few] x [few, out] fp32 product of the gathered channels is added back: by a MatMul and
+    an Add, or (fold) by `inner` itself, called with side=(the gathered channels, their weight [few, out])
+    (_asym_product's side: in its correction Gemm).
     """
     masked: dict[tuple[str, bytes], tuple[str, str]] = {}  # (input, channels) -> (masked input, gathered channels)
 
@@ -270,8 +289,11 @@ def outlier_split(inner: Linear, outliers: dict[str, np.ndarray]) -> Linear:
         kept, gathered = masked[key]
         rest = weight.copy()
         rest[:, channels] = 0
+        few_weight = np.ascontiguousarray(weight[:, channels].T)
+        if fold:
+            return inner(g, kept, rest, bias, name, side=(gathered, few_weight))
         y = inner(g, kept, rest, bias, name)
-        few = g.op("MatMul", [gathered, g.const(f"{name}.outlier.wt", np.ascontiguousarray(weight[:, channels].T))])
+        few = g.op("MatMul", [gathered, g.const(f"{name}.outlier.wt", few_weight)])
         return g.op("Add", [y, few], name)
 
     return linear
@@ -381,11 +403,12 @@ def outlier_form(
     outlier_down: Linear | None = float_linear,
     exact_ends: tuple[str, ...] = (),
     sharp_qk: Linear | None = None,
+    fold: bool = False,
 ):
     """The WeightForm of asym-fp32-o-like `inner` with the outlier channels split off; in a layer that has them,
     attn_q and attn_k in fp32 (sharp_qk: split too, the rest written by it), and ffn_down written by `outlier_down`
     where its ffn_up has them (None: `inner`'s, FORMAT_VERSION 7's form). exact_ends: layers `inner` already keeps
-    in fp32 everywhere (not split).
+    in fp32 everywhere (not split). fold: outlier_split's (inner and sharp_qk then take its side=).
 
     Where a few channels carry tens of times the rest, q . k's logits are large and the softmax sharp: int8's
     error in q and k, however small, moves it. SmolVLM-256M's shapes with large-gain channels: per-tile cosine
@@ -397,14 +420,14 @@ def outlier_form(
     def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
         sharp, downs, split = _outlier_layers(weights, outlier_down is not None, exact_ends, sharp_qk is None)
 
-        def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str, **side) -> str:
             if name in sharp:
-                return (sharp_qk or float_linear)(g, x, weight, bias, name)
-            if name in downs:
+                return (sharp_qk or float_linear)(g, x, weight, bias, name, **side)
+            if name in downs:  # ffn_down reads GELU's output, never split: no side
                 return outlier_down(g, x, weight, bias, name)
-            return inner(g, x, weight, bias, name)
+            return inner(g, x, weight, bias, name, **side)
 
-        return weights, outlier_split(linear, split)
+        return weights, outlier_split(linear, split, fold)
 
     return form
 
@@ -437,23 +460,27 @@ def _first_layer_qk(weights: VisionWeights, qk: str | None) -> set[str]:
 
 
 def gptq_targets(
-    weights: VisionWeights, qk: str | None = DEFAULT_QK, two_downs: bool = False
+    weights: VisionWeights, qk: str | None = DEFAULT_QK, two_downs: bool = False, int8_out: bool = False
 ) -> dict[str, np.ndarray | None]:
     """The default form's one-product int8 layers, whose weights GPTQ rounds (onnx_gptq): name -> the input channels
     outlier_split leaves out of its int8 weight (None: none). Not q and k where they run in fp32, nor the ffn_down
     read as two int8 weights (two_downs: in the outlier layers, as format 9 read it), nor attn_out and the connector
     (fp32). qk (GPTQ_FORMS'): the outlier layers' q and k split and int8 instead of fp32, their (first) int8 weight
     rounded too ("one", "two"; "one-first", the default's: not the first layer's, kept in fp32), or in fp32 (None,
-    "fp32-cat")."""
+    "fp32-cat"). int8_out: attn_out too (one GPTQ-rounded int8 product instead of fp32)."""
     exact_qk = qk in (None, "fp32-cat")  # q and k in fp32 in the outlier layers
     sharp, downs, split = _outlier_layers(weights, own_down=two_downs, exact_qk=exact_qk)
-    names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in GPTQ_ENDS)
+    ends = (*GPTQ_ENDS, ATTN_OUT) if int8_out else GPTQ_ENDS
+    names = (f"v.blk.{bid}.{end}" for bid in range(weights.layers) for end in ends)
     fp32 = sharp if exact_qk else _first_layer_qk(weights, qk)
     return {name: split.get(name) for name in names if name not in fp32 and name not in downs}
 
 
 def gptq_form(
-    rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None], qk: str | None = None, two_downs: bool = True
+    rounded: Callable[[str], tuple[np.ndarray, np.ndarray] | None],
+    qk: str | None = None,
+    two_downs: bool = True,
+    fold: bool = True,
 ) -> WeightForm:
     """FORMAT_VERSION 9's graph with the int8 values that `rounded` gives (onnx_gptq.Calibration's:
     int8 [in, out], scale [out]) in place of nearest rounding, for the layers it has them for. qk: as gptq_targets',
@@ -468,11 +495,15 @@ def gptq_form(
             raise ValueError(f"{name}: rounded weights of shape {found[0].shape}, the layer's is {weight.T.shape}")
         return found
 
-    def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+    def linear(
+        g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str, side: Side | None = None
+    ) -> str:
         found = first_weight(weight, name)
+        if found is None:  # not rounded: nearest rounding (every split layer is a GPTQ target, gptq_targets)
+            found = quantize_weight(weight) if side is not None else None
         if found is None:
             return _O(g, x, weight, bias, name)
-        return _asym_linear_of(g, x, np.asarray(found[0]), found[1], bias, name)
+        return _asym_linear_of(g, x, np.asarray(found[0]), found[1], bias, name, side)
 
     def two_weights(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         found = first_weight(weight, name)
@@ -481,7 +512,11 @@ def gptq_form(
         return _two_weight_linear(g, x, weight, (np.asarray(found[0]), found[1]), bias, name)
 
     sharp_qk = {None: None, "one": linear, "two": two_weights, "one-first": linear, "fp32-cat": None}[qk]
-    split_form = outlier_form(linear, residual_weight_linear if two_downs else None, sharp_qk=sharp_qk)
+    # fold: the outlier channels' fp32 product in the int8 product's correction Gemm, where q and k are not
+    # two_weights (which takes no side)
+    split_form = outlier_form(
+        linear, residual_weight_linear if two_downs else None, sharp_qk=sharp_qk, fold=fold and qk != "two"
+    )
 
     def form(weights: VisionWeights) -> tuple[VisionWeights, Linear]:
         fp32 = _first_layer_qk(weights, qk)
@@ -583,17 +618,33 @@ FORMS: dict[str, WeightForm] = {
         by_layer(residual_weight_linear, {CONNECTOR: float_linear, ATTN_OUT: float_linear})
     ),
 }
-# FORMS whose weights build_int8 rounds by GPTQ (gptq_targets, gptq_form) -> (their q and k in the outlier layers,
-# whether ffn_down there is two int8 weights). q and k: fp32 (None; "fp32-cat": q and k as one fp32 MatMul), split
-# with one GPTQ-rounded int8 product ("one"; "one-first", the default: the first layer's in fp32), or split with the
-# weight as two int8 weights (GPTQ's the first). ffn_down: one GPTQ-rounded product (the default), or two as format 9
-GPTQ_FORMS: dict[str, tuple[str | None, bool]] = {
-    OUTLIER_DEFAULT: (DEFAULT_QK, False),
-    f"{OUTLIER_DEFAULT}-d2": (DEFAULT_QK, True),  # the default before its outlier layers' ffn_down went to one product
-    f"{OUTLIER_DEFAULT}-qk32": (None, True),  # format 10 as first written: fp32 q and k in every outlier layer
-    f"{OUTLIER_DEFAULT}-qk1g": ("one", True),
-    f"{OUTLIER_DEFAULT}-qkw2g": ("two", True),
-    f"{OUTLIER_DEFAULT}-qkcat": ("fp32-cat", True),
+
+
+class GptqForm(NamedTuple):
+    """A GPTQ_FORMS kind: q and k in the outlier layers (qk): fp32 (None; "fp32-cat": q and k as one fp32 MatMul),
+    split with one GPTQ-rounded int8 product ("one"; "one-first", the default: the first layer's in fp32), or split
+    with the weight as two int8 weights (GPTQ's the first); two_downs: ffn_down there as two int8 weights (format 9's),
+    else one GPTQ-rounded product; fold: the outlier channels' fp32 product in the int8 product's correction Gemm
+    (outlier_split's fold), not a MatMul and an Add of its own (the forms measured before the fold have it off, as
+    they were measured); int8_out: attn_out one GPTQ-rounded int8 product, not fp32 (gptq_targets')."""
+
+    qk: str | None = DEFAULT_QK
+    two_downs: bool = False
+    fold: bool = True
+    int8_out: bool = False
+
+
+GPTQ_FORMS: dict[str, GptqForm] = {
+    OUTLIER_DEFAULT: GptqForm(),
+    # the default before its outlier layers' ffn_down went to one product
+    f"{OUTLIER_DEFAULT}-d2": GptqForm(two_downs=True, fold=False),
+    # format 10 as first written: fp32 q and k in every outlier layer
+    f"{OUTLIER_DEFAULT}-qk32": GptqForm(None, two_downs=True, fold=False),
+    f"{OUTLIER_DEFAULT}-qk1g": GptqForm("one", two_downs=True, fold=False),
+    f"{OUTLIER_DEFAULT}-qkw2g": GptqForm("two", two_downs=True, fold=False),
+    f"{OUTLIER_DEFAULT}-qkcat": GptqForm("fp32-cat", two_downs=True, fold=False),
+    f"{OUTLIER_DEFAULT}-sep": GptqForm(fold=False),  # the default before the fold
+    f"{OUTLIER_DEFAULT}-o8": GptqForm(int8_out=True),  # the default with attn_out in int8
 }
 INT8_KINDS = (*GPTQ_FORMS, *FORMS, *LINEARS, "dynamic")  # the default first
 ATTENTION_OF = {V5_DEFAULT: "matmul"}  # a kind that fixes its attention (the graph as FORMAT_VERSION 5 wrote it)
@@ -622,10 +673,12 @@ def build_int8(
     if kind in GPTQ_FORMS and rounded is None:
         from smolcli.runtime.vision.onnx_gptq import calibrated
 
-        with calibrated(weights, gptq_targets(weights, *GPTQ_FORMS[kind])) as (calibration, _):
+        form = GPTQ_FORMS[kind]
+        with calibrated(weights, gptq_targets(weights, form.qk, form.two_downs, form.int8_out)) as (calibration, _):
             return build_int8(weights, kind, attention, weights_file, calibration.rounded)
     if kind in GPTQ_FORMS:
-        weights, linear = gptq_form(rounded, *GPTQ_FORMS[kind])(weights)
+        form = GPTQ_FORMS[kind]
+        weights, linear = gptq_form(rounded, form.qk, form.two_downs, form.fold)(weights)
     elif kind in FORMS:
         weights, linear = FORMS[kind](weights)
     elif kind in LINEARS:
