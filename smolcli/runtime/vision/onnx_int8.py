@@ -20,6 +20,15 @@ llama.cpp's Q8_0 blocks of 32. Each form is measured in benchmarks/vision_engine
   as two int8 weights (nearest rounding; kept as -d2): on the 256M twin 0.89x the time per tile with the worst photo
   tile 0.99951 (two weights: 0.99941); the tiny large-gain cases stay under Q8_0 on all 8 (first-token gaps 5e-4 to
   5e-3, 8x or more under Q8_0's, but further than -d2's on five; docs/vision-precision.md).
+  And the split layers' outlier channels' fp32 product is added by the int8 product's own correction Gemm (its input
+  columns beside the zero points', outlier_split's fold) instead of a MatMul and an Add of their own: the same
+  numbers but for float32's order, one [tokens, out] buffer and pass less per split layer; kept apart as -sep. On
+  the 256M twin -sep's time per tile falls about 5% (MatMul and Add from 106 to 86 ms of a 0.6 s tile), which leaves
+  the twin within 2-3% of the plain graph's time (docs/vision-precision.md).
+- "-o8": the default with attn_out one GPTQ-rounded int8 product instead of fp32 (0.95x the default's time on the
+  256M twin): on the tiny large-gain checkpoints a tile falls to 0.99880 (SmolVLM2, square), from the activations'
+  rounding (attn_out's weight alone in int8, fp32 input: 0.99973); with the input as two int8 inputs it holds but is
+  1.03x the default's time. Not the default.
 - "outlier-asym-fp32-o-v9" (FORMAT_VERSION 9, kept for benchmarks): "asym-fp32-o" with the LayerNorm outputs'
   outlier channels (a few channels tens of times larger, as trained SigLIP towers have; found from each
   LayerNorm's weights, onnx_smooth.layer_outliers) read in fp32 by attn_v and ffn_up (outlier_split), and
