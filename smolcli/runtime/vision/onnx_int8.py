@@ -508,10 +508,11 @@ def gptq_form(
         g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str, side: Side | None = None
     ) -> str:
         found = first_weight(weight, name)
-        if found is None:  # not rounded: nearest rounding (every split layer is a GPTQ target, gptq_targets)
-            found = quantize_weight(weight) if side is not None else None
         if found is None:
-            return _O(g, x, weight, bias, name)
+            if side is None:
+                return _O(g, x, weight, bias, name)
+            # a split layer not rounded (every one is a GPTQ target, gptq_targets): nearest rounding, as _O's
+            found = quantize_weight(weight)
         return _asym_linear_of(g, x, np.asarray(found[0]), found[1], bias, name, side)
 
     def two_weights(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
